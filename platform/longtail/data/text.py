@@ -1,0 +1,53 @@
+"""Compose an item's text from its fields with a template such as ``"{title} ({year}). {genres}"``."""
+
+from __future__ import annotations
+
+import re
+import string
+
+import pyarrow as pa
+
+from longtail.data.errors import DataError
+
+_EMPTY_BRACKETS = re.compile(r"\(\s*\)|\[\s*\]")
+_SPACES = re.compile(r"\s+")
+_DANGLING = re.compile(r"\s+([.,;:])")
+
+
+def template_fields(template: str) -> list[str]:
+    """The field names a template refers to; positional or formatted fields are refused."""
+    names = []
+    for _, name, spec, conversion in string.Formatter().parse(template):
+        if name is None:
+            continue
+        if not name.isidentifier() or spec or conversion:
+            raise DataError(
+                "item text template", f"bad placeholder {{{name}}}", found=repr(template),
+                expected="placeholders like {title} naming item columns",
+            )
+        names.append(name)
+    return names
+
+
+def default_template(columns: list[str]) -> str:
+    """All text columns in order, joined by ``". "``."""
+    return ". ".join(f"{{{c}}}" for c in columns)
+
+
+def compose_text(fields: dict[str, list[str]], template: str, file: str = "items") -> pa.Array:
+    """One string per item; empty fields leave no empty brackets or doubled spaces behind."""
+    wanted = template_fields(template)
+    missing = [n for n in wanted if n not in fields]
+    if missing:
+        raise DataError(
+            file, f"item text template refers to missing column(s) {missing}", found=f"columns {sorted(fields)}",
+            expected=f"every placeholder of {template!r} to be an item column",
+        )
+    n = len(next(iter(fields.values()))) if fields else 0
+    out = []
+    for i in range(n):
+        text = template.format_map({name: fields[name][i] for name in wanted})
+        text = _EMPTY_BRACKETS.sub("", text)
+        text = _DANGLING.sub(r"\1", _SPACES.sub(" ", text)).strip(" .,;:")
+        out.append(text)
+    return pa.array(out, pa.string())
