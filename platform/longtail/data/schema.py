@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -87,12 +87,17 @@ def _bad_float_ids(col: pa.ChunkedArray, name: str, source: Source) -> None:
     for row, value in enumerate(col.to_pylist()):
         if value is None or not float(value).is_integer():
             raise DataError(
-                source.file, "id is not an integer", where=source.where(row, name), found=shorten(value),
+                source.file,
+                "id is not an integer",
+                where=source.where(row, name),
+                found=shorten(value),
                 expected="a string or integer id",
             )
 
 
-def float_column(table: pa.Table, name: str, source: Source, parse: Callable[[str], float] = float) -> pa.Array:
+def float_column(
+    table: pa.Table, name: str, source: Source, parse: Callable[[str], float] = float
+) -> pa.Array:
     """Column ``name`` as float64, every value finite; strings go through ``parse``."""
     col = table.column(name)
     if pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
@@ -111,7 +116,10 @@ def float_column(table: pa.Table, name: str, source: Source, parse: Callable[[st
         if not math.isfinite(number):
             what = "timestamp" if parse is parse_timestamp else "number"
             raise DataError(
-                source.file, f"unparseable {what}", where=source.where(row, name), found=shorten(value),
+                source.file,
+                f"unparseable {what}",
+                where=source.where(row, name),
+                found=shorten(value),
                 expected="epoch seconds or an ISO-8601 date" if what == "timestamp" else "a finite number",
             )
         out.append(number)
@@ -131,7 +139,7 @@ def parse_timestamp(text: str) -> float:
         pass
     moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
 
 
@@ -182,4 +190,6 @@ def to_kg(table: pa.Table, source: Source) -> pa.Table:
 def to_kg_link(table: pa.Table, source: Source) -> pa.Table:
     """Canonical item-to-entity links."""
     require_columns(table, tuple(KG_LINK_SCHEMA.names), source)
-    return pa.Table.from_arrays([id_column(table, c, source) for c in KG_LINK_SCHEMA.names], schema=KG_LINK_SCHEMA)
+    return pa.Table.from_arrays(
+        [id_column(table, c, source) for c in KG_LINK_SCHEMA.names], schema=KG_LINK_SCHEMA
+    )

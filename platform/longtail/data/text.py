@@ -22,7 +22,9 @@ def template_fields(template: str) -> list[str]:
             continue
         if not name.isidentifier() or spec or conversion:
             raise DataError(
-                "item text template", f"bad placeholder {{{name}}}", found=repr(template),
+                "item text template",
+                f"bad placeholder {{{name}}}",
+                found=repr(template),
                 expected="placeholders like {title} naming item columns",
             )
         names.append(name)
@@ -40,7 +42,9 @@ def compose_text(fields: dict[str, list[str]], template: str, file: str = "items
     missing = [n for n in wanted if n not in fields]
     if missing:
         raise DataError(
-            file, f"item text template refers to missing column(s) {missing}", found=f"columns {sorted(fields)}",
+            file,
+            f"item text template refers to missing column(s) {missing}",
+            found=f"columns {sorted(fields)}",
             expected=f"every placeholder of {template!r} to be an item column",
         )
     n = len(next(iter(fields.values()))) if fields else 0

@@ -1,0 +1,233 @@
+"""``longtail``: the command line. Thin: parses arguments and calls the library."""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Callable
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import typer
+
+from longtail.config import BaselinesConfig, ConfigError, load_config
+from longtail.data import DataError, ImportOptions, import_source, load_named, read_manifest, write_dataset
+from longtail.data.encoded import SplitData, load_split_data
+from longtail.data.ids import encode
+
+app = typer.Typer(
+    help="longtail: surface the long tail of a catalog.", no_args_is_help=True, pretty_exceptions_enable=False
+)
+data_app = typer.Typer(help="Import, validate and split datasets.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+class Format(StrEnum):
+    recbole = "recbole"
+    movielens = "movielens"
+    csv = "csv"
+    parquet = "parquet"
+    jsonl = "jsonl"
+
+
+class Part(StrEnum):
+    valid = "valid"
+    test = "test"
+
+
+def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the library's input errors into one clear line and exit code 2, not a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (DataError, ConfigError) as err:
+            from longtail.console import console
+
+            console.print(f"[red]error:[/red] {err}", markup=True, highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def parse_mapping(pairs: list[str]) -> dict[str, str]:
+    """``["uid=user_id"]`` → ``{"uid": "user_id"}``."""
+    mapping = {}
+    for pair in pairs:
+        column, sep, field = pair.partition("=")
+        if not sep or not column or not field:
+            raise ConfigError(f"--map {pair!r}: expected COLUMN=FIELD, e.g. --map uid=user_id")
+        mapping[column] = field
+    return mapping
+
+
+@data_app.command("prepare")
+@friendly
+def data_prepare(
+    out: Annotated[Path, typer.Option(help="Output dataset directory.")],
+    dataset: Annotated[str | None, typer.Option(help="A named dataset, e.g. ml-100k.")] = None,
+    source: Annotated[Path | None, typer.Option(help="Raw file or directory to import.")] = None,
+    format: Annotated[Format | None, typer.Option("--format", help="Format of --source.")] = None,
+    map: Annotated[list[str] | None, typer.Option("--map", help="COLUMN=FIELD, repeatable.")] = None,
+    template: Annotated[
+        str | None, typer.Option(help='Item text template, e.g. "{title}. {genres}".')
+    ] = None,
+    list_field: Annotated[
+        list[str] | None, typer.Option(help="Item field of space-separated tokens.")
+    ] = None,
+    unknown_items: Annotated[
+        str, typer.Option(help="Interactions on items not in the item table: error|drop.")
+    ] = "error",
+    seed: Annotated[int, typer.Option(help="Seed of the cold-item draw.")] = 2024,
+) -> None:
+    """Import a dataset, validate it, make the warm and cold splits, and write it as Parquet."""
+    from longtail.console import console
+    from longtail.console import out as stdout
+
+    if unknown_items not in ("error", "drop"):
+        raise ConfigError(f"--unknown-items {unknown_items!r}: expected error or drop")
+    if (dataset is None) == (source is None):
+        raise ConfigError("give exactly one of --dataset NAME or --source PATH --format FORMAT")
+    with console.status("importing…"):
+        if dataset is not None:
+            ds = load_named(dataset, unknown_items=unknown_items)
+            label = dataset
+        else:
+            if format is None:
+                raise ConfigError("--source needs --format (recbole, movielens, csv, parquet or jsonl)")
+            options = ImportOptions(
+                parse_mapping(map or []), template, tuple(list_field or ()), unknown_items
+            )
+            ds = import_source(source, format.value, options)
+            label = f"{format.value}:{source}"
+    with console.status("splitting and writing…"):
+        manifest = write_dataset(ds, out, source=label, seed=seed)
+    stdout.print_json(
+        json.dumps({k: manifest[k] for k in ("rows", "catalog_size", "users", "splits", "import")})
+    )
+    console.print(f"wrote {out}")
+
+
+def _fit_baselines(names: list[str], data: SplitData, config: BaselinesConfig) -> list:
+    from longtail.console import console, progress_bar
+    from longtail.model.factory import BASELINE_NAMES, build_baseline
+
+    models = []
+    for name in names:
+        if name not in BASELINE_NAMES:
+            raise ConfigError(f"--model {name!r}: expected one of {', '.join(BASELINE_NAMES)}")
+        epochs = config.bpr.epochs if name == "bpr" else None
+        with progress_bar(f"fit {name}", epochs) as update:
+            model = build_baseline(name, config, on_epoch=lambda e, _loss, n=epochs: update(e + 1, n))
+            model.fit(data)
+            if epochs is None:
+                update(1, 1)
+        console.print(f"fitted {name}")
+        models.append(model)
+    return models
+
+
+@app.command("eval")
+@friendly
+def eval_cmd(
+    data: Annotated[Path, typer.Option(help="Prepared dataset directory.")],
+    out: Annotated[Path, typer.Option(help="Report JSON path (.md and .png are written beside it).")],
+    model: Annotated[
+        list[str] | None, typer.Option(help="Baseline: mostpop, itemknn or bpr. Repeatable.")
+    ] = None,
+    split: Annotated[str, typer.Option(help="Split name: warm, cold or given.")] = "warm",
+    part: Annotated[Part, typer.Option(help="Part to evaluate.")] = Part.test,
+    config: Annotated[Path | None, typer.Option(help="YAML with baseline knobs.")] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="KEY=VALUE overrides, e.g. bpr.epochs=10")
+    ] = None,
+) -> None:
+    """Evaluate models on a split with full ranking; write JSON, Markdown and a PNG plot."""
+    from longtail.console import metric_table, progress_bar
+    from longtail.console import out as stdout
+    from longtail.eval.evaluate import evaluate
+    from longtail.eval.report import write_report
+
+    names = model or ["mostpop"]
+    cfg = load_config(BaselinesConfig, config, overrides)
+    split_data = load_split_data(data, split)
+    results = []
+    for fitted in _fit_baselines(names, split_data, cfg):
+        with progress_bar(f"rank {fitted.name}") as update:
+            results.append(evaluate(fitted, split_data, part.value, progress=update))
+    context = {"dataset": read_manifest(data)["source"], "split": split, "part": part.value}
+    paths = write_report(results, out, context)
+    stdout.print(metric_table(results, f"{context['dataset']} · {split} · {part.value}"))
+    stdout.print(f"report: {paths['json']}  table: {paths['markdown']}  plot: {paths['plot']}")
+
+
+def _select_users(users: str, split_data: SplitData, part: str) -> np.ndarray:
+    if users == "all":
+        return np.arange(split_data.n_users)
+    if users in ("test", "valid"):
+        return np.unique(split_data.part(users).users)
+    path = Path(users)
+    wanted = (
+        [line.strip() for line in path.read_text().splitlines() if line.strip()] if path.is_file() else None
+    )
+    if wanted is None:
+        raise ConfigError(
+            f"--users {users!r}: expected all, test, valid or a file of user ids (one per line)"
+        )
+    codes = encode(wanted, split_data.user_ids)
+    if (codes < 0).any():
+        bad = int(np.argmax(codes < 0))
+        raise DataError(
+            str(path),
+            f"unknown user {wanted[bad]!r}",
+            where=f"line {bad + 1}",
+            expected="user ids present in the dataset",
+        )
+    return codes
+
+
+@app.command("recommend")
+@friendly
+def recommend_cmd(
+    data: Annotated[Path, typer.Option(help="Prepared dataset directory.")],
+    out: Annotated[Path, typer.Option(help="Output recs.jsonl.")],
+    model: Annotated[str, typer.Option(help="Baseline: mostpop, itemknn or bpr.")] = "mostpop",
+    split: Annotated[str, typer.Option(help="Split name.")] = "warm",
+    part: Annotated[
+        Part, typer.Option(help="test: exclude train+valid items; valid: exclude train items.")
+    ] = Part.test,
+    users: Annotated[
+        str, typer.Option(help="all, test, valid, or a file with one user id per line.")
+    ] = "all",
+    k: Annotated[int, typer.Option(min=1, max=10000, help="List length.")] = 20,
+    config: Annotated[Path | None, typer.Option(help="YAML with baseline knobs.")] = None,
+    overrides: Annotated[list[str] | None, typer.Argument(help="KEY=VALUE overrides.")] = None,
+) -> None:
+    """Write top-k lists, one JSON line per user, seen items excluded."""
+    from longtail.console import console, progress_bar
+    from longtail.eval.evaluate import history_parts, rank
+
+    cfg = load_config(BaselinesConfig, config, overrides)
+    split_data = load_split_data(data, split)
+    chosen = _select_users(users, split_data, part.value)
+    (fitted,) = _fit_baselines([model], split_data, cfg)
+    with progress_bar("recommend") as update:
+        lists = rank(fitted, split_data, chosen, split_data.histories(history_parts(part.value)), k, update)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("w") as fh:
+        for user, row in zip(chosen, lists, strict=True):
+            items = [split_data.item_ids[i] for i in row if i >= 0]
+            fh.write(json.dumps({"user_id": split_data.user_ids[user], "items": items}) + "\n")
+    console.print(f"wrote {len(chosen)} lists to {out}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Reports: JSON with every metric key, a Markdown table, and a PNG of recall@20 by popularity decile."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from longtail.eval.evaluate import EvalResult
+from longtail.eval.metrics import METRIC_KEYS
+
+
+def markdown_table(results: Sequence[EvalResult]) -> str:
+    """One row per model, one column per metric key."""
+    head = "| model | " + " | ".join(METRIC_KEYS) + " |"
+    rule = "|---|" + "---:|" * len(METRIC_KEYS)
+    rows = []
+    for r in results:
+        cells = ["–" if r.metrics[k] != r.metrics[k] else f"{r.metrics[k]:.4f}" for k in METRIC_KEYS]
+        rows.append(f"| {r.model} | " + " | ".join(cells) + " |")
+    return "\n".join([head, rule, *rows])
+
+
+def plot_deciles(results: Sequence[EvalResult], path: Path, title: str) -> Path:
+    """Line plot of recall@20 per item-popularity decile, one line per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for r in results:
+        xs = range(1, len(r.decile_recall) + 1)
+        ax.plot(xs, [float("nan") if v is None else v for v in r.decile_recall], marker="o", label=r.model)
+    ax.set_xlabel("item popularity decile (1 = least popular in train)")
+    ax.set_ylabel("recall@20")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_report(results: Sequence[EvalResult], out: Path, context: dict) -> dict[str, Path]:
+    """Write ``out`` (JSON), ``out`` with ``.md`` and ``.png`` suffixes; returns the paths."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out, "markdown": out.with_suffix(".md"), "plot": out.with_suffix(".png")}
+    payload = {**context, "metric_keys": list(METRIC_KEYS), "results": [r.to_json() for r in results]}
+    paths["json"].write_text(json.dumps(payload, indent=2))
+    title = f"{context.get('dataset', '')} · split {context.get('split', '')} · {context.get('part', '')}"
+    paths["markdown"].write_text(
+        f"# {title}\n\n{markdown_table(results)}\n\n![recall by decile]({paths['plot'].name})\n"
+    )
+    plot_deciles(results, paths["plot"], title)
+    return paths
