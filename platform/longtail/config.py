@@ -7,6 +7,7 @@ Override values are parsed as YAML scalars (``10`` → int, ``true`` → bool, `
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -14,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 T = TypeVar("T", bound="StrictModel")
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 class ConfigError(ValueError):
@@ -61,6 +63,8 @@ def parse_overrides(overrides: list[str]) -> dict[str, Any]:
             raise ConfigError(f"override {item!r}: expected KEY=VALUE with a dotted key, e.g. bpr.epochs=10")
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
+            if isinstance(value, str) and _FLOAT.fullmatch(value):
+                value = float(value)  # YAML 1.1 reads "1e-3" as a string
         except yaml.YAMLError as err:
             raise ConfigError(f"override {item!r}: value is not valid YAML ({err})") from None
         node = tree

@@ -42,5 +42,7 @@ def metric_table(results: Sequence[EvalResult], title: str) -> Table:
     for r in results:
         table.add_column(r.model, justify="right")
     for key in METRIC_KEYS:
-        table.add_row(key, *("–" if r.metrics[key] != r.metrics[key] else f"{r.metrics[key]:.4f}" for r in results))
+        table.add_row(
+            key, *("–" if r.metrics[key] != r.metrics[key] else f"{r.metrics[key]:.4f}" for r in results)
+        )
     return table

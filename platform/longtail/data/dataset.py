@@ -130,6 +130,10 @@ def write_dataset(dataset: Dataset, out: Path, *, source: str, seed: int = 2024)
     complete, so a failure never leaves a half-written dataset or damages the previous one.
     """
     out = Path(out)
+    if out.exists() and not (out / "manifest.json").is_file():
+        raise DataError(
+            str(out), "output exists and is not a longtail dataset", expected="a new path or a dataset"
+        )
     out.parent.mkdir(parents=True, exist_ok=True)
     splits = make_splits(dataset, seed)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

@@ -22,7 +22,7 @@ def read_text(path: Path, encoding: str = "utf-8") -> str:
     if not raw.strip():
         raise DataError(str(path), "file is empty", expected="a header row and at least one data row")
     try:
-        return raw.decode(encoding)
+        return raw.decode(encoding).removeprefix("\ufeff")
     except UnicodeDecodeError as err:
         line = raw[: err.start].count(b"\n") + 1
         raise DataError(
@@ -61,20 +61,39 @@ def read_delimited(
         skip, first_line = 1, 2
     else:
         names, skip, first_line = column_names, 0, 1
-    bad_rows: list[int | None] = []
+    data = text.encode("utf-8")
+    table, bad_line = _parse_delimited(path, data, names, skip, delimiter, quoting, threads=True)
+    if bad_line is not None:  # parallel parsing cannot tell the line; parse again serially to name it
+        _, bad_line = _parse_delimited(path, data, names, skip, delimiter, quoting, threads=False)
+        raise DataError(
+            str(path),
+            "wrong number of fields",
+            where=f"line {bad_line}" if bad_line > 0 else None,
+            expected=f"{len(names)} fields separated by {delimiter!r} like the header {names}",
+        )
+    if table.num_rows == 0:
+        raise DataError(str(path), "no data rows", expected="at least one row after the header")
+    return table, Source(str(path), first_line)
+
+
+def _parse_delimited(
+    path: Path, data: bytes, names: list[str], skip: int, delimiter: str, quoting: bool, *, threads: bool
+) -> tuple[pa.Table, int | None]:
+    """Parse with pyarrow; returns the table and the line of the first ragged row (0 if unknown)."""
+    bad: list[int] = []
 
     def on_invalid(row: pv.InvalidRow) -> str:
-        bad_rows.append(row.number)
+        bad.append(row.number or 0)
         return "skip"
 
     try:
         table = pv.read_csv(
-            pa.BufferReader(text.encode("utf-8")),
-            read_options=pv.ReadOptions(column_names=names, skip_rows=skip, block_size=1 << 24),
+            pa.BufferReader(data),
+            read_options=pv.ReadOptions(
+                column_names=names, skip_rows=skip, block_size=1 << 24, use_threads=threads
+            ),
             parse_options=pv.ParseOptions(
-                delimiter=delimiter,
-                quote_char='"' if quoting else False,
-                invalid_row_handler=on_invalid,
+                delimiter=delimiter, quote_char='"' if quoting else False, invalid_row_handler=on_invalid
             ),
             convert_options=pv.ConvertOptions(
                 column_types={n: pa.string() for n in names},
@@ -84,17 +103,7 @@ def read_delimited(
         )
     except pa.ArrowInvalid as err:
         raise DataError(str(path), f"cannot parse as {delimiter!r}-delimited text: {err}") from None
-    if bad_rows:
-        where = f"line {bad_rows[0]}" if bad_rows[0] is not None else "a row"
-        raise DataError(
-            str(path),
-            "wrong number of fields",
-            where=where,
-            expected=f"{len(names)} fields separated by {delimiter!r} like the header {names}",
-        )
-    if table.num_rows == 0:
-        raise DataError(str(path), "no data rows", expected="at least one row after the header")
-    return table, Source(str(path), first_line)
+    return table, (bad[0] if bad else None)
 
 
 def read_jsonl(path: Path) -> tuple[pa.Table, Source]:

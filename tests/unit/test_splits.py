@@ -1,0 +1,76 @@
+"""The splits and buckets follow DESIGN.md's protocol exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from longtail.data import ImportOptions, import_source, load_named, popularity_buckets, write_dataset
+from longtail.data.encoded import load_split_data
+from longtail.data.splits import cold_items, cold_split, warm_split
+
+
+def pairs(table):
+    return sorted(zip(table.column("user_id").to_pylist(), table.column("item_id").to_pylist(), strict=True))
+
+
+@pytest.fixture
+def toy(recbole_dir):
+    return import_source(recbole_dir, "recbole", ImportOptions())
+
+
+def test_warm_split_by_time_with_natural_item_ties(toy):
+    warm = warm_split(toy.interactions, toy.catalog())
+    # u1: 10 items → 1 test, 1 valid; u2: ties at t=50 ordered 1, 3, 10 (numeric), then 2, 4;
+    # u3 has 2 interactions and stays in train; u4 has 3 → one each.
+    assert pairs(warm.test) == [("u1", "10"), ("u2", "4"), ("u4", "9")]
+    assert pairs(warm.valid) == [("u1", "9"), ("u2", "2"), ("u4", "8")]
+    assert ("u3", "5") in pairs(warm.train) and ("u3", "6") in pairs(warm.train)
+    assert warm.counts() == {"train": 14, "valid": 3, "test": 3}
+
+
+def test_warm_split_sizes_follow_floor_of_a_tenth():
+    import pyarrow as pa
+
+    n = 37  # floor(37/10) = 3 each
+    table = pa.table({"user_id": ["a"] * n, "item_id": [str(i) for i in range(n)],
+                      "timestamp": [float(i) for i in range(n)], "weight": pa.array([1.0] * n, pa.float32()),
+                      "event_type": ["x"] * n})  # fmt: skip
+    warm = warm_split(table, np.array([str(i) for i in range(n)], dtype=object))
+    assert warm.counts() == {"train": 31, "valid": 3, "test": 3}
+    assert warm.test.column("item_id").to_pylist() == ["34", "35", "36"]
+
+
+def test_cold_split_moves_valid_to_test_and_drops_train(toy):
+    catalog = toy.catalog()
+    warm = warm_split(toy.interactions, catalog)
+    cold = cold_items(toy.interactions, catalog, seed=2024)
+    touched = [str(i) for i in range(1, 11)]  # items with an interaction, natural order
+    assert list(cold) == list(np.random.default_rng(2024).choice(touched, 1, replace=False))
+    split = cold_split(warm, cold)
+    c = cold[0]
+    assert c not in split.train.column("item_id").to_pylist()
+    assert c not in split.valid.column("item_id").to_pylist()
+    n_warm = sum(t.column("item_id").to_pylist().count(c) for t in (warm.valid, warm.test))
+    assert split.test.column("item_id").to_pylist().count(c) == n_warm
+
+
+def test_popularity_buckets():
+    counts = np.array([5, 0, 5, 1, 9, 0, 2, 2, 0, 3])
+    b = popularity_buckets(counts)  # round(0.2 × 10) = 2 head items: 4 (9 hits), then 0 (ties 0 < 2)
+    assert np.flatnonzero(b["head"]).tolist() == [0, 4]
+    assert (b["tail"] == ~b["head"]).all()
+    assert np.flatnonzero(b["cold"]).tolist() == [1, 5, 8]
+    assert popularity_buckets(np.array([0, 0, 1, 0, 0]))["head"].sum() == 1  # never a zero-count item
+
+
+@pytest.mark.network
+def test_ml100k_counts_match_the_protocol(tmp_path):
+    manifest = write_dataset(load_named("ml-100k"), tmp_path / "ml", source="ml-100k")
+    assert manifest["users"] == 943 and manifest["catalog_size"] == 1682
+    assert manifest["splits"]["warm"] == {"train": 80808, "valid": 9596, "test": 9596}
+    assert manifest["rows"]["kg"] > 0 and manifest["rows"]["kg_link"] > 0
+    data = load_split_data(tmp_path / "ml", "warm")
+    assert popularity_buckets(data.train_counts())["head"].sum() == 336
+    cold = load_split_data(tmp_path / "ml", "cold")
+    assert (cold.train_counts() == 0).sum() >= 168  # the 168 cold items have no train data
