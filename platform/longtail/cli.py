@@ -45,9 +45,7 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return fn(*args, **kwargs)
         except (DataError, ConfigError) as err:
-            from longtail.console import console
-
-            console.print(f"[red]error:[/red] {err}", markup=True, highlight=False)
+            typer.echo(f"error: {err}", err=True)  # one unwrapped line, greppable
             raise typer.Exit(2) from None
 
     return wrapper
