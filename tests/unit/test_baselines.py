@@ -3,35 +3,13 @@
 from __future__ import annotations
 
 import numpy as np
-import pyarrow as pa
 
 from longtail.config import BaselinesConfig
-from longtail.data.encoded import Histories, Interactions, SplitData, encode_split
-from longtail.data.splits import SplitTables
+from longtail.data.encoded import Histories, Interactions
 from longtail.eval.evaluate import evaluate
 from longtail.model.base import Recommender
 from longtail.model.factory import BASELINE_NAMES, build_baseline
-
-
-def clustered_split(n_users: int = 60, seed: int = 0) -> SplitData:
-    """Two user groups that each consume one half of a 20-item catalog; the last item of each user is test."""
-    rng = np.random.default_rng(seed)
-    rows = {"train": [], "valid": [], "test": []}
-    for u in range(n_users):
-        group = np.arange(10) if u % 2 == 0 else np.arange(10, 20)
-        seq = rng.permutation(group)[:8]
-        for t, item in enumerate(seq):
-            part = "test" if t == 7 else "valid" if t == 6 else "train"
-            rows[part].append((f"u{u}", str(item), float(t)))
-
-    def table(rs):
-        u, i, t = zip(*rs, strict=True)
-        return pa.table({"user_id": u, "item_id": i, "timestamp": t, "weight": pa.array([1.0] * len(u), pa.float32()),
-                         "event_type": ["x"] * len(u)})  # fmt: skip
-
-    tables = SplitTables(*(table(rows[p]) for p in ("train", "valid", "test")))
-    items = pa.table({"item_id": [str(i) for i in range(20)], "text": [""] * 20})
-    return encode_split(tables, items)
+from tests.conftest import clustered_split
 
 
 def test_all_baselines_implement_the_interface_and_beat_chance():

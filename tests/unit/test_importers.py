@@ -44,7 +44,9 @@ def test_recbole_given_split(tmp_path):
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet", "jsonl"])
 def test_tabular_formats_agree(tmp_path, recbole_dir, fmt):
-    ds = import_source(write_tabular(tmp_path / fmt, fmt), fmt, ImportOptions(mapping=MAP, template="{title}"))
+    ds = import_source(
+        write_tabular(tmp_path / fmt, fmt), fmt, ImportOptions(mapping=MAP, template="{title}")
+    )
     ref = import_source(recbole_dir, "recbole", ImportOptions())
     cols = ["user_id", "item_id", "timestamp"]
     assert ds.interactions.select(cols).equals(ref.interactions.select(cols))
@@ -76,12 +78,14 @@ def test_movielens_raw(tmp_path):
     flags = "|".join(["0"] * 19)
     action = "|".join(["0", "1"] + ["0"] * 17)
     (d / "u.item").write_bytes(
-        (f"10|Café Society (1995)|01-Jan-1995||http://x|{action}\n11|Untitled|01-Jan-1996||http://y|{flags}\n").encode(
-            "latin-1"
-        )
+        (
+            f"10|Café Society (1995)|01-Jan-1995||http://x|{action}\n11|Untitled|01-Jan-1996||http://y|{flags}\n"
+        ).encode("latin-1")
     )
     ds = import_source(d, "movielens", ImportOptions())
-    texts = dict(zip(ds.items.column("item_id").to_pylist(), ds.items.column("text").to_pylist(), strict=True))
+    texts = dict(
+        zip(ds.items.column("item_id").to_pylist(), ds.items.column("text").to_pylist(), strict=True)
+    )
     assert texts == {"10": "Café Society (1995). Action", "11": "Untitled (1996)"}
     assert ds.interactions.num_rows == 3
 

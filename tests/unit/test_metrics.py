@@ -82,7 +82,10 @@ def ranking_case(draw):
     for u in range(n_users):
         filled = draw(st.integers(0, min(k, n_items)))
         topk[u, :filled] = draw(st.permutations(range(n_items)))[:filled]
-    rows = [draw(st.lists(st.integers(0, n_items - 1), min_size=1, max_size=6, unique=True)) for _ in range(n_users)]
+    rows = [
+        draw(st.lists(st.integers(0, n_items - 1), min_size=1, max_size=6, unique=True))
+        for _ in range(n_users)
+    ]
     tail = np.array(draw(st.lists(st.booleans(), min_size=n_items, max_size=n_items)))
     cold = tail & np.array(draw(st.lists(st.booleans(), min_size=n_items, max_size=n_items)))
     return topk, csr(rows, n_items), {"tail": tail, "cold": cold}
