@@ -12,7 +12,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from longtail.config import BaselinesConfig, ConfigError, load_config
+from longtail.config import BaselinesConfig, ConfigError, TrainConfig, load_config
 from longtail.data import DataError, ImportOptions, import_source, load_named, read_manifest, write_dataset
 from longtail.data.encoded import SplitData, load_split_data
 from longtail.data.ids import encode
@@ -138,9 +138,9 @@ def eval_cmd(
     ] = None,
     split: Annotated[str, typer.Option(help="Split name: warm, cold or given.")] = "warm",
     part: Annotated[Part, typer.Option(help="Part to evaluate.")] = Part.test,
-    config: Annotated[Path | None, typer.Option(help="YAML with baseline knobs.")] = None,
+    config: Annotated[Path | None, typer.Option(help="Train config YAML (its baselines section).")] = None,
     overrides: Annotated[
-        list[str] | None, typer.Argument(help="KEY=VALUE overrides, e.g. bpr.epochs=10")
+        list[str] | None, typer.Argument(help="KEY=VALUE overrides, e.g. baselines.bpr.epochs=10")
     ] = None,
 ) -> None:
     """Evaluate models on a split with full ranking; write JSON, Markdown and a PNG plot."""
@@ -150,7 +150,7 @@ def eval_cmd(
     from longtail.eval.report import write_report
 
     names = model or ["mostpop"]
-    cfg = load_config(BaselinesConfig, config, overrides)
+    cfg = load_config(TrainConfig, config, overrides).baselines
     split_data = load_split_data(data, split)
     results = []
     for fitted in _fit_baselines(names, split_data, cfg):
@@ -201,14 +201,14 @@ def recommend_cmd(
         str, typer.Option(help="all, test, valid, or a file with one user id per line.")
     ] = "all",
     k: Annotated[int, typer.Option(min=1, max=10000, help="List length.")] = 20,
-    config: Annotated[Path | None, typer.Option(help="YAML with baseline knobs.")] = None,
+    config: Annotated[Path | None, typer.Option(help="Train config YAML (its baselines section).")] = None,
     overrides: Annotated[list[str] | None, typer.Argument(help="KEY=VALUE overrides.")] = None,
 ) -> None:
     """Write top-k lists, one JSON line per user, seen items excluded."""
     from longtail.console import console, progress_bar
     from longtail.eval.evaluate import history_parts, rank
 
-    cfg = load_config(BaselinesConfig, config, overrides)
+    cfg = load_config(TrainConfig, config, overrides).baselines
     split_data = load_split_data(data, split)
     chosen = _select_users(users, split_data, part.value)
     (fitted,) = _fit_baselines([model], split_data, cfg)
@@ -220,6 +220,64 @@ def recommend_cmd(
             items = [split_data.item_ids[i] for i in row if i >= 0]
             fh.write(json.dumps({"user_id": split_data.user_ids[user], "items": items}) + "\n")
     console.print(f"wrote {len(chosen)} lists to {out}")
+
+
+@app.command("finetune")
+@friendly
+def finetune_cmd(
+    data: Annotated[Path, typer.Option(help="Prepared dataset directory.")],
+    out: Annotated[Path, typer.Option(help="Output encoder directory (Hugging Face, safetensors).")],
+    config: Annotated[
+        Path | None, typer.Option(help="Train config YAML, e.g. train_configs/ml100k-cpu.yaml.")
+    ] = None,
+    split: Annotated[str | None, typer.Option(help="Split to train on (default: the config's).")] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="KEY=VALUE overrides, e.g. finetune.epochs=2")
+    ] = None,
+) -> None:
+    """Fine-tune the item text encoder on the train split (Ray Train + DeepSpeed)."""
+    from longtail.console import out as stdout
+    from longtail.train.cluster import connect
+    from longtail.train.finetune import finetune
+
+    cfg = load_config(TrainConfig, config, overrides)
+    split_data = load_split_data(data, split or cfg.split)
+    connect()
+    result = finetune(split_data, cfg, out)
+    stdout.print_json(json.dumps({"encoder": str(result.encoder_dir), "metrics": result.metrics}))
+
+
+@app.command("embed")
+@friendly
+def embed_cmd(
+    data: Annotated[Path, typer.Option(help="Prepared dataset directory (its items.parquet is embedded).")],
+    out: Annotated[Path, typer.Option(help="Output Parquet: item_id, vector.")],
+    encoder: Annotated[
+        str | None, typer.Option(help="Encoder directory or name (default: the config's).")
+    ] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="Train config YAML (embed and encoder sections).")
+    ] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="KEY=VALUE overrides, e.g. embed.actors=2")
+    ] = None,
+) -> None:
+    """Embed every catalog item with Ray Data over a pool of encoder actors."""
+    from longtail.console import console
+    from longtail.data import read_table
+    from longtail.train.cluster import connect
+    from longtail.train.embed import embed_catalog
+
+    cfg = load_config(TrainConfig, config, overrides)
+    items = read_table(data, "items")
+    if items is None:
+        raise DataError(str(data), "no items.parquet", expected="a directory made by `longtail data prepare`")
+    connect()
+    table = embed_catalog(
+        items.column("item_id").to_numpy(zero_copy_only=False), items.column("text").to_numpy(zero_copy_only=False),
+        encoder or cfg.encoder.name, cfg.encoder.max_length, cfg.embed, out,
+    )  # fmt: skip
+    console.print(f"embedded {table.num_rows} items into {out}")
 
 
 def main() -> None:

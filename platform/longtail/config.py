@@ -65,7 +65,7 @@ class EncoderConfig(StrictModel):
 
 class FinetuneConfig(StrictModel):
     enabled: bool = Field(True, description="false keeps the pretrained encoder frozen")
-    epochs: int = Field(2, ge=1, description="passes, each over a fresh draw of pairs")
+    epochs: int = Field(1, ge=1, description="passes, each over a fresh draw of pairs")
     pairs_per_epoch: int | None = Field(
         None, ge=1, description="pairs drawn per epoch; null scales with data"
     )
@@ -114,6 +114,7 @@ class TrainConfig(StrictModel):
     finetune: FinetuneConfig = FinetuneConfig()
     embed: EmbedConfig = EmbedConfig()
     resources: ResourcesConfig = ResourcesConfig()
+    baselines: BaselinesConfig = BaselinesConfig()
 
 
 def parse_overrides(overrides: list[str]) -> dict[str, Any]:

@@ -43,7 +43,7 @@ def test_help_everywhere(command):
 def test_eval_writes_json_markdown_and_plot(prepared, tmp_path):
     out = tmp_path / "report.json"
     result = run("eval", "--model", "mostpop", "--model", "bpr", "--data", str(prepared), "--out", str(out),
-                 "bpr.epochs=2")  # fmt: skip
+                 "baselines.bpr.epochs=2")  # fmt: skip
     assert "recall@20" in result.stdout
     report = json.loads(out.read_text())
     assert [r["model"] for r in report["results"]] == ["mostpop", "bpr"]

@@ -48,7 +48,8 @@ def test_killed_worker_resumes_from_the_last_checkpoint(ray_cluster, tiny_encode
     fault = FaultInjection(at_step=5, rank=1, marker=str(marker))
     result = finetune(data, cfg, tmp_path / "encoder", run_name="faulty", fault=fault)
     assert marker.read_text() == "5"  # rank 1 really died at micro-step 5, on the first attempt only
-    assert result.metrics["resumed_from"] == 4  # the restart loaded the checkpoint of micro-step 4
+    # the restart loaded a checkpoint (micro-step 4, or 2 when the death beat the registration of 4)
+    assert result.metrics["resumed_from"] in (2, 4)
     assert result.metrics["micro_step"] == 8  # and finished the run instead of starting over
     assert (tmp_path / "encoder" / "model.safetensors").is_file()
 

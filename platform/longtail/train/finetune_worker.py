@@ -24,6 +24,7 @@ from longtail.model.encoder import load_encoder, load_tokenizer, save_encoder, t
 
 STATE_FILE = "state.json"
 DS_TAG = "ds"
+LOG_EVERY = 10
 
 
 class FaultInjection(BaseModel):
@@ -193,6 +194,9 @@ def finetune_loop(config: dict[str, Any]) -> None:
             "train_loss": loss_sum / max(loss_n, 1),
             "samples_per_s": timed_samples / timed_seconds if timed_seconds else 0.0,
         }
+        if rank == 0 and (step % LOG_EVERY == 0 or step == total):
+            print(f"[finetune] step {step}/{total} epoch {metrics['epoch']:.2f} loss {metrics['train_loss']:.4f}"
+                  f" {metrics['samples_per_s']:.1f} samples/s", flush=True)  # fmt: skip
         if epoch_end:
             metrics.update(_validate(engine, tokenizer, job))
             loss_sum, loss_n = 0.0, 0

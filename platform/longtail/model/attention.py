@@ -1,0 +1,64 @@
+"""Target-aware attention over a user's history (DIN-style): the candidate item is the query.
+
+For candidate i and history items h_1..h_L (oldest first):
+
+    a(i, l) = mean_heads softmax_l( ⟨W_q x_i, W_k x_{h_l}⟩_head / √d_head + r_head[L_u − 1 − l] )
+    s(u, i) = Σ_l a(i, l) · ⟨y_i, y_{h_l}⟩
+
+where x are the attention features, y the value/target vectors and r a learned recency bias indexed by
+position from the newest item. Padding never receives weight; an empty history scores 0.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class TargetAttention(nn.Module):
+    """Scores candidates against histories through candidate-dependent attention weights."""
+
+    def __init__(self, dim: int, heads: int, max_history: int, use_attention: bool = True) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim {dim} is not divisible by heads {heads}")
+        self.heads, self.head_dim, self.use_attention = heads, dim // heads, use_attention
+        self.query = nn.Linear(dim, dim, bias=False)
+        self.key = nn.Linear(dim, dim, bias=False)
+        self.recency = nn.Parameter(torch.zeros(heads, max_history))
+
+    def weights(self, cand: torch.Tensor, hist: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Attention of each candidate over each history: (b, c, L).
+
+        cand: (c, d) candidate features; hist: (b, L, d) history features; mask: (b, L) true for real items.
+        """
+        b, length, _ = hist.shape
+        if not self.use_attention:  # mean pooling: every real history item weighs the same
+            w = mask.float() / mask.float().sum(1, keepdim=True).clamp_min(1.0)  # (b, L)
+            return w[:, None, :].expand(b, cand.shape[0], length)
+        q = self.query(cand).view(-1, self.heads, self.head_dim)  # (c, h, dh)
+        k = self.key(hist).view(b, length, self.heads, self.head_dim)  # (b, L, h, dh)
+        logits = torch.einsum("chd,blhd->bhcl", q, k) / math.sqrt(self.head_dim)  # (b, h, c, L)
+        from_end = (mask.sum(1, keepdim=True) - 1 - torch.arange(length, device=mask.device)).clamp(
+            0, None
+        )  # (b, L)
+        bias = self.recency[:, from_end.clamp(max=self.recency.shape[1] - 1)]  # (h, b, L)
+        logits = logits + bias.permute(1, 0, 2)[:, :, None, :]  # (b, h, c, L)
+        logits = logits.masked_fill(~mask[:, None, None, :], float("-inf"))
+        w = torch.softmax(logits, dim=-1).nan_to_num(0.0)  # empty histories → all zeros
+        return w.mean(1)  # (b, c, L)
+
+    def forward(
+        self,
+        cand_feat: torch.Tensor,
+        cand_vec: torch.Tensor,
+        hist_feat: torch.Tensor,
+        hist_vec: torch.Tensor,
+        mask: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scores (b, c), weights (b, c, L)) for candidate vectors (c, d) against history vectors (b, L, d)."""
+        w = self.weights(cand_feat, hist_feat, mask)  # (b, c, L)
+        sim = torch.einsum("cd,bld->bcl", cand_vec, hist_vec)  # (b, c, L)
+        return (w * sim).sum(-1), w

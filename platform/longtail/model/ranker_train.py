@@ -1,0 +1,133 @@
+"""Training the hybrid ranker on next-item examples (pure torch; the Ray glue lives in ``longtail.train``).
+
+Every train history h_1..h_n gives examples (h_{<t}, h_t) for t ≥ 2, the prefix cut to the last L items.
+Loss: sampled softmax over the batch's targets plus N uniformly drawn items, with
+
+    logit_j = score(u, j) − log q_j + η · log π_j
+
+where q_j is the chance of j being a candidate (the mixture of in-batch targets and uniform negatives),
+which removes the sampling bias, and π_j the smoothed train popularity share: η > 0 (logit adjustment)
+makes the learned score popularity-balanced, so the model ranks the tail higher. Seen items and other
+rows' copies of a row's own target are masked.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from longtail.data.encoded import Histories
+from longtail.model.hybrid import HybridRanker
+
+
+def next_item_examples(histories: Histories, max_history: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
+    """All (prefix, target) pairs: prefixes (N, L) left-aligned, oldest first, padded with ``pad``; targets (N,)."""
+    lengths = histories.lengths()
+    starts = histories.indptr[:-1]
+    users = np.repeat(np.arange(histories.n_users), np.maximum(lengths - 1, 0))
+    t = (
+        np.arange(len(users))
+        - np.repeat(np.r_[0, np.cumsum(np.maximum(lengths - 1, 0))[:-1]], np.maximum(lengths - 1, 0))
+        + 1
+    )
+    begin = np.maximum(0, t - max_history)  # (N,) first prefix position
+    width = t - begin  # (N,) prefix length ≤ L
+    cols = np.arange(max_history)[None, :]
+    src = starts[users][:, None] + begin[:, None] + cols  # (N, L)
+    valid = cols < width[:, None]
+    prefixes = np.where(valid, histories.items[np.where(valid, src, 0)], pad)
+    targets = histories.items[starts[users] + t]
+    return prefixes.astype(np.int64), targets.astype(np.int64)
+
+
+def popularity_log_prior(counts: np.ndarray) -> np.ndarray:
+    """log π with π ∝ count + 1 (add-one smoothing so cold items are finite)."""
+    c = counts.astype(np.float64) + 1.0
+    return np.log(c / c.sum()).astype(np.float32)
+
+
+def sampled_softmax_loss(
+    model: nn.Module,
+    history: torch.Tensor,
+    target: torch.Tensor,
+    negatives: torch.Tensor,
+    target_share: torch.Tensor,
+    log_prior: torch.Tensor,
+    eta: float,
+) -> torch.Tensor:
+    """Mean cross-entropy of each row's target among the batch targets + negatives (module docstring).
+
+    history (b, L), target (b,), negatives (N,), target_share (n,) probability that a batch target is j.
+    """
+    b, n_neg = len(target), len(negatives)
+    n_items = log_prior.shape[0]
+    candidates = torch.cat([target, negatives])  # (b + N,)
+    q = (b * target_share[candidates] + n_neg / n_items) / (b + n_neg)
+    out = model(history, candidates)
+    logits = out.score - torch.log(q) + eta * log_prior[candidates]  # (b, b + N)
+    seen = (history[:, :, None] == candidates[None, None, :]).any(1)  # (b, b + N)
+    own = torch.zeros_like(seen)
+    own[torch.arange(b), torch.arange(b)] = True
+    clash = (candidates[None, :] == target[:, None]) & ~own
+    logits = logits.masked_fill((seen & ~own) | clash, torch.finfo(logits.dtype).min)
+    return nn.functional.cross_entropy(logits, torch.arange(b, device=logits.device))
+
+
+def train_epoch(
+    model: HybridRanker,
+    prefixes: torch.Tensor,
+    targets: torch.Tensor,
+    optimizer: torch.optim.Optimizer,
+    batch_size: int,
+    n_negatives: int,
+    target_share: torch.Tensor,
+    log_prior: torch.Tensor,
+    eta: float,
+    generator: torch.Generator,
+    on_step: Callable[[int, int, float], None] | None = None,
+) -> float:
+    """One pass over shuffled examples; returns the mean loss. ``model`` may be DDP-wrapped."""
+    model.train()
+    n_items = log_prior.shape[0]
+    order = torch.randperm(len(targets), generator=generator)
+    total, steps = 0.0, 0
+    n_steps = (len(order) + batch_size - 1) // batch_size
+    for step in range(n_steps):
+        idx = order[step * batch_size : (step + 1) * batch_size]
+        negatives = torch.randint(0, n_items, (n_negatives,), generator=generator)
+        loss = sampled_softmax_loss(
+            model, prefixes[idx], targets[idx], negatives, target_share, log_prior, eta
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        optimizer.step()
+        total, steps = total + loss.item(), steps + 1
+        if on_step is not None:
+            on_step(step + 1, n_steps, loss.item())
+    return total / max(steps, 1)
+
+
+class HybridRecommender:
+    """The ``Recommender`` interface over a trained ``HybridRanker`` (full-catalog scoring)."""
+
+    def __init__(self, model: HybridRanker, name: str = "hybrid", batch_users: int = 128) -> None:
+        self.model, self.name, self.batch_users = model, name, batch_users
+
+    def fit(self, data) -> None:
+        """Training happens in ``longtail.train.fit``; this adapter only scores."""
+
+    @torch.no_grad()
+    def score(self, users: np.ndarray, histories: Histories) -> np.ndarray:
+        """(b, n_items) hybrid scores from each user's last ``max_history`` items."""
+        self.model.eval()
+        items, mask = histories.padded(self.model.max_history)
+        history = torch.as_tensor(np.where(mask, items, self.model.n_items))
+        parts = [
+            self.model(history[s : s + self.batch_users]).score
+            for s in range(0, len(history), self.batch_users)
+        ]
+        return torch.cat(parts).numpy() if parts else np.zeros((0, self.model.n_items), np.float32)
