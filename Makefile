@@ -7,8 +7,10 @@ BIN := $(VENV)/bin
 TORCH_SPEC ?= torch==2.13.0
 DATA ?= data/ml-100k
 REPORTS ?= reports
+BUNDLE ?= bundles/ml100k
+CONFIG ?= train_configs/ml100k-cpu.yaml
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint bench clean
 
 install: $(VENV)/.installed
 
@@ -19,10 +21,19 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -e '.[dev]'
 	touch $@
 
+# The main job on the embedded default data: prepare ML-100K, train the whole chain into a bundle,
+# evaluate it next to the baselines (table + plots), and show three users' recommendations explained.
 demo: install
 	$(BIN)/longtail data prepare --dataset ml-100k --out $(DATA)
-	$(BIN)/longtail eval --model mostpop --model itemknn --model bpr --data $(DATA) --split warm \
-		--out $(REPORTS)/baselines-warm.json
+	$(BIN)/longtail train --config $(CONFIG) --data $(DATA) --out $(BUNDLE)
+	$(BIN)/longtail eval --bundle $(BUNDLE) --model mostpop --model itemknn --model bpr --data $(DATA) \
+		--config $(CONFIG) --out $(REPORTS)/ml100k-warm.json
+	$(BIN)/longtail recommend --bundle $(BUNDLE) --data $(DATA) --users test --k 10 --explain --show 3 \
+		--out $(REPORTS)/recs-ml100k.jsonl
+
+bench: install
+	$(BIN)/longtail data prepare --dataset ml-100k --out $(DATA)
+	$(BIN)/python -m benchmarks.language_model --data $(DATA)
 
 test: install
 	$(BIN)/ruff check platform tests benchmarks

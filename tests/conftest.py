@@ -107,3 +107,24 @@ def clustered_split(n_users: int = 60, seed: int = 0) -> SplitData:
     texts = [f"{'A' if i < 10 else 'B'} story of {words[i % 10]} number {i}" for i in range(20)]
     items = pa.table({"item_id": [str(i) for i in range(20)], "text": texts})
     return encode_split(tables, items)
+
+
+def write_clustered_dataset(out: Path, n_users: int = 60) -> Path:
+    """The clustered toy data as a prepared dataset directory (warm and cold splits made by the protocol)."""
+    from longtail.data import Dataset, write_dataset
+
+    data = clustered_split(n_users)
+    parts = [data.train, data.valid, data.test]
+    users = np.concatenate([p.users for p in parts])
+    items = np.concatenate([p.items for p in parts])
+    stamps = np.concatenate([p.timestamps for p in parts])
+    interactions = pa.table({
+        "user_id": pa.array(data.user_ids[users].astype(str)), "item_id": pa.array(data.item_ids[items].astype(str)),
+        "timestamp": stamps, "weight": pa.array(np.ones(len(users)), pa.float32()),
+        "event_type": pa.array(["x"] * len(users)),
+    })  # fmt: skip
+    item_table = pa.table(
+        {"item_id": pa.array(data.item_ids.astype(str)), "text": pa.array(data.item_text.astype(str))}
+    )
+    write_dataset(Dataset(item_table, interactions), out, source="clustered")
+    return out

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
+from longtail.bundle import BundleError
 from longtail.config import BaselinesConfig, ConfigError, TrainConfig, load_config
 from longtail.data import DataError, ImportOptions, import_source, load_named, read_manifest, write_dataset
 from longtail.data.encoded import SplitData, load_split_data
@@ -44,7 +45,7 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (DataError, ConfigError) as err:
+        except (DataError, ConfigError, BundleError) as err:
             typer.echo(f"error: {err}", err=True)  # one unwrapped line, greppable
             raise typer.Exit(2) from None
 
@@ -136,6 +137,7 @@ def eval_cmd(
     model: Annotated[
         list[str] | None, typer.Option(help="Baseline: mostpop, itemknn or bpr. Repeatable.")
     ] = None,
+    bundle: Annotated[Path | None, typer.Option(help="A trained bundle to evaluate (as 'hybrid').")] = None,
     split: Annotated[str, typer.Option(help="Split name: warm, cold or given.")] = "warm",
     part: Annotated[Part, typer.Option(help="Part to evaluate.")] = Part.test,
     config: Annotated[Path | None, typer.Option(help="Train config YAML (its baselines section).")] = None,
@@ -149,10 +151,15 @@ def eval_cmd(
     from longtail.eval.evaluate import evaluate
     from longtail.eval.report import write_report
 
-    names = model or ["mostpop"]
+    names = model or ([] if bundle else ["mostpop"])
     cfg = load_config(TrainConfig, config, overrides).baselines
     split_data = load_split_data(data, split)
     results = []
+    if bundle is not None:
+        with progress_bar("rank hybrid") as update:
+            results.append(
+                evaluate(_bundle_recommender(bundle, split_data, data), split_data, part.value, update)
+            )
     for fitted in _fit_baselines(names, split_data, cfg):
         with progress_bar(f"rank {fitted.name}") as update:
             results.append(evaluate(fitted, split_data, part.value, progress=update))
@@ -160,6 +167,18 @@ def eval_cmd(
     paths = write_report(results, out, context)
     stdout.print(metric_table(results, f"{context['dataset']} · {split} · {part.value}"))
     stdout.print(f"report: {paths['json']}  table: {paths['markdown']}  plot: {paths['plot']}")
+
+
+def _bundle_recommender(bundle: Path, split_data: SplitData, data: Path):
+    from longtail.bundle import check_catalog, load_ranker, read_bundle
+    from longtail.model.ranker_train import HybridRecommender
+    from longtail.model.rerank import RerankedRecommender
+
+    loaded = read_bundle(bundle)
+    check_catalog(loaded, split_data.item_ids, str(data))
+    rec = HybridRecommender(load_ranker(loaded))
+    boost = loaded.manifest["config"].get("rerank", {}).get("tail_boost", 0.0)
+    return RerankedRecommender(rec, loaded.train_counts, boost, "hybrid") if boost else rec
 
 
 def _select_users(users: str, split_data: SplitData, part: str) -> np.ndarray:
@@ -193,6 +212,7 @@ def recommend_cmd(
     data: Annotated[Path, typer.Option(help="Prepared dataset directory.")],
     out: Annotated[Path, typer.Option(help="Output recs.jsonl.")],
     model: Annotated[str, typer.Option(help="Baseline: mostpop, itemknn or bpr.")] = "mostpop",
+    bundle: Annotated[Path | None, typer.Option(help="Recommend with a trained bundle instead.")] = None,
     split: Annotated[str, typer.Option(help="Split name.")] = "warm",
     part: Annotated[
         Part, typer.Option(help="test: exclude train+valid items; valid: exclude train items.")
@@ -201,6 +221,10 @@ def recommend_cmd(
         str, typer.Option(help="all, test, valid, or a file with one user id per line.")
     ] = "all",
     k: Annotated[int, typer.Option(min=1, max=10000, help="List length.")] = 20,
+    explain: Annotated[
+        bool, typer.Option(help="With --bundle: add term contributions and attended items.")
+    ] = False,
+    show: Annotated[int, typer.Option(min=0, help="Print this many example lists with item texts.")] = 0,
     config: Annotated[Path | None, typer.Option(help="Train config YAML (its baselines section).")] = None,
     overrides: Annotated[list[str] | None, typer.Argument(help="KEY=VALUE overrides.")] = None,
 ) -> None:
@@ -211,15 +235,106 @@ def recommend_cmd(
     cfg = load_config(TrainConfig, config, overrides).baselines
     split_data = load_split_data(data, split)
     chosen = _select_users(users, split_data, part.value)
-    (fitted,) = _fit_baselines([model], split_data, cfg)
+    if bundle is not None:
+        fitted = _bundle_recommender(bundle, split_data, data)
+    else:
+        (fitted,) = _fit_baselines([model], split_data, cfg)
+    histories = split_data.histories(history_parts(part.value))
     with progress_bar("recommend") as update:
-        lists = rank(fitted, split_data, chosen, split_data.histories(history_parts(part.value)), k, update)
+        lists = rank(fitted, split_data, chosen, histories, k, update)
+    notes = _explanations(fitted, histories, chosen, lists, split_data) if (explain and bundle) else None
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w") as fh:
-        for user, row in zip(chosen, lists, strict=True):
-            items = [split_data.item_ids[i] for i in row if i >= 0]
-            fh.write(json.dumps({"user_id": split_data.user_ids[user], "items": items}) + "\n")
+        for row, (user, top) in enumerate(zip(chosen, lists, strict=True)):
+            line = {
+                "user_id": split_data.user_ids[user],
+                "items": [split_data.item_ids[i] for i in top if i >= 0],
+            }
+            if notes is not None:
+                line["explanations"] = notes[row]
+            fh.write(json.dumps(line) + "\n")
+            if row < show:
+                _print_example(line, user, histories, split_data)
     console.print(f"wrote {len(chosen)} lists to {out}")
+
+
+def _explanations(fitted, histories, users, lists, split_data: SplitData) -> list[list[dict]]:
+    import torch
+
+    from longtail.model.explain import explain
+
+    model = getattr(fitted, "inner", fitted).model
+    items, mask = histories.rows(users).padded(model.max_history)
+    history = np.where(mask, items, model.n_items)
+    notes: list[list[dict]] = []
+    with torch.no_grad():
+        for start in range(0, len(users), 256):
+            top = lists[start : start + 256]
+            cands = np.unique(top[top >= 0])
+            out = model(torch.as_tensor(history[start : start + 256]), torch.as_tensor(cands))
+            picks = np.searchsorted(cands, np.where(top >= 0, top, cands[0]))
+            notes += explain(out, history[start : start + 256], picks, split_data.item_ids)
+    return notes
+
+
+def _print_example(line: dict, user: int, histories, split_data: SplitData) -> None:
+    from longtail.console import out as stdout
+
+    text = dict(zip(split_data.item_ids, split_data.item_text if split_data.item_text is not None else split_data.item_ids,
+                    strict=True))  # fmt: skip
+    recent = [text[split_data.item_ids[i]] for i in histories.of(user)[-3:]]
+    stdout.print(f"\n[bold]user {line['user_id']}[/bold] — recently: {'; '.join(recent)}")
+    for rank_no, item in enumerate(line["items"][:5], start=1):
+        note = ""
+        if "explanations" in line:
+            e = line["explanations"][rank_no - 1]
+            because = ", ".join(text[b["item_id"]] for b in e["because"][:2])
+            terms = " ".join(f"{k}={v:+.2f}" for k, v in e["contributions"].items())
+            note = f"  [dim]({terms}; because you watched {because})[/dim]"
+        stdout.print(f"  {rank_no}. {text[item]}{note}")
+
+
+@app.command("train")
+@friendly
+def train_cmd(
+    data: Annotated[
+        str, typer.Option(help="Prepared dataset directory, or a dataset name (prepared into data/NAME).")
+    ],
+    out: Annotated[Path, typer.Option(help="Output bundle directory.")],
+    config: Annotated[
+        Path | None, typer.Option(help="Train config YAML; default: built-in defaults for any data.")
+    ] = None,
+    split: Annotated[str | None, typer.Option(help="Split to train on (default: the config's).")] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="KEY=VALUE overrides, e.g. ranker.epochs=3")
+    ] = None,
+) -> None:
+    """The whole chain: fine-tune → embed → graph → fit → evaluate → bundle (stages reuse cached outputs)."""
+    from longtail.console import console, metric_table
+    from longtail.console import out as stdout
+    from longtail.eval.evaluate import EvalResult
+    from longtail.train.cluster import connect
+    from longtail.train.pipeline import train_pipeline
+
+    cfg = load_config(TrainConfig, config, overrides)
+    if split:
+        cfg.split = split
+    data_dir = Path(data)
+    if not data_dir.is_dir():
+        data_dir = Path("data") / data
+        if not (data_dir / "manifest.json").is_file():
+            console.print(f"preparing {data} into {data_dir}")
+            write_dataset(load_named(data), data_dir, source=data)
+    connect()
+    bundle = train_pipeline(data_dir, cfg, out, log=lambda m: console.print(f"[train] {m}", highlight=False))
+    metrics = read_manifest_metrics(bundle)
+    rows = [EvalResult(f"hybrid/{part}", part, 0, metrics[part]) for part in ("valid", "test")]
+    stdout.print(metric_table(rows, f"bundle {bundle}"))
+
+
+def read_manifest_metrics(bundle: Path) -> dict:
+    """The metrics stored in a bundle's manifest."""
+    return json.loads((Path(bundle) / "manifest.json").read_text())["metrics"]
 
 
 @app.command("finetune")

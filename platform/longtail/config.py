@@ -96,6 +96,42 @@ class EmbedConfig(StrictModel):
     gpus_per_actor: float = Field(0.0, ge=0.0, description="GPUs per actor (0 on CPU machines)")
 
 
+class GraphConfig(StrictModel):
+    text_k: int = Field(20, ge=0, description="text-vector neighbours per item")
+    kg_k: int = Field(20, ge=0, description="knowledge-graph neighbours per item")
+    cooc_k: int = Field(20, ge=0, description="co-occurrence neighbours per item")
+    cooc_window: int = Field(5, ge=1, description="history distance that counts as co-occurring")
+    text_weight: float = Field(1.0, ge=0.0, description="weight of text edges")
+    kg_weight: float = Field(1.0, ge=0.0, description="weight of knowledge-graph edges")
+    cooc_weight: float = Field(1.0, ge=0.0, description="weight of co-occurrence edges")
+
+
+class RankerConfig(StrictModel):
+    dim: int = Field(64, ge=2, description="size of projected text and ID embeddings")
+    heads: int = Field(1, ge=1, description="attention heads (dim must divide)")
+    max_history: int = Field(30, ge=1, description="most recent history items attended to")
+    alpha: float | None = Field(None, ge=0.0, le=1.0, description="fixed α, or null for the learned gate")
+    beta: float | None = Field(None, ge=0.0, le=1.0, description="fixed β, or null for the learned gate")
+    attention: bool = Field(True, description="target-aware attention; false = mean pooling")
+    dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout on history embeddings")
+    epochs: int = Field(6, ge=1, description="max epochs; early stopping on valid ndcg@10")
+    examples_per_epoch: int | None = Field(
+        None, ge=1, description="next-item examples per epoch; null scales"
+    )
+    batch_size: int = Field(256, ge=2, description="examples per step (split over workers)")
+    negatives: int = Field(256, ge=1, description="uniform negatives shared by a batch")
+    lr: float = Field(1e-3, gt=0.0, description="Adam learning rate")
+    weight_decay: float = Field(0.0, ge=0.0, description="Adam weight decay")
+    popularity_correction: float = Field(0.3, ge=0.0, description="η of the logit adjustment (0 = none)")
+    patience: int = Field(2, ge=1, description="epochs without valid ndcg@10 gain before stopping")
+    seed: int = Field(0, description="initialisation and sampling seed")
+
+
+class RerankConfig(StrictModel):
+    tail_boost: float = Field(0.0, ge=0.0, le=1.0, description="blend of score and rarity after ranking")
+    exploration: float = Field(0.0, ge=0.0, le=1.0, description="random lift of tail items")
+
+
 class ResourcesConfig(StrictModel):
     num_workers: int = Field(2, ge=1, description="Ray Train workers")
     use_gpu: bool = Field(False, description="one GPU per worker, NCCL, bf16")
@@ -113,6 +149,9 @@ class TrainConfig(StrictModel):
     encoder: EncoderConfig = EncoderConfig()
     finetune: FinetuneConfig = FinetuneConfig()
     embed: EmbedConfig = EmbedConfig()
+    graph: GraphConfig = GraphConfig()
+    ranker: RankerConfig = RankerConfig()
+    rerank: RerankConfig = RerankConfig()
     resources: ResourcesConfig = ResourcesConfig()
     baselines: BaselinesConfig = BaselinesConfig()
 

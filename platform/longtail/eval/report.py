@@ -56,3 +56,25 @@ def write_report(results: Sequence[EvalResult], out: Path, context: dict) -> dic
     )
     plot_deciles(results, paths["plot"], title)
     return paths
+
+
+def plot_alpha_sweep(points: Sequence[tuple[float, float, float]], path: Path, title: str) -> Path:
+    """tail_recall@20 against ndcg@10 for fixed α values (α, ndcg, tail), labelled by α."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    xs, ys = [p[1] for p in points], [p[2] for p in points]
+    ax.plot(xs, ys, marker="o")
+    for alpha, x, y in points:
+        ax.annotate(f"α={alpha:g}", (x, y), textcoords="offset points", xytext=(5, 5))
+    ax.set_xlabel("ndcg@10")
+    ax.set_ylabel("tail_recall@20")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
-from longtail.config import BaselinesConfig
+import numpy as np
+import torch
+from scipy import sparse
+
+from longtail.config import BaselinesConfig, GraphConfig, RankerConfig
+from longtail.data.encoded import Histories
 from longtail.model.base import Recommender
 from longtail.model.baselines import BPRMF, EpochCallback, ItemKNN, MostPop
+from longtail.model.graph import combine, cooccurrence, kg_neighbours, text_knn
+from longtail.model.hybrid import HybridRanker
 
 BASELINE_NAMES = ("mostpop", "itemknn", "bpr")
 
@@ -19,3 +26,37 @@ def build_baseline(name: str, config: BaselinesConfig, on_epoch: EpochCallback |
         c = config.bpr
         return BPRMF(c.dim, c.epochs, c.lr, c.batch_size, c.l2, c.seed, on_epoch=on_epoch)
     raise ValueError(f"unknown model {name!r}; expected one of {BASELINE_NAMES}")
+
+
+def build_graph(
+    config: GraphConfig, vectors: np.ndarray, item_entities: sparse.csr_matrix | None, train: Histories
+) -> tuple[sparse.csr_matrix, dict[str, sparse.csr_matrix]]:
+    """The combined item graph and its sources (text kNN, knowledge graph, co-occurrence)."""
+    n = len(vectors)
+    parts = {"text": text_knn(vectors, config.text_k) if config.text_k else sparse.csr_matrix((n, n))}
+    if item_entities is not None and config.kg_k:
+        parts["kg"] = kg_neighbours(item_entities, config.kg_k)
+    if config.cooc_k:
+        parts["cooc"] = cooccurrence(train, n, config.cooc_window, config.cooc_k)
+    weights = {"text": config.text_weight, "kg": config.kg_weight, "cooc": config.cooc_weight}
+    return combine(parts, weights), parts
+
+
+def graph_tensor(graph: sparse.csr_matrix) -> torch.Tensor:
+    """A scipy matrix as a coalesced torch sparse COO tensor."""
+    coo = graph.tocoo()
+    index = torch.as_tensor(np.vstack([coo.row, coo.col]).astype(np.int64))
+    values = torch.as_tensor(coo.data, dtype=torch.float32)
+    return torch.sparse_coo_tensor(index, values, coo.shape, check_invariants=True).coalesce()
+
+
+def build_ranker(
+    config: RankerConfig, vectors: np.ndarray, graph: sparse.csr_matrix, train_counts: np.ndarray
+) -> HybridRanker:
+    """An untrained ``HybridRanker`` over the catalog of ``vectors``."""
+    torch.manual_seed(config.seed)
+    return HybridRanker(
+        torch.tensor(np.asarray(vectors), dtype=torch.float32), graph_tensor(graph), torch.tensor(np.asarray(train_counts)),
+        dim=config.dim, heads=config.heads, max_history=config.max_history, alpha=config.alpha, beta=config.beta,
+        use_attention=config.attention, dropout=config.dropout,
+    )  # fmt: skip

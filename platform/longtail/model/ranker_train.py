@@ -92,12 +92,12 @@ def train_epoch(
     """One pass over shuffled examples; returns the mean loss. ``model`` may be DDP-wrapped."""
     model.train()
     n_items = log_prior.shape[0]
-    order = torch.randperm(len(targets), generator=generator)
+    order = torch.randperm(len(targets), generator=generator).to(targets.device)
     total, steps = 0.0, 0
     n_steps = (len(order) + batch_size - 1) // batch_size
     for step in range(n_steps):
         idx = order[step * batch_size : (step + 1) * batch_size]
-        negatives = torch.randint(0, n_items, (n_negatives,), generator=generator)
+        negatives = torch.randint(0, n_items, (n_negatives,), generator=generator).to(targets.device)
         loss = sampled_softmax_loss(
             model, prefixes[idx], targets[idx], negatives, target_share, log_prior, eta
         )

@@ -38,3 +38,20 @@ def explore(scores: np.ndarray, tail: np.ndarray, weight: float, rng: np.random.
     noise = rng.gumbel(size=scores.shape) * tail[None, :]
     out = _zscore(scores.astype(np.float64), axis=1) + weight * noise
     return np.where(np.isfinite(scores), out, scores)
+
+
+class RerankedRecommender:
+    """A recommender whose scores get the tail boost before ranking (exploration is left to serving)."""
+
+    def __init__(
+        self, inner, train_counts: np.ndarray, tail_boost_weight: float, name: str | None = None
+    ) -> None:
+        self.inner, self.counts, self.weight = inner, train_counts, tail_boost_weight
+        self.name = name or f"{inner.name}+boost{tail_boost_weight:g}"
+
+    def fit(self, data) -> None:
+        """The inner model is already fitted."""
+
+    def score(self, users: np.ndarray, histories) -> np.ndarray:
+        """Inner scores (b, n_items) with the tail boost applied."""
+        return tail_boost(self.inner.score(users, histories), self.counts, self.weight)

@@ -1,0 +1,194 @@
+"""The model bundle: one directory that training writes and serving and evaluation read.
+
+    manifest.json       format version, resolved config, data fingerprint, metrics, sha256 of every file
+    encoder/            Hugging Face model directory (safetensors) + tokenizer + pooling/head
+    items.parquet       item_id, text, train_count, vector — in catalog order (the vocabulary)
+    graph.parquet       src, dst, weight: the item graph's edges (catalog indices)
+    ranker.safetensors  hybrid ranker weights
+    vocab.parquet       item_id in catalog order (the index every other file refers to)
+    histories.parquet   user_id, item_id, timestamp: the interactions the model was trained and tuned on
+
+No pickle anywhere: loading never executes code. A file whose sha256 differs from the manifest is
+refused with an error naming it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from safetensors.torch import load_file, save_file
+from scipy import sparse
+
+from longtail.data.vectors import vectors_of, vectors_table
+
+FORMAT_VERSION = 1
+FILES = ("items.parquet", "graph.parquet", "ranker.safetensors", "vocab.parquet", "histories.parquet")
+
+
+class BundleError(ValueError):
+    """A bundle that is missing, of another format, or altered since it was written."""
+
+
+@dataclass
+class Bundle:
+    """Everything scoring needs, loaded and verified."""
+
+    path: Path
+    manifest: dict[str, Any]
+    item_ids: np.ndarray  # (n,) str, catalog order
+    texts: np.ndarray  # (n,) str
+    train_counts: np.ndarray  # (n,) int64
+    vectors: np.ndarray  # (n, d) float32
+    graph: sparse.csr_matrix  # (n, n)
+    ranker_state: dict[str, torch.Tensor]
+    histories: pa.Table  # user_id, item_id, timestamp
+
+    @property
+    def encoder_dir(self) -> Path:
+        return self.path / "encoder"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_bundle(
+    out: Path,
+    *,
+    encoder_dir: Path,
+    item_ids: np.ndarray,
+    texts: np.ndarray,
+    train_counts: np.ndarray,
+    vectors: np.ndarray,
+    graph: sparse.csr_matrix,
+    ranker_state: dict[str, torch.Tensor],
+    histories: pa.Table,
+    config: dict[str, Any],
+    data: dict[str, Any],
+    metrics: dict[str, Any],
+) -> Path:
+    """Write a complete bundle atomically (temporary sibling, then rename) and return its path."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        shutil.copytree(encoder_dir, tmp / "encoder")
+        items = vectors_table(np.asarray(item_ids, dtype=str), vectors)
+        items = items.add_column(1, "text", pa.array([str(t) for t in texts], pa.string()))
+        items = items.add_column(2, "train_count", pa.array(np.asarray(train_counts, dtype=np.int64)))
+        pq.write_table(items, tmp / "items.parquet")
+        coo = graph.tocoo()
+        pq.write_table(pa.table({"src": coo.row.astype(np.int64), "dst": coo.col.astype(np.int64),
+                                 "weight": coo.data.astype(np.float32)}), tmp / "graph.parquet")  # fmt: skip
+        save_file({k: v.contiguous() for k, v in ranker_state.items()}, str(tmp / "ranker.safetensors"))
+        pq.write_table(
+            pa.table({"item_id": pa.array(np.asarray(item_ids, dtype=str))}), tmp / "vocab.parquet"
+        )
+        pq.write_table(histories, tmp / "histories.parquet")
+        files = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "version": hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16],
+            "config": config,
+            "data": data,
+            "metrics": metrics,
+            "files": files,
+        }
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        if out.exists():
+            if not (out / "manifest.json").is_file():
+                raise BundleError(f"{out}: exists and is not a bundle; refusing to replace it")
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def verify_bundle(path: Path) -> dict[str, Any]:
+    """The manifest, after checking the format and the sha256 of every listed file."""
+    path = Path(path)
+    manifest_path = path / "manifest.json"
+    if not manifest_path.is_file():
+        raise BundleError(f"{path}: not a bundle (no manifest.json)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError as err:
+        raise BundleError(f"{manifest_path}: not valid JSON ({err})") from None
+    if manifest.get("format_version") != FORMAT_VERSION:
+        raise BundleError(
+            f"{manifest_path}: format_version {manifest.get('format_version')!r}, expected {FORMAT_VERSION}"
+        )
+    for rel, expected in manifest["files"].items():
+        file = path / rel
+        if not file.is_file():
+            raise BundleError(f"{file}: listed in the manifest but missing")
+        actual = _sha256(file)
+        if actual != expected:
+            raise BundleError(
+                f"{file}: sha256 {actual} does not match the manifest's {expected}; refusing to load"
+            )
+    for name in FILES:
+        if name not in manifest["files"]:
+            raise BundleError(f"{path}: the manifest lists no {name}")
+    return manifest
+
+
+def read_bundle(path: Path) -> Bundle:
+    """Verify and load a bundle (no code is executed: Parquet, JSON and safetensors only)."""
+    path = Path(path)
+    manifest = verify_bundle(path)
+    items = pq.read_table(path / "items.parquet")
+    n = items.num_rows
+    edges = pq.read_table(path / "graph.parquet")
+    graph = sparse.csr_matrix(
+        (edges.column("weight").to_numpy(), (edges.column("src").to_numpy(), edges.column("dst").to_numpy())),
+        shape=(n, n),
+    )
+    return Bundle(
+        path=path, manifest=manifest,
+        item_ids=np.asarray(items.column("item_id").to_pylist(), dtype=object),
+        texts=np.asarray(items.column("text").to_pylist(), dtype=object),
+        train_counts=items.column("train_count").to_numpy(), vectors=vectors_of(items), graph=graph,
+        ranker_state=load_file(str(path / "ranker.safetensors")), histories=pq.read_table(path / "histories.parquet"),
+    )  # fmt: skip
+
+
+def load_ranker(bundle: Bundle):
+    """The bundle's trained ``HybridRanker`` (eval mode), rebuilt from explicit arguments."""
+    from longtail.config import RankerConfig
+    from longtail.model.factory import build_ranker
+
+    model = build_ranker(RankerConfig(**bundle.manifest["config"]["ranker"]), bundle.vectors, bundle.graph,
+                         bundle.train_counts)  # fmt: skip
+    model.load_state_dict(bundle.ranker_state, strict=False)
+    return model.eval()
+
+
+def check_catalog(bundle: Bundle, item_ids: np.ndarray, where: str) -> None:
+    """Refuse to score a dataset whose catalog is not the bundle's (indices would point at other items)."""
+    if len(item_ids) != len(bundle.item_ids) or not np.array_equal(
+        np.asarray(item_ids, str), bundle.item_ids.astype(str)
+    ):
+        raise BundleError(
+            f"{bundle.path}: its catalog ({len(bundle.item_ids)} items) differs from {where} ({len(item_ids)} items);"
+            " train a bundle on this dataset"
+        )

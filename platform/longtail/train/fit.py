@@ -1,0 +1,169 @@
+"""Fitting the hybrid ranker with Ray Train: a ``TorchTrainer`` of DDP workers (gloo on CPU, NCCL on GPU).
+
+Each worker trains on its share of the next-item examples; rank 0 scores the valid part after every epoch,
+keeps the best weights by ndcg@10 and decides early stopping, which it broadcasts. Checkpoints each epoch
+let a restarted worker group continue.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+from pydantic import BaseModel, ConfigDict
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
+from safetensors.torch import load_file, save_file
+from scipy import sparse
+
+from longtail.config import RankerConfig, ResourcesConfig
+from longtail.data.encoded import SplitData
+from longtail.eval.evaluate import evaluate
+from longtail.model.factory import build_ranker
+from longtail.model.ranker_train import (
+    HybridRecommender,
+    next_item_examples,
+    popularity_log_prior,
+    train_epoch,
+)
+
+CURRENT, BEST, STATE = "ranker.safetensors", "best.safetensors", "state.json"
+
+
+class FitJob(BaseModel):
+    """Everything a fit worker reads: the ranker config and an object-store reference to the arrays."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    ranker: RankerConfig
+    inputs: Any  # ObjectRef of (SplitData, vectors, graph)
+    threads: int
+    examples_per_epoch: int
+
+
+@dataclass
+class FitResult:
+    """Best weights (by valid ndcg@10) and the per-epoch history reported by rank 0."""
+
+    state: dict[str, torch.Tensor]
+    history: list[dict[str, float]]
+
+
+def default_examples_per_epoch(n_examples: int) -> int:
+    """A quarter of the examples, at least 8,192 and at most 50,000 (or all of them)."""
+    return int(min(n_examples, max(8192, min(50_000, n_examples // 4))))
+
+
+def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+
+
+def fit_loop(config: dict[str, Any]) -> None:
+    """Ray Train worker entry point."""
+    job = FitJob.model_validate(config)
+    cfg = job.ranker
+    torch.set_num_threads(job.threads)
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    data, vectors, graph = ray.get(job.inputs)
+    model = build_ranker(cfg, vectors, graph, data.train_counts())
+    state = {"epoch": 0, "best": -1.0, "bad": 0, "history": []}
+    best = _cpu_state(model)
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as ckpt:
+            model.load_state_dict(load_file(str(Path(ckpt) / CURRENT)), strict=False)
+            best = load_file(str(Path(ckpt) / BEST))
+            state = json.loads((Path(ckpt) / STATE).read_text())
+    device = ray.train.torch.get_device()
+    ddp = ray.train.torch.prepare_model(
+        model, parallel_strategy_kwargs={"broadcast_buffers": False, "find_unused_parameters": True}
+    )
+    core = ddp.module if hasattr(ddp, "module") else ddp
+    prefixes, targets = next_item_examples(data.histories(("train",)), cfg.max_history, data.n_items)
+    mine = np.arange(rank, len(targets), world)
+    prefixes, targets = torch.as_tensor(prefixes[mine]).to(device), torch.as_tensor(targets[mine]).to(device)
+    share = torch.as_tensor(np.bincount(targets.cpu().numpy(), minlength=data.n_items) / len(targets)).float()
+    log_prior = torch.as_tensor(popularity_log_prior(data.train_counts()))
+    share, log_prior = share.to(device), log_prior.to(device)
+    optimizer = torch.optim.Adam(ddp.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    generator = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
+    per_worker = max(1, job.examples_per_epoch // world)
+    for epoch in range(state["epoch"], cfg.epochs):
+        pick = torch.randperm(len(targets), generator=generator)[:per_worker].to(device)
+        loss = train_epoch(ddp, prefixes[pick], targets[pick], optimizer, max(2, cfg.batch_size // world),
+                           cfg.negatives, share, log_prior, cfg.popularity_correction, generator)  # fmt: skip
+        stop = torch.zeros(1, device=device)
+        metrics = {"epoch": float(epoch + 1), "train_loss": loss}
+        if rank == 0:
+            result = evaluate(HybridRecommender(core), data, "valid")
+            metrics.update({f"valid_{k}": v for k, v in result.metrics.items() if not math.isnan(v)})
+            if result.metrics["ndcg@10"] > state["best"]:
+                state["best"], state["bad"], best = result.metrics["ndcg@10"], 0, _cpu_state(core)
+            else:
+                state["bad"] += 1
+            stop[0] = float(state["bad"] >= cfg.patience)
+            print(f"[fit] epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f} valid ndcg@10 "
+                  f"{result.metrics['ndcg@10']:.4f} (best {state['best']:.4f})", flush=True)  # fmt: skip
+        dist.broadcast(stop, src=0)
+        state["epoch"] = epoch + 1
+        state["history"].append(metrics)
+        _report(rank, core, best, state, metrics)
+        if stop.item():
+            break
+
+
+def _report(
+    rank: int, model: torch.nn.Module, best: dict[str, torch.Tensor], state: dict, metrics: dict
+) -> None:
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        save_file(_cpu_state(model), str(Path(tmp) / CURRENT))
+        save_file(best, str(Path(tmp) / BEST))
+        (Path(tmp) / STATE).write_text(json.dumps(state))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def fit_ranker(
+    data: SplitData,
+    vectors: np.ndarray,
+    graph: sparse.csr_matrix,
+    ranker: RankerConfig,
+    resources: ResourcesConfig,
+    run_name: str = "fit",
+) -> FitResult:
+    """Train the hybrid ranker on ``data.train`` with early stopping on ``data.valid``; best weights back."""
+    n_examples = int(np.maximum(data.histories(("train",)).lengths() - 1, 0).sum())
+    if n_examples == 0:
+        raise ValueError("no next-item examples: every train history has fewer than two items")
+    job = FitJob(
+        ranker=ranker, inputs=ray.put((data, vectors, graph)), threads=max(1, math.floor(resources.cpus_per_worker)),
+        examples_per_epoch=ranker.examples_per_epoch or default_examples_per_epoch(n_examples),
+    )  # fmt: skip
+    trainer = TorchTrainer(
+        fit_loop,
+        train_loop_config=dict(job),
+        scaling_config=ScalingConfig(num_workers=resources.num_workers, use_gpu=resources.use_gpu,
+                                     resources_per_worker={"CPU": resources.cpus_per_worker}),
+        run_config=RunConfig(name=run_name, storage_path=resources.storage_path,
+                             failure_config=FailureConfig(max_failures=resources.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=1)),
+        torch_config=TorchConfig(backend="nccl" if resources.use_gpu else "gloo"),
+    )  # fmt: skip
+    result = trainer.fit()
+    if result.error is not None:
+        raise result.error
+    with result.checkpoint.as_directory() as ckpt:
+        state = json.loads((Path(ckpt) / STATE).read_text())
+        return FitResult(load_file(str(Path(ckpt) / BEST)), state["history"])

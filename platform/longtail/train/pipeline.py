@@ -1,0 +1,154 @@
+"""`longtail train`: fine-tune → embed → graph → fit → evaluate → bundle.
+
+Every stage writes into a work directory under a name derived from a hash of its inputs and its config
+section, and skips itself when that output already exists, so re-running after a change redoes only
+the stages downstream of it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from safetensors.torch import load_file, save_file
+from scipy import sparse
+
+from longtail.bundle import write_bundle
+from longtail.config import TrainConfig
+from longtail.data import read_manifest, read_split, read_table
+from longtail.data.encoded import SplitData, load_split_data
+from longtail.data.vectors import vectors_of
+from longtail.eval.evaluate import EvalResult, evaluate
+from longtail.eval.report import plot_alpha_sweep
+from longtail.model.factory import build_graph, build_ranker
+from longtail.model.graph import item_entity_matrix
+from longtail.model.ranker_train import HybridRecommender
+from longtail.model.rerank import RerankedRecommender
+from longtail.train.embed import embed_catalog
+from longtail.train.finetune import finetune
+from longtail.train.fit import fit_ranker
+
+Log = Callable[[str], None]
+
+
+def digest(*parts: Any) -> str:
+    """Short, stable hash of JSON-able parts (pydantic models are dumped)."""
+    plain = [p.model_dump() if hasattr(p, "model_dump") else p for p in parts]
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def item_entities(data_dir: Path, data: SplitData) -> sparse.csr_matrix | None:
+    """The item × entity matrix of the dataset's knowledge graph, when it has one."""
+    kg, link = read_table(data_dir, "kg"), read_table(data_dir, "kg_link")
+    if kg is None or link is None:
+        return None
+
+    def col(t: pa.Table, n: str) -> np.ndarray:
+        return t.column(n).to_numpy(zero_copy_only=False)
+
+    return item_entity_matrix(data.item_ids, col(link, "item_id"), col(link, "entity_id"),
+                              col(kg, "head_id"), col(kg, "tail_id"))  # fmt: skip
+
+
+def evaluate_bundle_model(model, data: SplitData, config: TrainConfig) -> dict[str, EvalResult]:
+    """Valid and test results of the (optionally tail-boosted) hybrid."""
+    rec = HybridRecommender(model)
+    if config.rerank.tail_boost > 0:
+        rec = RerankedRecommender(rec, data.train_counts(), config.rerank.tail_boost, "hybrid")
+    return {part: evaluate(rec, data, part) for part in ("valid", "test")}
+
+
+def alpha_sweep(model, data: SplitData, alphas=(0.0, 0.25, 0.5, 0.75, 1.0), part: str = "test") -> list:
+    """(α, ndcg@10, tail_recall@20) with the α gate replaced by each fixed value in turn."""
+    saved = model.alpha.fixed
+    points = []
+    try:
+        for alpha in alphas:
+            model.alpha.fixed = alpha
+            m = evaluate(HybridRecommender(model), data, part).metrics
+            points.append((alpha, m["ndcg@10"], m["tail_recall@20"]))
+    finally:
+        model.alpha.fixed = saved
+    return points
+
+
+def train_pipeline(data_dir: Path, config: TrainConfig, out: Path, log: Log = print) -> Path:
+    """Run every stage for ``config.split`` of the prepared dataset ``data_dir``; write the bundle ``out``."""
+    data_dir, out = Path(data_dir), Path(out)
+    work = out.parent / ".longtail-stages"  # shared by bundles written side by side
+    work.mkdir(parents=True, exist_ok=True)
+    fingerprint = read_manifest(data_dir)["fingerprint"]
+    data = load_split_data(data_dir, config.split)
+    started = time.time()
+
+    key = digest(fingerprint, config.split, config.encoder, config.finetune)
+    encoder_dir = work / f"encoder-{key}"
+    if (encoder_dir / "config.json").is_file():
+        log(f"fine-tune: reusing {encoder_dir}")
+    else:
+        log("fine-tune: start")
+        finetune(data, config, encoder_dir, run_name=f"finetune-{key}")
+    key = digest(key, config.encoder.max_length)
+    vectors_path = work / f"vectors-{key}.parquet"
+    if vectors_path.is_file():
+        log(f"embed: reusing {vectors_path}")
+    else:
+        log(f"embed: {data.n_items} items")
+        embed_catalog(data.item_ids, data.item_text, str(encoder_dir), config.encoder.max_length, config.embed,
+                      vectors_path)  # fmt: skip
+    vectors = vectors_of(pq.read_table(vectors_path))
+    key = digest(key, config.graph)
+    graph_path = work / f"graph-{key}.parquet"
+    if graph_path.is_file():
+        edges = pq.read_table(graph_path)
+        graph = sparse.csr_matrix((edges["weight"].to_numpy(), (edges["src"].to_numpy(), edges["dst"].to_numpy())),
+                                  shape=(data.n_items, data.n_items))  # fmt: skip
+        log(f"graph: reusing {graph_path}")
+    else:
+        graph, parts = build_graph(
+            config.graph, vectors, item_entities(data_dir, data), data.histories(("train",))
+        )
+        coo = graph.tocoo()
+        pq.write_table(pa.table({"src": coo.row, "dst": coo.col, "weight": coo.data}), graph_path)
+        log(f"graph: {graph.nnz} edges ({', '.join(f'{k} {v.nnz}' for k, v in parts.items())})")
+    key = digest(key, config.ranker)
+    ranker_path = work / f"ranker-{key}.safetensors"
+    history_path = work / f"ranker-{key}.json"
+    if ranker_path.is_file():
+        log(f"fit: reusing {ranker_path}")
+    else:
+        log("fit: start")
+        result = fit_ranker(data, vectors, graph, config.ranker, config.resources, run_name=f"fit-{key}")
+        save_file(result.state, str(ranker_path))
+        history_path.write_text(json.dumps(result.history))
+    state = load_file(str(ranker_path))
+    model = build_ranker(config.ranker, vectors, graph, data.train_counts())
+    model.load_state_dict(state, strict=False)
+    results = evaluate_bundle_model(model, data, config)
+    metrics = {part: r.metrics for part, r in results.items()}
+    metrics["fit_history"] = json.loads(history_path.read_text()) if history_path.is_file() else []
+    metrics["alpha_sweep_test"] = [dict(zip(("alpha", "ndcg@10", "tail_recall@20"), p, strict=True))
+                                   for p in alpha_sweep(model, data)]  # fmt: skip
+    metrics["seconds"] = round(time.time() - started, 1)
+    tables = read_split(data_dir, config.split)
+    histories = pa.concat_tables([tables.train, tables.valid, tables.test]).select(
+        ["user_id", "item_id", "timestamp"]
+    )
+    write_bundle(
+        out, encoder_dir=encoder_dir, item_ids=data.item_ids, texts=data.item_text, train_counts=data.train_counts(),
+        vectors=vectors, graph=graph, ranker_state=state, histories=histories, config=config.model_dump(),
+        data={"path": str(data_dir), "fingerprint": fingerprint, "split": config.split}, metrics=metrics,
+    )  # fmt: skip
+    sweep = [(p["alpha"], p["ndcg@10"], p["tail_recall@20"]) for p in metrics["alpha_sweep_test"]]
+    plot = plot_alpha_sweep(
+        sweep, out.with_name(out.name + "-alpha-sweep.png"), f"{config.split} test: α sweep"
+    )
+    log(f"bundle: {out} ({metrics['seconds']} s); α sweep plot: {plot}")
+    return out
