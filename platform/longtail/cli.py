@@ -9,14 +9,13 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-import numpy as np
 import typer
 
 from longtail.bundle import BundleError
+from longtail.cli_support import bundle_recommender, explanations, print_example, select_users
 from longtail.config import BaselinesConfig, ConfigError, TrainConfig, load_config
 from longtail.data import DataError, ImportOptions, import_source, load_named, read_manifest, write_dataset
 from longtail.data.encoded import SplitData, load_split_data
-from longtail.data.ids import encode
 
 app = typer.Typer(
     help="longtail: surface the long tail of a catalog.", no_args_is_help=True, pretty_exceptions_enable=False
@@ -158,7 +157,7 @@ def eval_cmd(
     if bundle is not None:
         with progress_bar("rank hybrid") as update:
             results.append(
-                evaluate(_bundle_recommender(bundle, split_data, data), split_data, part.value, update)
+                evaluate(bundle_recommender(bundle, split_data, data), split_data, part.value, update)
             )
     for fitted in _fit_baselines(names, split_data, cfg):
         with progress_bar(f"rank {fitted.name}") as update:
@@ -167,43 +166,6 @@ def eval_cmd(
     paths = write_report(results, out, context)
     stdout.print(metric_table(results, f"{context['dataset']} · {split} · {part.value}"))
     stdout.print(f"report: {paths['json']}  table: {paths['markdown']}  plot: {paths['plot']}")
-
-
-def _bundle_recommender(bundle: Path, split_data: SplitData, data: Path):
-    from longtail.bundle import check_catalog, load_ranker, read_bundle
-    from longtail.model.ranker_train import HybridRecommender
-    from longtail.model.rerank import RerankedRecommender
-
-    loaded = read_bundle(bundle)
-    check_catalog(loaded, split_data.item_ids, str(data))
-    rec = HybridRecommender(load_ranker(loaded))
-    boost = loaded.manifest["config"].get("rerank", {}).get("tail_boost", 0.0)
-    return RerankedRecommender(rec, loaded.train_counts, boost, "hybrid") if boost else rec
-
-
-def _select_users(users: str, split_data: SplitData, part: str) -> np.ndarray:
-    if users == "all":
-        return np.arange(split_data.n_users)
-    if users in ("test", "valid"):
-        return np.unique(split_data.part(users).users)
-    path = Path(users)
-    wanted = (
-        [line.strip() for line in path.read_text().splitlines() if line.strip()] if path.is_file() else None
-    )
-    if wanted is None:
-        raise ConfigError(
-            f"--users {users!r}: expected all, test, valid or a file of user ids (one per line)"
-        )
-    codes = encode(wanted, split_data.user_ids)
-    if (codes < 0).any():
-        bad = int(np.argmax(codes < 0))
-        raise DataError(
-            str(path),
-            f"unknown user {wanted[bad]!r}",
-            where=f"line {bad + 1}",
-            expected="user ids present in the dataset",
-        )
-    return codes
 
 
 @app.command("recommend")
@@ -234,15 +196,15 @@ def recommend_cmd(
 
     cfg = load_config(TrainConfig, config, overrides).baselines
     split_data = load_split_data(data, split)
-    chosen = _select_users(users, split_data, part.value)
+    chosen = select_users(users, split_data, part.value)
     if bundle is not None:
-        fitted = _bundle_recommender(bundle, split_data, data)
+        fitted = bundle_recommender(bundle, split_data, data)
     else:
         (fitted,) = _fit_baselines([model], split_data, cfg)
     histories = split_data.histories(history_parts(part.value))
     with progress_bar("recommend") as update:
         lists = rank(fitted, split_data, chosen, histories, k, update)
-    notes = _explanations(fitted, histories, chosen, lists, split_data) if (explain and bundle) else None
+    notes = explanations(fitted, histories, chosen, lists, split_data) if (explain and bundle) else None
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w") as fh:
         for row, (user, top) in enumerate(zip(chosen, lists, strict=True)):
@@ -254,44 +216,8 @@ def recommend_cmd(
                 line["explanations"] = notes[row]
             fh.write(json.dumps(line) + "\n")
             if row < show:
-                _print_example(line, user, histories, split_data)
+                print_example(line, user, histories, split_data)
     console.print(f"wrote {len(chosen)} lists to {out}")
-
-
-def _explanations(fitted, histories, users, lists, split_data: SplitData) -> list[list[dict]]:
-    import torch
-
-    from longtail.model.explain import explain
-
-    model = getattr(fitted, "inner", fitted).model
-    items, mask = histories.rows(users).padded(model.max_history)
-    history = np.where(mask, items, model.n_items)
-    notes: list[list[dict]] = []
-    with torch.no_grad():
-        for start in range(0, len(users), 256):
-            top = lists[start : start + 256]
-            cands = np.unique(top[top >= 0])
-            out = model(torch.as_tensor(history[start : start + 256]), torch.as_tensor(cands))
-            picks = np.searchsorted(cands, np.where(top >= 0, top, cands[0]))
-            notes += explain(out, history[start : start + 256], picks, split_data.item_ids)
-    return notes
-
-
-def _print_example(line: dict, user: int, histories, split_data: SplitData) -> None:
-    from longtail.console import out as stdout
-
-    text = dict(zip(split_data.item_ids, split_data.item_text if split_data.item_text is not None else split_data.item_ids,
-                    strict=True))  # fmt: skip
-    recent = [text[split_data.item_ids[i]] for i in histories.of(user)[-3:]]
-    stdout.print(f"\n[bold]user {line['user_id']}[/bold] — recently: {'; '.join(recent)}")
-    for rank_no, item in enumerate(line["items"][:5], start=1):
-        note = ""
-        if "explanations" in line:
-            e = line["explanations"][rank_no - 1]
-            because = ", ".join(text[b["item_id"]] for b in e["because"][:2])
-            terms = " ".join(f"{k}={v:+.2f}" for k, v in e["contributions"].items())
-            note = f"  [dim]({terms}; because you watched {because})[/dim]"
-        stdout.print(f"  {rank_no}. {text[item]}{note}")
 
 
 @app.command("train")
