@@ -13,6 +13,7 @@ from longtail.data.ids import encode
 
 
 def bundle_recommender(bundle: Path, split_data: SplitData, data: Path):
+    """A verified bundle as a Recommender named "hybrid" (with its tail boost when configured)."""
     from longtail.bundle import check_catalog, load_ranker, read_bundle
     from longtail.model.ranker_train import HybridRecommender
     from longtail.model.rerank import RerankedRecommender
@@ -25,6 +26,7 @@ def bundle_recommender(bundle: Path, split_data: SplitData, data: Path):
 
 
 def select_users(users: str, split_data: SplitData, part: str) -> np.ndarray:
+    """User indices for --users all|test|valid|FILE (unknown ids in a file are an error naming the line)."""
     if users == "all":
         return np.arange(split_data.n_users)
     if users in ("test", "valid"):
@@ -50,6 +52,7 @@ def select_users(users: str, split_data: SplitData, part: str) -> np.ndarray:
 
 
 def explanations(fitted, histories, users, lists, split_data: SplitData) -> list[list[dict]]:
+    """Explanations of every picked item for each user (term contributions, attended history)."""
     import torch
 
     from longtail.model.explain import explain
@@ -69,6 +72,7 @@ def explanations(fitted, histories, users, lists, split_data: SplitData) -> list
 
 
 def print_example(line: dict, user: int, histories, split_data: SplitData) -> None:
+    """Print one user's recent history and top items with their explanations."""
     from longtail.console import out as stdout
 
     text = dict(zip(split_data.item_ids, split_data.item_text if split_data.item_text is not None else split_data.item_ids,
