@@ -32,6 +32,7 @@ from safetensors.torch import load_file, save_file
 from scipy import sparse
 
 from longtail.data.vectors import vectors_of, vectors_table
+from longtail.files import file_sha256
 
 FORMAT_VERSION = 1
 FILES = ("items.parquet", "graph.parquet", "ranker.safetensors", "vocab.parquet", "histories.parquet")
@@ -58,14 +59,6 @@ class Bundle:
     @property
     def encoder_dir(self) -> Path:
         return self.path / "encoder"
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_bundle(
@@ -101,7 +94,7 @@ def write_bundle(
             pa.table({"item_id": pa.array(np.asarray(item_ids, dtype=str))}), tmp / "vocab.parquet"
         )
         pq.write_table(histories, tmp / "histories.parquet")
-        files = {str(p.relative_to(tmp)): _sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        files = {str(p.relative_to(tmp)): file_sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         manifest = {
             "format_version": FORMAT_VERSION,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -141,7 +134,7 @@ def verify_bundle(path: Path) -> dict[str, Any]:
         file = path / rel
         if not file.is_file():
             raise BundleError(f"{file}: listed in the manifest but missing")
-        actual = _sha256(file)
+        actual = file_sha256(file)
         if actual != expected:
             raise BundleError(
                 f"{file}: sha256 {actual} does not match the manifest's {expected}; refusing to load"

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from longtail.data.errors import DataError
 from longtail.data.ids import encode, naturally_sorted_unique
 from longtail.data.splits import PARTS, SplitTables, cold_items, cold_split, warm_split
+from longtail.files import file_sha256
 
 FORMAT_VERSION = 1
 UnknownItems = Literal["error", "drop"]
@@ -149,7 +150,7 @@ def write_dataset(dataset: Dataset, out: Path, *, source: str, seed: int = 2024)
             path = tmp / f"{rel}.parquet"
             path.parent.mkdir(parents=True, exist_ok=True)
             pq.write_table(table, path)
-            hashes[f"{rel}.parquet"] = _sha256(path)
+            hashes[f"{rel}.parquet"] = file_sha256(path)
         manifest = {
             "format_version": FORMAT_VERSION,
             "source": source,
@@ -183,14 +184,6 @@ def _replace_dir(new: Path, target: Path) -> None:
     os.replace(target, old)
     os.replace(new, target)
     shutil.rmtree(old, ignore_errors=True)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_manifest(data_dir: Path) -> dict:

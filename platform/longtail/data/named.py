@@ -8,7 +8,6 @@ of ``recbole==1.2.1``. The wheel is downloaded with pip (no install), its sha256
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
@@ -21,6 +20,7 @@ from pathlib import Path
 from longtail.data.dataset import Dataset
 from longtail.data.errors import DataError
 from longtail.data.importers import ImportOptions, import_recbole
+from longtail.files import file_sha256
 
 
 @dataclass(frozen=True)
@@ -52,15 +52,6 @@ NAMED = {
 def cache_dir() -> Path:
     """``$LONGTAIL_CACHE`` or ``~/.cache/longtail``."""
     return Path(os.environ.get("LONGTAIL_CACHE", Path.home() / ".cache" / "longtail"))
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_wheel(path: Path, expected_sha256: str) -> None:
