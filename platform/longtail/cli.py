@@ -252,7 +252,9 @@ def train_cmd(
             console.print(f"preparing {data} into {data_dir}")
             write_dataset(load_named(data), data_dir, source=data)
     connect()
-    bundle = train_pipeline(data_dir, cfg, out, log=lambda m: console.print(f"[train] {m}", highlight=False))
+    bundle = train_pipeline(
+        data_dir, cfg, out, log=lambda m: console.print(f"[train] {m}", markup=False, highlight=False)
+    )
     metrics = read_manifest_metrics(bundle)
     rows = [EvalResult(f"hybrid/{part}", part, 0, metrics[part]) for part in ("valid", "test")]
     stdout.print(metric_table(rows, f"bundle {bundle}"))

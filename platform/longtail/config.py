@@ -114,7 +114,7 @@ class RankerConfig(StrictModel):
     beta: float | None = Field(None, ge=0.0, le=1.0, description="fixed β, or null for the learned gate")
     attention: bool = Field(True, description="target-aware attention; false = mean pooling")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout on history embeddings")
-    epochs: int = Field(6, ge=1, description="max epochs; early stopping on valid ndcg@10")
+    epochs: int = Field(12, ge=1, description="max epochs; early stopping on valid ndcg@10")
     examples_per_epoch: int | None = Field(
         None, ge=1, description="next-item examples per epoch; null scales"
     )

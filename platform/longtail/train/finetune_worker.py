@@ -5,6 +5,7 @@ Reads only its ``config`` argument (a ``FinetuneJob`` as a dict); data arrives a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -111,7 +112,9 @@ def _save_final(engine, tokenizer, job: FinetuneJob, metrics: dict[str, float]) 
     rank = ray.train.get_context().get_world_rank()
     gather = job.finetune.zero_stage == 3
     params = list(module.parameters())
-    ctx = deepspeed.zero.GatheredParameters(params, modifier_rank=None) if gather else _null()
+    ctx = (
+        deepspeed.zero.GatheredParameters(params, modifier_rank=None) if gather else contextlib.nullcontext()
+    )
     with ctx, tempfile.TemporaryDirectory() as tmp:
         if rank == 0:
             module.float()
@@ -119,14 +122,6 @@ def _save_final(engine, tokenizer, job: FinetuneJob, metrics: dict[str, float]) 
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         else:
             ray.train.report(metrics)
-
-
-class _null:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def finetune_loop(config: dict[str, Any]) -> None:
