@@ -83,7 +83,7 @@ def print_example(line: dict, user: int, histories, split_data: SplitData) -> No
         note = ""
         if "explanations" in line:
             e = line["explanations"][rank_no - 1]
-            because = ", ".join(text[b["item_id"]] for b in e["because"][:2])
+            because = " · ".join(text[b["item_id"]] for b in e["because"][:2])
             terms = " ".join(f"{k}={v:+.2f}" for k, v in e["contributions"].items())
             note = f"  [dim]({terms}; because you watched {because})[/dim]"
         stdout.print(f"  {rank_no}. {text[item]}{note}")
