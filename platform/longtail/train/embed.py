@@ -44,9 +44,11 @@ def embed_catalog(
 
     Returns (and writes to ``out`` when given) a table of ``item_id`` and ``vector`` in input order.
     """
-    table = pa.table(
-        {"row": np.arange(len(item_ids)), "text": pa.array([str(t) for t in texts], pa.string())}
-    )
+    texts = [str(t) for t in texts]
+    by_length = np.argsort(
+        [len(t) for t in texts], kind="stable"
+    )  # similar lengths share a batch: less padding
+    table = pa.table({"row": by_length, "text": pa.array([texts[i] for i in by_length], pa.string())})
     threads = max(1, int(config.cpus_per_actor))
     ds = ray.data.from_arrow(table).map_batches(
         EncoderActor,
