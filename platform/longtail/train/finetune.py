@@ -77,7 +77,8 @@ def build_pairs(data: SplitData, config: TrainConfig) -> tuple[pa.Table, pa.Tabl
     p = np.concatenate([d[1] for d in drawn])
     log_q = slot_log_q(a, p, data.n_items)
     train_hist = data.histories(("train",))
-    last = np.array([h[-1] if len(h) else -1 for h in (train_hist.of(u) for u in range(data.n_users))])
+    ends = train_hist.indptr[1:]  # (n_users,) one past each user's newest train item
+    last = np.where(train_hist.lengths() > 0, train_hist.items[np.maximum(ends - 1, 0)], -1)
     va, vp = last[data.valid.users], data.valid.items
     keep = (va >= 0) & (va != vp)
     va, vp = va[keep], vp[keep]
