@@ -145,8 +145,15 @@ def finetune_loop(config: dict[str, Any]) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as ckpt:
-            if (Path(ckpt) / "encoder").is_dir():  # the run had finished; nothing left to train
+            if (Path(ckpt) / "encoder").is_dir():  # the run had finished: take its weights, train nothing
                 start = job.micro_steps_per_epoch * job.epochs
+                finished = load_encoder(str(Path(ckpt) / "encoder")).state_dict()
+                params = list(engine.module.parameters())
+                gather = (
+                    deepspeed.zero.GatheredParameters(params, modifier_rank=0) if ft.zero_stage == 3 else None
+                )
+                with gather or contextlib.nullcontext():
+                    engine.module.load_state_dict(finished)
             else:
                 engine.load_checkpoint(ckpt, tag=DS_TAG)
                 start = json.loads(Path(ckpt, STATE_FILE).read_text())["micro_step"]
