@@ -77,6 +77,7 @@ class HybridRanker(nn.Module):
         self.register_buffer("graph", graph.coalesce().float(), persistent=False)  # (n, n) sparse COO
         z = torch.log1p(train_counts.float())
         self.register_buffer("pop_z", (z - z.mean()) / z.std().clamp_min(1e-6), persistent=False)  # (n,)
+        self.cold_z = float(-z.mean() / z.std().clamp_min(1e-6))  # pop_z of an item never touched
         self.text_proj = nn.Linear(text_vectors.shape[1], dim)
         self.item_emb = nn.Embedding(n + 1, dim, padding_idx=n)
         nn.init.normal_(self.item_emb.weight, std=0.01)
@@ -122,3 +123,26 @@ class HybridRanker(nn.Module):
         alpha, beta = self.alpha(z), self.beta(z)  # (c,)
         score = alpha * (1 - beta) * s_text + alpha * beta * s_assoc + (1 - alpha) * s_cf
         return HybridOutput(score, s_text, s_assoc, s_cf, alpha, beta, w_text, w_cf)
+
+
+def extend_catalog(model: HybridRanker, new_vectors: torch.Tensor, graph: torch.Tensor) -> HybridRanker:
+    """A ranker over the catalog plus m new, untouched items, with the same weights.
+
+    new_vectors: (m, d_t) their text vectors; graph: (n + m, n + m) sparse, the grown item graph. New
+    items get a zero ID embedding (nothing is known of them but their text and neighbours) and the
+    popularity of a never-touched item; every old item scores exactly as before for the same history.
+    """
+    n, m = model.n_items, new_vectors.shape[0]
+    grown = HybridRanker(
+        torch.cat([model.text_vectors, new_vectors.float()]), graph, torch.zeros(n + m),
+        dim=model.text_proj.out_features, heads=model.text_attn.heads, max_history=model.max_history,
+        alpha=model.alpha.fixed, beta=model.beta.fixed, use_attention=model.text_attn.use_attention,
+    )  # fmt: skip
+    grown.pop_z = torch.cat([model.pop_z, torch.full((m,), model.cold_z)])  # (n + m,)
+    grown.cold_z = model.cold_z
+    state = model.state_dict()
+    emb = state["item_emb.weight"]  # (n + 1, dim), padding last
+    state["item_emb.weight"] = torch.cat([emb[:n], torch.zeros(m, emb.shape[1]), emb[n:]])
+    grown.load_state_dict(state)
+    grown.dropout.p = model.dropout.p
+    return grown.train(model.training)

@@ -1,0 +1,45 @@
+"""Typed arguments of the Serve app: the builder's ``args`` and each deployment's ``user_config``.
+
+``args`` fix what a replica is built from (changing them restarts replicas); ``user_config`` knobs are
+applied live through ``reconfigure()`` when an edited config is deployed with ``serve deploy``.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from longtail.serve.schemas import MAX_K
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AppArgs(Strict):
+    bundle: str | None = Field(None, description="bundle directory; the LONGTAIL_BUNDLE env var wins when set")
+    store: str = Field("state/longtail.sqlite", description="SQLite file of events and new items (created)")
+    metrics_dir: str | None = Field(None, description="Prometheus multiprocess directory; null: <store>.metrics")
+    token_env: str | None = Field("LONGTAIL_TOKEN", description="env var holding the write routes' bearer token")
+    token_file: str | None = Field(None, description="file holding the token (wins over token_env)")
+    max_body_bytes: int = Field(1_000_000, ge=1024, description="larger request bodies get 413")
+    torch_threads: int = Field(1, ge=1, description="intra-op threads per ranker/encoder replica")
+
+
+class IngressKnobs(Strict):
+    max_k: int = Field(100, ge=1, le=MAX_K, description="largest k a request may ask for")
+
+
+class RankerKnobs(Strict):
+    alpha: float | None = Field(None, ge=0.0, le=1.0, description="text+graph vs CF mix; null: as trained")
+    beta: float | None = Field(None, ge=0.0, le=1.0, description="graph share of the text side; null: as trained")
+    tail_boost: float = Field(0.0, ge=0.0, le=1.0, description="default rarity blend (requests may override)")
+    exploration: float = Field(0.0, ge=0.0, le=1.0, description="random lift of tail items (Gumbel weight)")
+    cold_start_tail_share: float = Field(0.3, ge=0.0, le=1.0, description="share of cold-start slots for tail items")
+    coverage_window: int = Field(1000, ge=1, description="served lists in the coverage gauge's window")
+    max_batch_size: int = Field(16, ge=1, le=256, description="requests scored in one forward pass")
+    batch_wait_timeout_s: float = Field(0.002, ge=0.0, le=1.0, description="wait for a batch to fill")
+
+
+class EncoderKnobs(Strict):
+    max_batch_size: int = Field(32, ge=1, le=1024, description="texts encoded in one call")
+    batch_wait_timeout_s: float = Field(0.005, ge=0.0, le=1.0, description="wait for a batch to fill")

@@ -1,0 +1,73 @@
+"""Prometheus metrics that add up across replicas.
+
+Why prometheus-client in multiprocess mode rather than Ray's metrics: every replica (ingress, ranker,
+encoder) writes its samples to memory-mapped files in one directory, and ``GET /metrics`` on any ingress
+replica merges all of them, so one scrape shows the sum over replicas at once (counters of replicas that
+died keep counting, as Prometheus counters should). Ray's metrics go through each node's agent with a
+10-second export period and per-replica series, so a scrape of one endpoint right after traffic shows
+neither the total nor the latest numbers. The directory is per node; on a multi-node cluster run the
+ingress on the head node (``serve_configs/ranker-gpu.yaml`` does) or scrape each node.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import ClassVar
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, values
+from prometheus_client.multiprocess import MultiProcessCollector
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class ServeMetrics:
+    """The service's metrics, written to ``directory`` (shared by all replicas on a node)."""
+
+    _by_dir: ClassVar[dict[str, ServeMetrics]] = {}
+
+    def __init__(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.directory = directory
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
+        values.ValueClass = values.MultiProcessValue()  # every metric below writes to the shared files
+        def counter(name, doc, labels=()):
+            return Counter(name, doc, labels, registry=None)
+
+        self.requests = counter("longtail_requests_total", "HTTP requests by route and status", ("route", "status"))
+        self.latency = Histogram(
+            "longtail_request_seconds", "HTTP request latency by route and status", ("route", "status"),
+            buckets=LATENCY_BUCKETS, registry=None,
+        )  # fmt: skip
+        self.events = counter("longtail_events_ingested_total", "events stored (duplicates excluded)")
+        self.duplicate_events = counter("longtail_events_duplicate_total", "events ignored as repeated event_id")
+        self.items_added = counter("longtail_items_added_total", "items added at run time")
+        self.users_erased = counter("longtail_users_erased_total", "users erased on request")
+        self.lists = counter("longtail_recommendations_total", "recommendation lists served", ("strategy",))
+        self.served_items = counter("longtail_served_items_total", "items in served lists")
+        self.served_tail = counter("longtail_served_tail_items_total", "tail items in served lists")
+        self.coverage = Gauge(
+            "longtail_catalog_coverage", "share of the catalog in the lists of a sliding window (latest replica)",
+            registry=None, multiprocess_mode="mostrecent",
+        )  # fmt: skip
+        self.catalog_size = Gauge(
+            "longtail_catalog_items", "items a ranker can recommend", registry=None, multiprocess_mode="max"
+        )
+        self.bundle = Gauge(
+            "longtail_bundle_info", "the bundle being served", ("version",), registry=None, multiprocess_mode="max"
+        )
+
+    @classmethod
+    def open(cls, directory: str | Path) -> ServeMetrics:
+        """The metrics of this process for ``directory`` (created once per process)."""
+        key = str(Path(directory).resolve())
+        if key not in cls._by_dir:
+            cls._by_dir[key] = cls(Path(key))
+        return cls._by_dir[key]
+
+    def scrape(self) -> bytes:
+        """All replicas' samples merged, in the Prometheus text format."""
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=str(self.directory))
+        return generate_latest(registry)

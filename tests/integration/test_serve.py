@@ -1,0 +1,260 @@
+"""The Serve app as users run it: `ray start --head`, `serve deploy serve_configs/ranker.yaml`, real HTTP.
+
+One module-scoped deployment (tiny bundle, 2 ingress replicas, auth on) serves most tests; the last ones
+redeploy it (live knob change, then a whole-app restart with auth off) and check nothing was lost.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.integration.ray_head import cli, free_port, ray_head
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+TOKEN = "s3cret-token"
+
+
+def write_config(path: Path, port: int, args: dict, ranker_knobs: dict | None = None) -> Path:
+    """serve_configs/ranker.yaml with this test's bundle, store, port and two ingress replicas."""
+    config = yaml.safe_load((ROOT / "serve_configs" / "ranker.yaml").read_text())
+    config["http_options"]["port"] = port
+    app = config["applications"][0]
+    app["args"].update(args)
+    for deployment in app["deployments"]:
+        if deployment["name"] == "Ingress":
+            deployment["num_replicas"] = 2
+            deployment["ray_actor_options"]["num_cpus"] = 0.1
+        if deployment["name"] == "Ranker" and ranker_knobs:
+            deployment["user_config"].update(ranker_knobs)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def wait_healthy(url: str, head: dict, timeout: float = 240) -> None:
+    """Poll /healthz; fail early with `serve status` when the deploy failed."""
+    deadline, status = time.time() + timeout, ""
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/healthz", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        status = cli("serve", "status", "--address", head["dashboard"], env=head["env"], check=False).stdout
+        if "DEPLOY_FAILED" in status:
+            break
+        time.sleep(2)
+    raise AssertionError(f"{url} did not become healthy:\n{status[-4000:]}")
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory, tiny_bundle) -> Iterator[dict]:
+    work = tmp_path_factory.mktemp("serve")
+    token_file = work / "token"
+    token_file.write_text(TOKEN + "\n")
+    port = free_port()
+    args = {"bundle": str(tiny_bundle), "store": str(work / "state.sqlite"), "token_file": str(token_file)}
+    with ray_head(work) as head:
+        config = write_config(work / "ranker.yaml", port, args)
+        cli("serve", "deploy", str(config), "--address", head["dashboard"], timeout=300, env=head["env"])
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url, head)
+        yield {"url": url, "head": head, "work": work, "port": port, "args": args}
+
+
+def auth() -> dict:
+    return {"Authorization": f"Bearer {TOKEN}"}
+
+
+def post(service, path: str, body, headers=None, **kw) -> httpx.Response:
+    return httpx.post(service["url"] + path, json=body, headers=headers, timeout=30, **kw)
+
+
+def test_recommend_known_unknown_and_explained(service):
+    r = post(service, "/recommend", {"user_id": "u0", "k": 5, "explain": True})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["strategy"] == "hybrid" and len(body["items"]) == 5 and body["bundle_version"]
+    assert all("contributions" in item["explanation"] for item in body["items"])
+    cold = post(service, "/recommend", {"user_id": "never-seen", "k": 10}).json()
+    assert cold["strategy"] == "cold_start" and len(cold["items"]) == 10
+    assert {i["reason"] for i in cold["items"]} == {"popular", "explore"}
+
+
+def test_text_query_similar_health_and_openapi(service):
+    r = post(service, "/recommend/text", {"query": "A story of space", "k": 3})
+    assert r.status_code == 200 and r.json()["strategy"] == "text" and len(r.json()["items"]) == 3
+    similar = httpx.get(service["url"] + "/items/3/similar", params={"k": 4}, timeout=30)
+    assert similar.status_code == 200 and len(similar.json()["items"]) == 4
+    assert "3" not in [i["item_id"] for i in similar.json()["items"]]
+    assert httpx.get(service["url"] + "/items/nope/similar", timeout=30).status_code == 404
+    health = httpx.get(service["url"] + "/healthz", timeout=30).json()
+    assert health["status"] == "ok" and health["catalog_items"] >= 20
+    spec = httpx.get(service["url"] + "/openapi.json", timeout=30).json()
+    assert {"/recommend", "/recommend/text", "/events", "/items", "/users/{user_id}", "/items/{item_id}/similar",
+            "/healthz", "/metrics"} <= set(spec["paths"])  # fmt: skip
+
+
+@pytest.mark.parametrize(("path", "body", "code"), [
+    ("/recommend", {"k": 5}, 422),                                   # missing field
+    ("/recommend", {"user_id": "u0", "k": "five"}, 422),             # wrong type
+    ("/recommend", {"user_id": "u0", "k": 0}, 422),                  # k <= 0
+    ("/recommend", {"user_id": "u0", "k": 10**9}, 422),              # huge k
+    ("/recommend", {"user_id": "u0", "k": 101}, 422),                # over max_k of the user_config
+    ("/recommend", {"user_id": "u0", "surprise": 1}, 422),           # unknown field
+    ("/recommend", {"user_id": "u0", "tail_boost": 2}, 422),         # knob out of range
+    ("/recommend/text", {"query": ""}, 422),
+    ("/events", {"event_id": "x", "user_id": "u0", "item_id": "no-such-item", "type": "view"}, 422),
+    ("/events", {"event_id": "x", "user_id": "u0", "item_id": "1", "type": "view", "timestamp": "soon"}, 422),
+    ("/events", {"events": []}, 422),
+    ("/items", {"item_id": "3", "text": "already there"}, 409),
+    ("/items", {"item_id": "z", "text": ""}, 422),
+])  # fmt: skip
+def test_bad_requests_get_4xx_with_a_message(service, path, body, code):
+    r = post(service, path, body, headers=auth())
+    assert r.status_code == code, r.text
+    assert r.json()["detail"]
+
+
+def test_malformed_json_oversized_body_and_unknown_route(service):
+    r = httpx.post(service["url"] + "/recommend", content=b'{"user_id": ', timeout=30,
+                   headers={"content-type": "application/json"})  # fmt: skip
+    assert r.status_code == 422 and r.json()["detail"]
+    big = {"event_id": "big", "user_id": "u0", "item_id": "1", "type": "view", "pad": "x" * 2_000_000}
+    r = post(service, "/events", big, headers=auth())
+    assert r.status_code == 413 and "bytes" in r.json()["detail"]
+    assert httpx.get(service["url"] + "/nowhere", timeout=30).status_code == 404
+
+
+def test_write_routes_need_the_token(service):
+    event = {"event_id": "auth-1", "user_id": "u0", "item_id": "1", "type": "view"}
+    assert post(service, "/events", event).status_code == 401
+    assert post(service, "/events", event, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    assert post(service, "/items", {"item_id": "q", "text": "t"}).status_code == 401
+    assert httpx.delete(service["url"] + "/users/u0", timeout=30).status_code == 401
+    assert post(service, "/recommend", {"user_id": "u0"}).status_code == 200  # reads stay open
+
+
+def test_event_changes_the_next_recommendation_and_is_idempotent(service):
+    before = post(service, "/recommend", {"user_id": "u2", "k": 5, "exclude_seen": True}).json()["items"]
+    top = before[0]["item_id"]
+    event = {"event_id": "ev-u2-1", "user_id": "u2", "item_id": top, "type": "purchase"}
+    first = post(service, "/events", event, headers=auth())
+    assert first.status_code == 200 and first.json() == {"stored": 1, "duplicates": 0}
+    assert post(service, "/events", {"events": [event]}, headers=auth()).json() == {"stored": 0, "duplicates": 1}
+    after = post(service, "/recommend", {"user_id": "u2", "k": 5, "exclude_seen": True}).json()["items"]
+    assert top not in [i["item_id"] for i in after]  # now seen, so excluded on the very next request
+    # a brand-new user with events gets a personal (hybrid) list
+    batch = {"events": [{"event_id": f"new-{i}", "user_id": "fresh", "item_id": str(i), "type": "view"} for i in (11, 12)]}
+    assert post(service, "/events", batch, headers=auth()).json()["stored"] == 2
+    assert post(service, "/recommend", {"user_id": "fresh", "k": 3}).json()["strategy"] == "hybrid"
+
+
+def test_new_item_is_recommendable_within_five_seconds(service):
+    started = time.time()
+    r = post(service, "/items", {"item_id": "new-space", "text": "B story of space number 15", "fields": {"year": 2026}},
+             headers=auth())  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert r.json()["added"] and r.json()["catalog_items"] == 21
+    similar = httpx.get(service["url"] + "/items/new-space/similar", params={"k": 3}, timeout=30)
+    assert similar.status_code == 200 and len(similar.json()["items"]) == 3
+    ranked = post(service, "/recommend", {"user_id": "u1", "k": 21, "exclude_seen": False}).json()["items"]
+    assert "new-space" in [i["item_id"] for i in ranked]
+    assert time.time() - started < 5
+    ev = {"event_id": "ev-new", "user_id": "u1", "item_id": "new-space", "type": "view"}
+    assert post(service, "/events", ev, headers=auth()).status_code == 200
+
+
+def test_erased_user_gets_cold_start(service):
+    post(service, "/events", {"event_id": "ev-u4", "user_id": "u4", "item_id": "2", "type": "view"}, headers=auth())
+    r = httpx.delete(service["url"] + "/users/u4", headers=auth(), timeout=30)
+    assert r.status_code == 200 and r.json() == {"user_id": "u4", "events_deleted": 1}
+    assert post(service, "/recommend", {"user_id": "u4", "k": 5}).json()["strategy"] == "cold_start"
+
+
+def test_metrics_add_up_across_ingress_replicas(service):
+    def scrape() -> dict[str, float]:
+        text = httpx.get(service["url"] + "/metrics", timeout=30).text
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith("longtail_requests_total{") and 'route="/healthz"' in line and 'status="200"' in line:
+                out["healthz"] = out.get("healthz", 0) + float(line.rsplit(" ", 1)[1])
+            if line.startswith("longtail_bundle_info{"):
+                out["bundle"] = float(line.rsplit(" ", 1)[1])
+        return out
+
+    before = scrape().get("healthz", 0)
+    replicas: set[str] = set()
+    lock = threading.Lock()
+
+    def hit(n: int) -> None:
+        with httpx.Client(timeout=30) as client:
+            for _ in range(n):
+                r = client.get(service["url"] + "/healthz")
+                with lock:
+                    replicas.add(r.headers["x-longtail-replica"])
+
+    threads = [threading.Thread(target=hit, args=(15,)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(replicas) >= 2, replicas
+    after = scrape()
+    assert after["healthz"] - before == 60
+    assert after["bundle"] == 1
+
+
+def test_user_config_change_applies_live_without_failed_requests(service):
+    url, head, work = service["url"], service["head"], service["work"]
+    base = post(service, "/recommend", {"user_id": "u3", "k": 5, "exclude_seen": False}).json()["items"]
+    failures: list[int] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        with httpx.Client(timeout=30) as client:
+            while not stop.is_set():
+                code = client.post(url + "/recommend", json={"user_id": "u3", "k": 5}).status_code
+                if code != 200:
+                    failures.append(code)
+
+    worker = threading.Thread(target=load)
+    worker.start()
+    try:
+        config = write_config(work / "ranker-boost.yaml", service["port"], service["args"], {"tail_boost": 1.0})
+        cli("serve", "deploy", str(config), "--address", head["dashboard"], timeout=300, env=head["env"])
+        deadline, boosted = time.time() + 60, base
+        while time.time() < deadline and boosted == base:
+            boosted = post(service, "/recommend", {"user_id": "u3", "k": 5, "exclude_seen": False}).json()["items"]
+            time.sleep(0.5)
+    finally:
+        stop.set()
+        worker.join()
+    assert boosted != base
+    assert failures == []
+
+
+def test_whole_app_restart_loses_no_acknowledged_event_and_runs_without_auth(service):
+    url, head, work = service["url"], service["head"], service["work"]
+    acked = [f"restart-{i}" for i in range(20)]
+    for event_id in acked:
+        body = {"event_id": event_id, "user_id": "restart-user", "item_id": "5", "type": "view"}
+        assert post(service, "/events", body, headers=auth()).status_code == 200
+    cli("serve", "shutdown", "-y", "--address", head["dashboard"], timeout=300, env=head["env"])
+    args = {**service["args"], "token_file": None, "token_env": "LONGTAIL_TEST_UNSET_TOKEN"}
+    config = write_config(work / "ranker-open.yaml", service["port"], args)
+    cli("serve", "deploy", str(config), "--address", head["dashboard"], timeout=300, env=head["env"])
+    wait_healthy(url, head)
+    again = {"events": [{"event_id": e, "user_id": "restart-user", "item_id": "5", "type": "view"} for e in acked]}
+    r = post(service, "/events", again)  # no token needed now
+    assert r.status_code == 200 and r.json() == {"stored": 0, "duplicates": 20}
+    ranked = post(service, "/recommend", {"user_id": "restart-user", "k": 3}).json()
+    assert ranked["strategy"] == "hybrid"
+    assert post(service, "/recommend", {"user_id": "new-space-fan", "k": 21}).status_code == 200

@@ -1,0 +1,130 @@
+"""The serving ranker without Ray: histories, events, cold start, knobs, catalog growth."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from longtail.bundle import load_ranker, read_bundle
+from longtail.model.hybrid import extend_catalog
+from longtail.serve.knobs import RankerKnobs
+from longtail.serve.ranking import Query, ServingRanker
+from longtail.serve.store import StoredItem
+
+
+@pytest.fixture
+def ranker(tiny_bundle) -> ServingRanker:
+    return ServingRanker(read_bundle(tiny_bundle))
+
+
+def test_known_user_gets_hybrid_ranking_without_seen_items(ranker):
+    history, known = ranker.history("u0", False, [])
+    assert known and len(history) == 7  # train + valid of the bundle
+    [ranked] = ranker.recommend([Query("u0", history, 5)])
+    picks = [ranker.index[i["item_id"]] for i in ranked.items]
+    assert ranked.strategy == "hybrid" and len(picks) == 5
+    assert not set(picks) & set(history)
+    scores = [i["score"] for i in ranked.items]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_scores_match_the_bundle_model(ranker, tiny_bundle):
+    history, _ = ranker.history("u1", False, [])
+    [ranked] = ranker.recommend([Query("u1", history, 3, exclude_seen=False)])
+    model = load_ranker(read_bundle(tiny_bundle))
+    with torch.no_grad():
+        expected = model(torch.tensor([history[-model.max_history:]])).score[0].numpy()
+    best = np.argsort(-expected, kind="stable")[:3]
+    assert [i["item_id"] for i in ranked.items] == [ranker.item_ids[j] for j in best]
+    assert ranked.items[0]["score"] == pytest.approx(float(expected[best[0]]), rel=1e-5)
+
+
+def test_a_new_event_changes_the_next_ranking(ranker):
+    base, _ = ranker.history("u0", False, [])
+    other_group = [str(i) for i in range(10, 20)]
+    history, _ = ranker.history("u0", False, other_group * 3)
+    before = ranker.recommend([Query("u0", base, 5, exclude_seen=False)])[0].items
+    after = ranker.recommend([Query("u0", history, 5, exclude_seen=False)])[0].items
+    assert [i["item_id"] for i in before] != [i["item_id"] for i in after]
+
+
+def test_unknown_and_erased_users_get_cold_start_with_tail_exploration(ranker):
+    history, known = ranker.history("stranger", False, [])
+    assert history == [] and not known
+    ranker.configure(RankerKnobs(cold_start_tail_share=0.4))
+    [ranked] = ranker.recommend([Query("stranger", history, 10, known_user=False)])
+    reasons = [i["reason"] for i in ranked.items]
+    assert ranked.strategy == "cold_start" and len(ranked.items) == 10
+    assert reasons.count("explore") == 4 and all(i["tail"] for i in ranked.items if i["reason"] == "explore")
+    assert len({i["item_id"] for i in ranked.items}) == 10
+    erased, known = ranker.history("u0", True, [])
+    assert erased == [] and not known
+
+
+def test_alpha_knob_changes_scores_and_none_restores_training(ranker):
+    history, _ = ranker.history("u2", False, [])
+    first = ranker.recommend([Query("u2", history, 20, exclude_seen=False)])[0].items
+    ranker.configure(RankerKnobs(alpha=0.0))
+    cf_only = ranker.recommend([Query("u2", history, 20, exclude_seen=False)])[0].items
+    ranker.configure(RankerKnobs())
+    again = ranker.recommend([Query("u2", history, 20, exclude_seen=False)])[0].items
+    assert [i["score"] for i in cf_only] != [i["score"] for i in first]
+    assert again == first
+
+
+def test_tail_boost_one_ranks_by_rarity(ranker):
+    history, _ = ranker.history("u3", False, [])
+    [ranked] = ranker.recommend([Query("u3", history, 5, exclude_seen=False, tail_boost=1.0)])
+    counts = [ranker.counts[ranker.index[i["item_id"]]] for i in ranked.items]
+    assert counts == sorted(counts) and counts[0] == ranker.counts.min()
+
+
+def test_explanations_sum_to_the_score(ranker):
+    history, _ = ranker.history("u4", False, [])
+    [ranked] = ranker.recommend([Query("u4", history, 3, explain=True)])
+    for item in ranked.items:
+        parts = item["explanation"]["contributions"]
+        assert sum(parts.values()) == pytest.approx(item["score"], abs=1e-4)
+        assert {b["item_id"] for b in item["explanation"]["because"]} <= {ranker.item_ids[h] for h in history}
+
+
+def test_new_items_become_recommendable_with_graph_neighbours(ranker):
+    n = ranker.n_items
+    old_history, _ = ranker.history("u5", False, [])
+    vector = ranker.vectors[3] + 0.01 * ranker.vectors[4]
+    vector /= np.linalg.norm(vector)
+    assert ranker.add_items([StoredItem(1, "new-1", "like item 3", {}, vector)]) == 1
+    assert ranker.add_items([StoredItem(1, "new-1", "again", {}, vector)]) == 0  # already there
+    assert ranker.n_items == n + 1 and ranker.last_item_seq == 1
+    similar = [i["item_id"] for i in ranker.similar("new-1", 3)]
+    assert "3" in similar
+    assert "new-1" in [i["item_id"] for i in ranker.similar("3", 10)]
+    after = ranker.recommend([Query("u5", old_history, n + 1, exclude_seen=False)])[0].items
+    assert "new-1" in [i["item_id"] for i in after]
+    # old items keep their text and CF terms; only the graph term changes where the new item attaches
+    history, _ = ranker.history("u5", False, ["new-1"])
+    assert ranker.index["new-1"] in history
+
+
+def test_extend_catalog_keeps_old_scores_when_graph_is_unchanged(tiny_bundle):
+    model = load_ranker(read_bundle(tiny_bundle))
+    n = model.n_items
+    graph = torch.sparse_coo_tensor(model.graph.indices(), model.graph.values(), (n + 2, n + 2), check_invariants=True).coalesce()
+    grown = extend_catalog(model, torch.randn(2, model.text_vectors.shape[1]), graph).eval()
+    history = torch.tensor([[0, 1, 2] + [n] * (model.max_history - 3)])
+    grown_history = torch.where(history == n, n + 2, history)
+    with torch.no_grad():
+        old, new = model(history).score, grown(grown_history).score
+    assert new.shape == (1, n + 2)
+    assert torch.allclose(old, new[:, :n], atol=1e-5)
+    assert torch.all(grown.item_emb.weight[n : n + 2] == 0)
+
+
+def test_coverage_counts_distinct_items_in_the_window(ranker):
+    ranker.configure(RankerKnobs(coverage_window=2))
+    ranker._observe([0, 1])
+    ranker._observe([1, 2])
+    assert ranker.coverage == pytest.approx(3 / ranker.n_items)
+    ranker._observe([2])
+    assert ranker.coverage == pytest.approx(2 / ranker.n_items)
