@@ -260,6 +260,44 @@ def train_cmd(
     stdout.print(metric_table(rows, f"bundle {bundle}"))
 
 
+@app.command("tune")
+@friendly
+def tune_cmd(
+    space: Annotated[Path, typer.Option(help="Search space YAML, e.g. tune_spaces/hybrid.yaml.")],
+    data: Annotated[Path, typer.Option(help="Prepared dataset directory.")],
+    out: Annotated[Path, typer.Option(help="Sweep directory: experiment/, best-config.yaml, trials.*, pareto.png.")],
+    config: Annotated[Path | None, typer.Option(help="Base train config; the space's keys override it.")] = None,
+    samples: Annotated[int, typer.Option(min=1, help="Trials to run.")] = 8,
+    concurrency: Annotated[int, typer.Option(min=1, help="Trials at once.")] = 1,
+    cpus_per_trial: Annotated[float, typer.Option(min=0.1, help="CPUs of each trial's Ray Train workers.")] = 1.0,
+    gpus_per_trial: Annotated[int, typer.Option(min=0, help="GPUs per trial (one worker each).")] = 0,
+    objective: Annotated[
+        str, typer.Option(help="ndcg@10, tail_recall@20, or a weighted sum: 0.7*ndcg@10+0.3*tail_recall@20.")
+    ] = "ndcg@10",
+    resume: Annotated[bool, typer.Option(help="Continue the interrupted sweep in --out.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the search algorithm.")] = 0,
+    overrides: Annotated[list[str] | None, typer.Argument(help="KEY=VALUE overrides of the base config")] = None,
+) -> None:
+    """Sweep with Ray Tune (Optuna search, ASHA early stopping on validation); writes the best train config."""
+    from longtail.console import console
+    from longtail.console import out as stdout
+    from longtail.train.cluster import connect
+    from longtail.tune.space import load_space
+    from longtail.tune.sweep import Objective, markdown_table, run_sweep
+
+    params = load_space(space)
+    base = load_config(TrainConfig, config, overrides)
+    goal = Objective.parse(objective)
+    if not (data / "manifest.json").is_file():
+        raise DataError(f"{data}: not a prepared dataset (no manifest.json); run `longtail data prepare` first")
+    connect()
+    result = run_sweep(params, base, data, out, goal, samples, concurrency, cpus_per_trial, gpus_per_trial,
+                       resume=resume, seed=seed,
+                       log=lambda m: console.print(f"[tune] {m}", markup=False, highlight=False))  # fmt: skip
+    stdout.print(markdown_table(result.trials), markup=False, highlight=False)
+    stdout.print(f"best config: {result.best_config}\ntrials: {result.table}\nPareto front: {result.pareto_plot}")
+
+
 def read_manifest_metrics(bundle: Path) -> dict:
     """The metrics stored in a bundle's manifest."""
     return json.loads((Path(bundle) / "manifest.json").read_text())["metrics"]

@@ -123,6 +123,7 @@ class RankerConfig(StrictModel):
     lr: float = Field(1e-3, gt=0.0, description="Adam learning rate")
     weight_decay: float = Field(0.0, ge=0.0, description="Adam weight decay")
     popularity_correction: float = Field(0.3, ge=0.0, description="η of the logit adjustment (0 = none)")
+    temperature: float = Field(1.0, gt=0.0, description="τ of the sampled softmax: logits are score / τ")
     patience: int = Field(2, ge=1, description="epochs without valid ndcg@10 gain before stopping")
     seed: int = Field(0, description="initialisation and sampling seed")
 

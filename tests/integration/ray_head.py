@@ -30,12 +30,12 @@ def cli(*args: str, timeout: float = 300, env: dict | None = None, check: bool =
 
 
 @contextlib.contextmanager
-def ray_head(work: Path, num_cpus: int = 2) -> Iterator[dict]:
+def ray_head(work: Path, num_cpus: int = 2, extra_env: dict | None = None) -> Iterator[dict]:
     """Start a head node on free ports with Ray's token auth on (its own token file); yields its addresses
     and the environment every client command needs; always `ray stop`s it."""
     token = work / "ray_auth_token"
     token.write_text(uuid.uuid4().hex + uuid.uuid4().hex)
-    env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+    env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), **(extra_env or {})}
     ports = {"gcs": free_port(), "dashboard": free_port()}
     cli("ray", "start", "--head", f"--num-cpus={num_cpus}", f"--port={ports['gcs']}", "--include-dashboard=true",
         f"--dashboard-port={ports['dashboard']}", "--dashboard-host=127.0.0.1", "--disable-usage-stats",

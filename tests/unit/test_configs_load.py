@@ -15,3 +15,34 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_train_configs_load(path):
     cfg = load_config(TrainConfig, path)
     assert cfg.finetune.micro_batch_size >= 2
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "serve_configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_serve_configs_pass_serve_schema_and_our_typed_args(path):
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from longtail.serve.knobs import AppArgs, EncoderKnobs, IngressKnobs, RankerKnobs
+
+    raw = yaml.safe_load(path.read_text())
+    ServeDeploySchema.model_validate(raw)  # Ray's own validation, as `serve deploy` does
+    [app] = raw["applications"]
+    assert app["import_path"] == "longtail.serve.app:build_app"
+    AppArgs.model_validate(app["args"])
+    knobs = {"Ingress": IngressKnobs, "Ranker": RankerKnobs, "Encoder": EncoderKnobs}
+    assert {d["name"] for d in app["deployments"]} == set(knobs)
+    for deployment in app["deployments"]:
+        knobs[deployment["name"]].model_validate(deployment.get("user_config", {}))
+
+
+def test_serve_knobs_reject_unknown_keys_and_bad_ranges():
+    from pydantic import ValidationError
+
+    from longtail.serve.knobs import AppArgs, RankerKnobs
+
+    with pytest.raises(ValidationError, match="alpah"):
+        RankerKnobs.model_validate({"alpah": 0.5})
+    with pytest.raises(ValidationError, match="tail_boost"):
+        RankerKnobs.model_validate({"tail_boost": 1.5})
+    with pytest.raises(ValidationError, match="max_body_bytes"):
+        AppArgs.model_validate({"max_body_bytes": 10})

@@ -3,7 +3,7 @@
 Every train history h_1..h_n gives examples (h_{<t}, h_t) for t ≥ 2, the prefix cut to the last L items.
 Loss: sampled softmax over the batch's targets plus N uniformly drawn items, with
 
-    logit_j = score(u, j) − log q_j + η · log π_j
+    logit_j = score(u, j) / τ − log q_j + η · log π_j
 
 where q_j is the chance of j being a candidate (the mixture of in-batch targets and uniform negatives),
 which removes the sampling bias, and π_j the smoothed train popularity share: η > 0 (logit adjustment)
@@ -57,6 +57,7 @@ def sampled_softmax_loss(
     target_share: torch.Tensor,
     log_prior: torch.Tensor,
     eta: float,
+    temperature: float = 1.0,
 ) -> torch.Tensor:
     """Mean cross-entropy of each row's target among the batch targets + negatives (module docstring).
 
@@ -67,7 +68,7 @@ def sampled_softmax_loss(
     candidates = torch.cat([target, negatives])  # (b + N,)
     q = (b * target_share[candidates] + n_neg / n_items) / (b + n_neg)
     out = model(history, candidates)
-    logits = out.score - torch.log(q) + eta * log_prior[candidates]  # (b, b + N)
+    logits = out.score / temperature - torch.log(q) + eta * log_prior[candidates]  # (b, b + N)
     seen = (history[:, :, None] == candidates[None, None, :]).any(1)  # (b, b + N)
     own = torch.zeros_like(seen)
     own[torch.arange(b), torch.arange(b)] = True
@@ -88,6 +89,7 @@ def train_epoch(
     eta: float,
     generator: torch.Generator,
     on_step: Callable[[int, int, float], None] | None = None,
+    temperature: float = 1.0,
 ) -> float:
     """One pass over shuffled examples; returns the mean loss. ``model`` may be DDP-wrapped."""
     model.train()
@@ -99,7 +101,7 @@ def train_epoch(
         idx = order[step * batch_size : (step + 1) * batch_size]
         negatives = torch.randint(0, n_items, (n_negatives,), generator=generator).to(targets.device)
         loss = sampled_softmax_loss(
-            model, prefixes[idx], targets[idx], negatives, target_share, log_prior, eta
+            model, prefixes[idx], targets[idx], negatives, target_share, log_prior, eta, temperature
         )
         optimizer.zero_grad()
         loss.backward()

@@ -101,7 +101,8 @@ def fit_loop(config: dict[str, Any]) -> None:
     for epoch in range(state["epoch"], cfg.epochs):
         pick = torch.randperm(len(targets), generator=generator)[:per_worker].to(device)
         loss = train_epoch(ddp, prefixes[pick], targets[pick], optimizer, max(2, cfg.batch_size // world),
-                           cfg.negatives, share, log_prior, cfg.popularity_correction, generator)  # fmt: skip
+                           cfg.negatives, share, log_prior, cfg.popularity_correction, generator,
+                           temperature=cfg.temperature)  # fmt: skip
         stop = torch.zeros(1, device=device)
         metrics = {"epoch": float(epoch + 1), "train_loss": loss}
         if rank == 0:
@@ -142,6 +143,7 @@ def fit_ranker(
     ranker: RankerConfig,
     resources: ResourcesConfig,
     run_name: str = "fit",
+    callbacks: list | None = None,
 ) -> FitResult:
     """Train the hybrid ranker on ``data.train`` with early stopping on ``data.valid``; best weights back."""
     n_examples = int(np.maximum(data.histories(("train",)).lengths() - 1, 0).sum())
@@ -158,7 +160,7 @@ def fit_ranker(
                                      resources_per_worker={"CPU": resources.cpus_per_worker}),
         run_config=RunConfig(name=run_name, storage_path=resources.storage_path,
                              failure_config=FailureConfig(max_failures=resources.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=1)),
+                             checkpoint_config=CheckpointConfig(num_to_keep=1), callbacks=callbacks),
         torch_config=TorchConfig(backend="nccl" if resources.use_gpu else "gloo"),
     )  # fmt: skip
     result = trainer.fit()

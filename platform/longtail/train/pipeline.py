@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -79,15 +81,23 @@ def alpha_sweep(model, data: SplitData, alphas=(0.0, 0.25, 0.5, 0.75, 1.0), part
     return points
 
 
-def train_pipeline(data_dir: Path, config: TrainConfig, out: Path, log: Log = print) -> Path:
-    """Run every stage for ``config.split`` of the prepared dataset ``data_dir``; write the bundle ``out``."""
-    data_dir, out = Path(data_dir), Path(out)
-    work = out.parent / ".longtail-stages"  # shared by bundles written side by side
+@dataclass
+class Stages:
+    """The upstream stages' outputs that fitting the ranker reads."""
+
+    data: SplitData
+    encoder_dir: Path
+    vectors: np.ndarray  # (n_items, d) unit text vectors
+    graph: sparse.csr_matrix  # (n_items, n_items)
+    key: str  # hash of everything upstream of the ranker
+    work: Path
+
+
+def prepare_stages(data_dir: Path, config: TrainConfig, work: Path, log: Log = print) -> Stages:
+    """Fine-tune → embed → graph, each reused when its output for the same inputs and config exists."""
     work.mkdir(parents=True, exist_ok=True)
     fingerprint = read_manifest(data_dir)["fingerprint"]
     data = load_split_data(data_dir, config.split)
-    started = time.time()
-
     key = digest(fingerprint, config.split, config.encoder, config.finetune)
     encoder_dir = work / f"encoder-{key}"
     if (encoder_dir / "config.json").is_file():
@@ -116,8 +126,21 @@ def train_pipeline(data_dir: Path, config: TrainConfig, out: Path, log: Log = pr
             config.graph, vectors, item_entities(data_dir, data), data.histories(("train",))
         )
         coo = graph.tocoo()
-        pq.write_table(pa.table({"src": coo.row, "dst": coo.col, "weight": coo.data}), graph_path)
+        tmp = graph_path.with_suffix(f".{os.getpid()}.tmp")
+        pq.write_table(pa.table({"src": coo.row, "dst": coo.col, "weight": coo.data}), tmp)
+        os.replace(tmp, graph_path)  # atomic: concurrent sweep trials never read half a file
         log(f"graph: {graph.nnz} edges ({', '.join(f'{k} {v.nnz}' for k, v in parts.items())})")
+    return Stages(data, encoder_dir, vectors, graph, key, work)
+
+
+def train_pipeline(data_dir: Path, config: TrainConfig, out: Path, log: Log = print) -> Path:
+    """Run every stage for ``config.split`` of the prepared dataset ``data_dir``; write the bundle ``out``."""
+    data_dir, out = Path(data_dir), Path(out)
+    started = time.time()
+    stages = prepare_stages(data_dir, config, out.parent / ".longtail-stages", log)  # shared by sibling bundles
+    data, encoder_dir, vectors, graph, key, work = (stages.data, stages.encoder_dir, stages.vectors, stages.graph,
+                                                    stages.key, stages.work)  # fmt: skip
+    fingerprint = read_manifest(data_dir)["fingerprint"]
     key = digest(key, config.ranker)
     ranker_path = work / f"ranker-{key}.safetensors"
     history_path = work / f"ranker-{key}.json"

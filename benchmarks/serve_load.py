@@ -1,0 +1,188 @@
+"""Serve benchmark: /recommend throughput and latency next to an empty deployment, event freshness,
+new-item time-to-recommendable, and autoscaling of the ranker under sustained load.
+
+    python -m benchmarks.serve_load --bundle bundles/ml100k [--concurrency 16] [--seconds 20]
+
+Starts its own head (`ray start --head`, stopped at the end), deploys serve_configs/ranker.yaml with
+the bundle plus benchmarks/empty_app.py as a second application, and drives both with the same
+asyncio load generator in the same run. Writes reports/bench/serve.json and serve-autoscaling.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pyarrow.parquet as pq
+import yaml
+
+from tests.integration.ray_head import cli, free_port, ray_head
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+async def load(url: str, bodies: list[dict], concurrency: int, seconds: float) -> dict:
+    """Closed-loop load: ``concurrency`` clients post bodies back to back for ``seconds``."""
+    latencies: list[float] = []
+    errors = 0
+    deadline = time.perf_counter() + seconds
+
+    async def client(seed: int) -> None:
+        nonlocal errors
+        rng = random.Random(seed)
+        async with httpx.AsyncClient(timeout=30) as http:
+            while time.perf_counter() < deadline:
+                start = time.perf_counter()
+                r = await http.post(url, json=rng.choice(bodies))
+                latencies.append(time.perf_counter() - start)
+                errors += r.status_code != 200
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client(i) for i in range(concurrency)))
+    wall = time.perf_counter() - started
+    lat = np.asarray(latencies)
+    return {"requests": len(lat), "errors": errors, "rps": round(len(lat) / wall, 1),
+            "p50_ms": round(float(np.percentile(lat, 50)) * 1000, 2),
+            "p99_ms": round(float(np.percentile(lat, 99)) * 1000, 2)}  # fmt: skip
+
+
+def freshness(url: str, users: list[str], trials: int = 20) -> dict:
+    """Seconds from an event's POST to the first /recommend that reflects it (its item is then excluded)."""
+    times = []
+    with httpx.Client(timeout=30) as http:
+        for t in range(trials):
+            user = users[t % len(users)]
+            top = http.post(f"{url}/recommend", json={"user_id": user, "k": 1}).json()["items"][0]["item_id"]
+            start = time.perf_counter()
+            http.post(f"{url}/events", json={"event_id": f"bench-{time.time_ns()}", "user_id": user,
+                                             "item_id": top, "type": "view"}).raise_for_status()  # fmt: skip
+            while top in [i["item_id"] for i in http.post(f"{url}/recommend", json={"user_id": user, "k": 20}).json()["items"]]:
+                pass
+            times.append(time.perf_counter() - start)
+    return {"p50_ms": round(float(np.median(times)) * 1000, 2), "max_ms": round(max(times) * 1000, 2)}
+
+
+def new_item_time(url: str, trials: int = 5, checks: int = 8) -> dict:
+    """Seconds from POST /items to the item being returned by `checks` consecutive /similar calls
+    (spread over the ranker replicas)."""
+    times = []
+    with httpx.Client(timeout=30) as http:
+        for t in range(trials):
+            item = f"bench-item-{time.time_ns()}-{t}"
+            start = time.perf_counter()
+            http.post(f"{url}/items", json={"item_id": item, "text": f"a new film number {t} about space and love"}).raise_for_status()
+            ok = 0
+            while ok < checks:
+                ok = ok + 1 if http.get(f"{url}/items/{item}/similar", params={"k": 5}).status_code == 200 else 0
+            times.append(time.perf_counter() - start)
+    return {"p50_s": round(float(np.median(times)), 3), "max_s": round(max(times), 3)}
+
+
+def ranker_replicas(head: dict) -> int:
+    status = yaml.safe_load(cli("serve", "status", "--address", head["dashboard"], env=head["env"]).stdout)
+    states = status["applications"]["longtail"]["deployments"]["Ranker"]["replica_states"]
+    return int(states.get("RUNNING", 0))
+
+
+def autoscaling(url: str, head: dict, bodies: list[dict], concurrency: int, load_s: float, idle_s: float) -> list:
+    """(seconds, running ranker replicas, phase) while under load and then idle."""
+    timeline: list[tuple[float, int, str]] = []
+    start = time.time()
+
+    async def watch(until: float, phase: str) -> None:
+        while time.time() < until:
+            timeline.append((round(time.time() - start, 1), await asyncio.to_thread(ranker_replicas, head), phase))
+            await asyncio.sleep(2)
+
+    async def run() -> None:
+        until = time.time() + load_s
+        await asyncio.gather(load(f"{url}/recommend", bodies, concurrency, load_s), watch(until, "load"))
+        await watch(time.time() + idle_s, "idle")
+
+    asyncio.run(run())
+    return timeline
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--bundle", type=Path, required=True)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    work = args.out / "serve-work"
+    work.mkdir(exist_ok=True)
+    for stale in work.glob("state*"):
+        stale.unlink() if stale.is_file() else None
+    users = sorted({str(u) for u in pq.read_table(args.bundle / "histories.parquet").column("user_id").to_pylist()})
+    bodies = [{"user_id": u, "k": 20} for u in users]
+    port = free_port()
+    config = yaml.safe_load((ROOT / "serve_configs" / "ranker.yaml").read_text())
+    config["http_options"]["port"] = port
+    app = config["applications"][0]
+    app["args"].update({"bundle": str(args.bundle.resolve()), "store": str(work / "state.sqlite"), "token_env": None})
+    for d in app["deployments"]:
+        if d["name"] == "Ranker":
+            d["autoscaling_config"].update({"upscale_delay_s": 3, "downscale_delay_s": 15})
+    config["applications"].append({"name": "empty", "route_prefix": "/empty",
+                                   "import_path": "benchmarks.empty_app:build", "args": {}})  # fmt: skip
+    (work / "serve.yaml").write_text(yaml.safe_dump(config))
+    results: dict = {"concurrency": args.concurrency, "seconds": args.seconds, "bundle": str(args.bundle),
+                     "cpus": os.cpu_count()}  # fmt: skip
+    with ray_head(work, extra_env={"PYTHONPATH": str(ROOT)}) as head:
+        cli("serve", "deploy", str(work / "serve.yaml"), "--address", head["dashboard"], env=head["env"])
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(240):
+            try:
+                if httpx.get(f"{url}/healthz", timeout=5).status_code == 200 and \
+                        httpx.post(f"{url}/empty/recommend", json={}, timeout=5).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(1)
+        asyncio.run(load(f"{url}/recommend", bodies, args.concurrency, 5))  # warm-up
+        asyncio.run(load(f"{url}/empty/recommend", bodies, args.concurrency, 5))
+        results["empty"] = asyncio.run(load(f"{url}/empty/recommend", bodies, args.concurrency, args.seconds))
+        results["recommend"] = asyncio.run(load(f"{url}/recommend", bodies, args.concurrency, args.seconds))
+        results["throughput_ratio"] = round(results["recommend"]["rps"] / results["empty"]["rps"], 3)
+        results["p99_ratio"] = round(results["recommend"]["p99_ms"] / results["empty"]["p99_ms"], 3)
+        print(json.dumps({k: results[k] for k in ("empty", "recommend", "throughput_ratio", "p99_ratio")}, indent=2))
+        results["event_freshness"] = freshness(url, users)
+        results["new_item_time"] = new_item_time(url)
+        print(json.dumps({k: results[k] for k in ("event_freshness", "new_item_time")}, indent=2))
+        timeline = autoscaling(url, head, bodies, args.concurrency * 2, 60, 45)
+        results["autoscaling"] = {"timeline": timeline, "max_replicas_under_load": max(r for _, r, p in timeline if p == "load"),
+                                  "replicas_at_end": timeline[-1][1]}  # fmt: skip
+        print(json.dumps({k: v for k, v in results["autoscaling"].items() if k != "timeline"}))
+    (args.out / "serve.json").write_text(json.dumps(results, indent=2))
+    plot_timeline(timeline, args.out / "serve-autoscaling.png")
+    print(f"wrote {args.out / 'serve.json'} and {args.out / 'serve-autoscaling.png'}")
+
+
+def plot_timeline(timeline: list, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3))
+    ax.step([t for t, _, _ in timeline], [r for _, r, _ in timeline], where="post")
+    load_end = max((t for t, _, p in timeline if p == "load"), default=0)
+    ax.axvspan(0, load_end, alpha=0.15, label="sustained load")
+    ax.set(xlabel="seconds", ylabel="running Ranker replicas", title="Ranker autoscaling")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

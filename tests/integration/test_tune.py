@@ -1,0 +1,67 @@
+"""`longtail tune` on real local Ray: a 3-trial sweep with the tiny config, interrupted after its first
+trial and resumed, whose best config then trains with `longtail train`."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import write_clustered_dataset
+
+pytestmark = pytest.mark.integration
+ROOT = Path(__file__).resolve().parents[2]
+CLI = str(Path(sys.executable).parent / "longtail")
+
+
+def finished_trials(experiment: Path) -> int:
+    done = 0
+    for result in experiment.glob("*/result.json"):
+        done += any(json.loads(line).get("final") for line in result.read_text().splitlines() if line.strip())
+    return done
+
+
+def test_sweep_interrupted_resumed_and_best_config_trains(tiny_encoder, tmp_path):
+    data = write_clustered_dataset(tmp_path / "data")
+    space = tmp_path / "space.yaml"
+    space.write_text("ranker.alpha: {uniform: [0.0, 1.0]}  # (float) mix\n"
+                     "ranker.lr: {loguniform: [1.0e-3, 1.0e-2]}  # (float) lr\n"
+                     "ranker.dim: {choice: [8, 16]}  # (int) size\n")  # fmt: skip
+    out = tmp_path / "sweep"
+    overrides = [f"encoder.name={tiny_encoder}", "ranker.epochs=2", "ranker.examples_per_epoch=128",
+                 "graph.kg_k=0", "resources.num_workers=1"]  # fmt: skip
+    command = [CLI, "tune", "--space", str(space), "--config", str(ROOT / "train_configs" / "tiny.yaml"),
+               "--data", str(data), "--out", str(out), "--samples", "3", "--objective",
+               "0.5*ndcg@10+0.5*tail_recall@20", "--cpus-per-trial", "1", *overrides]  # fmt: skip
+    first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and first.poll() is None and finished_trials(out / "experiment") < 1:
+        time.sleep(1)
+    assert first.poll() is None, first.communicate()[0][-4000:]  # still running: interrupt it mid-sweep
+    first.send_signal(signal.SIGINT)
+    log = first.communicate(timeout=300)[0]
+    assert finished_trials(out / "experiment") < 3, log[-3000:]
+    # the same command again without --resume refuses to overwrite the sweep
+    again = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and "--resume" in again.stderr
+    resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=900)
+    assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-4000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["trials"]) == 3 and all(t["status"] != "error" for t in summary["trials"])
+    assert summary["pareto_front"] and (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "trials.csv").read_text().count("\n") == 4
+    best = yaml.safe_load((out / "best-config.yaml").read_text())
+    assert best["ranker"]["alpha"] == pytest.approx(summary["best"]["ranker.alpha"])
+    assert best["ranker"]["epochs"] == 2  # the base config's values survive
+    trained = subprocess.run([CLI, "train", "--config", str(out / "best-config.yaml"), "--data", str(data),
+                              "--out", str(tmp_path / "bundle"), f"resources.storage_path={tmp_path / 'ray'}"],
+                             capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert trained.returncode == 0, trained.stderr[-4000:]
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
+    assert manifest["config"]["ranker"]["alpha"] == pytest.approx(best["ranker"]["alpha"])
