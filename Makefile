@@ -34,6 +34,8 @@ demo: install
 bench: install
 	$(BIN)/longtail data prepare --dataset ml-100k --out $(DATA)
 	$(BIN)/python -m benchmarks.language_model --data $(DATA)
+	$(BIN)/longtail train --config $(CONFIG) --data $(DATA) --out $(BUNDLE)
+	$(BIN)/python -m benchmarks.serve_load --bundle $(BUNDLE)
 
 test: install
 	$(BIN)/ruff check platform tests benchmarks

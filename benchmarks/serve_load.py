@@ -22,7 +22,6 @@ import httpx
 import numpy as np
 import pyarrow.parquet as pq
 import yaml
-
 from tests.integration.ray_head import cli, free_port, ray_head
 
 ROOT = Path(__file__).resolve().parents[1]

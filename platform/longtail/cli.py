@@ -275,6 +275,9 @@ def tune_cmd(
         str, typer.Option(help="ndcg@10, tail_recall@20, or a weighted sum: 0.7*ndcg@10+0.3*tail_recall@20.")
     ] = "ndcg@10",
     resume: Annotated[bool, typer.Option(help="Continue the interrupted sweep in --out.")] = False,
+    stages: Annotated[
+        Path | None, typer.Option(help="Stage cache to reuse, e.g. bundles/.longtail-stages; default: OUT/stages.")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the search algorithm.")] = 0,
     overrides: Annotated[list[str] | None, typer.Argument(help="KEY=VALUE overrides of the base config")] = None,
 ) -> None:
@@ -292,7 +295,7 @@ def tune_cmd(
         raise DataError(f"{data}: not a prepared dataset (no manifest.json); run `longtail data prepare` first")
     connect()
     result = run_sweep(params, base, data, out, goal, samples, concurrency, cpus_per_trial, gpus_per_trial,
-                       resume=resume, seed=seed,
+                       resume=resume, seed=seed, stages=stages,
                        log=lambda m: console.print(f"[tune] {m}", markup=False, highlight=False))  # fmt: skip
     stdout.print(markdown_table(result.trials), markup=False, highlight=False)
     stdout.print(f"best config: {result.best_config}\ntrials: {result.table}\nPareto front: {result.pareto_plot}")

@@ -30,9 +30,10 @@ def cli(*args: str, timeout: float = 300, env: dict | None = None, check: bool =
 
 
 @contextlib.contextmanager
-def ray_head(work: Path, num_cpus: int = 2, extra_env: dict | None = None) -> Iterator[dict]:
-    """Start a head node on free ports with Ray's token auth on (its own token file); yields its addresses
-    and the environment every client command needs; always `ray stop`s it."""
+def ray_head(work: Path, num_cpus: float = 2, extra_env: dict | None = None, workers: tuple = ()) -> Iterator[dict]:
+    """Start a head node on free ports with Ray's token auth on (its own token file), plus one more node per
+    entry of ``workers`` (its CPU count) on this machine; yields the addresses and the environment every
+    client command needs; always `ray stop`s them all."""
     token = work / "ray_auth_token"
     token.write_text(uuid.uuid4().hex + uuid.uuid4().hex)
     env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token), **(extra_env or {})}
@@ -41,6 +42,9 @@ def ray_head(work: Path, num_cpus: int = 2, extra_env: dict | None = None) -> It
         f"--dashboard-port={ports['dashboard']}", "--dashboard-host=127.0.0.1", "--disable-usage-stats",
         timeout=180, env=env)  # fmt: skip
     try:
+        for i, cpus in enumerate(workers):
+            cli("ray", "start", f"--address=127.0.0.1:{ports['gcs']}", f"--num-cpus={cpus}",
+                f"--resources={{\"node{i + 2}\": 1}}", "--disable-usage-stats", timeout=180, env=env)  # fmt: skip
         yield {"address": f"127.0.0.1:{ports['gcs']}", "dashboard": f"http://127.0.0.1:{ports['dashboard']}",
                "env": env}  # fmt: skip
     finally:

@@ -46,3 +46,14 @@ def test_serve_knobs_reject_unknown_keys_and_bad_ranges():
         RankerKnobs.model_validate({"tail_boost": 1.5})
     with pytest.raises(ValidationError, match="max_body_bytes"):
         AppArgs.model_validate({"max_body_bytes": 10})
+
+
+def test_cluster_yaml_passes_ray_cluster_validation():
+    import yaml
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = yaml.safe_load((ROOT / "cluster.yaml").read_text())
+    validate_config(prepare_config(config))  # what `ray up` does: fill defaults, then check the schema
+    head = config["available_node_types"][config["head_node_type"]]
+    assert head["resources"] == {"head": 1}  # the serve config pins ingress and ranker replicas here
+    assert any("ray[default,train,serve,tune]==2.60.0" in c for c in config["setup_commands"])

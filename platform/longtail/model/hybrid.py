@@ -15,6 +15,7 @@ Users are their history; there is no per-user parameter.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -75,6 +76,10 @@ class HybridRanker(nn.Module):
         self.n_items, self.max_history = n, max_history
         self.register_buffer("text_vectors", text_vectors.float(), persistent=False)  # (n, d_t)
         self.register_buffer("graph", graph.coalesce().float(), persistent=False)  # (n, n) sparse COO
+        with warnings.catch_warnings():  # "sparse CSR support is in beta": matmul and its backward are what we use
+            warnings.simplefilter("ignore", UserWarning)
+            graph_t = self.graph.t().coalesce().to_sparse_csr()
+        self.register_buffer("graph_t", graph_t, persistent=False)  # (n, n) Aᵀ in CSR: ~10× faster products
         z = torch.log1p(train_counts.float())
         self.register_buffer("pop_z", (z - z.mean()) / z.std().clamp_min(1e-6), persistent=False)  # (n,)
         self.cold_z = float(-z.mean() / z.std().clamp_min(1e-6))  # pop_z of an item never touched
@@ -92,8 +97,18 @@ class HybridRanker(nn.Module):
     def item_text(self, items: torch.Tensor) -> torch.Tensor:
         """Projected text vectors (…, dim); padding maps to zeros."""
         safe = items.clamp(0, self.n_items - 1)
-        out = self.text_proj(self.text_vectors[safe])
+        out = self.projected_text()[safe] if not torch.is_grad_enabled() else self.text_proj(self.text_vectors[safe])
         return out * (items < self.n_items).unsqueeze(-1)
+
+    def projected_text(self) -> torch.Tensor:
+        """text_proj of every item (n, dim), cached while the projection's weights are unchanged (scoring)."""
+        key = (self.text_proj.weight._version, self.text_proj.bias._version, self.text_proj.weight.data_ptr(),
+               self.text_vectors.data_ptr())  # fmt: skip
+        if getattr(self, "_text_key", None) != key:
+            with torch.no_grad():
+                self._text_cache = self.text_proj(self.text_vectors)
+            self._text_key = key
+        return self._text_cache
 
     def assoc(self, history: torch.Tensor, mask: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """κ · Σ_l r_l A[h_l, c] for each user and candidate: (b, c)."""
@@ -104,7 +119,7 @@ class HybridRanker(nn.Module):
         rows = torch.zeros(b, self.n_items + 1, device=history.device).scatter_add(1, history, r)[
             :, : self.n_items
         ]
-        reach = torch.sparse.mm(self.graph.t(), rows.t()).t()  # (b, n) = rows @ A
+        reach = torch.sparse.mm(self.graph_t, rows.t()).t()  # (b, n) = rows @ A
         return nn.functional.softplus(self.assoc_scale) * 10.0 * reach[:, candidates]
 
     def forward(self, history: torch.Tensor, candidates: torch.Tensor | None = None) -> HybridOutput:

@@ -111,7 +111,10 @@ def prepare_stages(data_dir: Path, config: TrainConfig, work: Path, log: Log = p
         log(f"embed: reusing {vectors_path}")
     else:
         log(f"embed: {data.n_items} items")
-        embed_catalog(data.item_ids, data.item_text, str(encoder_dir), config.encoder.max_length, config.embed,
+        embed = config.embed
+        if config.resources.use_gpu and not embed.gpus_per_actor:  # use_gpu reaches the encoder actors too
+            embed = embed.model_copy(update={"gpus_per_actor": 1.0})
+        embed_catalog(data.item_ids, data.item_text, str(encoder_dir), config.encoder.max_length, embed,
                       vectors_path)  # fmt: skip
     vectors = vectors_of(pq.read_table(vectors_path))
     key = digest(key, config.graph)

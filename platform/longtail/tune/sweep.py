@@ -138,6 +138,7 @@ def run_sweep(
     gpus_per_trial: float = 0,
     resume: bool = False,
     seed: int = 0,
+    stages: Path | None = None,
     log=print,
 ) -> SweepResult:
     """Run (or resume) the sweep in ``out/experiment``; write best-config.yaml, trials.csv/.md, pareto.png."""
@@ -155,11 +156,11 @@ def run_sweep(
     if gpus_per_trial:
         base.resources.use_gpu, base.resources.num_workers = True, max(1, int(gpus_per_trial))
     base.resources.cpus_per_worker = cpus_per_trial / base.resources.num_workers
-    job = SweepJob(str(Path(data_dir).resolve()), base.model_dump(), str(out / "stages"), str(out / "trainers"),
-                   objective)  # fmt: skip
+    work = Path(stages).resolve() if stages else out / "stages"
+    job = SweepJob(str(Path(data_dir).resolve()), base.model_dump(), str(work), str(out / "trainers"), objective)
     if not touches_upstream(params):
         log("upstream stages: building once, reused by every trial")
-        prepare_stages(Path(data_dir), base, out / "stages", log)
+        prepare_stages(Path(data_dir), base, work, log)
     trainable = tune.with_resources(tune.with_parameters(run_trial, job=job), {"cpu": 0.01})  # the trial driver; its workers reserve the CPUs
     if resume:
         log(f"resuming {experiment}")
