@@ -81,10 +81,11 @@ class Ingress:
             raise HTTPException(422, f"k={k} is over max_k={self.knobs.max_k} (the Ingress user_config)")
 
     @app.post("/recommend", response_model=RecommendResponse, response_model_exclude_none=True)
-    async def recommend(self, body: RecommendRequest) -> dict:
+    async def recommend(self, body: RecommendRequest) -> JSONResponse:
         """Top-k items for a user; unknown users get popular items mixed with tail exploration."""
         self._check_k(body.k)
-        return await self.ranker.recommend.remote(body.model_dump())
+        # the ranker's dicts already have the documented shape: skip re-validating 20 items per request
+        return JSONResponse(await self.ranker.recommend.remote(body.model_dump()))
 
     @app.post("/recommend/text", response_model=RecommendResponse, response_model_exclude_none=True)
     async def recommend_text(self, body: TextQuery) -> dict:

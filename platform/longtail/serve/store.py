@@ -114,7 +114,7 @@ class SqliteStore:
         return conn
 
     def _connect(self, write: bool = True) -> _Transaction:
-        return _Transaction(self._connection(), "BEGIN IMMEDIATE" if write else "BEGIN")
+        return _Transaction(self._connection(), "BEGIN IMMEDIATE" if write else None)
 
     def add_events(self, events: list[Event]) -> tuple[int, int]:
         with self._connect(write=False) as conn:
@@ -180,15 +180,18 @@ class _Transaction:
     """``with`` block = one transaction on an autocommit connection (commit, or roll back on error).
 
     Writers begin IMMEDIATE (take the write lock up front, so concurrent writers wait instead of failing);
-    readers begin DEFERRED and, in WAL mode, never block writers.
+    readers (``begin=None``) run each SELECT in its own implicit snapshot and, in WAL mode, never block
+    writers: the hot read path of every ranker batch spends no statements on BEGIN/COMMIT.
     """
 
-    def __init__(self, conn: sqlite3.Connection, begin: str) -> None:
+    def __init__(self, conn: sqlite3.Connection, begin: str | None) -> None:
         self.conn, self.begin = conn, begin
 
     def __enter__(self) -> sqlite3.Connection:
-        self.conn.execute(self.begin)
+        if self.begin:
+            self.conn.execute(self.begin)
         return self.conn
 
     def __exit__(self, kind, value, tb) -> None:
-        self.conn.execute("ROLLBACK" if kind else "COMMIT")
+        if self.begin:
+            self.conn.execute("ROLLBACK" if kind else "COMMIT")

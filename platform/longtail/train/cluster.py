@@ -15,4 +15,6 @@ def connect() -> None:
     if address:
         ray.init(address=address)
     else:
-        ray.init(include_dashboard=False)
+        # With the dashboard: Ray Train's placement-group cleaner needs the state API. Without it, trials
+        # that Tune's ASHA stops keep their workers' placement groups and later trials wait forever.
+        ray.init(include_dashboard=True)

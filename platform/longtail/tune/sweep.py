@@ -30,6 +30,7 @@ from longtail.train.pipeline import evaluate_bundle_model, prepare_stages
 from longtail.tune.space import Param, touches_upstream
 
 METRICS = ("ndcg@10", "recall@20", "tail_recall@20", "coverage@20")
+DRIVER_CPUS = 0.01  # each trial's driver function; its Ray Train workers get the rest of --cpus-per-trial
 
 
 class Objective(BaseModel):
@@ -155,13 +156,15 @@ def run_sweep(
     base = base.model_copy(deep=True)
     if gpus_per_trial:
         base.resources.use_gpu, base.resources.num_workers = True, max(1, int(gpus_per_trial))
-    base.resources.cpus_per_worker = cpus_per_trial / base.resources.num_workers
+    if cpus_per_trial <= DRIVER_CPUS:
+        raise ConfigError(f"--cpus-per-trial must be more than {DRIVER_CPUS}, got {cpus_per_trial}")
+    base.resources.cpus_per_worker = (cpus_per_trial - DRIVER_CPUS) / base.resources.num_workers
     work = Path(stages).resolve() if stages else out / "stages"
     job = SweepJob(str(Path(data_dir).resolve()), base.model_dump(), str(work), str(out / "trainers"), objective)
     if not touches_upstream(params):
         log("upstream stages: building once, reused by every trial")
         prepare_stages(Path(data_dir), base, work, log)
-    trainable = tune.with_resources(tune.with_parameters(run_trial, job=job), {"cpu": 0.01})  # the trial driver; its workers reserve the CPUs
+    trainable = tune.with_resources(tune.with_parameters(run_trial, job=job), {"cpu": DRIVER_CPUS})
     if resume:
         log(f"resuming {experiment}")
         tuner = tune.Tuner.restore(str(experiment), trainable, resume_unfinished=True, resume_errored=True)
