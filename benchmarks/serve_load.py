@@ -157,8 +157,13 @@ def main() -> None:
         results["event_freshness"] = freshness(url, users)
         results["new_item_time"] = new_item_time(url)
         print(json.dumps({k: results[k] for k in ("event_freshness", "new_item_time")}, indent=2))
+        for _ in range(60):  # start the autoscaling phase from one replica: idle until scaled down
+            if ranker_replicas(head) == 1:
+                break
+            time.sleep(2)
         timeline = autoscaling(url, head, bodies, args.concurrency * 2, 60, 45)
-        results["autoscaling"] = {"timeline": timeline, "max_replicas_under_load": max(r for _, r, p in timeline if p == "load"),
+        results["autoscaling"] = {"timeline": timeline, "replicas_at_start": timeline[0][1],
+                                  "max_replicas_under_load": max(r for _, r, p in timeline if p == "load"),
                                   "replicas_at_end": timeline[-1][1]}  # fmt: skip
         print(json.dumps({k: v for k, v in results["autoscaling"].items() if k != "timeline"}))
     (args.out / "serve.json").write_text(json.dumps(results, indent=2))

@@ -74,6 +74,7 @@ def fit_loop(config: dict[str, Any]) -> None:
     torch.set_num_threads(job.threads)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    print(f"[fit] worker {rank}/{world} on node {ray.get_runtime_context().get_node_id()}", flush=True)
     data, vectors, graph = ray.get(job.inputs)
     model = build_ranker(cfg, vectors, graph, data.train_counts())
     state = {"epoch": 0, "best": -1.0, "bad": 0, "history": []}

@@ -190,7 +190,8 @@ def summarise(grid, params: list[Param], job: SweepJob, out: Path, log=print) ->
     for result in grid:
         metrics = result.metrics or {}
         config = result.config or {}
-        row = {"trial": Path(result.path).name if result.path else "?", **{p.key: config.get(p.key) for p in params},
+        trial = "_".join(Path(result.path).name.split("_")[:3]) if result.path else "?"  # run_trial_<id>
+        row = {"trial": trial, **{p.key: config.get(p.key) for p in params},
                "status": "done" if metrics.get("final") else ("error" if result.error else "stopped early"),
                "objective": metrics.get("objective") if metrics.get("final") else None}  # fmt: skip
         for part in ("valid", "test"):
