@@ -38,8 +38,7 @@ class Ranker:
     def reconfigure(self, config: dict) -> None:
         knobs = RankerKnobs.model_validate(config)
         self.ranker.configure(knobs)
-        self._batch.set_max_batch_size(knobs.max_batch_size)
-        self._batch.set_batch_wait_timeout_s(knobs.batch_wait_timeout_s)
+        set_batching(self._batch, knobs)
 
     def _sync_items(self) -> None:
         """Pick up items other replicas' ingress stored since the last look (cheap when there are none)."""
@@ -106,9 +105,7 @@ class Encoder:
         self.tokenizer = load_tokenizer(str(Path(bundle) / "encoder"))
 
     def reconfigure(self, config: dict) -> None:
-        knobs = EncoderKnobs.model_validate(config)
-        self._batch.set_max_batch_size(knobs.max_batch_size)
-        self._batch.set_batch_wait_timeout_s(knobs.batch_wait_timeout_s)
+        set_batching(self._batch, EncoderKnobs.model_validate(config))
 
     async def embed(self, text: str) -> list[float]:
         """The unit text vector of one text; concurrent calls are encoded together."""
@@ -120,6 +117,12 @@ class Encoder:
 
         vectors = embed_texts(self.encoder, self.tokenizer, texts, self.max_length, len(texts), self.device)
         return [v.tolist() for v in vectors]
+
+
+def set_batching(batched, knobs: RankerKnobs | EncoderKnobs) -> None:
+    """Apply a ``user_config``'s batch size and wait to a ``@serve.batch`` method, live."""
+    batched.set_max_batch_size(knobs.max_batch_size)
+    batched.set_batch_wait_timeout_s(knobs.batch_wait_timeout_s)
 
 
 def bundle_catalog(bundle: str) -> set[str]:

@@ -100,10 +100,10 @@ class Ingress:
         """One event or {"events": [...]}: stored durably before the reply; repeated event_ids are ignored."""
         batch = body.events if isinstance(body, EventBatch) else [body]
         unknown = sorted({e.item_id for e in batch} - self.catalog)
-        missing = sorted(set(unknown) - self.store.known_items(unknown))
+        missing = set(unknown) - self.store.known_items(unknown)
         if missing:
-            rows = [i for i, e in enumerate(batch) if e.item_id in set(missing)]
-            raise HTTPException(422, f"unknown item_id {missing[:5]} in event(s) at index {rows[:5]}; "
+            rows = [i for i, e in enumerate(batch) if e.item_id in missing]
+            raise HTTPException(422, f"unknown item_id {sorted(missing)[:5]} in event(s) at index {rows[:5]}; "
                                      "add items with POST /items first")  # fmt: skip
         now = time.time()
         stored, duplicates = self.store.add_events(

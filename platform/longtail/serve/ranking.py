@@ -188,8 +188,10 @@ class ServingRanker:
         self._window.append(picks)
         self._window_counts.update(picks)
         while len(self._window) > self.knobs.coverage_window:
-            self._window_counts.subtract(self._window.popleft())
-            self._window_counts += Counter()  # drop zero counts
+            for item in self._window.popleft():
+                self._window_counts[item] -= 1
+                if not self._window_counts[item]:
+                    del self._window_counts[item]
 
     @property
     def coverage(self) -> float:
