@@ -58,6 +58,7 @@ class ServingRanker:
         self.vectors = np.asarray(bundle.vectors, dtype=np.float32)
         self.graph = sparse.csr_matrix(bundle.graph, dtype=np.float32)
         self.head = popularity_buckets(self.counts)["head"]
+        self._index_popularity()
         self.text_k = int(bundle.manifest["config"].get("graph", {}).get("text_k", 20)) or 20
         self.model: HybridRanker = load_ranker(bundle)
         self.trained_alpha, self.trained_beta = self.model.alpha.fixed, self.model.beta.fixed
@@ -71,6 +72,11 @@ class ServingRanker:
     @property
     def n_items(self) -> int:
         return len(self.item_ids)
+
+    def _index_popularity(self) -> None:
+        """Catalog order by train count (cold start reads it per request) and the tail items."""
+        self.popular_order = np.argsort(-self.counts, kind="stable")  # (n,)
+        self.tail_items = np.flatnonzero(~self.head)  # (n_tail,)
 
     def configure(self, knobs: RankerKnobs) -> None:
         """Apply run-time knobs; α/β of None restore the trained mixing."""
@@ -97,6 +103,7 @@ class ServingRanker:
         self.vectors = vectors
         self.counts = np.concatenate([self.counts, np.zeros(m, np.int64)])
         self.head = np.concatenate([self.head, np.zeros(m, bool)])
+        self._index_popularity()
         for offset, it in enumerate(fresh):
             self.item_ids.append(it.item_id)
             self.index[it.item_id] = n + offset
@@ -154,25 +161,25 @@ class ServingRanker:
         return top, s[top]
 
     def cold_start(self, q: Query) -> Ranked:
-        """Popular items plus a ``cold_start_tail_share`` of random tail items, interleaved."""
+        """Popular items plus a ``cold_start_tail_share`` of random tail items on evenly spread slots."""
         seen = set(q.history) if q.exclude_seen else set()
-        popular = [int(i) for i in np.argsort(-self.counts, kind="stable") if int(i) not in seen]
-        tail_pool = np.array([i for i in np.flatnonzero(~self.head) if int(i) not in seen], dtype=np.int64)
-        n_tail = min(len(tail_pool), round(q.k * self.knobs.cold_start_tail_share))
-        tail = [int(i) for i in self.rng.choice(tail_pool, n_tail, replace=False)] if n_tail else []
-        picks, reasons = [], []
-        step = q.k / max(n_tail, 1)
-        slots = {int(step * (j + 0.5)) for j in range(n_tail)}  # evenly spread exploration slots
-        pop_iter, tail_iter = iter(popular), iter(tail)
-        for pos in range(min(q.k, len(popular) + len(tail))):
-            source = tail_iter if pos in slots else pop_iter
-            item = next((i for i in source if i not in picks), None)
-            if item is None:
-                item = next((i for i in (tail_iter if source is pop_iter else pop_iter) if i not in picks), None)
-            if item is None:
-                break
-            picks.append(item)
-            reasons.append("explore" if not self.head[item] and item in tail else "popular")
+        popular = (int(i) for i in self.popular_order if int(i) not in seen)  # lazy: stops after k
+        want = min(len(self.tail_items), round(q.k * self.knobs.cold_start_tail_share))
+        draw = self.rng.choice(self.tail_items, min(len(self.tail_items), want + len(seen)), replace=False) if want else []
+        explore_iter = iter([int(i) for i in draw if int(i) not in seen][:want])
+        slots = {int(q.k / max(want, 1) * (j + 0.5)) for j in range(want)}
+        picks: list[int] = []
+        reasons: list[str] = []
+        for pos in range(q.k):
+            sources = [(explore_iter, "explore"), (popular, "popular")]
+            for source, reason in sources if pos in slots else sources[::-1]:
+                item = next((i for i in source if i not in picks), None)
+                if item is not None:
+                    picks.append(item)
+                    reasons.append(reason)
+                    break
+            else:
+                break  # both sources exhausted
         items = self._items(np.asarray(picks, dtype=np.int64), -np.arange(len(picks), dtype=np.float64))
         for item, reason in zip(items, reasons, strict=True):
             item["reason"] = reason
