@@ -155,10 +155,15 @@ def eval_cmd(
     split_data = load_split_data(data, split)
     results = []
     if bundle is not None:
+        fitted = bundle_recommender(bundle, split_data, data)
         with progress_bar("rank hybrid") as update:
-            results.append(
-                evaluate(bundle_recommender(bundle, split_data, data), split_data, part.value, update)
-            )
+            results.append(evaluate(fitted, split_data, part.value, update))
+        if hasattr(fitted, "inner"):  # re-ranked: also show the model's own lists, for comparison
+            while hasattr(fitted, "inner"):
+                fitted = fitted.inner
+            fitted.name = "hybrid (no re-rank)"
+            with progress_bar("rank hybrid (no re-rank)") as update:
+                results.append(evaluate(fitted, split_data, part.value, update))
     for fitted in _fit_baselines(names, split_data, cfg):
         with progress_bar(f"rank {fitted.name}") as update:
             results.append(evaluate(fitted, split_data, part.value, progress=update))
@@ -198,7 +203,7 @@ def recommend_cmd(
     split_data = load_split_data(data, split)
     chosen = select_users(users, split_data, part.value)
     if bundle is not None:
-        fitted = bundle_recommender(bundle, split_data, data)
+        fitted = bundle_recommender(bundle, split_data, data, k)
     else:
         (fitted,) = _fit_baselines([model], split_data, cfg)
     histories = split_data.histories(history_parts(part.value))

@@ -12,17 +12,19 @@ from longtail.data.encoded import SplitData
 from longtail.data.ids import encode
 
 
-def bundle_recommender(bundle: Path, split_data: SplitData, data: Path):
-    """A verified bundle as a Recommender named "hybrid" (with its tail boost when configured)."""
+def bundle_recommender(bundle: Path, split_data: SplitData, data: Path, k: int = 20):
+    """A verified bundle as a Recommender named "hybrid" (with its tail boost and shelves when configured)."""
     from longtail.bundle import check_catalog, load_ranker, read_bundle
+    from longtail.config import RerankConfig
     from longtail.model.ranker_train import HybridRecommender
-    from longtail.model.rerank import RerankedRecommender
+    from longtail.model.rerank import Shelves, with_exposure_rerank
 
     loaded = read_bundle(bundle)
     check_catalog(loaded, split_data.item_ids, str(data))
-    rec = HybridRecommender(load_ranker(loaded))
-    boost = loaded.manifest["config"].get("rerank", {}).get("tail_boost", 0.0)
-    return RerankedRecommender(rec, loaded.train_counts, boost, "hybrid") if boost else rec
+    rerank = RerankConfig(**loaded.manifest["config"].get("rerank", {}))
+    shelves = Shelves(rerank.tail_share, rerank.new_share, rerank.exposure_penalty)
+    return with_exposure_rerank(HybridRecommender(load_ranker(loaded)), loaded.train_counts, rerank.tail_boost,
+                                shelves, k, text_vectors=loaded.vectors)  # fmt: skip
 
 
 def select_users(users: str, split_data: SplitData, part: str) -> np.ndarray:
@@ -57,7 +59,9 @@ def explanations(fitted, histories, users, lists, split_data: SplitData) -> list
 
     from longtail.model.explain import explain
 
-    model = getattr(fitted, "inner", fitted).model
+    while hasattr(fitted, "inner"):  # re-rank wrappers
+        fitted = fitted.inner
+    model = fitted.model
     items, mask = histories.rows(users).padded(model.max_history)
     history = np.where(mask, items, model.n_items)
     notes: list[list[dict]] = []

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 T = TypeVar("T", bound="StrictModel")
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -131,6 +131,15 @@ class RankerConfig(StrictModel):
 class RerankConfig(StrictModel):
     tail_boost: float = Field(0.0, ge=0.0, le=1.0, description="blend of score and rarity after ranking")
     exploration: float = Field(0.0, ge=0.0, le=1.0, description="random lift of tail items")
+    tail_share: float = Field(0.0, ge=0.0, le=1.0, description="list share kept for tail items after the best")
+    new_share: float = Field(0.0, ge=0.0, le=1.0, description="list share kept for never-touched items")
+    exposure_penalty: float = Field(0.0, ge=0.0, description="λ: shelf candidates lose λ·log(1 + times shown)")
+
+    @model_validator(mode="after")
+    def _shares_fit(self) -> RerankConfig:
+        if self.tail_share + self.new_share > 1.0:
+            raise ValueError(f"tail_share + new_share must be ≤ 1, got {self.tail_share + self.new_share}")
+        return self
 
 
 class ResourcesConfig(StrictModel):

@@ -128,3 +128,26 @@ def test_coverage_counts_distinct_items_in_the_window(ranker):
     assert ranker.coverage == pytest.approx(3 / ranker.n_items)
     ranker._observe([2])
     assert ranker.coverage == pytest.approx(2 / ranker.n_items)
+
+
+def test_shelves_knobs_reserve_tail_and_new_slots_and_spread_exposure(ranker):
+    history, _ = ranker.history("u6", False, [])
+    far = -ranker.vectors[history[-1]]  # unlike the user's items: the model alone would not pick it
+    ranker.add_items([StoredItem(1, "new-2", "unlike anything", {}, far / np.linalg.norm(far))])
+    plain = [i["item_id"] for i in ranker.recommend([Query("u6", history, 6)])[0].items]
+    ranker.configure(RankerKnobs(tail_share=0.5, new_share=0.2))  # of 6 slots: 2 best, 3 tail, 1 new
+    shelved = ranker.recommend([Query("u6", history, 6)])[0].items
+    assert [i["item_id"] for i in shelved[:2]] == plain[:2]  # the relevance block is the model's
+    assert all(i["tail"] for i in shelved[2:])
+    assert "new-2" not in plain and shelved[-1]["item_id"] == "new-2"
+    ranker.configure(RankerKnobs(tail_share=0.5, exposure_penalty=50.0))
+    first, second = (ranker.recommend([Query("u6", history, 6)])[0].items for _ in range(2))
+    assert [i["item_id"] for i in second[:3]] == [i["item_id"] for i in first[:3]]
+    assert {i["item_id"] for i in second[3:]}.isdisjoint({i["item_id"] for i in first[3:]})  # shown less wins
+    ranker.configure(RankerKnobs())  # None restores the bundle's shelves (none in the tiny bundle)
+    assert not ranker.shelves.active
+
+
+def test_shelf_knobs_over_one_are_refused():
+    with pytest.raises(ValueError, match="≤ 1"):
+        RankerKnobs(tail_share=0.7, new_share=0.4)

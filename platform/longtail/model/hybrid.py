@@ -6,7 +6,9 @@
   defined for every item with text, touched or not.
 - s_assoc: κ · Σ_l r_l · A[h_l, i], the item graph A reached from the history with recency weights
   r_l ∝ exp(−λ · position from newest); κ, λ ≥ 0 learned.
-- s_cf: target-aware attention over ID embeddings of the history.
+- s_cf: target-aware attention over ID embeddings of the history. An item with no train interaction has
+  no ID vector (zero): its random, only-ever-negative embedding would be noise, so it scores on text and
+  graph alone — exactly like an item added to the catalog after training.
 - α_i, β_i: fixed numbers, or learned popularity gates: α_i = σ(a − softplus(w)·z_i) falls as item i gets
   more popular (z = standardised log(1 + train count)); β_i = σ(b + v·z_i).
 
@@ -83,6 +85,8 @@ class HybridRanker(nn.Module):
         z = torch.log1p(train_counts.float())
         self.register_buffer("pop_z", (z - z.mean()) / z.std().clamp_min(1e-6), persistent=False)  # (n,)
         self.cold_z = float(-z.mean() / z.std().clamp_min(1e-6))  # pop_z of an item never touched
+        known = torch.cat([train_counts > 0, torch.tensor([False])]).float()[:, None]  # (n + 1, 1), padding 0
+        self.register_buffer("known", known, persistent=False)
         self.text_proj = nn.Linear(text_vectors.shape[1], dim)
         self.item_emb = nn.Embedding(n + 1, dim, padding_idx=n)
         nn.init.normal_(self.item_emb.weight, std=0.01)
@@ -99,6 +103,10 @@ class HybridRanker(nn.Module):
         safe = items.clamp(0, self.n_items - 1)
         out = self.projected_text()[safe] if not torch.is_grad_enabled() else self.text_proj(self.text_vectors[safe])
         return out * (items < self.n_items).unsqueeze(-1)
+
+    def item_id(self, items: torch.Tensor) -> torch.Tensor:
+        """ID embeddings (…, dim); zero for padding and for items without a train interaction."""
+        return self.item_emb(items) * self.known[items]
 
     def projected_text(self) -> torch.Tensor:
         """text_proj of every item (n, dim), cached while the projection's weights are unchanged (scoring)."""
@@ -130,8 +138,8 @@ class HybridRanker(nn.Module):
         hist_text = self.dropout(self.item_text(history))  # (b, L, dim)
         cand_text = self.item_text(candidates)  # (c, dim)
         s_text, w_text = self.text_attn(cand_text, cand_text, hist_text, hist_text, mask)
-        hist_id = self.dropout(self.item_emb(history))  # (b, L, dim)
-        cand_id = self.item_emb(candidates)  # (c, dim)
+        hist_id = self.dropout(self.item_id(history))  # (b, L, dim)
+        cand_id = self.item_id(candidates)  # (c, dim)
         s_cf, w_cf = self.cf_attn(cand_id, cand_id, hist_id, hist_id, mask)
         s_assoc = self.assoc(history, mask, candidates)
         z = self.pop_z[candidates]
@@ -154,6 +162,7 @@ def extend_catalog(model: HybridRanker, new_vectors: torch.Tensor, graph: torch.
         alpha=model.alpha.fixed, beta=model.beta.fixed, use_attention=model.text_attn.use_attention,
     )  # fmt: skip
     grown.pop_z = torch.cat([model.pop_z, torch.full((m,), model.cold_z)])  # (n + m,)
+    grown.known = torch.cat([model.known[:n], torch.zeros(m, 1), model.known[n:]])  # (n + m + 1, 1)
     grown.cold_z = model.cold_z
     state = model.state_dict()
     emb = state["item_emb.weight"]  # (n + 1, dim), padding last

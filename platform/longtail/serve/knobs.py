@@ -6,7 +6,7 @@ applied live through ``reconfigure()`` when an edited config is deployed with ``
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from longtail.serve.schemas import MAX_K
 
@@ -34,10 +34,21 @@ class RankerKnobs(Strict):
     beta: float | None = Field(None, ge=0.0, le=1.0, description="graph share of the text side; null: as trained")
     tail_boost: float = Field(0.0, ge=0.0, le=1.0, description="default rarity blend (requests may override)")
     exploration: float = Field(0.0, ge=0.0, le=1.0, description="random lift of tail items (Gumbel weight)")
+    tail_share: float | None = Field(None, ge=0.0, le=1.0, description="list share kept for tail items; null: bundle's")
+    new_share: float | None = Field(None, ge=0.0, le=1.0, description="list share for never-touched items; null: bundle's")
+    exposure_penalty: float | None = Field(None, ge=0.0, description="λ: shelf items lose λ·log(1 + shown); null: bundle's")
     cold_start_tail_share: float = Field(0.3, ge=0.0, le=1.0, description="share of cold-start slots for tail items")
     coverage_window: int = Field(1000, ge=1, description="served lists in the coverage gauge's window")
     max_batch_size: int = Field(16, ge=1, le=256, description="requests scored in one forward pass")
     batch_wait_timeout_s: float = Field(0.002, ge=0.0, le=1.0, description="wait for a batch to fill")
+
+
+    @model_validator(mode="after")
+    def _shares_fit(self) -> RankerKnobs:
+        total = (self.tail_share or 0.0) + (self.new_share or 0.0)
+        if total > 1.0:
+            raise ValueError(f"tail_share + new_share must be ≤ 1, got {total}")
+        return self
 
 
 class EncoderKnobs(Strict):

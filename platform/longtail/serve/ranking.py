@@ -1,15 +1,16 @@
 """What a ranker replica computes, without Ray: the bundle's catalog, grown by items added at run time,
 users' histories (the bundle's plus stored events), and retrieve → rank → re-rank for a batch of users.
 
-Known users are scored by the hybrid ranker over the whole catalog, then re-ranked (tail boost and
-exploration, ``longtail.model.rerank``); seen items are excluded on request. A user with no usable history
+Known users are scored by the hybrid ranker over the whole catalog, then re-ranked (tail boost,
+exploration and shelves, ``longtail.model.rerank``; the shelves' exposure counts are the lists this
+replica served in its coverage window); seen items are excluded on request. A user with no usable history
 (unknown, or erased with no new events) gets a cold-start list: the most popular items, with a share of
 the slots given to randomly drawn tail items, so new users also see the tail.
 """
 
 from __future__ import annotations
 
-from collections import Counter, deque
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,7 +23,7 @@ from longtail.model.explain import explain
 from longtail.model.factory import graph_tensor
 from longtail.model.graph import topk_rows
 from longtail.model.hybrid import HybridOutput, HybridRanker, extend_catalog
-from longtail.model.rerank import explore, tail_boost
+from longtail.model.rerank import Shelves, arrange, explore, tail_boost
 from longtail.serve.knobs import RankerKnobs
 from longtail.serve.store import StoredItem
 
@@ -62,12 +63,15 @@ class ServingRanker:
         self.text_k = int(bundle.manifest["config"].get("graph", {}).get("text_k", 20)) or 20
         self.model: HybridRanker = load_ranker(bundle)
         self.trained_alpha, self.trained_beta = self.model.alpha.fixed, self.model.beta.fixed
+        rerank = bundle.manifest["config"].get("rerank", {})
+        self.trained_shelves = Shelves(rerank.get("tail_share", 0.0), rerank.get("new_share", 0.0),
+                                       rerank.get("exposure_penalty", 0.0))  # fmt: skip
         self.histories = _bundle_histories(bundle, self.index)
-        self.knobs = RankerKnobs()
+        self.configure(RankerKnobs())
         self.rng = np.random.default_rng(seed)
         self.last_item_seq = 0
         self._window: deque[list[int]] = deque()
-        self._window_counts: Counter[int] = Counter()
+        self.exposure = np.zeros(self.n_items, dtype=np.float64)  # (n,) showings in the window
 
     @property
     def n_items(self) -> int:
@@ -79,8 +83,15 @@ class ServingRanker:
         self.tail_items = np.flatnonzero(~self.head)  # (n_tail,)
 
     def configure(self, knobs: RankerKnobs) -> None:
-        """Apply run-time knobs; α/β of None restore the trained mixing."""
+        """Apply run-time knobs; α/β/shelves of None restore the bundle's."""
         self.knobs = knobs
+        trained = self.trained_shelves
+        tail = trained.tail_share if knobs.tail_share is None else knobs.tail_share
+        self.shelves = Shelves(
+            tail,
+            min(trained.new_share if knobs.new_share is None else knobs.new_share, 1.0 - tail),
+            trained.exposure_penalty if knobs.exposure_penalty is None else knobs.exposure_penalty,
+        )
         self.model.alpha.fixed = self.trained_alpha if knobs.alpha is None else knobs.alpha
         self.model.beta.fixed = self.trained_beta if knobs.beta is None else knobs.beta
 
@@ -102,6 +113,7 @@ class ServingRanker:
         self.configure(self.knobs)
         self.vectors = vectors
         self.counts = np.concatenate([self.counts, np.zeros(m, np.int64)])
+        self.exposure = np.concatenate([self.exposure, np.zeros(m)])
         self.head = np.concatenate([self.head, np.zeros(m, bool)])
         self._index_popularity()
         for offset, it in enumerate(fresh):
@@ -156,8 +168,16 @@ class ServingRanker:
         k = min(q.k, int(np.isfinite(s).sum()))
         if k <= 0:
             return np.zeros(0, np.int64), np.zeros(0)
-        top = np.argpartition(-s, k - 1)[:k]
-        top = top[np.lexsort((top, -s[top]))]  # score desc, ties to the lower index
+        if self.shelves.active:  # a copy of the exposure: _observe counts what is finally served
+            new_scores = None
+            if self.shelves.new_share > 0:  # the new-item shelf is ordered by the text profile
+                profile = self.vectors[np.asarray(q.history, dtype=np.int64)].mean(0)
+                new_scores = (self.vectors @ (profile / max(float(np.linalg.norm(profile)), 1e-12)))[None, :]
+            top = arrange(s[None, :], k, ~self.head, self.counts == 0, self.shelves, self.exposure.copy(),
+                          new_scores)[0]  # fmt: skip
+        else:
+            top = np.argpartition(-s, k - 1)[:k]
+            top = top[np.lexsort((top, -s[top]))]  # score desc, ties to the lower index
         return top, s[top]
 
     def cold_start(self, q: Query) -> Ranked:
@@ -193,17 +213,14 @@ class ServingRanker:
 
     def _observe(self, picks: list[int]) -> None:
         self._window.append(picks)
-        self._window_counts.update(picks)
+        np.add.at(self.exposure, picks, 1.0)
         while len(self._window) > self.knobs.coverage_window:
-            for item in self._window.popleft():
-                self._window_counts[item] -= 1
-                if not self._window_counts[item]:
-                    del self._window_counts[item]
+            np.subtract.at(self.exposure, self._window.popleft(), 1.0)
 
     @property
     def coverage(self) -> float:
         """Share of the catalog that appeared in the last ``coverage_window`` served lists."""
-        return len(self._window_counts) / max(self.n_items, 1)
+        return int(np.count_nonzero(self.exposure)) / max(self.n_items, 1)
 
     # ---- neighbours and text search ---------------------------------------------------------------
     def similar(self, item_id: str, k: int) -> list[dict]:

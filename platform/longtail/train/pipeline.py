@@ -7,6 +7,7 @@ the stages downstream of it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -18,12 +19,13 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from safetensors.torch import load_file, save_file
 from scipy import sparse
 
 from longtail.bundle import write_bundle
-from longtail.config import TrainConfig
+from longtail.config import RerankConfig, TrainConfig
 from longtail.data import read_manifest, read_split, read_table
 from longtail.data.encoded import SplitData, load_split_data
 from longtail.data.vectors import vectors_of
@@ -32,7 +34,7 @@ from longtail.eval.report import plot_alpha_sweep
 from longtail.model.factory import build_graph, build_ranker
 from longtail.model.graph import item_entity_matrix
 from longtail.model.ranker_train import HybridRecommender
-from longtail.model.rerank import RerankedRecommender
+from longtail.model.rerank import Shelves, with_exposure_rerank
 from longtail.train.embed import embed_catalog
 from longtail.train.finetune import finetune
 from longtail.train.fit import fit_ranker
@@ -59,12 +61,17 @@ def item_entities(data_dir: Path, data: SplitData) -> sparse.csr_matrix | None:
                               col(kg, "head_id"), col(kg, "tail_id"))  # fmt: skip
 
 
+def reranked(model, data: SplitData, rerank: RerankConfig):
+    """The hybrid as a recommender with the config's tail boost and shelves (fresh exposure counts)."""
+    shelves = Shelves(rerank.tail_share, rerank.new_share, rerank.exposure_penalty)
+    vectors = model.text_vectors.numpy()
+    return with_exposure_rerank(HybridRecommender(model), data.train_counts(), rerank.tail_boost, shelves,
+                                text_vectors=vectors)  # fmt: skip
+
+
 def evaluate_bundle_model(model, data: SplitData, config: TrainConfig) -> dict[str, EvalResult]:
-    """Valid and test results of the (optionally tail-boosted) hybrid."""
-    rec = HybridRecommender(model)
-    if config.rerank.tail_boost > 0:
-        rec = RerankedRecommender(rec, data.train_counts(), config.rerank.tail_boost, "hybrid")
-    return {part: evaluate(rec, data, part) for part in ("valid", "test")}
+    """Valid and test results of the hybrid with the config's exposure re-rank."""
+    return {part: evaluate(reranked(model, data, config.rerank), data, part) for part in ("valid", "test")}
 
 
 def alpha_sweep(model, data: SplitData, alphas=(0.0, 0.25, 0.5, 0.75, 1.0), part: str = "test") -> list:
@@ -79,6 +86,18 @@ def alpha_sweep(model, data: SplitData, alphas=(0.0, 0.25, 0.5, 0.75, 1.0), part
     finally:
         model.alpha.fixed = saved
     return points
+
+
+def forget_run(storage_path: str | None, run_name: str) -> None:
+    """Delete a finished Ray Train run's storage once its output is in the stage cache.
+
+    Ray Train restores a run of the same name from its storage (useful while a driver may crash), so a
+    later, deliberate re-run — its stage output deleted, or the code changed — would get the old result.
+    """
+    root = storage_path or str(Path("~/ray_results").expanduser())
+    fs, base = pafs.FileSystem.from_uri(root) if "://" in root else (pafs.LocalFileSystem(), root)
+    with contextlib.suppress(FileNotFoundError, OSError):  # nothing stored, or not ours to delete
+        fs.delete_dir(f"{base.rstrip('/')}/{run_name}")
 
 
 @dataclass
@@ -105,6 +124,7 @@ def prepare_stages(data_dir: Path, config: TrainConfig, work: Path, log: Log = p
     else:
         log("fine-tune: start")
         finetune(data, config, encoder_dir, run_name=f"finetune-{key}")
+        forget_run(config.resources.storage_path, f"finetune-{key}")
     key = digest(key, config.encoder.max_length)
     vectors_path = work / f"vectors-{key}.parquet"
     if vectors_path.is_file():
@@ -140,7 +160,9 @@ def train_pipeline(data_dir: Path, config: TrainConfig, out: Path, log: Log = pr
     """Run every stage for ``config.split`` of the prepared dataset ``data_dir``; write the bundle ``out``."""
     data_dir, out = Path(data_dir), Path(out)
     started = time.time()
-    stages = prepare_stages(data_dir, config, out.parent / ".longtail-stages", log)  # shared by sibling bundles
+    stages = prepare_stages(
+        data_dir, config, out.parent / ".longtail-stages", log
+    )  # shared by sibling bundles
     data, encoder_dir, vectors, graph, key, work = (stages.data, stages.encoder_dir, stages.vectors, stages.graph,
                                                     stages.key, stages.work)  # fmt: skip
     fingerprint = read_manifest(data_dir)["fingerprint"]
@@ -154,6 +176,7 @@ def train_pipeline(data_dir: Path, config: TrainConfig, out: Path, log: Log = pr
         result = fit_ranker(data, vectors, graph, config.ranker, config.resources, run_name=f"fit-{key}")
         save_file(result.state, str(ranker_path))
         history_path.write_text(json.dumps(result.history))
+        forget_run(config.resources.storage_path, f"fit-{key}")
     state = load_file(str(ranker_path))
     model = build_ranker(config.ranker, vectors, graph, data.train_counts())
     model.load_state_dict(state, strict=False)

@@ -1,0 +1,74 @@
+"""Shelves: reserved tail and new-item slots with exposure damping (``longtail.model.rerank.arrange``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from longtail.config import RerankConfig
+from longtail.data.encoded import Histories
+from longtail.eval.ranking import top_k
+from longtail.model.rerank import ShelvedRecommender, Shelves, arrange
+
+# 10 items: 0-3 head, 4-9 tail, of which 8 and 9 were never touched
+TAIL = np.array([False] * 4 + [True] * 6)
+NEW = np.array([False] * 8 + [True] * 2)
+SCORES = np.array([[9.0, 8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0, 0.0]])
+
+
+def test_relevance_block_then_tail_then_new():
+    lists = arrange(SCORES, 6, TAIL, NEW, Shelves(tail_share=0.34, new_share=0.17), np.zeros(10))
+    # k − t − c = 6 − 2 − 1 = 3 best, then the 2 best tail items left, then the best new item
+    assert lists[0].tolist() == [0, 1, 2, 4, 5, 8]
+
+
+def test_no_shelves_is_plain_top_k_and_counts_exposure():
+    exposure = np.zeros(10)
+    lists = arrange(SCORES, 4, TAIL, NEW, Shelves(), exposure)
+    assert lists[0].tolist() == [0, 1, 2, 3]
+    assert exposure.tolist() == [1.0] * 4 + [0.0] * 6
+
+
+def test_exposure_penalty_moves_shelf_slots_to_items_shown_less():
+    exposure = np.zeros(10)
+    scores = np.repeat(SCORES, 3, axis=0)
+    damped = arrange(scores, 3, TAIL, NEW, Shelves(tail_share=0.67, exposure_penalty=5.0), exposure)
+    assert damped[:, 0].tolist() == [0, 0, 0]  # the relevance block is never damped
+    assert damped[0, 1:].tolist() == [4, 5]
+    assert set(damped[1, 1:]) == {6, 7}  # rows see the exposure of the rows before them
+    plain = arrange(scores, 3, TAIL, NEW, Shelves(tail_share=0.67), np.zeros(10))
+    assert (plain[:, 1:] == [4, 5]).all()
+
+
+def test_excluded_items_are_skipped_and_short_shelves_are_refilled():
+    scores = SCORES.copy()
+    scores[0, [4, 5, 6, 7, 8, 9]] = -np.inf  # every tail item excluded
+    lists = arrange(scores, 5, TAIL, NEW, Shelves(tail_share=0.4), np.zeros(10))
+    assert lists[0].tolist() == [0, 1, 2, 3, -1]  # the tail shelf had nothing: best of the rest, then empty
+
+
+def test_shelved_recommender_lists_come_back_through_top_k():
+    class Fixed:
+        name = "fixed"
+
+        def score(self, users, histories):
+            return np.repeat(SCORES, len(users), axis=0)
+
+    histories = Histories(np.array([0, 1, 1]), np.array([1]))  # user 0 has seen item 1, user 1 nothing
+    rec = ShelvedRecommender(Fixed(), np.array([5, 5, 5, 5, 2, 2, 1, 1, 0, 0]), TAIL, Shelves(0.5), k=4)
+    scores = rec.score(np.array([0, 1]), histories)
+    lists = top_k(scores, 4, exclude=histories.to_csr(10))
+    assert lists.tolist() == [[0, 2, 4, 5], [0, 1, 4, 5]]
+    assert rec.exposure[[0, 4]].tolist() == [2.0, 2.0]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [({"tail_share": 1.5}, "tail_share"), ({"tail_share": 0.6, "new_share": 0.6}, "≤ 1"),
+     ({"exposure_penalty": -1.0}, "exposure_penalty")],
+)  # fmt: skip
+def test_bad_shelves_are_refused(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Shelves(**kwargs)
+    with pytest.raises(ValueError, match=message.split()[0]):
+        RerankConfig(**kwargs)
