@@ -10,7 +10,7 @@ REPORTS ?= reports
 BUNDLE ?= bundles/ml100k
 CONFIG ?= train_configs/ml100k-cpu.yaml
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint bench audit clean
 
 install: $(VENV)/.installed
 
@@ -40,6 +40,13 @@ bench: install
 test: install
 	$(BIN)/ruff check platform tests benchmarks
 	$(BIN)/python -m pytest -q tests
+
+# Security: bandit over the package (offline) and pip-audit of the installed environment (needs the
+# vulnerability services on the internet). Accepted findings carry a `# nosec` with the reason.
+audit: install
+	$(BIN)/pip install -q -e '.[audit]'
+	$(BIN)/bandit -q -r platform/longtail
+	$(BIN)/pip-audit --skip-editable
 
 lint: install
 	$(BIN)/ruff check platform tests benchmarks

@@ -82,3 +82,14 @@ def test_hub_name_path_goes_to_from_pretrained(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(OSError):
         load_encoder("sentence-transformers/no-such-model-here")
+
+
+def test_hub_names_can_pin_a_revision_and_paths_pass_through(tiny_encoder):
+    from longtail.model.encoder import hub_revision
+
+    assert hub_revision("sentence-transformers/all-MiniLM-L6-v2@8b3219a9") == (
+        "sentence-transformers/all-MiniLM-L6-v2", "8b3219a9")  # fmt: skip
+    assert hub_revision("bert-base-uncased") == ("bert-base-uncased", None)
+    assert hub_revision(str(tiny_encoder)) == (str(tiny_encoder), None)
+    with pytest.raises(ValueError, match="ORG/MODEL@REVISION"):
+        hub_revision("org/model@")

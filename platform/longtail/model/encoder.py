@@ -43,6 +43,16 @@ def resolve_encoder(name: str) -> str:
     return str(Path(name)) if Path(name).exists() else name
 
 
+def hub_revision(name: str) -> tuple[str, str | None]:
+    """``org/model@REV`` → (``org/model``, ``REV``): pin a hub model to a commit (or tag); paths pass through."""
+    if Path(name).exists() or "@" not in name:
+        return name, None
+    model, revision = name.rsplit("@", 1)
+    if not model or not revision:
+        raise ValueError(f"encoder {name!r}: expected ORG/MODEL@REVISION")
+    return model, revision
+
+
 class TextEncoder(nn.Module):
     """backbone → pooling (mean over real tokens, or CLS) → optional Linear projection → L2 normalise."""
 
@@ -99,19 +109,21 @@ class TextEncoder(nn.Module):
 
 def load_tokenizer(name: str) -> PreTrainedTokenizerBase:
     """The tokenizer of encoder ``name`` (directory or hub name)."""
-    return AutoTokenizer.from_pretrained(resolve_encoder(name), trust_remote_code=False)
+    model, revision = hub_revision(name)
+    return AutoTokenizer.from_pretrained(resolve_encoder(model), revision=revision, trust_remote_code=False)
 
 
 def load_encoder(
     name: str = DEFAULT_ENCODER, pooling: str = "mean", projection_dim: int | None = None
 ) -> TextEncoder:
     """A ``TextEncoder`` from a model directory (ours, with a saved head, or any HF one) or a hub name."""
-    path = resolve_encoder(name)
+    model, revision = hub_revision(name)
+    path = resolve_encoder(model)
     head_config = Path(path) / HEAD_CONFIG
     if head_config.is_file():  # a directory written by save_encoder: its pooling and head win
         saved = json.loads(head_config.read_text())
         pooling, projection_dim = saved["pooling"], saved["projection_dim"]
-    backbone = AutoModel.from_pretrained(path, trust_remote_code=False, use_safetensors=None)
+    backbone = AutoModel.from_pretrained(path, revision=revision, trust_remote_code=False, use_safetensors=None)
     encoder = TextEncoder(backbone, pooling, projection_dim)
     if head_config.is_file() and projection_dim:
         encoder.projection.load_state_dict(load_file(str(Path(path) / HEAD_FILE)))
