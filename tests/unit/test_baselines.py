@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from longtail.config import BaselinesConfig
 from longtail.data.encoded import Histories, Interactions
@@ -53,3 +54,15 @@ def test_histories_rows_padded_and_csr():
     assert items.tolist() == [[3, 4], [-1, -1], [1, -1]]
     assert mask.tolist() == [[True, True], [False, False], [True, False]]
     assert h.to_csr(6).toarray()[0].tolist() == [0, 0, 0, 1, 1, 1]
+
+
+def test_evaluation_can_sample_users_reproducibly():
+    data = clustered_split()
+    model = build_baseline("mostpop", BaselinesConfig())
+    model.fit(data)
+    full = evaluate(model, data, "valid")
+    sample = evaluate(model, data, "valid", max_users=10, seed=3)
+    assert full.n_users > 10 and sample.n_users == 10
+    again = evaluate(model, data, "valid", max_users=10, seed=3).metrics
+    assert again == pytest.approx(sample.metrics, nan_ok=True)
+    assert evaluate(model, data, "valid", max_users=full.n_users).metrics == pytest.approx(full.metrics, nan_ok=True)

@@ -73,12 +73,23 @@ def rank(
 
 
 def evaluate(
-    model: Recommender, data: SplitData, part: str = "test", progress: ProgressCallback | None = None
+    model: Recommender,
+    data: SplitData,
+    part: str = "test",
+    progress: ProgressCallback | None = None,
+    max_users: int | None = None,
+    seed: int = 0,
 ) -> EvalResult:
-    """Rank the full catalog for every user with a target in ``part`` and compute every metric."""
+    """Rank the full catalog for every user with a target in ``part`` and compute every metric.
+
+    ``max_users`` evaluates a seeded random sample of that many users instead (e.g. per-epoch validation
+    of a large dataset); reported figures use every user.
+    """
     histories = data.histories(history_parts(part))
     targets_all = data.histories((part,)).to_csr(data.n_items)  # (n_users, n_items)
     users = np.flatnonzero(np.diff(targets_all.indptr) > 0)
+    if max_users is not None and len(users) > max_users:
+        users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
     topk = rank(model, data, users, histories, k=20, progress=progress)
     targets = targets_all[users]
     counts = data.train_counts()

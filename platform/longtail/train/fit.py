@@ -1,6 +1,7 @@
 """Fitting the hybrid ranker with Ray Train: a ``TorchTrainer`` of DDP workers (gloo on CPU, NCCL on GPU).
 
-Each worker trains on its share of the next-item examples; rank 0 scores the valid part after every epoch,
+Each worker trains on its share of the next-item examples; rank 0 scores the valid part (all users, or a
+seeded sample of ``ranker.valid_users`` on large datasets) after every epoch,
 keeps the best weights by ndcg@10 and decides early stopping, which it broadcasts. Checkpoints each epoch
 let a restarted worker group continue.
 """
@@ -107,7 +108,7 @@ def fit_loop(config: dict[str, Any]) -> None:
         stop = torch.zeros(1, device=device)
         metrics = {"epoch": float(epoch + 1), "train_loss": loss}
         if rank == 0:
-            result = evaluate(HybridRecommender(core), data, "valid")
+            result = evaluate(HybridRecommender(core), data, "valid", max_users=cfg.valid_users, seed=cfg.seed)
             metrics.update({f"valid_{k}": v for k, v in result.metrics.items() if not math.isnan(v)})
             if result.metrics["ndcg@10"] > state["best"]:
                 state["best"], state["bad"], best = result.metrics["ndcg@10"], 0, _cpu_state(core)
