@@ -126,7 +126,7 @@ class RankerConfig(StrictModel):
     temperature: float = Field(1.0, gt=0.0, description="τ of the sampled softmax: logits are score / τ")
     patience: int = Field(2, ge=1, description="epochs without valid ndcg@10 gain before stopping")
     valid_users: int | None = Field(
-        5000, ge=1, description="users sampled (seeded) for each epoch's validation; null = all"
+        2000, ge=1, description="users sampled (seeded) for each epoch's validation; null = all"
     )
     seed: int = Field(0, description="initialisation and sampling seed")
 

@@ -74,14 +74,19 @@ def evaluate_bundle_model(model, data: SplitData, config: TrainConfig) -> dict[s
     return {part: evaluate(reranked(model, data, config.rerank), data, part) for part in ("valid", "test")}
 
 
-def alpha_sweep(model, data: SplitData, alphas=(0.0, 0.25, 0.5, 0.75, 1.0), part: str = "test") -> list:
-    """(α, ndcg@10, tail_recall@20) with the α gate replaced by each fixed value in turn."""
+def alpha_sweep(model, data: SplitData, alphas=(0.0, 0.25, 0.5, 0.75, 1.0), part: str = "test",
+                max_users: int | None = 2000) -> list:  # fmt: skip
+    """(α, ndcg@10, tail_recall@20) with the α gate replaced by each fixed value in turn.
+
+    Scored on a seeded sample of at most ``max_users`` users: it is a plot, five passes over a large
+    dataset would cost more than the training.
+    """
     saved = model.alpha.fixed
     points = []
     try:
         for alpha in alphas:
             model.alpha.fixed = alpha
-            m = evaluate(HybridRecommender(model), data, part).metrics
+            m = evaluate(HybridRecommender(model), data, part, max_users=max_users).metrics
             points.append((alpha, m["ndcg@10"], m["tail_recall@20"]))
     finally:
         model.alpha.fixed = saved
