@@ -16,6 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from longtail.data.splits import popularity_buckets
+from longtail.model.text_profile import TextMeanProfile
+
 
 def _zscore(x: np.ndarray, axis: int | None = None) -> np.ndarray:
     finite = np.where(np.isfinite(x), x, np.nan)
@@ -178,9 +181,6 @@ def with_exposure_rerank(
     With ``text_vectors`` (n, d) the new-item shelf is ordered by the text profile (cosine of the mean
     history vector), the signal that needs no interaction at all.
     """
-    from longtail.data.splits import popularity_buckets
-    from longtail.model.text_profile import TextMeanProfile
-
     rec = RerankedRecommender(inner, train_counts, boost, inner.name) if boost > 0 else inner
     if shelves.active:
         rec = ShelvedRecommender(rec, train_counts, popularity_buckets(train_counts)["tail"], shelves, k,
