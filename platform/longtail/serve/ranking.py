@@ -24,6 +24,7 @@ from longtail.model.factory import graph_tensor
 from longtail.model.graph import topk_rows
 from longtail.model.hybrid import HybridOutput, HybridRanker, extend_catalog
 from longtail.model.rerank import Shelves, arrange, explore, tail_boost
+from longtail.model.text_profile import profile_scores
 from longtail.serve.knobs import RankerKnobs
 from longtail.serve.store import StoredItem
 
@@ -168,16 +169,12 @@ class ServingRanker:
         k = min(q.k, int(np.isfinite(s).sum()))
         if k <= 0:
             return np.zeros(0, np.int64), np.zeros(0)
-        if self.shelves.active:  # a copy of the exposure: _observe counts what is finally served
-            new_scores = None
-            if self.shelves.new_share > 0:  # the new-item shelf is ordered by the text profile
-                profile = self.vectors[np.asarray(q.history, dtype=np.int64)].mean(0)
-                new_scores = (self.vectors @ (profile / max(float(np.linalg.norm(profile)), 1e-12)))[None, :]
-            top = arrange(s[None, :], k, ~self.head, self.counts == 0, self.shelves, self.exposure.copy(),
-                          new_scores)[0]  # fmt: skip
-        else:
-            top = np.argpartition(-s, k - 1)[:k]
-            top = top[np.lexsort((top, -s[top]))]  # score desc, ties to the lower index
+        new_scores = None
+        if self.shelves.new_share > 0:  # the new-item shelf is ordered by the text profile
+            new_scores = profile_scores(self.vectors, np.asarray(q.history, dtype=np.int64))[None, :]
+        # without shelves this is the plain top k (ties to the lower index); the exposure is a copy because
+        # _observe counts what is finally served
+        top = arrange(s[None, :], k, ~self.head, self.counts == 0, self.shelves, self.exposure.copy(), new_scores)[0]
         return top, s[top]
 
     def cold_start(self, q: Query) -> Ranked:
