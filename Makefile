@@ -10,7 +10,7 @@ REPORTS ?= reports
 BUNDLE ?= bundles/ml100k
 CONFIG ?= train_configs/ml100k-cpu.yaml
 
-.PHONY: install demo test lint bench audit clean
+.PHONY: install demo test lint bench soak audit clean
 
 install: $(VENV)/.installed
 
@@ -31,15 +31,26 @@ demo: install
 	$(BIN)/longtail recommend --bundle $(BUNDLE) --data $(DATA) --users test --k 10 --explain --show 3 \
 		--out $(REPORTS)/recs-ml100k.jsonl
 
+# Benchmarks (not part of `make test`): peers on the same split, speed ratios, Serve load and faults.
+# Figures and plots land in reports/bench/. `make soak` is the 10-minute Serve soak.
 bench: install
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/pip install -q --no-build-isolation 'lightfm==1.17'  # its setup.py breaks under build isolation
 	$(BIN)/longtail data prepare --dataset ml-100k --out $(DATA)
 	$(BIN)/python -m benchmarks.language_model --data $(DATA)
 	$(BIN)/longtail train --config $(CONFIG) --data $(DATA) --out $(BUNDLE)
+	TORCH_SPEC='$(TORCH_SPEC)' $(BIN)/python -m benchmarks.peers --data $(DATA) --bundle $(BUNDLE)
 	$(BIN)/python -m benchmarks.serve_load --bundle $(BUNDLE)
+	$(BIN)/python -m benchmarks.serve_faults --bundle $(BUNDLE)
+	$(BIN)/python -m benchmarks.speed_ratios --data $(DATA) --bundle $(BUNDLE)
+
+soak: install
+	$(BIN)/pip install -q -e '.[bench]'
+	$(BIN)/python -m benchmarks.soak --bundle $(BUNDLE)
 
 test: install
 	$(BIN)/ruff check platform tests benchmarks
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=12 tests
 
 # Security: bandit over the package (offline) and pip-audit of the installed environment (needs the
 # vulnerability services on the internet). Accepted findings carry a `# nosec` with the reason.

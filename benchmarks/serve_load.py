@@ -14,42 +14,15 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
-import pyarrow.parquet as pq
 import yaml
-from tests.integration.ray_head import cli, free_port, ray_head
+from tests.integration.ray_head import cli
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-async def load(url: str, bodies: list[dict], concurrency: int, seconds: float) -> dict:
-    """Closed-loop load: ``concurrency`` clients post bodies back to back for ``seconds``."""
-    latencies: list[float] = []
-    errors = 0
-    deadline = time.perf_counter() + seconds
-
-    async def client(seed: int) -> None:
-        nonlocal errors
-        rng = random.Random(seed)
-        async with httpx.AsyncClient(timeout=30) as http:
-            while time.perf_counter() < deadline:
-                start = time.perf_counter()
-                r = await http.post(url, json=rng.choice(bodies))
-                latencies.append(time.perf_counter() - start)
-                errors += r.status_code != 200
-
-    started = time.perf_counter()
-    await asyncio.gather(*(client(i) for i in range(concurrency)))
-    wall = time.perf_counter() - started
-    lat = np.asarray(latencies)
-    return {"requests": len(lat), "errors": errors, "rps": round(len(lat) / wall, 1),
-            "p50_ms": round(float(np.percentile(lat, 50)) * 1000, 2),
-            "p99_ms": round(float(np.percentile(lat, 99)) * 1000, 2)}  # fmt: skip
+from benchmarks.serve_harness import ROOT, bundle_users, deployment, load, serve_app
 
 
 def freshness(url: str, users: list[str], trials: int = 20) -> dict:
@@ -117,32 +90,21 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    work = args.out / "serve-work"
-    work.mkdir(exist_ok=True)
-    for stale in work.glob("state*"):
-        stale.unlink() if stale.is_file() else None
-    users = sorted({str(u) for u in pq.read_table(args.bundle / "histories.parquet").column("user_id").to_pylist()})
+    users = bundle_users(args.bundle)
     bodies = [{"user_id": u, "k": 20} for u in users]
-    port = free_port()
-    config = yaml.safe_load((ROOT / "serve_configs" / "ranker.yaml").read_text())
-    config["http_options"]["port"] = port
-    app = config["applications"][0]
-    app["args"].update({"bundle": str(args.bundle.resolve()), "store": str(work / "state.sqlite"), "token_env": None})
-    for d in app["deployments"]:
-        if d["name"] == "Ranker":
-            d["autoscaling_config"].update({"upscale_delay_s": 3, "downscale_delay_s": 15})
-    config["applications"].append({"name": "empty", "route_prefix": "/empty",
-                                   "import_path": "benchmarks.empty_app:build", "args": {}})  # fmt: skip
-    (work / "serve.yaml").write_text(yaml.safe_dump(config))
+
+    def tweak(config: dict) -> None:
+        deployment(config, "Ranker")["autoscaling_config"].update({"upscale_delay_s": 3, "downscale_delay_s": 15})
+        config["applications"].append({"name": "empty", "route_prefix": "/empty",
+                                       "import_path": "benchmarks.empty_app:build", "args": {}})  # fmt: skip
+
     results: dict = {"concurrency": args.concurrency, "seconds": args.seconds, "bundle": str(args.bundle),
                      "cpus": os.cpu_count()}  # fmt: skip
-    with ray_head(work, extra_env={"PYTHONPATH": str(ROOT)}) as head:
-        cli("serve", "deploy", str(work / "serve.yaml"), "--address", head["dashboard"], env=head["env"])
-        url = f"http://127.0.0.1:{port}"
-        for _ in range(240):
+    with serve_app(args.bundle, args.out / "serve-work", tweak) as served:
+        url, head = served["url"], served["head"]
+        for _ in range(120):
             try:
-                if httpx.get(f"{url}/healthz", timeout=5).status_code == 200 and \
-                        httpx.post(f"{url}/empty/recommend", json={}, timeout=5).status_code == 200:
+                if httpx.post(f"{url}/empty/recommend", json={}, timeout=5).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass

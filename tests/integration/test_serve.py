@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+import schemathesis
 import yaml
+from hypothesis import HealthCheck, given, settings
+from schemathesis import GenerationMode
 
 from tests.integration.ray_head import cli, free_port, ray_head
 
@@ -239,6 +243,28 @@ def test_user_config_change_applies_live_without_failed_requests(service):
         worker.join()
     assert boosted != base
     assert failures == []
+
+
+def test_openapi_fuzz_never_gets_a_5xx(service):
+    """schemathesis: valid and invalid requests for every operation of /openapi.json, token sent."""
+    schema = schemathesis.openapi.from_url(service["url"] + "/openapi.json")
+    answered, errors = Counter(), []
+    for result in schema.get_all_operations():
+        operation = result.ok()
+        for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
+
+            @settings(max_examples=12, deadline=None, database=None, derandomize=True,
+                      suppress_health_check=list(HealthCheck))  # fmt: skip
+            @given(case=operation.as_strategy(generation_mode=mode))
+            def probe(case, label=operation.label):
+                response = case.call(base_url=service["url"], headers=auth(), timeout=30)
+                answered[response.status_code // 100] += 1
+                if response.status_code >= 500:
+                    errors.append(f"{label}: {response.status_code} {response.text[:200]} for {case.body!r:.200}")
+
+            probe()
+    assert sum(answered.values()) >= 100 and answered[4] > 0 and answered[2] > 0, answered
+    assert errors == []
 
 
 def test_whole_app_restart_loses_no_acknowledged_event_and_runs_without_auth(service):

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
+from fastapi import HTTPException
+from ray.exceptions import ActorDiedError
 
 from longtail.bundle import BundleError
 from longtail.serve.app import BUNDLE_ENV, resolve_bundle
 from longtail.serve.http import read_token
+from longtail.serve.ingress import READ_RETRIES, Ingress
 from longtail.serve.knobs import AppArgs
 
 
@@ -40,3 +45,37 @@ def test_serve_never_imports_training_code():
             "print(','.join(sorted(m for m in sys.modules if m.startswith('longtail.train') or m == 'deepspeed')))")  # fmt: skip
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""
+
+
+class _Dying:
+    """A handle method whose first ``deaths`` calls land on a replica that dies (what Ray raises then)."""
+
+    def __init__(self, deaths: int) -> None:
+        self.deaths, self.calls = deaths, 0
+
+    def remote(self, *args):
+        self.calls += 1
+
+        async def answer():
+            if self.calls <= self.deaths:
+                raise ActorDiedError()
+            return {"args": list(args)}
+
+        return answer()
+
+
+def _read(method: _Dying, *args):
+    """Ingress._read as Serve's class defines it, on a stand-in replica holding only what it reads."""
+    metrics = SimpleNamespace(read_retries=SimpleNamespace(inc=lambda: None))
+    replica = SimpleNamespace(ranker=SimpleNamespace(recommend=method), metrics=metrics)
+    return asyncio.run(Ingress.func_or_class._read(replica, "recommend", *args))
+
+
+def test_ranker_read_is_resent_when_its_replica_dies_and_503_when_all_tries_fail():
+    flaky = _Dying(deaths=READ_RETRIES)
+    assert _read(flaky, {"user_id": "u"}) == {"args": [{"user_id": "u"}]}
+    assert flaky.calls == READ_RETRIES + 1
+    dead = _Dying(deaths=10)
+    with pytest.raises(HTTPException) as err:
+        _read(dead, {})
+    assert err.value.status_code == 503 and dead.calls == READ_RETRIES + 1

@@ -10,6 +10,7 @@ import time
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from ray import serve
+from ray.exceptions import RayActorError
 from ray.serve.handle import DeploymentHandle
 
 from longtail.serve.deployments import bundle_catalog, bundle_version
@@ -33,6 +34,7 @@ from longtail.serve.schemas import (
 from longtail.serve.store import Event, SqliteStore
 
 log = logging.getLogger("longtail.serve")
+READ_RETRIES = 2  # a ranker read whose replica died is sent again (reads change nothing)
 
 app = FastAPI(
     title="longtail ranker",
@@ -76,6 +78,18 @@ class Ingress:
     def reconfigure(self, config: dict) -> None:
         self.knobs = IngressKnobs.model_validate(config)
 
+    async def _read(self, method: str, *args):
+        """A ranker call that changes nothing, retried on another replica when its replica dies mid-call
+        (killed, OOM, node lost); 503 when every try failed."""
+        for attempt in range(READ_RETRIES + 1):
+            try:
+                return await getattr(self.ranker, method).remote(*args)
+            except RayActorError as exc:  # includes ActorDiedError and ActorUnavailableError
+                if attempt == READ_RETRIES:
+                    raise HTTPException(503, f"no ranker replica answered ({type(exc).__name__}); retry") from exc
+                self.metrics.read_retries.inc()
+                log.warning("ranker %s: replica lost (%s), retrying", method, type(exc).__name__)
+
     def _check_k(self, k: int) -> None:
         if k > self.knobs.max_k:
             raise HTTPException(422, f"k={k} is over max_k={self.knobs.max_k} (the Ingress user_config)")
@@ -85,14 +99,14 @@ class Ingress:
         """Top-k items for a user; unknown users get popular items mixed with tail exploration."""
         self._check_k(body.k)
         # the ranker's dicts already have the documented shape: skip re-validating 20 items per request
-        return JSONResponse(await self.ranker.recommend.remote(body.model_dump()))
+        return JSONResponse(await self._read("recommend", body.model_dump()))
 
     @app.post("/recommend/text", response_model=RecommendResponse, response_model_exclude_none=True)
     async def recommend_text(self, body: TextQuery) -> dict:
         """Items whose text is closest to a free-text query (through the encoder)."""
         self._check_k(body.k)
         vector = await self.encoder.embed.remote(body.query)
-        items = await self.ranker.search.remote(vector, body.k)
+        items = await self._read("search", vector, body.k)
         return {"strategy": "text", "items": items, "bundle_version": self.version}
 
     @app.post("/events", response_model=EventsResponse, dependencies=[Depends(require_token)])
@@ -123,7 +137,7 @@ class Ingress:
         if not added:
             raise HTTPException(409, f"item_id {body.item_id!r} is already in the catalog")
         self.metrics.items_added.inc()
-        catalog = await self.ranker.catalog.remote()
+        catalog = await self._read("catalog")
         return {"item_id": body.item_id, "added": True, "catalog_items": catalog["items"]}
 
     @app.delete("/users/{user_id}", response_model=EraseResponse, dependencies=[Depends(require_token)])
@@ -138,14 +152,14 @@ class Ingress:
         """Graph neighbours of an item, then its nearest items by text."""
         if not 1 <= k <= self.knobs.max_k:
             raise HTTPException(422, f"k must be in 1..{self.knobs.max_k}, got {k}")
-        items = await self.ranker.similar.remote(item_id, k)
+        items = await self._read("similar", item_id, k)
         if items is None:
             raise HTTPException(404, f"no item {item_id!r} in the catalog")
         return {"item_id": item_id, "items": items, "bundle_version": self.version}
 
     @app.get("/healthz", response_model=Health)
     async def healthz(self) -> dict:
-        catalog = await self.ranker.catalog.remote()
+        catalog = await self._read("catalog")
         return {"status": "ok", "bundle_version": catalog["version"], "catalog_items": catalog["items"]}
 
     @app.get("/metrics")

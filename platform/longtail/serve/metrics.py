@@ -44,6 +44,7 @@ class ServeMetrics:
         self.duplicate_events = counter("longtail_events_duplicate_total", "events ignored as repeated event_id")
         self.items_added = counter("longtail_items_added_total", "items added at run time")
         self.users_erased = counter("longtail_users_erased_total", "users erased on request")
+        self.read_retries = counter("longtail_ranker_read_retries_total", "ranker reads retried after a replica died")
         self.lists = counter("longtail_recommendations_total", "recommendation lists served", ("strategy",))
         self.served_items = counter("longtail_served_items_total", "items in served lists")
         self.served_tail = counter("longtail_served_tail_items_total", "tail items in served lists")

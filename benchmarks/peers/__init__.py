@@ -1,0 +1,1 @@
+"""Peer recommenders on longtail's splits and metric code (`python -m benchmarks.peers`)."""

@@ -1,0 +1,218 @@
+"""Peers against the platform's hybrid on the same split, through the same metric code.
+
+    python -m benchmarks.peers --data DATA [--format csv] [--split warm] [--bundle BUNDLE]
+        [--only als,bpr,...] [--skip-sasrec] [--out reports/bench]
+
+`--data` is a dataset prepared by `longtail data prepare`, or a source directory in any importer format
+(give `--format`; it is imported into OUT/peers-data first). Every peer with hyper-parameters runs a
+small grid: fit on train, valid ndcg@10 chooses; the chosen config is refit on train+valid and scored on
+test (their user vectors would otherwise never see the valid interactions). Models that read history at
+scoring time (the hybrid, SASRec, the text profile, item-kNN's history · similarity) are given
+train+valid history at test time. SASRec is RecBole's, run in its own environment (`sasrec.py`).
+Writes peers-SPLIT.{json,md}, a tail_recall@20 vs ndcg@10 plot and recall@20 by popularity decile.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import itertools
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from longtail.data import ImportOptions, import_source, read_manifest, write_dataset
+from longtail.data.encoded import Interactions, SplitData, load_split_data
+from longtail.eval.evaluate import EvalResult, evaluate
+from longtail.eval.report import markdown_table, plot_deciles
+from longtail.model.base import Recommender
+
+KEYS = ("ndcg@10", "recall@20", "tail_recall@20", "cold_recall@20", "coverage@20")
+
+
+def grid(**axes) -> list[dict]:
+    """Every combination of the axes' values."""
+    return [dict(zip(axes, values, strict=True)) for values in itertools.product(*axes.values())]
+
+
+def peer_grids() -> dict[str, tuple[Callable[..., Recommender], list[dict]]]:
+    """name -> (factory(**params), grid). Imported lazily: each peer library is only needed when run."""
+    from benchmarks.peers.implicit_peers import ImplicitFactors, ImplicitItemKNN
+    from benchmarks.peers.lightfm_peer import LightFMWarp
+    from benchmarks.peers.lightgcn_peer import LightGCNPeer
+
+    return {
+        "als": (lambda **p: ImplicitFactors("als", **p),
+                grid(factors=(64, 128), regularization=(0.01, 0.1), alpha=(1.0, 10.0), iterations=(15,))),
+        "bpr": (lambda **p: ImplicitFactors("bpr", **p),
+                grid(factors=(64, 128), learning_rate=(0.01, 0.05), regularization=(0.01,), iterations=(100,))),
+        "itemknn": (ImplicitItemKNN, grid(weighting=("cosine", "bm25"), neighbours=(50, 200))),
+        "lightfm": (LightFMWarp, grid(no_components=(32, 64), epochs=(10, 30))),
+        "lightgcn": (LightGCNPeer, grid(num_layers=(3,), lr=(5e-3, 2e-2), epochs=(60,))),
+    }  # fmt: skip
+
+
+def with_valid_in_train(data: SplitData) -> SplitData:
+    """The split with valid interactions moved into train (for the test-time refit)."""
+    return dataclasses.replace(data, train=Interactions.concat([data.train, data.valid]))
+
+
+def tune(name: str, factory, points: list[dict], data: SplitData) -> dict:
+    """Grid on valid, refit of the best point on train+valid, test."""
+    log = []
+    for params in points:
+        t0 = time.time()
+        model = factory(**params)
+        model.fit(data)
+        valid = evaluate(model, data, "valid")
+        log.append({"params": params, "valid": valid, "seconds": round(time.time() - t0, 1)})
+        print(f"[{name}] {params}: valid ndcg@10 {valid.metrics['ndcg@10']:.4f} ({time.time() - t0:.0f} s)", flush=True)
+    best = max(log, key=lambda row: row["valid"].metrics["ndcg@10"])
+    model = factory(**best["params"])
+    model.fit(with_valid_in_train(data))
+    test = evaluate(model, data, "test")
+    return {"params": best["params"], "valid": best["valid"], "test": test,
+            "grid": [{"params": r["params"], "valid_ndcg@10": round(r["valid"].metrics["ndcg@10"], 4),
+                      "seconds": r["seconds"]} for r in log]}  # fmt: skip
+
+
+def fixed(make: Callable[[], Recommender], data: SplitData) -> dict:
+    """A model without a grid, made fresh per part (re-rankers count exposure per pass): fit on train,
+    valid and test (test reads train+valid history)."""
+    results = {}
+    for part in ("valid", "test"):
+        model = make()
+        model.fit(data)
+        results[part] = evaluate(model, data, part)
+    return {"params": {}, **results}
+
+
+def frozen_text(data: SplitData) -> Recommender:
+    """Mean of history text vectors from the default encoder, frozen (no fine-tuning)."""
+    from longtail.model.encoder import DEFAULT_ENCODER, embed_texts, load_encoder, load_tokenizer
+    from longtail.model.text_profile import TextMeanProfile
+
+    encoder, tokenizer = load_encoder(DEFAULT_ENCODER), load_tokenizer(DEFAULT_ENCODER)
+    vectors = embed_texts(encoder, tokenizer, list(data.item_text), 64)
+    return TextMeanProfile(vectors, "text, frozen encoder")
+
+
+def hybrid_rows(bundle: Path, data: SplitData, data_dir: Path) -> dict[str, dict]:
+    """The platform's bundle with its shelves (as served) and its model's own lists."""
+    from longtail.bundle import load_ranker, read_bundle
+    from longtail.cli_support import bundle_recommender
+    from longtail.model.ranker_train import HybridRecommender
+
+    def served() -> Recommender:
+        rec = bundle_recommender(bundle, data, data_dir, k=20)
+        rec.name = "longtail hybrid" if isinstance(rec, HybridRecommender) else "longtail hybrid (re-ranked)"
+        return rec
+
+    rows = {"hybrid": fixed(served, data)}
+    if rows["hybrid"]["test"].model != "longtail hybrid":  # a re-ranked bundle: its model's own lists too
+        ranker = load_ranker(read_bundle(bundle))
+        rows["hybrid (no re-rank)"] = fixed(lambda: HybridRecommender(ranker, "longtail hybrid (own lists)"), data)
+    return rows
+
+
+def prepared(data: Path, fmt: str | None, work: Path) -> Path:
+    """``data`` when it is a prepared dataset, else its import (format ``fmt``) under ``work``."""
+    if (data / "manifest.json").exists():
+        return data
+    if fmt is None:
+        raise SystemExit(f"{data}: not a prepared dataset (no manifest.json); give --format to import it")
+    target = work / "peers-data"
+    if not (target / "manifest.json").exists() or read_manifest(target).get("source") != f"{fmt}:{data}":
+        write_dataset(import_source(data, fmt, ImportOptions()), target, source=f"{fmt}:{data}")
+    return target
+
+
+def from_json(entry: dict) -> EvalResult:
+    """An EvalResult from ``EvalResult.to_json`` output (SASRec's runner writes those)."""
+    metrics = {k: float("nan") if v is None else v for k, v in entry["metrics"].items()}
+    deciles = [float("nan") if v is None else v for v in entry["recall@20_by_popularity_decile"]]
+    return EvalResult(entry["model"], entry["part"], entry["users"], metrics, deciles)
+
+
+def plot_tradeoff(results: list[EvalResult], path: Path, title: str) -> Path:
+    """tail_recall@20 against ndcg@10, one labelled point per model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.8))
+    for r in results:
+        x, y = r.metrics["ndcg@10"], r.metrics["tail_recall@20"]
+        ax.scatter(x, y, s=40)
+        ax.annotate(r.model, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("ndcg@10 (test)")
+    ax.set_ylabel("tail_recall@20 (test)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", type=Path, required=True)
+    ap.add_argument("--format", default=None, help="importer format when --data is a source directory")
+    ap.add_argument("--split", default="warm", choices=("warm", "cold"))
+    ap.add_argument("--bundle", type=Path, default=None, help="a `longtail train` bundle of this data and split")
+    ap.add_argument("--only", default=None, help="comma-separated subset of: mostpop,text,als,bpr,itemknn,"
+                    "lightfm,lightgcn,sasrec,hybrid")  # fmt: skip
+    ap.add_argument("--skip-sasrec", action="store_true")
+    ap.add_argument("--sasrec-venv", type=Path, default=Path(".venv-recbole"))
+    ap.add_argument("--out", type=Path, default=Path("reports/bench"))
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    data_dir = prepared(args.data, args.format, args.out)
+    data = load_split_data(data_dir, args.split)
+    wanted = set(args.only.split(",")) if args.only else None
+
+    def on(name: str) -> bool:
+        return wanted is None or name in wanted
+
+    rows: dict[str, dict] = {}
+    if on("hybrid") and args.bundle is not None:
+        rows.update(hybrid_rows(args.bundle, data, data_dir))
+    if on("mostpop"):
+        from longtail.model.baselines import MostPop
+
+        rows["mostpop"] = fixed(MostPop, data)
+    if on("text") and data.item_text is not None:
+        text_model = frozen_text(data)
+        rows["text"] = fixed(lambda: text_model, data)
+    for name, (factory, points) in peer_grids().items():
+        if on(name):
+            rows[name] = tune(name, factory, points, data)
+    if on("sasrec") and not args.skip_sasrec:
+        from benchmarks.peers.sasrec import run_sasrec
+
+        spec = os.environ.get("TORCH_SPEC", "torch==2.13.0")
+        out = run_sasrec(data_dir, args.split, args.out / f"sasrec-{args.split}.json", args.sasrec_venv, spec, 2)
+        rows["sasrec"] = {"params": out["chosen"], "valid": from_json(out["valid"]), "test": from_json(out["test"]),
+                          "grid": [{k: g[k] for k in ("params", "best_epoch", "valid_ndcg@10")} for g in out["grid"]]}  # fmt: skip
+
+    tests = [row["test"] for row in rows.values()]
+    stem = args.out / f"peers-{args.split}"
+    table = markdown_table(tests)
+    title = f"{read_manifest(data_dir).get('source', data_dir)}, {args.split} split, test"
+    stem.with_suffix(".md").write_text(f"# Peers: {title}\n\n{table}\n")
+    report = {name: {"params": row["params"], "grid": row.get("grid"), "valid": row["valid"].to_json(),
+                     "test": row["test"].to_json()} for name, row in rows.items()}  # fmt: skip
+    stem.with_suffix(".json").write_text(json.dumps({"data": str(data_dir), "split": args.split, "models": report},
+                                                    indent=2))  # fmt: skip
+    plot_tradeoff(tests, Path(f"{stem}-tradeoff.png"), title)
+    plot_deciles(tests, Path(f"{stem}-deciles.png"), f"recall@20 by popularity decile ({title})")
+    print(table)
+    print(f"wrote {stem}.json, .md, -tradeoff.png, -deciles.png")
+
+
+if __name__ == "__main__":
+    main()

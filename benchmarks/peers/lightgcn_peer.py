@@ -1,0 +1,57 @@
+"""LightGCN (torch-geometric's implementation) on the user–item graph of the train part, BPR loss."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch_geometric.nn.models import LightGCN
+from torch_geometric.utils import to_torch_csr_tensor
+
+from longtail.data.encoded import Histories, SplitData
+
+
+class LightGCNPeer:
+    """Users are nodes 0..U-1, items U..U+I-1; score = ⟨final user embedding, final item embedding⟩."""
+
+    def __init__(self, num_layers: int = 3, embedding_dim: int = 64, epochs: int = 50, lr: float = 5e-3,
+                 batch_size: int = 4096, reg: float = 1e-4, seed: int = 0) -> None:  # fmt: skip
+        self.name = "lightgcn (torch-geometric)"
+        self.num_layers, self.dim, self.epochs, self.lr = num_layers, embedding_dim, epochs, lr
+        self.batch_size, self.reg, self.seed = batch_size, reg, seed
+        self.users = self.items = None
+
+    def fit(self, data: SplitData) -> None:
+        torch.manual_seed(self.seed)
+        rng = np.random.default_rng(self.seed)
+        n_users, n_items = data.n_users, data.n_items
+        pairs = np.unique(np.stack([data.train.users, data.train.items], 1), axis=0)  # (n, 2)
+        u = torch.from_numpy(pairs[:, 0])
+        i = torch.from_numpy(pairs[:, 1] + n_users)
+        edge_index = torch.stack([torch.cat([u, i]), torch.cat([i, u])])  # (2, 2n), both directions
+        n_nodes = n_users + n_items
+        adj = to_torch_csr_tensor(edge_index, size=(n_nodes, n_nodes))  # sparse propagation: ~4x scatter's speed
+        model = LightGCN(n_nodes, self.dim, self.num_layers)
+        optim = torch.optim.Adam(model.parameters(), lr=self.lr)
+        for epoch in range(1, self.epochs + 1):
+            order, total = rng.permutation(len(pairs)), 0.0
+            for start in range(0, len(order), self.batch_size):
+                idx = torch.from_numpy(order[start : start + self.batch_size])
+                neg = torch.from_numpy(rng.integers(0, n_items, len(idx)) + n_users)
+                emb = model.get_embedding(adj)  # (n_nodes, d)
+                pos_rank = (emb[u[idx]] * emb[i[idx]]).sum(-1)
+                neg_rank = (emb[u[idx]] * emb[neg]).sum(-1)
+                nodes = torch.cat([u[idx], i[idx], neg])
+                loss = model.recommendation_loss(pos_rank, neg_rank, node_id=nodes, lambda_reg=self.reg)
+                optim.zero_grad()
+                loss.backward()
+                optim.step()
+                total += float(loss.detach()) * len(idx)
+            if epoch % 10 == 0 or epoch == self.epochs:
+                print(f"[lightgcn] layers {self.num_layers} epoch {epoch}/{self.epochs}: "
+                      f"loss {total / len(order):.4f}", flush=True)  # fmt: skip
+        with torch.no_grad():
+            emb = model.get_embedding(adj).numpy()
+        self.users, self.items = emb[:n_users], emb[n_users:]
+
+    def score(self, users: np.ndarray, histories: Histories) -> np.ndarray:
+        return (self.users[users] @ self.items.T).astype(np.float32)  # (b, n_items)

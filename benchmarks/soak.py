@@ -1,0 +1,104 @@
+"""Soak: /recommend at 80% of measured peak throughput for 10 minutes; p99 and replica memory over time.
+
+    python -m benchmarks.soak --bundle bundles/ml100k [--minutes 10] [--share 0.8] [--window 30]
+
+Loopback only, bounded: deploys serve_configs/ranker.yaml on a head of its own, measures the peak with a
+closed loop (16 clients, 20 s), then sends an open-loop stream at `share` × peak for `minutes`. Every
+window it prints p50/p99/errors and the resident memory of every Ranker and Ingress replica. Goal: no
+growth beyond 10% (last window vs the first after warm-up, per deployment's largest replica, and p99).
+Writes reports/bench/soak.json and soak.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from pathlib import Path
+
+from benchmarks.serve_harness import (
+    ROOT,
+    bundle_users,
+    load,
+    paced_load,
+    replica_processes,
+    rss_mb,
+    serve_app,
+)
+
+DEPLOYMENTS = ("Ranker", "Ingress")
+
+
+def growth(first: float, last: float) -> float:
+    return round((last - first) / max(first, 1e-9), 4)
+
+
+def plot(windows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    t = [w["t_s"] / 60 for w in windows]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
+    top.plot(t, [w["p99_ms"] for w in windows], marker="o", label="p99")
+    top.plot(t, [w["p50_ms"] for w in windows], marker=".", label="p50")
+    top.set_ylabel("latency, ms")
+    top.legend()
+    top.grid(alpha=0.3)
+    for name in DEPLOYMENTS:
+        bottom.plot(t, [w["memory_mb"][name] for w in windows], marker="o", label=f"{name} (largest replica)")
+    bottom.set_ylabel("resident memory, MiB")
+    bottom.set_xlabel("minutes")
+    bottom.legend()
+    bottom.grid(alpha=0.3)
+    fig.suptitle("/recommend soak at a fixed rate")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--bundle", type=Path, required=True)
+    ap.add_argument("--minutes", type=float, default=10)
+    ap.add_argument("--share", type=float, default=0.8)
+    ap.add_argument("--window", type=float, default=30)
+    ap.add_argument("--out", type=Path, default=ROOT / "reports" / "bench")
+    args = ap.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    bodies = [{"user_id": u, "k": 20} for u in bundle_users(args.bundle)]
+    with serve_app(args.bundle, args.out / "soak-work") as served:
+        url, head = served["url"], served["head"]
+        asyncio.run(load(f"{url}/recommend", bodies, 16, 10))  # warm-up (and let the ranker scale up)
+        peak = asyncio.run(load(f"{url}/recommend", bodies, 16, 20))
+        rate = args.share * peak["rps"]
+        print(f"[soak] peak {peak['rps']} req/s (p99 {peak['p99_ms']} ms); soaking at {rate:.1f} req/s "
+              f"for {args.minutes} min", flush=True)  # fmt: skip
+
+        def on_window(row: dict) -> None:
+            procs = {name: replica_processes(head, name) for name in DEPLOYMENTS}
+            row["replicas"] = {name: len(p) for name, p in procs.items()}
+            row["memory_mb"] = {name: round(max((rss_mb(r["pid"]) for r in p), default=0.0), 1)
+                                for name, p in procs.items()}  # fmt: skip
+            print(f"[soak] {row['t_s']:>6.0f} s  {row['rps']:6.1f} req/s  p50 {row['p50_ms']:7.1f} ms  "
+                  f"p99 {row['p99_ms']:7.1f} ms  errors {row['errors']}  replicas {row['replicas']}  "
+                  f"memory {row['memory_mb']} MiB", flush=True)  # fmt: skip
+
+        windows = asyncio.run(paced_load(f"{url}/recommend", bodies, rate, args.minutes * 60, args.window, on_window))
+    first, last = windows[1] if len(windows) > 2 else windows[0], windows[-1]  # window 1 is after warm-up
+    report = {
+        "peak": peak, "rate": round(rate, 1), "minutes": args.minutes, "windows": windows,
+        "errors": sum(w["errors"] for w in windows), "requests": sum(w["requests"] for w in windows),
+        "memory_growth": {n: growth(first["memory_mb"][n], last["memory_mb"][n]) for n in DEPLOYMENTS},
+        "p99_growth": growth(first["p99_ms"], last["p99_ms"]),
+        "p99_ms_max": max(w["p99_ms"] for w in windows),
+    }  # fmt: skip
+    report["goal_reached"] = max(*report["memory_growth"].values(), report["p99_growth"]) <= 0.10
+    (args.out / "soak.json").write_text(json.dumps(report, indent=2))
+    plot(windows, args.out / "soak.png")
+    print(json.dumps({k: v for k, v in report.items() if k != "windows"}, indent=2))
+
+
+if __name__ == "__main__":
+    main()
