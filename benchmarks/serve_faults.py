@@ -26,9 +26,8 @@ from benchmarks.serve_harness import ROOT, bundle_users, deployment, load, repli
 
 
 def fixed_ranker_replicas(config: dict) -> None:
-    ranker = deployment(config, "Ranker")
-    ranker.pop("autoscaling_config", None)
-    ranker["num_replicas"] = 2
+    # min = max: `num_replicas` alone would not win over the autoscaling_config the deployment's code sets
+    deployment(config, "Ranker")["autoscaling_config"].update({"min_replicas": 2, "max_replicas": 2})
 
 
 async def kill_replicas(head: dict, kills: int, every_s: float, log: list[dict]) -> None:

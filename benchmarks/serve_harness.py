@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import json
 import random
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -34,7 +35,7 @@ def serve_app(bundle: Path, work: Path, tweak: Callable[[dict], None] | None = N
     ``tweak(config)``; yields {"url", "head", "work"} once /healthz answers; `ray stop` at the end."""
     work.mkdir(parents=True, exist_ok=True)
     for stale in work.glob("state*"):
-        stale.unlink()
+        shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     port = free_port()
     config = yaml.safe_load((ROOT / "serve_configs" / "ranker.yaml").read_text())
     config["http_options"]["port"] = port

@@ -82,12 +82,13 @@ def epoch_cost(part: SplitData, vectors: np.ndarray, graph: sparse.csr_matrix, c
     counts = part.train_counts()
     model = build_ranker(cfg, vectors, graph, counts)
     prefixes, targets = next_item_examples(part.histories(("train",)), cfg.max_history, part.n_items)
-    take = np.random.default_rng(0).permutation(len(targets))[: default_examples_per_epoch(len(targets))]
+    per_epoch = cfg.examples_per_epoch or default_examples_per_epoch(len(targets))
+    take = np.random.default_rng(0).permutation(len(targets))[:per_epoch]
     target_share = torch.tensor(np.bincount(targets, minlength=part.n_items) / len(targets), dtype=torch.float32)
     prior = torch.tensor(popularity_log_prior(counts))
-    optim = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    optim = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     epoch_s = timed(lambda: train_epoch(model, torch.from_numpy(prefixes[take]), torch.from_numpy(targets[take]), optim,
-                                        cfg.batch_size, cfg.negatives, target_share, prior, cfg.eta,
+                                        cfg.batch_size, cfg.negatives, target_share, prior, cfg.popularity_correction,
                                         torch.Generator().manual_seed(0), temperature=cfg.temperature))  # fmt: skip
     model.eval()
     valid_s = timed(lambda: evaluate(HybridRecommender(model), part, "valid"))

@@ -158,6 +158,33 @@ def plot_tradeoff(results: list[EvalResult], path: Path, title: str) -> Path:
     return path
 
 
+def write_reports(rows: dict[str, dict], stem: Path, data_dir: Path, split: str) -> None:
+    """JSON, Markdown table and both plots of the rows so far (rewritten after every model)."""
+    tests = [row["test"] for row in rows.values()]
+    table = markdown_table(tests)
+    title = f"{read_manifest(data_dir).get('source', data_dir)}, {split} split, test"
+    stem.with_suffix(".md").write_text(f"# Peers: {title}\n\n{table}\n")
+    report = {name: {"params": row["params"], "grid": row.get("grid"), "valid": row["valid"].to_json(),
+                     "test": row["test"].to_json()} for name, row in rows.items()}  # fmt: skip
+    stem.with_suffix(".json").write_text(json.dumps({"data": str(data_dir), "split": split, "models": report}, indent=2))
+    plot_tradeoff(tests, Path(f"{stem}-tradeoff.png"), title)
+    plot_deciles(tests, Path(f"{stem}-deciles.png"), f"recall@20 by popularity decile ({title})")
+    print(table, flush=True)
+    print(f"wrote {stem}.json, .md, -tradeoff.png, -deciles.png", flush=True)
+
+
+class Rows(dict):
+    """The table's rows; every new row rewrites the reports, so a long run that stops keeps what it has."""
+
+    def __init__(self, stem: Path, data_dir: Path, split: str) -> None:
+        super().__init__()
+        self.stem, self.data_dir, self.split = stem, data_dir, split
+
+    def __setitem__(self, name: str, row: dict) -> None:
+        super().__setitem__(name, row)
+        write_reports(self, self.stem, self.data_dir, self.split)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True)
@@ -167,6 +194,8 @@ def main() -> None:
     ap.add_argument("--only", default=None, help="comma-separated subset of: mostpop,text,als,bpr,itemknn,"
                     "lightfm,lightgcn,sasrec,hybrid")  # fmt: skip
     ap.add_argument("--skip-sasrec", action="store_true")
+    ap.add_argument("--sasrec-json", type=Path, default=None,
+                    help="use a finished `benchmarks.peers.sasrec_runner` output instead of running it")
     ap.add_argument("--sasrec-venv", type=Path, default=Path(".venv-recbole"))
     ap.add_argument("--out", type=Path, default=Path("reports/bench"))
     args = ap.parse_args()
@@ -178,9 +207,10 @@ def main() -> None:
     def on(name: str) -> bool:
         return wanted is None or name in wanted
 
-    rows: dict[str, dict] = {}
+    rows = Rows(args.out / f"peers-{args.split}", data_dir, args.split)
     if on("hybrid") and args.bundle is not None:
-        rows.update(hybrid_rows(args.bundle, data, data_dir))
+        for name, row in hybrid_rows(args.bundle, data, data_dir).items():
+            rows[name] = row
     if on("mostpop"):
         from longtail.model.baselines import MostPop
 
@@ -194,24 +224,15 @@ def main() -> None:
     if on("sasrec") and not args.skip_sasrec:
         from benchmarks.peers.sasrec import run_sasrec
 
-        spec = os.environ.get("TORCH_SPEC", "torch==2.13.0")
-        out = run_sasrec(data_dir, args.split, args.out / f"sasrec-{args.split}.json", args.sasrec_venv, spec, 2)
+        if args.sasrec_json is not None:
+            out = json.loads(args.sasrec_json.read_text())
+        else:
+            spec = os.environ.get("TORCH_SPEC", "torch==2.13.0")
+            out = run_sasrec(data_dir, args.split, args.out / f"sasrec-{args.split}.json", args.sasrec_venv, spec, 2)
         rows["sasrec"] = {"params": out["chosen"], "valid": from_json(out["valid"]), "test": from_json(out["test"]),
                           "grid": [{k: g[k] for k in ("params", "best_epoch", "valid_ndcg@10")} for g in out["grid"]]}  # fmt: skip
 
-    tests = [row["test"] for row in rows.values()]
-    stem = args.out / f"peers-{args.split}"
-    table = markdown_table(tests)
-    title = f"{read_manifest(data_dir).get('source', data_dir)}, {args.split} split, test"
-    stem.with_suffix(".md").write_text(f"# Peers: {title}\n\n{table}\n")
-    report = {name: {"params": row["params"], "grid": row.get("grid"), "valid": row["valid"].to_json(),
-                     "test": row["test"].to_json()} for name, row in rows.items()}  # fmt: skip
-    stem.with_suffix(".json").write_text(json.dumps({"data": str(data_dir), "split": args.split, "models": report},
-                                                    indent=2))  # fmt: skip
-    plot_tradeoff(tests, Path(f"{stem}-tradeoff.png"), title)
-    plot_deciles(tests, Path(f"{stem}-deciles.png"), f"recall@20 by popularity decile ({title})")
-    print(table)
-    print(f"wrote {stem}.json, .md, -tradeoff.png, -deciles.png")
+    print(f"done: {len(rows)} models")
 
 
 if __name__ == "__main__":

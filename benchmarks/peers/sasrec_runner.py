@@ -132,7 +132,7 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--split", default="warm")
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--max-epochs", type=int, default=30)
+    ap.add_argument("--max-epochs", type=int, default=20)
     ap.add_argument("--patience", type=int, default=3)
     ap.add_argument("--examples-per-epoch", type=int, default=16384)
     ap.add_argument("--threads", type=int, default=2)
