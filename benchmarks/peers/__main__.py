@@ -1,7 +1,8 @@
 """Peers against the platform's hybrid on the same split, through the same metric code.
 
     python -m benchmarks.peers --data DATA [--format csv] [--split warm] [--bundle BUNDLE]
-        [--only als,bpr,...] [--skip-sasrec] [--out reports/bench]
+        [--rerank tail_share=0.2 ...] [--only als,bpr,...] [--skip-sasrec | --sasrec-json FILE]
+        [--out reports/bench]
 
 `--data` is a dataset prepared by `longtail data prepare`, or a source directory in any importer format
 (give `--format`; it is imported into OUT/peers-data first). Every peer with hyper-parameters runs a
@@ -99,21 +100,31 @@ def frozen_text(data: SplitData) -> Recommender:
     return TextMeanProfile(vectors, "text, frozen encoder")
 
 
-def hybrid_rows(bundle: Path, data: SplitData, data_dir: Path) -> dict[str, dict]:
-    """The platform's bundle with its shelves (as served) and its model's own lists."""
-    from longtail.bundle import load_ranker, read_bundle
-    from longtail.cli_support import bundle_recommender
+def hybrid_rows(bundle: Path, data: SplitData, rerank_overrides: list[str]) -> dict[str, dict]:
+    """The bundle's model on its own lists, and re-ranked as served (the bundle's `rerank`, with
+    ``rerank_overrides`` such as ``tail_share=0.2``) when that re-rank does anything."""
+    from longtail.bundle import check_catalog, load_ranker, read_bundle
+    from longtail.config import RerankConfig
     from longtail.model.ranker_train import HybridRecommender
+    from longtail.model.rerank import Shelves, with_exposure_rerank
 
-    def served() -> Recommender:
-        rec = bundle_recommender(bundle, data, data_dir, k=20)
-        rec.name = "longtail hybrid" if isinstance(rec, HybridRecommender) else "longtail hybrid (re-ranked)"
+    loaded = read_bundle(bundle)
+    check_catalog(loaded, data.item_ids, str(bundle))
+    ranker = load_ranker(loaded)
+    rerank = RerankConfig(**{**loaded.manifest["config"].get("rerank", {}),
+                             **dict(kv.split("=", 1) for kv in rerank_overrides)})  # fmt: skip
+    shelves = Shelves(rerank.tail_share, rerank.new_share, rerank.exposure_penalty)
+    label = f"longtail hybrid + shelves {rerank.tail_share}/{rerank.new_share}/λ {rerank.exposure_penalty}"
+
+    def reranked() -> Recommender:  # one per pass: the exposure counts start at zero
+        rec = with_exposure_rerank(HybridRecommender(ranker), loaded.train_counts, rerank.tail_boost, shelves, 20,
+                                   text_vectors=loaded.vectors)  # fmt: skip
+        rec.name = label
         return rec
 
-    rows = {"hybrid": fixed(served, data)}
-    if rows["hybrid"]["test"].model != "longtail hybrid":  # a re-ranked bundle: its model's own lists too
-        ranker = load_ranker(read_bundle(bundle))
-        rows["hybrid (no re-rank)"] = fixed(lambda: HybridRecommender(ranker, "longtail hybrid (own lists)"), data)
+    rows = {"hybrid": fixed(lambda: HybridRecommender(ranker, "longtail hybrid (own lists)"), data)}
+    if not isinstance(reranked(), HybridRecommender):
+        rows["hybrid + shelves"] = fixed(reranked, data)
     return rows
 
 
@@ -148,6 +159,10 @@ def plot_tradeoff(results: list[EvalResult], path: Path, title: str) -> Path:
         x, y = r.metrics["ndcg@10"], r.metrics["tail_recall@20"]
         ax.scatter(x, y, s=40)
         ax.annotate(r.model, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    xs = [r.metrics["ndcg@10"] for r in results]
+    ys = [r.metrics["tail_recall@20"] for r in results]
+    ax.set_xlim(0, max(xs) * 1.55)  # room for the labels right of the points
+    ax.set_ylim(-0.005, max(ys) * 1.15 + 0.005)
     ax.set_xlabel("ndcg@10 (test)")
     ax.set_ylabel("tail_recall@20 (test)")
     ax.set_title(title)
@@ -191,6 +206,8 @@ def main() -> None:
     ap.add_argument("--format", default=None, help="importer format when --data is a source directory")
     ap.add_argument("--split", default="warm", choices=("warm", "cold"))
     ap.add_argument("--bundle", type=Path, default=None, help="a `longtail train` bundle of this data and split")
+    ap.add_argument("--rerank", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="override the bundle's rerank config, e.g. tail_share=0.2 new_share=0.2")
     ap.add_argument("--only", default=None, help="comma-separated subset of: mostpop,text,als,bpr,itemknn,"
                     "lightfm,lightgcn,sasrec,hybrid")  # fmt: skip
     ap.add_argument("--skip-sasrec", action="store_true")
@@ -209,7 +226,7 @@ def main() -> None:
 
     rows = Rows(args.out / f"peers-{args.split}", data_dir, args.split)
     if on("hybrid") and args.bundle is not None:
-        for name, row in hybrid_rows(args.bundle, data, data_dir).items():
+        for name, row in hybrid_rows(args.bundle, data, args.rerank).items():
             rows[name] = row
     if on("mostpop"):
         from longtail.model.baselines import MostPop
