@@ -28,7 +28,7 @@ def finished_trials(experiment: Path) -> int:
     return done
 
 
-def test_sweep_interrupted_resumed_and_best_config_trains(tiny_encoder, tmp_path):
+def test_sweep_interrupted_resumed_and_best_config_is_a_train_config(tiny_encoder, tmp_path):
     data = write_clustered_dataset(tmp_path / "data")
     space = tmp_path / "space.yaml"
     space.write_text("ranker.alpha: {uniform: [0.0, 1.0]}  # (float) mix\n"
