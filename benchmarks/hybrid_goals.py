@@ -22,14 +22,17 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+import dataclasses
 
-from longtail.bundle import load_ranker, read_bundle
+import matplotlib.pyplot as plt
+import numpy as np
+
+from longtail.bundle import read_bundle
 from longtail.config import RerankConfig
 from longtail.data.encoded import load_split_data
 from longtail.eval.evaluate import evaluate
-from longtail.model.ranker_train import HybridRecommender
-from longtail.model.rerank import Shelves, with_exposure_rerank
+from longtail.recommend.build import load_pipeline, own_lists, shelves_of
+from longtail.recommend.pipeline import Batch, arrange_lists, rank, retrieve
 
 KEYS = ("ndcg@10", "recall@20", "tail_recall@20", "cold_recall@20", "coverage@20", "aplt@20")
 TARGETS = {"tail_recall@20": 0.12, "coverage@20": 0.6}  # both splits
@@ -37,23 +40,37 @@ COLD_TARGET = 0.10  # cold_recall@20 on the cold split
 GRID = {"tail_share": (0.2, 0.3, 0.4), "new_share": (0.0, 0.1, 0.2), "exposure_penalty": (0.0, 0.25, 0.5, 1.0)}
 
 
-class Memo:
-    """The hybrid's scores, computed once per (users, histories) and reused by every grid point."""
+class Ranked:
+    """The pipeline's retrieve + rank, computed once per batch of users; every grid point only re-arranges."""
 
-    def __init__(self, inner) -> None:
-        self.inner, self.name, self.cache = inner, inner.name, {}
+    def __init__(self, pipe) -> None:
+        self.pipe, self.cache = own_lists(pipe), {}
 
-    def score(self, users, histories):
-        key = (users.tobytes(), histories.indptr.tobytes(), histories.items.tobytes())
-        if key not in self.cache:
-            self.cache[key] = self.inner.score(users, histories)
-        return self.cache[key]
+    def with_shelves(self, rerank: RerankConfig):
+        memo, pipe = self, dataclasses.replace(self.pipe, shelves=shelves_of(rerank))
+
+        class Arranged:
+            name = "hybrid"
+            exposure = np.zeros(pipe.n_items)
+
+            def fit(self, data) -> None:
+                """Already trained."""
+
+            def recommend(self, users, histories, k):
+                batch = Batch.of(histories)
+                key = (users.tobytes(), histories.items.tobytes())
+                if key not in memo.cache:
+                    candidates = retrieve(pipe, batch, k)
+                    memo.cache[key] = (candidates, rank(pipe, batch, candidates)[0])
+                candidates, scores = memo.cache[key]
+                cols = arrange_lists(pipe, batch, candidates, scores, k, self.exposure)
+                return np.where(cols >= 0, np.take_along_axis(candidates, np.maximum(cols, 0), 1), -1)
+
+        return Arranged()
 
 
-def metrics_of(memo, data, vectors, rerank: RerankConfig, part: str) -> dict[str, float]:
-    shelves = Shelves(rerank.tail_share, rerank.new_share, rerank.exposure_penalty)
-    rec = with_exposure_rerank(memo, data.train_counts(), rerank.tail_boost, shelves, text_vectors=vectors)
-    m = evaluate(rec, data, part).metrics
+def metrics_of(ranked: Ranked, data, rerank: RerankConfig, part: str) -> dict[str, float]:
+    m = evaluate(ranked.with_shelves(rerank), data, part).metrics
     return {k: round(m[k], 4) for k in KEYS}
 
 
@@ -71,12 +88,11 @@ def main() -> None:
     args = ap.parse_args()
     splits = {}
     for split, path in (("warm", args.warm_bundle), ("cold", args.cold_bundle)):
-        bundle = read_bundle(path)
-        splits[split] = (Memo(HybridRecommender(load_ranker(bundle))), load_split_data(args.data, split), bundle.vectors)
+        splits[split] = (Ranked(load_pipeline(read_bundle(path))), load_split_data(args.data, split))
     points = []
     for values in itertools.product(*GRID.values()):
         rerank = RerankConfig(**dict(zip(GRID, values, strict=True)))
-        valid = {s: metrics_of(memo, data, vec, rerank, "valid") for s, (memo, data, vec) in splits.items()}
+        valid = {s: metrics_of(ranked, data, rerank, "valid") for s, (ranked, data) in splits.items()}
         points.append({"shelves": rerank.model_dump(), "valid": valid, "eligible": eligible(valid)})
         print(json.dumps(points[-1]), flush=True)
     chosen = [p for p in points if p["eligible"]]
@@ -84,7 +100,7 @@ def main() -> None:
     report = {"grid": points, "targets": {**TARGETS, "cold_recall@20 (cold split)": COLD_TARGET},
               "chosen": best["shelves"], "any_eligible": bool(chosen), "test": {}}  # fmt: skip
     for label, rerank in (("no shelves", RerankConfig()), ("chosen shelves", RerankConfig(**best["shelves"]))):
-        report["test"][label] = {s: metrics_of(memo, data, vec, rerank, "test") for s, (memo, data, vec) in splits.items()}
+        report["test"][label] = {s: metrics_of(ranked, data, rerank, "test") for s, (ranked, data) in splits.items()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     lines = ["| shelves | split | " + " | ".join(KEYS) + " |", "|---|---|" + "---:|" * len(KEYS)]

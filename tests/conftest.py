@@ -137,22 +137,31 @@ def write_tiny_bundle(out: Path, encoder_dir: Path) -> Path:
     from longtail.bundle import write_bundle
     from longtail.config import TrainConfig
     from longtail.model.encoder import embed_texts, load_encoder, load_tokenizer
-    from longtail.model.factory import build_ranker
+    from longtail.model.factory import build_ranker, build_retriever
     from longtail.model.graph import combine, text_knn
-    from longtail.model.ranker_train import next_item_examples, popularity_log_prior, train_epoch
+    from longtail.model.ranker_train import (
+        NextItemObjective,
+        next_item_examples,
+        popularity_log_prior,
+        train_epoch,
+    )
 
     data = clustered_split()
     config = TrainConfig.model_validate({"encoder": {"name": str(encoder_dir), "max_length": 24},
-                                         "ranker": {"dim": 16, "max_history": 8, "negatives": 8}})  # fmt: skip
+                                         "ranker": {"dim": 16, "max_history": 8, "negatives": 8},
+                                         "retriever": {"dim": 16, "layers": 1}})  # fmt: skip
     vectors = embed_texts(load_encoder(str(encoder_dir)), load_tokenizer(str(encoder_dir)), list(data.item_text), 24)
     graph = combine({"text": text_knn(vectors, 4)}, {"text": 1.0})
     counts = data.train_counts()
     model = build_ranker(config.ranker, vectors, graph, counts)
+    retriever = build_retriever(config.retriever, config.ranker.max_history, vectors, graph, counts)
     train = data.histories(("train",))
     prefixes, targets = next_item_examples(train, config.ranker.max_history, data.n_items)
     share = torch.as_tensor(np.bincount(targets, minlength=data.n_items) / len(targets), dtype=torch.float32)
-    train_epoch(model, torch.as_tensor(prefixes), torch.as_tensor(targets), torch.optim.Adam(model.parameters(), 0.01),
-                32, 8, share, torch.as_tensor(popularity_log_prior(counts)), 0.0, torch.Generator().manual_seed(0))  # fmt: skip
+    objective = NextItemObjective({"retriever": retriever, "ranker": model}, {}, share,
+                                  torch.as_tensor(popularity_log_prior(counts)), 0.0, 1.0)  # fmt: skip
+    train_epoch(objective, torch.as_tensor(prefixes), torch.as_tensor(targets),
+                torch.optim.Adam(objective.parameters(), 0.01), 32, 8, data.n_items, torch.Generator().manual_seed(0))  # fmt: skip
     parts = [data.train, data.valid]
     histories = pa.table({
         "user_id": pa.array(np.concatenate([data.user_ids[p.users] for p in parts]).astype(str)),
@@ -161,7 +170,8 @@ def write_tiny_bundle(out: Path, encoder_dir: Path) -> Path:
     })  # fmt: skip
     return write_bundle(
         out, encoder_dir=encoder_dir, item_ids=data.item_ids, texts=data.item_text, train_counts=counts,
-        vectors=vectors, graph=graph, ranker_state=model.state_dict(), histories=histories,
+        vectors=vectors, graph=graph, ranker_state=model.state_dict(), retriever_state=retriever.state_dict(),
+        histories=histories,
         config=config.model_dump(), data={"path": "clustered"}, metrics={},
     )  # fmt: skip
 

@@ -101,30 +101,23 @@ def frozen_text(data: SplitData) -> Recommender:
 
 
 def hybrid_rows(bundle: Path, data: SplitData, rerank_overrides: list[str]) -> dict[str, dict]:
-    """The bundle's model on its own lists, and re-ranked as served (the bundle's `rerank`, with
-    ``rerank_overrides`` such as ``tail_share=0.2``) when that re-rank does anything."""
-    from longtail.bundle import check_catalog, load_ranker, read_bundle
+    """The bundle's two-stage pipeline on its own lists, re-ranked as served (the bundle's `rerank`, with
+    ``rerank_overrides`` such as ``tail_share=0.2``) when that re-rank does anything, and its retriever alone."""
+    from longtail.bundle import check_catalog, read_bundle
     from longtail.config import RerankConfig
-    from longtail.model.ranker_train import HybridRecommender
-    from longtail.model.rerank import Shelves, with_exposure_rerank
+    from longtail.recommend.build import load_pipeline, own_lists, shelves_of
+    from longtail.recommend.recommender import PipelineRecommender, RetrieverRecommender
 
     loaded = read_bundle(bundle)
     check_catalog(loaded, data.item_ids, str(bundle))
-    ranker = load_ranker(loaded)
-    rerank = RerankConfig(**{**loaded.manifest["config"].get("rerank", {}),
-                             **dict(kv.split("=", 1) for kv in rerank_overrides)})  # fmt: skip
-    shelves = Shelves(rerank.tail_share, rerank.new_share, rerank.exposure_penalty)
+    pipe = load_pipeline(loaded)
+    rerank = RerankConfig(**{**loaded.config.rerank.model_dump(), **dict(kv.split("=", 1) for kv in rerank_overrides)})
+    served = dataclasses.replace(pipe, shelves=shelves_of(rerank), boost=rerank.tail_boost)
     label = f"longtail hybrid + shelves {rerank.tail_share}/{rerank.new_share}/λ {rerank.exposure_penalty}"
-
-    def reranked() -> Recommender:  # one per pass: the exposure counts start at zero
-        rec = with_exposure_rerank(HybridRecommender(ranker), loaded.train_counts, rerank.tail_boost, shelves, 20,
-                                   text_vectors=loaded.vectors)  # fmt: skip
-        rec.name = label
-        return rec
-
-    rows = {"hybrid": fixed(lambda: HybridRecommender(ranker, "longtail hybrid (own lists)"), data)}
-    if not isinstance(reranked(), HybridRecommender):
-        rows["hybrid + shelves"] = fixed(reranked, data)
+    rows = {"hybrid": fixed(lambda: PipelineRecommender(own_lists(pipe), "longtail hybrid (own lists)"), data),
+            "retriever": fixed(lambda: RetrieverRecommender(pipe, "longtail retriever (first stage)"), data)}  # fmt: skip
+    if served.shelves.active or served.boost > 0:  # one recommender per pass: exposure counts start at zero
+        rows["hybrid + shelves"] = fixed(lambda: PipelineRecommender(served, label), data)
     return rows
 
 

@@ -8,6 +8,7 @@ from implicit.bpr import BayesianPersonalizedRanking
 from implicit.nearest_neighbours import BM25Recommender, CosineRecommender
 
 from longtail.data.encoded import Histories, SplitData
+from longtail.model.base import ScoringRecommender
 
 
 def train_matrix(data: SplitData):
@@ -15,7 +16,7 @@ def train_matrix(data: SplitData):
     return data.histories(("train",)).to_csr(data.n_items)
 
 
-class ImplicitFactors:
+class ImplicitFactors(ScoringRecommender):
     """ALS or BPR factor model: score = user factors · item factors (implicit adds BPR's bias column)."""
 
     def __init__(self, kind: str, threads: int = 2, seed: int = 0, **params) -> None:
@@ -31,7 +32,7 @@ class ImplicitFactors:
         return (self.model.user_factors[users] @ self.model.item_factors.T).astype(np.float32)  # (b, n_items)
 
 
-class ImplicitItemKNN:
+class ImplicitItemKNN(ScoringRecommender):
     """implicit's item-item neighbours (cosine or BM25-weighted): score = history · similarity."""
 
     def __init__(self, weighting: str = "cosine", neighbours: int = 100, threads: int = 2) -> None:

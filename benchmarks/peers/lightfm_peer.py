@@ -10,6 +10,7 @@ from lightfm import LightFM
 from scipy import sparse
 
 from longtail.data.encoded import Histories, SplitData
+from longtail.model.base import ScoringRecommender
 
 
 def text_features(texts: np.ndarray | None, n_items: int, min_df: int = 2, max_share: float = 0.5):
@@ -27,7 +28,7 @@ def text_features(texts: np.ndarray | None, n_items: int, min_df: int = 2, max_s
     return sparse.diags(1.0 / np.asarray(x.sum(1)).ravel()) @ x
 
 
-class LightFMWarp:
+class LightFMWarp(ScoringRecommender):
     """score(u, i) = ⟨user vector, Σ feature vectors of i⟩ + item bias, trained with WARP."""
 
     def __init__(self, no_components: int = 64, epochs: int = 30, learning_rate: float = 0.05,

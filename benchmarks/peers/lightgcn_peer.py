@@ -8,9 +8,10 @@ from torch_geometric.nn.models import LightGCN
 from torch_geometric.utils import to_torch_csr_tensor
 
 from longtail.data.encoded import Histories, SplitData
+from longtail.model.base import ScoringRecommender
 
 
-class LightGCNPeer:
+class LightGCNPeer(ScoringRecommender):
     """Users are nodes 0..U-1, items U..U+I-1; score = ⟨final user embedding, final item embedding⟩."""
 
     def __init__(self, num_layers: int = 3, embedding_dim: int = 64, epochs: int = 50, lr: float = 5e-3,

@@ -25,6 +25,7 @@ from recbole.model.sequential_recommender.sasrec import SASRec
 
 from longtail.data.encoded import Histories, SplitData, load_split_data
 from longtail.eval.evaluate import evaluate
+from longtail.model.base import ScoringRecommender
 
 MAX_LEN = 50  # RecBole's MAX_ITEM_LIST_LENGTH default
 GRID = ({"hidden_dropout_prob": 0.2, "attn_dropout_prob": 0.2}, {"hidden_dropout_prob": 0.5, "attn_dropout_prob": 0.5})
@@ -74,7 +75,7 @@ def augmented(histories: Histories) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return np.stack(seqs), np.asarray(lens), np.asarray(targets)
 
 
-class RecBoleSASRec:
+class RecBoleSASRec(ScoringRecommender):
     """longtail's Recommender protocol around a RecBole SASRec module."""
 
     def __init__(self, model: SASRec, name: str = "sasrec (recbole)") -> None:

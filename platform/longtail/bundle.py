@@ -4,7 +4,10 @@
     encoder/            Hugging Face model directory (safetensors) + tokenizer + pooling/head
     items.parquet       item_id, text, train_count, vector — in catalog order (the vocabulary)
     graph.parquet       src, dst, weight: the item graph's edges (catalog indices)
-    ranker.safetensors  hybrid ranker weights
+    ranker.safetensors  hybrid ranker weights (the second stage)
+    retriever.safetensors  factorized retriever weights (the first stage)
+    index.faiss         the retriever's FAISS index in FAISS's own binary format, for ivf/hnsw retrieval; an
+                        exact index needs no file (it is the retriever's item vectors, rebuilt at load)
     vocab.parquet       item_id in catalog order (the index every other file refers to)
     histories.parquet   user_id, item_id, timestamp: the interactions the model was trained and tuned on
 
@@ -31,11 +34,14 @@ import torch
 from safetensors.torch import load_file, save_file
 from scipy import sparse
 
+from longtail.config import TrainConfig
 from longtail.data.vectors import vectors_of, vectors_table
 from longtail.files import file_sha256
 
-FORMAT_VERSION = 1
-FILES = ("items.parquet", "graph.parquet", "ranker.safetensors", "vocab.parquet", "histories.parquet")
+FORMAT_VERSION = 2  # 2: two-stage (retriever + ranker); 1 had the ranker only
+FILES = ("items.parquet", "graph.parquet", "ranker.safetensors", "retriever.safetensors", "vocab.parquet",
+         "histories.parquet")
+INDEX_FILE = "index.faiss"
 
 
 class BundleError(ValueError):
@@ -44,17 +50,24 @@ class BundleError(ValueError):
 
 @dataclass
 class Bundle:
-    """Everything scoring needs, loaded and verified."""
+    """Everything scoring needs, loaded and verified; ``config`` is the validated train config it was made with."""
 
     path: Path
     manifest: dict[str, Any]
+    config: TrainConfig
     item_ids: np.ndarray  # (n,) str, catalog order
     texts: np.ndarray  # (n,) str
     train_counts: np.ndarray  # (n,) int64
     vectors: np.ndarray  # (n, d) float32
     graph: sparse.csr_matrix  # (n, n)
     ranker_state: dict[str, torch.Tensor]
+    retriever_state: dict[str, torch.Tensor]
+    index_bytes: bytes | None  # FAISS's serialisation of the retriever index (ivf/hnsw), None for exact
     histories: pa.Table  # user_id, item_id, timestamp
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest["version"])
 
     @property
     def encoder_dir(self) -> Path:
@@ -71,10 +84,12 @@ def write_bundle(
     vectors: np.ndarray,
     graph: sparse.csr_matrix,
     ranker_state: dict[str, torch.Tensor],
+    retriever_state: dict[str, torch.Tensor],
     histories: pa.Table,
     config: dict[str, Any],
     data: dict[str, Any],
     metrics: dict[str, Any],
+    index_bytes: bytes | None = None,
 ) -> Path:
     """Write a complete bundle atomically (temporary sibling, then rename) and return its path."""
     out = Path(out)
@@ -90,6 +105,9 @@ def write_bundle(
         pq.write_table(pa.table({"src": coo.row.astype(np.int64), "dst": coo.col.astype(np.int64),
                                  "weight": coo.data.astype(np.float32)}), tmp / "graph.parquet")  # fmt: skip
         save_file({k: v.contiguous() for k, v in ranker_state.items()}, str(tmp / "ranker.safetensors"))
+        save_file({k: v.contiguous() for k, v in retriever_state.items()}, str(tmp / "retriever.safetensors"))
+        if index_bytes is not None:
+            (tmp / INDEX_FILE).write_bytes(index_bytes)
         pq.write_table(
             pa.table({"item_id": pa.array(np.asarray(item_ids, dtype=str))}), tmp / "vocab.parquet"
         )
@@ -146,9 +164,14 @@ def verify_bundle(path: Path) -> dict[str, Any]:
 
 
 def read_bundle(path: Path) -> Bundle:
-    """Verify and load a bundle (no code is executed: Parquet, JSON and safetensors only)."""
+    """Verify and load a bundle (no code is executed: Parquet, JSON, safetensors and FAISS's index format);
+    its config is validated here, once, so every reader gets a ``TrainConfig``."""
     path = Path(path)
     manifest = verify_bundle(path)
+    try:
+        config = TrainConfig.model_validate(manifest["config"])
+    except ValueError as err:
+        raise BundleError(f"{path / 'manifest.json'}: its config is not a valid train config: {err}") from None
     items = pq.read_table(path / "items.parquet")
     n = items.num_rows
     edges = pq.read_table(path / "graph.parquet")
@@ -156,24 +179,35 @@ def read_bundle(path: Path) -> Bundle:
         (edges.column("weight").to_numpy(), (edges.column("src").to_numpy(), edges.column("dst").to_numpy())),
         shape=(n, n),
     )
+    index = path / INDEX_FILE
     return Bundle(
-        path=path, manifest=manifest,
+        path=path, manifest=manifest, config=config,
         item_ids=np.asarray(items.column("item_id").to_pylist(), dtype=object),
         texts=np.asarray(items.column("text").to_pylist(), dtype=object),
         train_counts=items.column("train_count").to_numpy(), vectors=vectors_of(items), graph=graph,
-        ranker_state=load_file(str(path / "ranker.safetensors")), histories=pq.read_table(path / "histories.parquet"),
+        ranker_state=load_file(str(path / "ranker.safetensors")),
+        retriever_state=load_file(str(path / "retriever.safetensors")),
+        index_bytes=index.read_bytes() if INDEX_FILE in manifest["files"] else None,
+        histories=pq.read_table(path / "histories.parquet"),
     )  # fmt: skip
 
 
-def load_ranker(bundle: Bundle):
-    """The bundle's trained ``HybridRanker`` (eval mode), rebuilt from explicit arguments."""
-    from longtail.config import RankerConfig
-    from longtail.model.factory import build_ranker
+def load_models(bundle: Bundle):
+    """The bundle's trained (retriever, ranker), eval mode, rebuilt from explicit arguments; weights load
+    strictly (a missing or unexpected tensor is an error naming the file)."""
+    from longtail.model.factory import build_ranker, build_retriever
 
-    model = build_ranker(RankerConfig(**bundle.manifest["config"]["ranker"]), bundle.vectors, bundle.graph,
-                         bundle.train_counts)  # fmt: skip
-    model.load_state_dict(bundle.ranker_state, strict=False)
-    return model.eval()
+    cfg = bundle.config
+    ranker = build_ranker(cfg.ranker, bundle.vectors, bundle.graph, bundle.train_counts)
+    retriever = build_retriever(cfg.retriever, cfg.ranker.max_history, bundle.vectors, bundle.graph,
+                                bundle.train_counts, cfg.ranker.seed)  # fmt: skip
+    for name, model, state in (("ranker", ranker, bundle.ranker_state), ("retriever", retriever, bundle.retriever_state)):
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as err:
+            detail = " ".join(str(err).split())
+            raise BundleError(f"{bundle.path / (name + '.safetensors')}: does not fit the config's {name}: {detail}") from None
+    return retriever.eval(), ranker.eval()
 
 
 def check_catalog(bundle: Bundle, item_ids: np.ndarray, where: str) -> None:

@@ -12,7 +12,13 @@ from typing import Annotated, Any
 import typer
 
 from longtail.bundle import BundleError
-from longtail.cli_support import bundle_recommender, explanations, print_example, select_users
+from longtail.cli_support import (
+    bundle_pipeline,
+    bundle_recommenders,
+    explained_lists,
+    print_example,
+    select_users,
+)
 from longtail.config import BaselinesConfig, ConfigError, TrainConfig, load_config
 from longtail.data import DataError, ImportOptions, import_source, load_named, read_manifest, write_dataset
 from longtail.data.encoded import SplitData, load_split_data
@@ -30,6 +36,9 @@ class Format(StrEnum):
     csv = "csv"
     parquet = "parquet"
     jsonl = "jsonl"
+
+
+RAY_USERS = 20_000  # `longtail recommend --bundle` runs as a Ray Data job from this many users
 
 
 class Part(StrEnum):
@@ -154,15 +163,9 @@ def eval_cmd(
     cfg = load_config(TrainConfig, config, overrides).baselines
     split_data = load_split_data(data, split)
     results = []
-    if bundle is not None:
-        fitted = bundle_recommender(bundle, split_data, data)
-        with progress_bar("rank hybrid") as update:
-            results.append(evaluate(fitted, split_data, part.value, update))
-        if hasattr(fitted, "inner"):  # re-ranked: also show the model's own lists, for comparison
-            while hasattr(fitted, "inner"):
-                fitted = fitted.inner
-            fitted.name = "hybrid (no re-rank)"
-            with progress_bar("rank hybrid (no re-rank)") as update:
+    if bundle is not None:  # served lists, the model's own lists, the retriever alone
+        for fitted in bundle_recommenders(bundle_pipeline(bundle, split_data, data)):
+            with progress_bar(f"rank {fitted.name}") as update:
                 results.append(evaluate(fitted, split_data, part.value, update))
     for fitted in _fit_baselines(names, split_data, cfg):
         with progress_bar(f"rank {fitted.name}") as update:
@@ -192,6 +195,10 @@ def recommend_cmd(
         bool, typer.Option(help="With --bundle: add term contributions and attended items.")
     ] = False,
     show: Annotated[int, typer.Option(min=0, help="Print this many example lists with item texts.")] = 0,
+    ray_job: Annotated[bool | None, typer.Option(
+        "--ray/--no-ray", help=f"With --bundle: a Ray Data job over ranker actors (default: from {RAY_USERS} users)")
+    ] = None,
+    actors: Annotated[int, typer.Option(min=1, help="Ranker actors of the Ray Data job.")] = 2,
     config: Annotated[Path | None, typer.Option(help="Train config YAML (its baselines section).")] = None,
     overrides: Annotated[list[str] | None, typer.Argument(help="KEY=VALUE overrides.")] = None,
 ) -> None:
@@ -202,14 +209,27 @@ def recommend_cmd(
     cfg = load_config(TrainConfig, config, overrides).baselines
     split_data = load_split_data(data, split)
     chosen = select_users(users, split_data, part.value)
-    if bundle is not None:
-        fitted = bundle_recommender(bundle, split_data, data, k)
-    else:
-        (fitted,) = _fit_baselines([model], split_data, cfg)
     histories = split_data.histories(history_parts(part.value))
-    with progress_bar("recommend") as update:
-        lists = rank(fitted, split_data, chosen, histories, k, update)
-    notes = explanations(fitted, histories, chosen, lists, split_data) if (explain and bundle) else None
+    notes = None
+    if bundle is not None and explain:
+        lists, notes = explained_lists(bundle_pipeline(bundle, split_data, data), histories, chosen, k,
+                                       split_data.item_ids)  # fmt: skip
+    elif bundle is not None and (ray_job if ray_job is not None else len(chosen) >= RAY_USERS):
+        from longtail.train.batch_recommend import recommend_job
+        from longtail.train.cluster import connect
+
+        bundle_pipeline(bundle, split_data, data)  # refuse a wrong bundle before starting actors
+        connect()
+        lists = recommend_job(bundle, data, split, part.value, chosen, k, actors)
+    else:
+        if bundle is not None:
+            from longtail.recommend.recommender import PipelineRecommender
+
+            fitted = PipelineRecommender(bundle_pipeline(bundle, split_data, data))
+        else:
+            (fitted,) = _fit_baselines([model], split_data, cfg)
+        with progress_bar("recommend") as update:
+            lists = rank(fitted, split_data, chosen, histories, k, update)
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("w") as fh:
         for row, (user, top) in enumerate(zip(chosen, lists, strict=True)):

@@ -12,19 +12,27 @@ from longtail.data.encoded import SplitData
 from longtail.data.ids import encode
 
 
-def bundle_recommender(bundle: Path, split_data: SplitData, data: Path, k: int = 20):
-    """A verified bundle as a Recommender named "hybrid" (with its tail boost and shelves when configured)."""
-    from longtail.bundle import check_catalog, load_ranker, read_bundle
-    from longtail.config import RerankConfig
-    from longtail.model.ranker_train import HybridRecommender
-    from longtail.model.rerank import Shelves, with_exposure_rerank
+def bundle_pipeline(bundle: Path, split_data: SplitData, data: Path):
+    """A verified bundle's two-stage pipeline (its shelves on), refused when its catalog is not the dataset's."""
+    from longtail.bundle import check_catalog, read_bundle
+    from longtail.recommend.build import load_pipeline
 
     loaded = read_bundle(bundle)
     check_catalog(loaded, split_data.item_ids, str(data))
-    rerank = RerankConfig(**loaded.manifest["config"].get("rerank", {}))
-    shelves = Shelves(rerank.tail_share, rerank.new_share, rerank.exposure_penalty)
-    return with_exposure_rerank(HybridRecommender(load_ranker(loaded)), loaded.train_counts, rerank.tail_boost,
-                                shelves, k, text_vectors=loaded.vectors)  # fmt: skip
+    return load_pipeline(loaded)
+
+
+def bundle_recommenders(pipe) -> list:
+    """What ``longtail eval --bundle`` compares: the served lists, the model's own lists (when the bundle
+    re-ranks) and the retriever's own lists (the first stage alone)."""
+    from longtail.recommend.build import own_lists
+    from longtail.recommend.recommender import PipelineRecommender, RetrieverRecommender
+
+    models = [PipelineRecommender(pipe, "hybrid")]
+    if pipe.shelves.active or pipe.boost > 0:
+        models.append(PipelineRecommender(own_lists(pipe), "hybrid (own lists)"))
+    models.append(RetrieverRecommender(pipe, "retriever (first stage)"))
+    return models
 
 
 def select_users(users: str, split_data: SplitData, part: str) -> np.ndarray:
@@ -53,26 +61,19 @@ def select_users(users: str, split_data: SplitData, part: str) -> np.ndarray:
     return codes
 
 
-def explanations(fitted, histories, users, lists, split_data: SplitData) -> list[list[dict]]:
-    """Explanations of every picked item for each user (term contributions, attended history)."""
-    import torch
-
+def explained_lists(pipe, histories, users: np.ndarray, k: int, item_ids: np.ndarray, batch: int = 256):
+    """(lists (len(users), k), explanations per user) from one pass of the pipeline."""
     from longtail.model.explain import explain
+    from longtail.recommend.pipeline import Batch, recommend
 
-    while hasattr(fitted, "inner"):  # re-rank wrappers
-        fitted = fitted.inner
-    model = fitted.model
-    items, mask = histories.rows(users).padded(model.max_history)
-    history = np.where(mask, items, model.n_items)
-    notes: list[list[dict]] = []
-    with torch.no_grad():
-        for start in range(0, len(users), 256):
-            top = lists[start : start + 256]
-            cands = np.unique(top[top >= 0])
-            out = model(torch.as_tensor(history[start : start + 256]), torch.as_tensor(cands))
-            picks = np.searchsorted(cands, np.where(top >= 0, top, cands[0]))
-            notes += explain(out, history[start : start + 256], picks, split_data.item_ids)
-    return notes
+    lists, notes = np.full((len(users), k), -1, dtype=np.int64), []
+    exposure = np.zeros(pipe.n_items)
+    for start in range(0, len(users), batch):
+        rows = users[start : start + batch]
+        out = recommend(pipe, Batch.of(histories.rows(rows)), k, exposure)
+        lists[start : start + len(rows)] = out.items
+        notes += explain(out.ranked, out.recent, out.columns, item_ids)
+    return lists, notes
 
 
 def print_example(line: dict, user: int, histories, split_data: SplitData) -> None:

@@ -131,6 +131,44 @@ class RankerConfig(StrictModel):
     seed: int = Field(0, description="initialisation and sampling seed")
 
 
+class RetrieverConfig(StrictModel):
+    """The factorized first stage (``longtail.model.retriever``), trained beside the ranker on the same examples."""
+
+    dim: int = Field(64, ge=2, description="size of each of the three term vectors (item vectors are 3·dim)")
+    heads: int = Field(2, ge=1, description="self-attention heads of the user tower (must divide dim)")
+    layers: int = Field(2, ge=1, description="causal self-attention blocks of the user tower")
+    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="dropout in the user tower")
+    alpha: float | None = Field(None, ge=0.0, le=1.0, description="fixed α, or null for the learned gate")
+    beta: float | None = Field(None, ge=0.0, le=1.0, description="fixed β, or null for the learned gate")
+    loss_weight: float = Field(1.0, gt=0.0, description="weight of its loss next to the ranker's")
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> RetrieverConfig:
+        if self.dim % self.heads:
+            raise ValueError(f"retriever dim {self.dim} is not divisible by heads {self.heads}")
+        return self
+
+
+class RetrievalConfig(StrictModel):
+    """Candidate channels of the two-stage pipeline (``longtail.recommend``); Serve can override each."""
+
+    candidates: int | None = Field(
+        400, ge=1, description="retriever (MIPS) candidates per user; null = exact: the ranker scores every item"
+    )
+    graph_candidates: int = Field(50, ge=0, description="graph neighbours of the recent history added")
+    graph_recent: int = Field(5, ge=1, description="newest history items whose graph neighbours are candidates")
+    tail_candidates: int = Field(60, ge=0, description="best tail items by the retriever (its tail index)")
+    new_candidates: int = Field(30, ge=0, description="never-touched items nearest the history by text")
+    index: Literal["auto", "exact", "ivf", "hnsw"] = Field(
+        "auto", description="MIPS index; auto: exact below exact_below items, else ivf"
+    )
+    exact_below: int = Field(200_000, ge=1, description="auto: catalogs smaller than this are searched exactly")
+    nlist: int | None = Field(None, ge=1, description="IVF lists; null = 4·√n")
+    nprobe: int = Field(48, ge=1, description="IVF lists searched per query")
+    hnsw_m: int = Field(32, ge=4, description="HNSW links per node")
+    ef_search: int = Field(256, ge=1, description="HNSW search breadth")
+
+
 class RerankConfig(StrictModel):
     tail_boost: float = Field(0.0, ge=0.0, le=1.0, description="blend of score and rarity after ranking")
     exploration: float = Field(0.0, ge=0.0, le=1.0, description="random lift of tail items")
@@ -164,6 +202,8 @@ class TrainConfig(StrictModel):
     embed: EmbedConfig = EmbedConfig()
     graph: GraphConfig = GraphConfig()
     ranker: RankerConfig = RankerConfig()
+    retriever: RetrieverConfig = RetrieverConfig()
+    retrieval: RetrievalConfig = RetrievalConfig()
     rerank: RerankConfig = RerankConfig()
     resources: ResourcesConfig = ResourcesConfig()
     baselines: BaselinesConfig = BaselinesConfig()

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from longtail.bundle import load_ranker, read_bundle
+from longtail.bundle import read_bundle
 from longtail.config import TrainConfig, load_config
 from longtail.data.encoded import load_split_data
 from longtail.eval.evaluate import evaluate
-from longtail.model.ranker_train import HybridRecommender
-from longtail.train.pipeline import reranked, train_pipeline
+from longtail.recommend.build import load_pipeline, own_lists
+from longtail.recommend.recommender import PipelineRecommender, RetrieverRecommender
+from longtail.train.pipeline import train_pipeline
 from tests.conftest import write_clustered_dataset
 
 pytestmark = pytest.mark.integration
@@ -30,14 +31,21 @@ def test_tiny_pipeline_trains_caches_and_evaluates(ray_cluster, tiny_encoder, tm
     logs: list[str] = []
     bundle_dir = train_pipeline(data_dir, cfg, tmp_path / "bundle", log=logs.append)
     bundle = read_bundle(bundle_dir)
-    assert set(bundle.manifest["metrics"]["test"]) >= {"ndcg@10", "tail_recall@20", "coverage@20"}
-    assert (bundle_dir / "encoder" / "model.safetensors").is_file()
+    metrics = bundle.manifest["metrics"]
+    assert set(metrics["test"]) >= {"ndcg@10", "tail_recall@20", "coverage@20"}
+    assert set(metrics["own_lists"]) == set(metrics["retriever"]) == {"valid", "test"}
+    assert (bundle_dir / "encoder" / "model.safetensors").is_file() and (bundle_dir / "retriever.safetensors").is_file()
+    assert {"valid_ndcg@10", "valid_retriever_ndcg@10"} <= set(metrics["fit_history"][0])
     data = load_split_data(data_dir, "warm")
-    result = evaluate(HybridRecommender(load_ranker(bundle)), data, "test")
-    # the shelves fill slots 11-20 only: the model's own top 10 (so ndcg@10) is what the bundle reports
-    assert result.metrics["ndcg@10"] == pytest.approx(bundle.manifest["metrics"]["test"]["ndcg@10"], abs=1e-6)
-    shelved = evaluate(reranked(load_ranker(bundle), data, cfg.rerank), data, "test").metrics
-    assert shelved == pytest.approx(bundle.manifest["metrics"]["test"], abs=1e-6, nan_ok=True)
+    pipe = load_pipeline(bundle)  # what eval and Serve read: the same lists as the training run wrote down
+    own = evaluate(PipelineRecommender(own_lists(pipe)), data, "test").metrics
+    assert own == pytest.approx(metrics["own_lists"]["test"], abs=1e-6, nan_ok=True)
+    # the shelves fill slots 11-20 only: the model's own top 10 (so ndcg@10) is the served lists' too
+    assert own["ndcg@10"] == pytest.approx(metrics["test"]["ndcg@10"], abs=1e-6)
+    shelved = evaluate(PipelineRecommender(pipe), data, "test").metrics
+    assert shelved == pytest.approx(metrics["test"], abs=1e-6, nan_ok=True)
+    first = evaluate(RetrieverRecommender(pipe), data, "test").metrics
+    assert first == pytest.approx(metrics["retriever"]["test"], abs=1e-6, nan_ok=True)
     assert (tmp_path / "bundle-alpha-sweep.png").read_bytes()[:4] == b"\x89PNG"
     # a second run with the same inputs, through the console script, reuses every stage
     cli = Path(sys.executable).parent / "longtail"
@@ -52,5 +60,19 @@ def test_tiny_pipeline_trains_caches_and_evaluates(ray_cluster, tiny_encoder, tm
     subprocess.run([str(cli), "eval", "--bundle", str(bundle_dir), "--model", "mostpop", "--data", str(data_dir),
                     "--out", str(report)], check=True, capture_output=True, timeout=300)  # fmt: skip
     results = json.loads(report.read_text())["results"]
-    assert [r["model"] for r in results] == ["hybrid", "hybrid (no re-rank)", "mostpop"]
+    assert [r["model"] for r in results] == ["hybrid", "hybrid (own lists)", "retriever (first stage)", "mostpop"]
     assert results[0]["metrics"]["ndcg@10"] == pytest.approx(results[1]["metrics"]["ndcg@10"], abs=1e-6)
+    # `longtail recommend` as a Ray Data job over ranker actors: the same pipeline, so the same lists (the
+    # relevance block; the shelves' exposure is counted per actor there, over all users in-process)
+    lists = {}
+    for mode in ("--ray", "--no-ray"):
+        recs = tmp_path / f"recs{mode}.jsonl"
+        done = subprocess.run([str(cli), "recommend", "--bundle", str(bundle_dir), "--data", str(data_dir), mode,
+                               "--actors", "1", "--users", "all", "--k", "10", "--out", str(recs)],
+                              capture_output=True, text=True, timeout=600)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        lists[mode] = {row["user_id"]: row["items"] for row in map(json.loads, recs.read_text().splitlines())}
+    assert lists["--ray"].keys() == lists["--no-ray"].keys() and len(lists["--ray"]) == data.n_users
+    block = 10 - round(0.3 * 10) - round(0.2 * 10)
+    assert all(lists["--ray"][u][:block] == lists["--no-ray"][u][:block] for u in lists["--ray"])
+    assert all(len(set(items)) == 10 for items in lists["--ray"].values())

@@ -1,18 +1,24 @@
-"""Bundle round trip, and refusal of altered or foreign directories."""
+"""Bundle round trip (both stages and the FAISS index), and refusal of altered or foreign directories."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pyarrow as pa
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
-from longtail.bundle import BundleError, read_bundle, write_bundle
-from longtail.config import GraphConfig, RankerConfig
-from longtail.model.factory import build_graph, build_ranker
+from longtail.bundle import BundleError, load_models, read_bundle, write_bundle
+from longtail.config import GraphConfig, RankerConfig, RetrievalConfig, RetrieverConfig
+from longtail.model.factory import build_graph, build_ranker, build_retriever
+from longtail.recommend.build import build_index, load_pipeline
 from tests.conftest import clustered_split
+
+CONFIG = {"ranker": RankerConfig(dim=8).model_dump(), "retriever": RetrieverConfig(dim=8, layers=1).model_dump(),
+          "retrieval": RetrievalConfig(index="ivf", nlist=2, nprobe=2).model_dump()}  # fmt: skip
 
 
 @pytest.fixture
@@ -20,36 +26,64 @@ def bundle(tmp_path, tiny_encoder):
     data = clustered_split()
     vectors = np.random.default_rng(0).normal(size=(data.n_items, 8)).astype(np.float32)
     graph, _ = build_graph(GraphConfig(kg_k=0), vectors, None, data.histories())
-    model = build_ranker(RankerConfig(dim=8), vectors, graph, data.train_counts())
+    counts = data.train_counts()
+    model = build_ranker(RankerConfig(dim=8), vectors, graph, counts)
+    retriever = build_retriever(RetrieverConfig(dim=8, layers=1), 30, vectors, graph, counts)
+    index = build_index(retriever, RetrievalConfig.model_validate(CONFIG["retrieval"]))
     histories = pa.table({"user_id": ["u0"], "item_id": ["1"], "timestamp": [1.0]})
     path = write_bundle(
         tmp_path / "bundle", encoder_dir=tiny_encoder, item_ids=data.item_ids, texts=data.item_text,
-        train_counts=data.train_counts(), vectors=vectors, graph=graph, ranker_state=model.state_dict(),
-        histories=histories, config={"ranker": RankerConfig(dim=8).model_dump()}, data={"split": "warm"},
-        metrics={"test": {"ndcg@10": 0.1}},
+        train_counts=counts, vectors=vectors, graph=graph, ranker_state=model.state_dict(),
+        retriever_state=retriever.state_dict(), histories=histories, config=CONFIG, data={"split": "warm"},
+        metrics={"test": {"ndcg@10": 0.1}}, index_bytes=index.to_bytes(),
     )  # fmt: skip
-    return path, data, vectors, graph, model
+    return path, data, vectors, graph, model, retriever, index
 
 
 def test_round_trip(bundle):
-    path, data, vectors, graph, model = bundle
+    path, data, vectors, graph, model, retriever, index = bundle
     b = read_bundle(path)
     assert list(b.item_ids) == list(data.item_ids) and np.allclose(b.vectors, vectors)
     assert (b.graph != graph).nnz == 0
-    again = build_ranker(RankerConfig(**b.manifest["config"]["ranker"]), b.vectors, b.graph, b.train_counts)
-    again.load_state_dict(b.ranker_state, strict=False)
+    assert b.config.retriever.dim == 8 and b.version == b.manifest["version"]  # a typed config, read once
+    again_retriever, again = load_models(b)
     hist = torch.tensor([[0, 1, 2]])
-    model.eval(), again.eval()
-    assert torch.allclose(model(hist).score, again(hist).score)
+    model.eval(), retriever.eval()
+    with torch.no_grad():
+        assert torch.allclose(model(hist).score, again(hist).score)
+        assert torch.allclose(retriever(hist).score, again_retriever(hist).score, atol=1e-6)
+    pipe = load_pipeline(b)  # the stored FAISS index, read back in its own format
+    assert pipe.index.kind == "ivf" and pipe.index.n_items == data.n_items
+    q = np.random.default_rng(1).normal(size=(3, 24)).astype(np.float32)
+    assert np.array_equal(pipe.index.search(q, 5), index.search(q, 5))
     assert not list(path.rglob("*.pt")) and not list(path.rglob("*.bin")) and not list(path.rglob("*.pkl"))
 
 
-def test_tampered_file_is_refused(bundle):
+@pytest.mark.parametrize("name", ["ranker.safetensors", "index.faiss", "retriever.safetensors"])
+def test_tampered_file_is_refused(bundle, name):
     path = bundle[0]
-    raw = bytearray((path / "ranker.safetensors").read_bytes())
+    raw = bytearray((path / name).read_bytes())
     raw[-1] ^= 0xFF
-    (path / "ranker.safetensors").write_bytes(bytes(raw))
-    with pytest.raises(BundleError, match=r"ranker\.safetensors: sha256 .* does not match"):
+    (path / name).write_bytes(bytes(raw))
+    with pytest.raises(BundleError, match=re.escape(name) + r": sha256 .* does not match"):
+        read_bundle(path)
+
+
+def test_weights_that_do_not_fit_and_bad_configs_are_refused(bundle):
+    path = bundle[0]
+    state = load_file(str(path / "retriever.safetensors"))
+    state.pop("cf_head.bias")
+    save_file(state, str(path / "retriever.safetensors"))
+    manifest = json.loads((path / "manifest.json").read_text())
+    from longtail.files import file_sha256
+
+    manifest["files"]["retriever.safetensors"] = file_sha256(path / "retriever.safetensors")
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"retriever\.safetensors: does not fit .*cf_head\.bias"):
+        load_models(read_bundle(path))  # strict loading: a missing tensor is no silent default
+    manifest["config"]["ranker"]["surprise"] = 1
+    (path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="not a valid train config"):
         read_bundle(path)
 
 

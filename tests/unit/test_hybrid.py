@@ -1,4 +1,5 @@
-"""The hybrid ranker: the formula, attention masking, history-driven updates, re-rank and explanations."""
+"""The hybrid ranker (second stage): the formula, per-user candidates, attention masking, history-driven
+updates, the training loss, re-rank knobs and explanations."""
 
 from __future__ import annotations
 
@@ -12,13 +13,13 @@ from longtail.model.attention import TargetAttention
 from longtail.model.explain import explain
 from longtail.model.factory import build_graph, build_ranker
 from longtail.model.ranker_train import (
-    HybridRecommender,
+    NextItemObjective,
     next_item_examples,
     popularity_log_prior,
     sampled_softmax_loss,
     train_epoch,
 )
-from longtail.model.rerank import explore, tail_boost
+from longtail.model.rerank import _zscore, explore, tail_boost
 from tests.conftest import clustered_split
 
 
@@ -55,6 +56,22 @@ def test_score_equals_the_formula(setup):
     assert torch.isclose(out.assoc[0, 7], kappa * (r * dense[[0, 1, 2], 7]).sum(), atol=1e-5)
 
 
+def test_per_user_candidates_score_like_the_whole_catalog(setup):
+    data, vectors, graph = setup
+    model = build_ranker(RankerConfig(dim=8, max_history=4, heads=2, dropout=0.0, alpha=None, beta=None), vectors,
+                         graph, data.train_counts()).eval()  # fmt: skip
+    n = data.n_items
+    history = torch.tensor([[0, 1, 2, n], [5, 6, n, n]])
+    full = model(history)  # shared candidates: every item, through the graph product
+    cand = torch.tensor([[7, 3, 12, n], [0, 19, 5, 1]])  # one set per user, padded with n
+    own = model(history, cand)  # through the edge lookup, no (b, n) tensor
+    expected = torch.gather(full.score, 1, cand.clamp(max=n - 1))
+    assert torch.allclose(own.score[:, :3], expected[:, :3], atol=1e-5)
+    assert torch.allclose(own.score[1], expected[1], atol=1e-5)
+    assert torch.allclose(own.assoc[:, :3], torch.gather(full.assoc, 1, cand.clamp(max=n - 1))[:, :3], atol=1e-6)
+    assert own.score[0, 3] == 0  # padding scores 0 (the pipeline sets it to -inf)
+
+
 def test_fixed_alpha_beta_and_gate_direction(setup):
     data, vectors, graph = setup
     fixed = build_ranker(RankerConfig(dim=8, alpha=0.3, beta=0.6), vectors, graph, data.train_counts())
@@ -84,31 +101,43 @@ def test_attention_masks_padding():
 
 def test_a_new_event_changes_the_next_ranking(setup):
     data, vectors, graph = setup
-    model = build_ranker(RankerConfig(dim=8, dropout=0.0), vectors, graph, data.train_counts())
-    rec = HybridRecommender(model)
-    inter = Interactions(np.array([0, 0]), np.array([0, 1]), np.array([1.0, 2.0]))
-    before = rec.score(np.array([0]), Histories.from_interactions(inter, 1))
-    inter2 = Interactions(np.array([0, 0, 0]), np.array([0, 1, 15]), np.array([1.0, 2.0, 3.0]))
-    after = rec.score(np.array([0]), Histories.from_interactions(inter2, 1))
-    assert not np.allclose(before, after)
-    empty = rec.score(np.array([0]), Histories(np.array([0, 0]), np.zeros(0, np.int64)))
-    assert np.isfinite(empty).all()  # a brand-new user still gets scores
+    model = build_ranker(RankerConfig(dim=8, dropout=0.0), vectors, graph, data.train_counts()).eval()
+    n = data.n_items
+
+    def scores(items: list[int]) -> torch.Tensor:
+        padded = items + [n] * (model.max_history - len(items))
+        with torch.no_grad():
+            return model(torch.tensor([padded])).score[0]
+
+    assert not torch.allclose(scores([0, 1]), scores([0, 1, 15]))
+    assert torch.isfinite(scores([])).all() and torch.all(scores([]) == 0)  # a brand-new user: defined, no signal
 
 
 def test_training_learns_the_groups(setup):
+    """Both stages, trained together: each alone and the pipeline put the user's own group first."""
+    from longtail.config import RetrievalConfig, RetrieverConfig
+    from longtail.eval.evaluate import evaluate
+    from longtail.model.factory import build_retriever
+    from longtail.recommend.build import make_pipeline
+    from longtail.recommend.recommender import PipelineRecommender, RetrieverRecommender
+
     data, vectors, graph = setup
-    model = build_ranker(RankerConfig(dim=8, max_history=8, lr=1e-2), vectors, graph, data.train_counts())
+    counts = data.train_counts()
+    model = build_ranker(RankerConfig(dim=8, max_history=8, lr=1e-2), vectors, graph, counts)
+    retriever = build_retriever(RetrieverConfig(dim=8, layers=1), 8, vectors, graph, counts)
     prefixes, targets = next_item_examples(data.histories(), 8, data.n_items)
     share = torch.as_tensor(np.bincount(targets, minlength=data.n_items) / len(targets)).float()
-    prior = torch.as_tensor(popularity_log_prior(data.train_counts()))
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    prior = torch.as_tensor(popularity_log_prior(counts))
+    objective = NextItemObjective({"retriever": retriever, "ranker": model}, {}, share, prior, 0.0, 1.0)
+    opt = torch.optim.Adam(objective.parameters(), lr=1e-2)
     gen = torch.Generator().manual_seed(0)
-    losses = [train_epoch(model, torch.as_tensor(prefixes), torch.as_tensor(targets), opt, 32, 8, share, prior, 0.0, gen)
-              for _ in range(8)]  # fmt: skip
-    assert losses[-1] < losses[0]
-    from longtail.eval.evaluate import evaluate
-
-    assert evaluate(HybridRecommender(model), data, "test").metrics["recall@10"] > 0.9
+    losses = [train_epoch(objective, torch.as_tensor(prefixes), torch.as_tensor(targets), opt, 32, 8, data.n_items, gen)
+              for _ in range(10)]  # fmt: skip
+    assert losses[-1] < 0.8 * losses[0]
+    pipe = make_pipeline(retriever, model, vectors, graph, counts, RetrievalConfig(candidates=5, tail_candidates=0,
+                                                                                   graph_candidates=0, new_candidates=0))  # fmt: skip
+    assert evaluate(PipelineRecommender(pipe), data, "test").metrics["recall@10"] > 0.9
+    assert evaluate(RetrieverRecommender(pipe), data, "test").metrics["recall@10"] > 0.9
 
 
 def test_next_item_examples():
@@ -118,14 +147,39 @@ def test_next_item_examples():
     assert prefixes.tolist() == [[4, 9], [4, 5]]
 
 
-def test_loss_masks_seen_items_and_duplicate_targets(setup):
-    data, vectors, graph = setup
-    model = build_ranker(RankerConfig(dim=8, dropout=0.0), vectors, graph, data.train_counts())
-    prior = torch.as_tensor(popularity_log_prior(data.train_counts()))
-    share = torch.full((data.n_items,), 1.0 / data.n_items)
+class TableScorer(torch.nn.Module):
+    """Scores from a per-item table, the same for every user: lets a test move one candidate's logit."""
+
+    def __init__(self, table: torch.Tensor) -> None:
+        super().__init__()
+        self.table = table
+
+    def forward(self, history, candidates):
+        from types import SimpleNamespace
+
+        return SimpleNamespace(score=self.table[candidates].expand(len(history), -1))
+
+
+def test_loss_masks_seen_items_and_duplicate_targets():
+    n = 8
+    prior, share = torch.zeros(n), torch.full((n,), 1.0 / n)
     hist = torch.tensor([[0, 1], [2, 3]])
-    loss = sampled_softmax_loss(model, hist, torch.tensor([4, 4]), torch.tensor([0, 5]), share, prior, 0.5)
-    assert torch.isfinite(loss)
+    targets, negatives = torch.tensor([4, 4]), torch.tensor([0, 5, 6])  # item 0: seen by row 0; 4 twice
+
+    def loss_with(item: int, value: float) -> float:
+        table = torch.zeros(n)
+        table[item] = value
+        return sampled_softmax_loss(TableScorer(table), hist, targets, negatives, share, prior, 0.0).item()
+
+    base = loss_with(7, 0.0)  # item 7 is no candidate: the plain loss
+    # row 0's seen item 0 is masked for row 0 but a real negative for row 1: the loss rises, by row 1 only
+    masked = sampled_softmax_loss(TableScorer(torch.zeros(n)), hist[:1], targets[:1], negatives, share, prior, 0.0)
+    lifted = sampled_softmax_loss(TableScorer(torch.eye(n)[0] * 5), hist[:1], targets[:1], negatives, share, prior, 0.0)
+    assert lifted.item() == pytest.approx(masked.item())  # a seen item is no negative for its own row
+    assert loss_with(0, 5.0) > base  # ... but it is one for row 1
+    assert loss_with(5, 5.0) > base  # a real negative scoring higher costs
+    # the other row's copy of target 4 is masked (else it would tie with the positive: loss ≥ log 2)
+    assert loss_with(4, 30.0) < 1e-6
 
 
 def test_rerank_knobs():
@@ -135,17 +189,24 @@ def test_rerank_knobs():
     assert np.argsort(-tail_boost(scores, counts, 1.0))[0].tolist() == [2, 1, 0]
     with pytest.raises(ValueError):
         tail_boost(scores, counts, 1.5)
-    out = explore(scores, np.array([False, True, True]), 0.5, np.random.default_rng(0))
-    assert out.shape == scores.shape
+    tail = np.array([False, True, True])
+    assert np.array_equal(explore(scores, tail, 0.0, np.random.default_rng(0)), scores)
+    out = explore(np.repeat(scores, 50, axis=0), tail, 1.0, np.random.default_rng(0))
+    assert np.allclose(out[:, 0], _zscore(scores, axis=1)[0, 0])  # head items are never lifted
+    assert out[:, 1:].std(0).min() > 0.5  # tail items get noise, so their order varies across users
+    assert (np.argmax(out, axis=1) != 0).any()
 
 
 def test_explanations_sum_to_the_score(setup):
     data, vectors, graph = setup
-    model = build_ranker(RankerConfig(dim=8, dropout=0.0), vectors, graph, data.train_counts()).eval()
+    model = build_ranker(RankerConfig(dim=8, dropout=0.0, alpha=None), vectors, graph, data.train_counts()).eval()
     history = np.array([[0, 1, 2, data.n_items]])
     out = model(torch.as_tensor(history))
     picks = np.array([[7, 12]])
     expl = explain(out, history, picks, data.item_ids)
+    per_user = model(torch.as_tensor(history), torch.tensor([[12, 7, 3]]))  # per-user candidates, gates (1, c)
+    again = explain(per_user, history, np.array([[1, -1, 0]]), data.item_ids)[0]
+    assert len(again) == 2 and again[0]["contributions"] == pytest.approx(expl[0][0]["contributions"], abs=1e-5)
     first = expl[0][0]
     assert sum(first["contributions"].values()) == pytest.approx(out.score[0, 7].item(), abs=1e-5)
     assert 0 < len(first["because"]) <= 3 and all(b["item_id"] in {"0", "1", "2"} for b in first["because"])

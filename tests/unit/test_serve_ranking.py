@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from longtail.bundle import load_ranker, read_bundle
+from longtail.bundle import load_models, read_bundle
 from longtail.model.hybrid import extend_catalog
+from longtail.recommend.pipeline import Batch, retrieve
 from longtail.serve.knobs import RankerKnobs
 from longtail.serve.ranking import Query, ServingRanker
 from longtail.serve.store import StoredItem
@@ -32,7 +33,7 @@ def test_known_user_gets_hybrid_ranking_without_seen_items(ranker):
 def test_scores_match_the_bundle_model(ranker, tiny_bundle):
     history, _ = ranker.history("u1", False, [])
     [ranked] = ranker.recommend([Query("u1", history, 3, exclude_seen=False)])
-    model = load_ranker(read_bundle(tiny_bundle))
+    _, model = load_models(read_bundle(tiny_bundle))
     with torch.no_grad():
         expected = model(torch.tensor([history[-model.max_history:]])).score[0].numpy()
     best = np.argsort(-expected, kind="stable")[:3]
@@ -102,16 +103,36 @@ def test_new_items_become_recommendable_with_graph_neighbours(ranker):
     assert "new-1" in [i["item_id"] for i in ranker.similar("3", 10)]
     after = ranker.recommend([Query("u5", old_history, n + 1, exclude_seen=False)])[0].items
     assert "new-1" in [i["item_id"] for i in after]
-    # old items keep their text and CF terms; only the graph term changes where the new item attaches
+    # the retriever's index holds it, and with a tiny MIPS budget the new-item channel still brings it in
+    assert ranker.pipeline.index.n_items == n + 1
+    ranker.configure(RankerKnobs(candidates=1))
+    near = [i for i, _ in sorted(enumerate(ranker.vectors[:n] @ vector), key=lambda p: -p[1])[:3]]
+    candidates = retrieve(ranker.pipeline, Batch.of(_histories([near])), k=1)
+    assert ranker.index["new-1"] in candidates[0]
+    ranker.configure(RankerKnobs())
+    # an event on the new item moves its text and graph neighbour up
+    scores = {i["item_id"]: i["score"] for i in after}
     history, _ = ranker.history("u5", False, ["new-1"])
-    assert ranker.index["new-1"] in history
+    moved = {i["item_id"]: i["score"] for i in ranker.recommend([Query("u5", history, n + 1, exclude_seen=False)])[0].items}
+    assert moved["3"] > scores["3"]
+
+
+def _histories(rows: list[list[int]]):
+    from longtail.data.encoded import Histories
+
+    return Histories(np.r_[0, np.cumsum([len(r) for r in rows])].astype(np.int64),
+                     np.asarray([i for r in rows for i in r], dtype=np.int64))  # fmt: skip
 
 
 def test_extend_catalog_keeps_old_scores_when_graph_is_unchanged(tiny_bundle):
-    model = load_ranker(read_bundle(tiny_bundle))
+    bundle = read_bundle(tiny_bundle)
+    _, model = load_models(bundle)
     n = model.n_items
-    graph = torch.sparse_coo_tensor(model.graph.indices(), model.graph.values(), (n + 2, n + 2), check_invariants=True).coalesce()
-    grown = extend_catalog(model, torch.randn(2, model.text_vectors.shape[1]), graph).eval()
+    coo = bundle.graph.tocoo()
+    graph = torch.sparse_coo_tensor(torch.as_tensor(np.vstack([coo.row, coo.col]), dtype=torch.int64),
+                                    torch.as_tensor(coo.data), (n + 2, n + 2)).coalesce()  # fmt: skip
+    vectors = torch.cat([model.text_vectors, torch.randn(2, model.text_vectors.shape[1])])
+    grown = extend_catalog(model, vectors, graph).eval()
     history = torch.tensor([[0, 1, 2] + [n] * (model.max_history - 3)])
     grown_history = torch.where(history == n, n + 2, history)
     with torch.no_grad():

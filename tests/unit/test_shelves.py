@@ -6,14 +6,19 @@ import numpy as np
 import pytest
 
 from longtail.config import RerankConfig
-from longtail.data.encoded import Histories
-from longtail.eval.ranking import top_k
-from longtail.model.rerank import ShelvedRecommender, Shelves, arrange
+from longtail.model.rerank import Shelves
+from longtail.model.rerank import arrange as arrange_columns
 
 # 10 items: 0-3 head, 4-9 tail, of which 8 and 9 were never touched
 TAIL = np.array([False] * 4 + [True] * 6)
 NEW = np.array([False] * 8 + [True] * 2)
 SCORES = np.array([[9.0, 8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0, 0.0]])
+
+
+def arrange(scores, k, tail, new, shelves, exposure):
+    """Shelves over the whole catalog: every item is a candidate, so columns are catalog indices."""
+    candidates = np.broadcast_to(np.arange(scores.shape[1]), scores.shape)
+    return arrange_columns(candidates, scores, k, tail, new, shelves, exposure)
 
 
 def test_relevance_block_then_tail_then_new():
@@ -47,19 +52,17 @@ def test_excluded_items_are_skipped_and_short_shelves_are_refilled():
     assert lists[0].tolist() == [0, 1, 2, 3, -1]  # the tail shelf had nothing: best of the rest, then empty
 
 
-def test_shelved_recommender_lists_come_back_through_top_k():
-    class Fixed:
-        name = "fixed"
-
-        def score(self, users, histories):
-            return np.repeat(SCORES, len(users), axis=0)
-
-    histories = Histories(np.array([0, 1, 1]), np.array([1]))  # user 0 has seen item 1, user 1 nothing
-    rec = ShelvedRecommender(Fixed(), np.array([5, 5, 5, 5, 2, 2, 1, 1, 0, 0]), TAIL, Shelves(0.5), k=4)
-    scores = rec.score(np.array([0, 1]), histories)
-    lists = top_k(scores, 4, exclude=histories.to_csr(10))
-    assert lists.tolist() == [[0, 2, 4, 5], [0, 1, 4, 5]]
-    assert rec.exposure[[0, 4]].tolist() == [2.0, 2.0]
+def test_per_user_candidates_map_to_catalog_items_and_their_exposure():
+    candidates = np.array([[9, 4, 0, 2, -1], [3, 5, 8, -1, -1]])  # two users' own candidates, -1 padded
+    scores = np.array([[1.0, 5.0, 9.0, 3.0, -np.inf], [2.0, 1.0, 0.5, -np.inf, -np.inf]])
+    exposure = np.zeros(10)
+    cols = arrange_columns(candidates, scores, 3, TAIL, NEW, Shelves(tail_share=0.34, new_share=0.34), exposure)
+    items = np.take_along_axis(candidates, np.maximum(cols, 0), 1)
+    # user 0: best by score (0), best tail (4), best new (9); user 1: best (3), tail (5), new (8)
+    assert items.tolist() == [[0, 4, 9], [3, 5, 8]]
+    assert exposure[[0, 4, 9, 3, 5, 8]].tolist() == [1.0] * 6 and exposure.sum() == 6
+    short = arrange_columns(candidates, scores, 5, TAIL, NEW, Shelves(), np.zeros(10), record=False)
+    assert short[1].tolist() == [0, 1, 2, -1, -1]  # padding and -inf columns are never picked
 
 
 @pytest.mark.parametrize(

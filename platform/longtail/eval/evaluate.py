@@ -10,7 +10,6 @@ import numpy as np
 from longtail.data.encoded import Histories, SplitData
 from longtail.data.splits import popularity_buckets
 from longtail.eval.metrics import compute_metrics, popularity_deciles, recall_by_bins
-from longtail.eval.ranking import top_k
 from longtail.model.base import Recommender
 
 ProgressCallback = Callable[[int, int], None]
@@ -64,9 +63,7 @@ def rank(
     step = batch_rows(data.n_items)
     for start in range(0, len(users), step):
         batch = users[start : start + step]
-        hist = histories.rows(batch)
-        scores = model.score(batch, hist)  # (b, n_items)
-        out[start : start + len(batch)] = top_k(scores, k, exclude=hist.to_csr(data.n_items))
+        out[start : start + len(batch)] = model.recommend(batch, histories.rows(batch), k)
         if progress is not None:
             progress(min(start + step, len(users)), len(users))
     return out

@@ -7,6 +7,9 @@ For candidate i and history items h_1..h_L (oldest first):
 
 where x are the attention features, y the value/target vectors and r a learned recency bias indexed by
 position from the newest item. Padding never receives weight; an empty history scores 0.
+
+Candidates are either shared by the batch, (c, d), or one set per user, (b, c, d) — the second stage of
+retrieve → rank scores each user's own candidates, so nothing here grows with the catalog.
 """
 
 from __future__ import annotations
@@ -32,18 +35,23 @@ class TargetAttention(nn.Module):
     def weights(self, cand: torch.Tensor, hist: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Attention of each candidate over each history: (b, c, L).
 
-        cand: (c, d) candidate features; hist: (b, L, d) history features; mask: (b, L) true for real items.
+        cand: (c, d) shared or (b, c, d) per-user candidate features; hist: (b, L, d); mask: (b, L) true
+        for real items.
         """
         b, length, _ = hist.shape
+        c = cand.shape[-2]
         if not self.use_attention:  # mean pooling: every real history item weighs the same
             w = mask.float() / mask.float().sum(1, keepdim=True).clamp_min(1.0)  # (b, L)
-            return w[:, None, :].expand(b, cand.shape[0], length)
-        q = self.query(cand).view(-1, self.heads, self.head_dim)  # (c, h, dh)
+            return w[:, None, :].expand(b, c, length)
         k = self.key(hist).view(b, length, self.heads, self.head_dim)  # (b, L, h, dh)
-        logits = torch.einsum("chd,blhd->bhcl", q, k) / math.sqrt(self.head_dim)  # (b, h, c, L)
-        from_end = (mask.sum(1, keepdim=True) - 1 - torch.arange(length, device=mask.device)).clamp(
-            0, None
-        )  # (b, L)
+        if cand.dim() == 2:
+            q = self.query(cand).view(c, self.heads, self.head_dim)  # (c, h, dh)
+            logits = torch.einsum("chd,blhd->bhcl", q, k)
+        else:
+            q = self.query(cand).view(b, c, self.heads, self.head_dim)  # (b, c, h, dh)
+            logits = torch.einsum("bchd,blhd->bhcl", q, k)
+        logits = logits / math.sqrt(self.head_dim)  # (b, h, c, L)
+        from_end = (mask.sum(1, keepdim=True) - 1 - torch.arange(length, device=mask.device)).clamp(0, None)
         bias = self.recency[:, from_end.clamp(max=self.recency.shape[1] - 1)]  # (h, b, L)
         logits = logits + bias.permute(1, 0, 2)[:, :, None, :]  # (b, h, c, L)
         logits = logits.masked_fill(~mask[:, None, None, :], float("-inf"))
@@ -58,7 +66,8 @@ class TargetAttention(nn.Module):
         hist_vec: torch.Tensor,
         mask: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(scores (b, c), weights (b, c, L)) for candidate vectors (c, d) against history vectors (b, L, d)."""
+        """(scores (b, c), weights (b, c, L)) for candidates (c, d) or (b, c, d) against histories (b, L, d)."""
         w = self.weights(cand_feat, hist_feat, mask)  # (b, c, L)
-        sim = torch.einsum("cd,bld->bcl", cand_vec, hist_vec)  # (b, c, L)
+        pattern = "cd,bld->bcl" if cand_vec.dim() == 2 else "bcd,bld->bcl"
+        sim = torch.einsum(pattern, cand_vec, hist_vec)  # (b, c, L)
         return (w * sim).sum(-1), w

@@ -9,11 +9,12 @@ import torch
 from scipy import sparse
 
 from longtail.data.encoded import Histories, SplitData
+from longtail.model.base import ScoringRecommender
 
 EpochCallback = Callable[[int, float], None]
 
 
-class MostPop:
+class MostPop(ScoringRecommender):
     """Score = the item's train count, the same list for everyone."""
 
     name = "mostpop"
@@ -30,7 +31,7 @@ class MostPop:
         return np.broadcast_to(self.counts, (len(users), len(self.counts)))
 
 
-class ItemKNN:
+class ItemKNN(ScoringRecommender):
     """Item-based kNN: cosine similarity of items' train user sets, ``k`` neighbours kept per item.
 
     score(u, i) = Σ_{j ∈ history(u)} sim(j, i), with sim(i, j) = |U_i ∩ U_j| / (sqrt(|U_i|·|U_j|) + shrink).
@@ -74,7 +75,7 @@ class ItemKNN:
         )
 
 
-class BPRMF(torch.nn.Module):
+class BPRMF(ScoringRecommender, torch.nn.Module):
     """Matrix factorisation trained with the BPR loss: −log σ(⟨p_u, q_i⟩ − ⟨p_u, q_j⟩) for a seen item i
     and a uniformly sampled item j, plus L2 on the embeddings in the batch."""
 

@@ -13,26 +13,30 @@ def explain(
 ) -> list[list[dict]]:
     """For each user row and each picked candidate column: term contributions and attended history items.
 
-    ``history`` (b, L) catalog indices with padding ≥ len(item_ids); ``picks`` (b, k) candidate columns.
-    Contributions: text = α(1−β)·s_text, assoc = αβ·s_assoc, cf = (1−α)·s_cf; they sum to the score.
+    ``history`` (b, L) catalog indices with padding ≥ len(item_ids); ``picks`` (b, k) candidate columns of
+    ``out`` (-1 for an empty slot, skipped). Contributions: text = α(1−β)·s_text, assoc = αβ·s_assoc,
+    cf = (1−α)·s_cf; they sum to the ranker's score.
     """
-    a, b_ = out.alpha.detach().numpy(), out.beta.detach().numpy()  # (c,)
+    b = picks.shape[0]
+    a, b_ = (np.broadcast_to(g.detach().numpy(), out.score.shape) for g in (out.alpha, out.beta))  # (b, c)
     text, assoc, cf = (t.detach().numpy() for t in (out.text, out.assoc, out.cf))  # (b, c)
     attention = (out.text_attention + out.cf_attention).detach().numpy() / 2  # (b, c, L)
     n_items = len(item_ids)
     result = []
-    for row in range(picks.shape[0]):
+    for row in range(b):
         items = []
         for col in picks[row]:
+            if col < 0:
+                continue
             w = attention[row, col]
             order = [int(i) for i in np.argsort(-w) if history[row, i] < n_items and w[i] > 0][:top_history]
             items.append({
                 "contributions": {
-                    "text": float(a[col] * (1 - b_[col]) * text[row, col]),
-                    "assoc": float(a[col] * b_[col] * assoc[row, col]),
-                    "cf": float((1 - a[col]) * cf[row, col]),
+                    "text": float(a[row, col] * (1 - b_[row, col]) * text[row, col]),
+                    "assoc": float(a[row, col] * b_[row, col] * assoc[row, col]),
+                    "cf": float((1 - a[row, col]) * cf[row, col]),
                 },
-                "alpha": float(a[col]), "beta": float(b_[col]),
+                "alpha": float(a[row, col]), "beta": float(b_[row, col]),
                 "because": [{"item_id": str(item_ids[history[row, i]]), "attention": float(w[i])} for i in order],
             })  # fmt: skip
         result.append(items)

@@ -6,12 +6,13 @@ import numpy as np
 import torch
 from scipy import sparse
 
-from longtail.config import BaselinesConfig, GraphConfig, RankerConfig
+from longtail.config import BaselinesConfig, GraphConfig, RankerConfig, RetrieverConfig
 from longtail.data.encoded import Histories
 from longtail.model.base import Recommender
 from longtail.model.baselines import BPRMF, EpochCallback, ItemKNN, MostPop
 from longtail.model.graph import combine, cooccurrence, kg_neighbours, text_knn
 from longtail.model.hybrid import HybridRanker
+from longtail.model.retriever import FactorizedRetriever
 
 BASELINE_NAMES = ("mostpop", "itemknn", "bpr")
 
@@ -50,13 +51,37 @@ def graph_tensor(graph: sparse.csr_matrix) -> torch.Tensor:
     return torch.sparse_coo_tensor(index, values, coo.shape, check_invariants=True).coalesce()
 
 
+def neighbour_text(graph: sparse.csr_matrix, vectors: np.ndarray) -> np.ndarray:
+    """(n, d) A·x: each item's graph neighbours' text vectors, weighted by the (row-normalised) edges."""
+    return np.asarray(sparse.csr_matrix(graph, dtype=np.float32) @ np.asarray(vectors, dtype=np.float32))
+
+
 def build_ranker(
     config: RankerConfig, vectors: np.ndarray, graph: sparse.csr_matrix, train_counts: np.ndarray
 ) -> HybridRanker:
     """An untrained ``HybridRanker`` over the catalog of ``vectors``."""
     torch.manual_seed(config.seed)
     return HybridRanker(
-        torch.tensor(np.asarray(vectors), dtype=torch.float32), graph_tensor(graph), torch.tensor(np.asarray(train_counts)),
+        _float_tensor(vectors), graph_tensor(graph), torch.tensor(np.asarray(train_counts)),
         dim=config.dim, heads=config.heads, max_history=config.max_history, alpha=config.alpha, beta=config.beta,
         use_attention=config.attention, dropout=config.dropout,
     )  # fmt: skip
+
+
+def build_retriever(
+    config: RetrieverConfig, max_history: int, vectors: np.ndarray, graph: sparse.csr_matrix,
+    train_counts: np.ndarray, seed: int = 0,
+) -> FactorizedRetriever:  # fmt: skip
+    """An untrained ``FactorizedRetriever`` over the catalog of ``vectors``, reading ``max_history`` items."""
+    torch.manual_seed(seed + 1)
+    return FactorizedRetriever(
+        _float_tensor(vectors), torch.from_numpy(neighbour_text(graph, vectors)), torch.tensor(np.asarray(train_counts)),
+        dim=config.dim, heads=config.heads, layers=config.layers, max_history=max_history, alpha=config.alpha,
+        beta=config.beta, dropout=config.dropout,
+    )  # fmt: skip
+
+
+def _float_tensor(array: np.ndarray) -> torch.Tensor:
+    """A float32 tensor sharing memory with ``array`` when it already is a writable float32 C array."""
+    out = np.ascontiguousarray(array, dtype=np.float32)
+    return torch.from_numpy(out if out.flags.writeable else out.copy())

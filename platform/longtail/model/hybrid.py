@@ -1,4 +1,4 @@
-"""The sparse-dense hybrid ranker (DESIGN.md, "The model"). Pure torch.
+"""The sparse-dense hybrid ranker (DESIGN.md, "The model"), the second stage of retrieve → rank. Pure torch.
 
     score(u, i) = α_i(1 − β_i)·s_text(u, i) + α_i β_i·s_assoc(u, i) + (1 − α_i)·s_cf(u, i)
 
@@ -12,7 +12,9 @@
 - α_i, β_i: fixed numbers, or learned popularity gates: α_i = σ(a − softplus(w)·z_i) falls as item i gets
   more popular (z = standardised log(1 + train count)); β_i = σ(b + v·z_i).
 
-Users are their history; there is no per-user parameter.
+Candidates are shared by a batch (training, exact scoring of the whole catalog) or one set per user (the
+second stage: tensors grow with candidates × history, never with the catalog). Users are their history;
+there is no per-user parameter.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ import torch
 from torch import nn
 
 from longtail.model.attention import TargetAttention
+from longtail.model.gates import PopularityGate, standardised_log_counts
+
+EDGE_KEY = 1 << 32  # an edge (src, dst) is the key src·2³² + dst: sorted once, searched per request
 
 
 @dataclass
@@ -34,31 +39,30 @@ class HybridOutput:
     text: torch.Tensor  # (b, c)
     assoc: torch.Tensor  # (b, c)
     cf: torch.Tensor  # (b, c)
-    alpha: torch.Tensor  # (c,)
-    beta: torch.Tensor  # (c,)
+    alpha: torch.Tensor  # (c,) shared candidates or (b, c) per-user candidates
+    beta: torch.Tensor  # like alpha
     text_attention: torch.Tensor  # (b, c, L)
     cf_attention: torch.Tensor  # (b, c, L)
 
+    def row(self, r: int) -> HybridOutput:
+        """One user's slice."""
+        keep = slice(r, r + 1)
+        gate = (lambda g: g) if self.alpha.dim() == 1 else (lambda g: g[keep])
+        return HybridOutput(self.score[keep], self.text[keep], self.assoc[keep], self.cf[keep], gate(self.alpha),
+                            gate(self.beta), self.text_attention[keep], self.cf_attention[keep])  # fmt: skip
 
-class PopularityGate(nn.Module):
-    """A mixing coefficient per item: fixed, or σ(bias + slope·z) with the slope's sign optionally forced."""
 
-    def __init__(self, fixed: float | None, init: float, falling: bool) -> None:
-        super().__init__()
-        self.fixed, self.falling = fixed, falling
-        self.bias = nn.Parameter(torch.logit(torch.tensor(init)))
-        self.slope = nn.Parameter(torch.tensor(0.5 if falling else 0.0))
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """(c,) coefficients for items with standardised log-popularity z (c,)."""
-        if self.fixed is not None:
-            return torch.full_like(z, self.fixed)
-        slope = -nn.functional.softplus(self.slope) if self.falling else self.slope
-        return torch.sigmoid(self.bias + slope * z)
+def edge_table(graph: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sorted keys src·2³² + dst (nnz,), weights (nnz,)) of a sparse (n, n) graph."""
+    coo = graph.to_sparse_coo().coalesce() if graph.layout != torch.sparse_coo else graph.coalesce()
+    src, dst = coo.indices()
+    keys = src * EDGE_KEY + dst
+    order = torch.argsort(keys)
+    return keys[order], coo.values().float()[order]
 
 
 class HybridRanker(nn.Module):
-    """The hybrid scorer over a fixed catalog of ``n_items`` items (index ``n_items`` is padding)."""
+    """The hybrid scorer over a catalog of ``n_items`` items (index ``n_items`` is padding)."""
 
     def __init__(
         self,
@@ -77,14 +81,9 @@ class HybridRanker(nn.Module):
         n = text_vectors.shape[0]
         self.n_items, self.max_history = n, max_history
         self.register_buffer("text_vectors", text_vectors.float(), persistent=False)  # (n, d_t)
-        self.register_buffer("graph", graph.coalesce().float(), persistent=False)  # (n, n) sparse COO
-        with warnings.catch_warnings():  # "sparse CSR support is in beta": matmul and its backward are what we use
-            warnings.simplefilter("ignore", UserWarning)
-            graph_t = self.graph.t().coalesce().to_sparse_csr()
-        self.register_buffer("graph_t", graph_t, persistent=False)  # (n, n) Aᵀ in CSR: ~10× faster products
-        z = torch.log1p(train_counts.float())
-        self.register_buffer("pop_z", (z - z.mean()) / z.std().clamp_min(1e-6), persistent=False)  # (n,)
-        self.cold_z = float(-z.mean() / z.std().clamp_min(1e-6))  # pop_z of an item never touched
+        self._set_graph(graph)
+        pop_z, self.cold_z = standardised_log_counts(train_counts)
+        self.register_buffer("pop_z", pop_z, persistent=False)  # (n,)
         known = torch.cat([train_counts > 0, torch.tensor([False])]).float()[:, None]  # (n + 1, 1), padding 0
         self.register_buffer("known", known, persistent=False)
         self.text_proj = nn.Linear(text_vectors.shape[1], dim)
@@ -97,6 +96,22 @@ class HybridRanker(nn.Module):
         self.alpha = PopularityGate(alpha, 0.5, falling=True)
         self.beta = PopularityGate(beta, 0.5, falling=False)
         self.dropout = nn.Dropout(dropout)
+
+    def _set_graph(self, graph: torch.Tensor) -> None:
+        keys, weights = edge_table(graph)
+        self.register_buffer("edge_keys", keys, persistent=False)  # (nnz,) sorted
+        self.register_buffer("edge_weights", weights, persistent=False)  # (nnz,)
+        self._graph_t: torch.Tensor | None = None
+
+    def graph_t(self) -> torch.Tensor:
+        """Aᵀ (n, n) in CSR, for products with whole-catalog rows; built on first use (serving never needs it)."""
+        if self._graph_t is None or self._graph_t.device != self.edge_keys.device:
+            with warnings.catch_warnings():  # "sparse CSR support is in beta": matmul and its backward are used
+                warnings.simplefilter("ignore", UserWarning)
+                keys, n = self.edge_keys, self.n_items
+                t = torch.sparse_coo_tensor(torch.stack([keys % EDGE_KEY, keys // EDGE_KEY]), self.edge_weights, (n, n))
+                self._graph_t = t.coalesce().to_sparse_csr()
+        return self._graph_t
 
     def item_text(self, items: torch.Tensor) -> torch.Tensor:
         """Projected text vectors (…, dim); padding maps to zeros."""
@@ -118,46 +133,58 @@ class HybridRanker(nn.Module):
             self._text_key = key
         return self._text_cache
 
+    def edge_weight(self, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+        """A[src, dst] elementwise (broadcast shapes); 0 where there is no edge or an index is padding."""
+        query = src * EDGE_KEY + dst
+        if len(self.edge_keys) == 0:
+            return torch.zeros(query.shape, device=query.device)
+        pos = torch.searchsorted(self.edge_keys, query).clamp(max=len(self.edge_keys) - 1)
+        return torch.where(self.edge_keys[pos] == query, self.edge_weights[pos], 0.0)
+
     def assoc(self, history: torch.Tensor, mask: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        """κ · Σ_l r_l A[h_l, c] for each user and candidate: (b, c)."""
+        """κ · Σ_l r_l A[h_l, c] for each user and candidate: (b, c); candidates (c,) or (b, c)."""
         b, length = history.shape
         from_end = (mask.sum(1, keepdim=True) - 1 - torch.arange(length, device=history.device)).float()
         r = torch.exp(-nn.functional.softplus(self.assoc_decay) * from_end.clamp_min(0)) * mask  # (b, L)
         r = r / r.sum(1, keepdim=True).clamp_min(1e-12)
-        rows = torch.zeros(b, self.n_items + 1, device=history.device).scatter_add(1, history, r)[
-            :, : self.n_items
-        ]
-        reach = torch.sparse.mm(self.graph_t, rows.t()).t()  # (b, n) = rows @ A
-        return nn.functional.softplus(self.assoc_scale) * 10.0 * reach[:, candidates]
+        kappa = nn.functional.softplus(self.assoc_scale) * 10.0
+        if candidates.dim() == 2:  # per-user candidates: look the edges up, (b, L, c)
+            edges = self.edge_weight(history[:, :, None], candidates[:, None, :])
+            return kappa * torch.einsum("bl,blc->bc", r, edges)
+        rows = torch.zeros(b, self.n_items + 1, device=history.device).scatter_add(1, history, r)[:, : self.n_items]
+        reach = torch.sparse.mm(self.graph_t(), rows.t()).t()  # (b, n) = rows @ A
+        return kappa * reach[:, candidates]
 
     def forward(self, history: torch.Tensor, candidates: torch.Tensor | None = None) -> HybridOutput:
-        """history: (b, L) item indices, oldest first, padded with ``n_items``; candidates: (c,) or all items."""
+        """history: (b, L) item indices, oldest first, padded with ``n_items``; candidates: (c,) shared,
+        (b, c) per user (``n_items`` pads a short row; it scores 0), or None for every item."""
         if candidates is None:
             candidates = torch.arange(self.n_items, device=history.device)
         mask = history < self.n_items  # (b, L)
         hist_text = self.dropout(self.item_text(history))  # (b, L, dim)
-        cand_text = self.item_text(candidates)  # (c, dim)
+        cand_text = self.item_text(candidates)  # (c, dim) or (b, c, dim)
         s_text, w_text = self.text_attn(cand_text, cand_text, hist_text, hist_text, mask)
         hist_id = self.dropout(self.item_id(history))  # (b, L, dim)
-        cand_id = self.item_id(candidates)  # (c, dim)
+        cand_id = self.item_id(candidates)
         s_cf, w_cf = self.cf_attn(cand_id, cand_id, hist_id, hist_id, mask)
         s_assoc = self.assoc(history, mask, candidates)
-        z = self.pop_z[candidates]
-        alpha, beta = self.alpha(z), self.beta(z)  # (c,)
+        z = self.pop_z[candidates.clamp(max=self.n_items - 1)]
+        alpha, beta = self.alpha(z), self.beta(z)  # (c,) or (b, c)
         score = alpha * (1 - beta) * s_text + alpha * beta * s_assoc + (1 - alpha) * s_cf
         return HybridOutput(score, s_text, s_assoc, s_cf, alpha, beta, w_text, w_cf)
 
 
-def extend_catalog(model: HybridRanker, new_vectors: torch.Tensor, graph: torch.Tensor) -> HybridRanker:
+def extend_catalog(model: HybridRanker, text_vectors: torch.Tensor, graph: torch.Tensor) -> HybridRanker:
     """A ranker over the catalog plus m new, untouched items, with the same weights.
 
-    new_vectors: (m, d_t) their text vectors; graph: (n + m, n + m) sparse, the grown item graph. New
-    items get a zero ID embedding (nothing is known of them but their text and neighbours) and the
-    popularity of a never-touched item; every old item scores exactly as before for the same history.
+    text_vectors: (n + m, d_t) the grown catalog's text vectors (the old rows first; shared, not copied);
+    graph: (n + m, n + m) sparse, the grown item graph. New items get a zero ID embedding (nothing is known
+    of them but their text and neighbours) and the popularity of a never-touched item; every old item
+    scores exactly as before for the same history.
     """
-    n, m = model.n_items, new_vectors.shape[0]
+    n, m = model.n_items, text_vectors.shape[0] - model.n_items
     grown = HybridRanker(
-        torch.cat([model.text_vectors, new_vectors.float()]), graph, torch.zeros(n + m),
+        text_vectors, graph, torch.zeros(n + m),
         dim=model.text_proj.out_features, heads=model.text_attn.heads, max_history=model.max_history,
         alpha=model.alpha.fixed, beta=model.beta.fixed, use_attention=model.text_attn.use_attention,
     )  # fmt: skip

@@ -1,4 +1,4 @@
-"""Training the hybrid ranker on next-item examples (pure torch; the Ray glue lives in ``longtail.train``).
+"""Training the retriever and the hybrid ranker on next-item examples (pure torch; Ray glue: ``longtail.train``).
 
 Every train history h_1..h_n gives examples (h_{<t}, h_t) for t ≥ 2, the prefix cut to the last L items.
 Loss: sampled softmax over the batch's targets plus N uniformly drawn items, with
@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 from longtail.data.encoded import Histories
-from longtail.model.hybrid import HybridRanker
 
 
 def next_item_examples(histories: Histories, max_history: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
@@ -77,59 +76,57 @@ def sampled_softmax_loss(
     return nn.functional.cross_entropy(logits, torch.arange(b, device=logits.device))
 
 
+class NextItemObjective(nn.Module):
+    """Several scorers trained on the same next-item examples: Σ_m w_m · sampled-softmax loss of scorer m.
+
+    The retriever and the ranker share one pass over the examples and one optimizer; each keeps its own
+    parameters. ``forward`` returns the loss so that a DDP wrapper of this module syncs every gradient.
+    """
+
+    def __init__(self, scorers: dict[str, nn.Module], weights: dict[str, float], target_share: torch.Tensor,
+                 log_prior: torch.Tensor, eta: float, temperature: float) -> None:  # fmt: skip
+        super().__init__()
+        self.scorers = nn.ModuleDict(scorers)
+        self.weights, self.eta, self.temperature = weights, eta, temperature
+        self.register_buffer("target_share", target_share.float(), persistent=False)  # (n,)
+        self.register_buffer("log_prior", log_prior.float(), persistent=False)  # (n,)
+
+    def forward(self, history: torch.Tensor, target: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+        """Weighted loss of every scorer on histories (b, L), targets (b,) and shared negatives (N,)."""
+        return sum(
+            self.weights.get(name, 1.0) * sampled_softmax_loss(model, history, target, negatives, self.target_share,
+                                                               self.log_prior, self.eta, self.temperature)
+            for name, model in self.scorers.items()
+        )  # fmt: skip
+
+
 def train_epoch(
-    model: HybridRanker,
+    objective: nn.Module,
     prefixes: torch.Tensor,
     targets: torch.Tensor,
     optimizer: torch.optim.Optimizer,
     batch_size: int,
     n_negatives: int,
-    target_share: torch.Tensor,
-    log_prior: torch.Tensor,
-    eta: float,
+    n_items: int,
     generator: torch.Generator,
     on_step: Callable[[int, int, float], None] | None = None,
-    temperature: float = 1.0,
 ) -> float:
-    """One pass over shuffled examples; returns the mean loss. ``model`` may be DDP-wrapped."""
-    model.train()
-    n_items = log_prior.shape[0]
+    """One pass over shuffled examples; returns the mean loss. ``objective`` (a ``NextItemObjective``) may be
+    DDP-wrapped."""
+    objective.train()
     order = torch.randperm(len(targets), generator=generator).to(targets.device)
     total, steps = 0.0, 0
     n_steps = (len(order) + batch_size - 1) // batch_size
     for step in range(n_steps):
         idx = order[step * batch_size : (step + 1) * batch_size]
         negatives = torch.randint(0, n_items, (n_negatives,), generator=generator).to(targets.device)
-        loss = sampled_softmax_loss(
-            model, prefixes[idx], targets[idx], negatives, target_share, log_prior, eta, temperature
-        )
+        loss = objective(prefixes[idx], targets[idx], negatives)
         optimizer.zero_grad()
         loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        for scorer in getattr(objective, "module", objective).scorers.values():  # each model's own norm
+            nn.utils.clip_grad_norm_(scorer.parameters(), 5.0)
         optimizer.step()
         total, steps = total + loss.item(), steps + 1
         if on_step is not None:
             on_step(step + 1, n_steps, loss.item())
     return total / max(steps, 1)
-
-
-class HybridRecommender:
-    """The ``Recommender`` interface over a trained ``HybridRanker`` (full-catalog scoring)."""
-
-    def __init__(self, model: HybridRanker, name: str = "hybrid", batch_users: int = 128) -> None:
-        self.model, self.name, self.batch_users = model, name, batch_users
-
-    def fit(self, data) -> None:
-        """Training happens in ``longtail.train.fit``; this adapter only scores."""
-
-    @torch.no_grad()
-    def score(self, users: np.ndarray, histories: Histories) -> np.ndarray:
-        """(b, n_items) hybrid scores from each user's last ``max_history`` items."""
-        self.model.eval()
-        items, mask = histories.padded(self.model.max_history)
-        history = torch.as_tensor(np.where(mask, items, self.model.n_items))
-        parts = [
-            self.model(history[s : s + self.batch_users]).score
-            for s in range(0, len(history), self.batch_users)
-        ]
-        return torch.cat(parts).numpy() if parts else np.zeros((0, self.model.n_items), np.float32)

@@ -5,15 +5,10 @@ from __future__ import annotations
 import numpy as np
 
 from longtail.data.encoded import Histories, SplitData
+from longtail.model.base import ScoringRecommender
 
 
-def profile_scores(vectors: np.ndarray, history: np.ndarray) -> np.ndarray:
-    """(n,) cosine of every item's unit text vector (n, d) with the mean vector of the ``history`` items."""
-    profile = vectors[history].mean(0)
-    return vectors @ (profile / max(float(np.linalg.norm(profile)), 1e-12))
-
-
-class TextMeanProfile:
+class TextMeanProfile(ScoringRecommender):
     """score(u, i) = ⟨normalize(mean_{j ∈ history(u)} t_j), t_i⟩ with unit item text vectors t."""
 
     name = "text"

@@ -6,6 +6,8 @@ applied live through ``reconfigure()`` when an edited config is deployed with ``
 
 from __future__ import annotations
 
+from typing import Annotated, Literal
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from longtail.serve.schemas import MAX_K
@@ -37,6 +39,9 @@ class RankerKnobs(Strict):
     tail_share: float | None = Field(None, ge=0.0, le=1.0, description="list share kept for tail items; null: bundle's")
     new_share: float | None = Field(None, ge=0.0, le=1.0, description="list share for never-touched items; null: bundle's")
     exposure_penalty: float | None = Field(None, ge=0.0, description="λ: shelf items lose λ·log(1 + shown); null: bundle's")
+    candidates: Annotated[int, Field(ge=1)] | Literal["exact"] | None = Field(
+        None, description="retriever candidates per user; exact: rank every item; null: the bundle's"
+    )
     cold_start_tail_share: float = Field(0.3, ge=0.0, le=1.0, description="share of cold-start slots for tail items")
     coverage_window: int = Field(1000, ge=1, description="served lists in the coverage gauge's window")
     max_batch_size: int = Field(16, ge=1, le=256, description="requests scored in one forward pass")

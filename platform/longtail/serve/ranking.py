@@ -1,9 +1,9 @@
-"""What a ranker replica computes, without Ray: the bundle's catalog, grown by items added at run time,
-users' histories (the bundle's plus stored events), and retrieve → rank → re-rank for a batch of users.
+"""What a ranker replica computes, without Ray: the bundle's two-stage pipeline over a catalog that grows
+with items added at run time, users' histories (the bundle's plus stored events), and the lists.
 
-Known users are scored by the hybrid ranker over the whole catalog, then re-ranked (tail boost,
-exploration and shelves, ``longtail.model.rerank``; the shelves' exposure counts are the lists this
-replica served in its coverage window); seen items are excluded on request. A user with no usable history
+Known users go through ``longtail.recommend.pipeline.recommend`` — the same retrieve → rank → arrange as
+``longtail eval`` — with this replica's knobs; the shelves' exposure counts are the lists this replica
+served in its coverage window; seen items are excluded on request. A user with no usable history
 (unknown, or erased with no new events) gets a cold-start list: the most popular items, with a share of
 the slots given to randomly drawn tail items, so new users also see the tail.
 """
@@ -14,17 +14,15 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
-import torch
 from scipy import sparse
 
-from longtail.bundle import Bundle, load_ranker
-from longtail.data.splits import popularity_buckets
+from longtail.bundle import Bundle
+from longtail.data.encoded import Histories
 from longtail.model.explain import explain
-from longtail.model.factory import graph_tensor
 from longtail.model.graph import topk_rows
-from longtail.model.hybrid import HybridOutput, HybridRanker, extend_catalog
-from longtail.model.rerank import Shelves, arrange, explore, tail_boost
-from longtail.model.text_profile import profile_scores
+from longtail.model.rerank import Shelves
+from longtail.recommend.build import load_pipeline
+from longtail.recommend.pipeline import Batch, grow, recommend
 from longtail.serve.knobs import RankerKnobs
 from longtail.serve.store import StoredItem
 
@@ -50,26 +48,20 @@ class Ranked:
 
 
 class ServingRanker:
-    """The bundle's ranker over a catalog that can grow while serving."""
+    """The bundle's pipeline over a catalog that can grow while serving."""
 
     def __init__(self, bundle: Bundle, seed: int = 0) -> None:
-        self.version = bundle.manifest["version"]
+        self.version = bundle.version
         self.item_ids: list[str] = [str(i) for i in bundle.item_ids]
         self.index = {item: i for i, item in enumerate(self.item_ids)}
-        self.counts = np.asarray(bundle.train_counts, dtype=np.int64)
-        self.vectors = np.asarray(bundle.vectors, dtype=np.float32)
-        self.graph = sparse.csr_matrix(bundle.graph, dtype=np.float32)
-        self.head = popularity_buckets(self.counts)["head"]
+        self.pipeline = load_pipeline(bundle)
+        self.text_k = bundle.config.graph.text_k or 20
+        self.trained = (self.pipeline.ranker.alpha.fixed, self.pipeline.ranker.beta.fixed, self.pipeline.shelves,
+                        self.pipeline.retrieval)  # fmt: skip
         self._index_popularity()
-        self.text_k = int(bundle.manifest["config"].get("graph", {}).get("text_k", 20)) or 20
-        self.model: HybridRanker = load_ranker(bundle)
-        self.trained_alpha, self.trained_beta = self.model.alpha.fixed, self.model.beta.fixed
-        rerank = bundle.manifest["config"].get("rerank", {})
-        self.trained_shelves = Shelves(rerank.get("tail_share", 0.0), rerank.get("new_share", 0.0),
-                                       rerank.get("exposure_penalty", 0.0))  # fmt: skip
         self.histories = _bundle_histories(bundle, self.index)
-        self.configure(RankerKnobs())
         self.rng = np.random.default_rng(seed)
+        self.configure(RankerKnobs())
         self.last_item_seq = 0
         self._window: deque[list[int]] = deque()
         self.exposure = np.zeros(self.n_items, dtype=np.float64)  # (n,) showings in the window
@@ -78,44 +70,56 @@ class ServingRanker:
     def n_items(self) -> int:
         return len(self.item_ids)
 
+    @property
+    def counts(self) -> np.ndarray:
+        return self.pipeline.train_counts
+
+    @property
+    def vectors(self) -> np.ndarray:
+        return self.pipeline.text_vectors
+
     def _index_popularity(self) -> None:
         """Catalog order by train count (cold start reads it per request) and the tail items."""
         self.popular_order = np.argsort(-self.counts, kind="stable")  # (n,)
-        self.tail_items = np.flatnonzero(~self.head)  # (n_tail,)
+        self.tail_items = np.flatnonzero(self.pipeline.tail)  # (n_tail,)
 
     def configure(self, knobs: RankerKnobs) -> None:
-        """Apply run-time knobs; α/β/shelves of None restore the bundle's."""
+        """Apply run-time knobs; α/β/shelves/candidates of None restore the bundle's."""
         self.knobs = knobs
-        trained = self.trained_shelves
-        tail = trained.tail_share if knobs.tail_share is None else knobs.tail_share
-        self.shelves = Shelves(
+        alpha, beta, shelves, retrieval = self.trained
+        tail = shelves.tail_share if knobs.tail_share is None else knobs.tail_share
+        p = self.pipeline
+        p.shelves = Shelves(
             tail,
-            min(trained.new_share if knobs.new_share is None else knobs.new_share, 1.0 - tail),
-            trained.exposure_penalty if knobs.exposure_penalty is None else knobs.exposure_penalty,
+            min(shelves.new_share if knobs.new_share is None else knobs.new_share, 1.0 - tail),
+            shelves.exposure_penalty if knobs.exposure_penalty is None else knobs.exposure_penalty,
         )
-        self.model.alpha.fixed = self.trained_alpha if knobs.alpha is None else knobs.alpha
-        self.model.beta.fixed = self.trained_beta if knobs.beta is None else knobs.beta
+        p.ranker.alpha.fixed = alpha if knobs.alpha is None else knobs.alpha
+        p.ranker.beta.fixed = beta if knobs.beta is None else knobs.beta
+        candidates = {None: retrieval.candidates, "exact": None}.get(knobs.candidates, knobs.candidates)
+        p.retrieval = retrieval.model_copy(update={"candidates": candidates})
+        p.boost, p.exploration, p.rng = knobs.tail_boost, knobs.exploration, self.rng
+
+    @property
+    def shelves(self) -> Shelves:
+        return self.pipeline.shelves
 
     # ---- catalog growth -------------------------------------------------------------------------
     def add_items(self, items: list[StoredItem]) -> int:
-        """Make stored items recommendable: text vectors, graph edges to their text neighbours, ranker rows."""
+        """Make stored items recommendable: text vectors, graph edges to their text neighbours, both models'
+        rows and the retriever index's entries."""
         fresh = [it for it in items if it.item_id not in self.index]
         if items:
             self.last_item_seq = max(self.last_item_seq, max(it.seq for it in items))
         if not fresh:
             return 0
-        n, m = self.n_items, len(fresh)
+        p, n, m = self.pipeline, self.n_items, len(fresh)
         new_vectors = np.stack([it.vector for it in fresh]).astype(np.float32)  # (m, d)
-        if new_vectors.shape[1] != self.vectors.shape[1]:
-            raise ValueError(f"new item vectors have {new_vectors.shape[1]} dims, the catalog {self.vectors.shape[1]}")
-        vectors = np.vstack([self.vectors, new_vectors])
-        self.graph = _grow_graph(self.graph, vectors, n, self.text_k)
-        self.model = extend_catalog(self.model, torch.from_numpy(new_vectors), graph_tensor(self.graph))
+        if new_vectors.shape[1] != p.text_vectors.shape[1]:
+            raise ValueError(f"new item vectors have {new_vectors.shape[1]} dims, the catalog {p.text_vectors.shape[1]}")
+        grow(p, new_vectors, _grow_graph(p.graph, np.vstack([p.text_vectors, new_vectors]), n, self.text_k))
         self.configure(self.knobs)
-        self.vectors = vectors
-        self.counts = np.concatenate([self.counts, np.zeros(m, np.int64)])
         self.exposure = np.concatenate([self.exposure, np.zeros(m)])
-        self.head = np.concatenate([self.head, np.zeros(m, bool)])
         self._index_popularity()
         for offset, it in enumerate(fresh):
             self.item_ids.append(it.item_id)
@@ -131,51 +135,39 @@ class ServingRanker:
         return base + extra, known
 
     # ---- ranking --------------------------------------------------------------------------------
-    @torch.no_grad()
     def recommend(self, queries: list[Query]) -> list[Ranked]:
-        """Ranked lists for a batch of queries (one forward pass for all users with a history)."""
-        warm = [q for q in queries if q.history]
+        """Ranked lists for a batch of queries: one pipeline pass per distinct tail boost among them."""
         results: dict[int, Ranked] = {}
-        if warm:
-            length = self.model.max_history
-            history = np.full((len(warm), length), self.n_items, dtype=np.int64)  # (b, L), padded
-            for row, q in enumerate(warm):
-                recent = q.history[-length:]
-                history[row, : len(recent)] = recent
-            out = self.model(torch.from_numpy(history))
-            scores = out.score.numpy().astype(np.float64)  # (b, n)
-            for row, q in enumerate(warm):
-                picks, values = self._rank_row(scores[row], q)
-                ranked = Ranked(q.user_id, "hybrid", self._items(picks, values))
-                if q.explain and len(picks):
-                    reasons = explain(_row(out, row), history[row : row + 1], picks[None, :], np.asarray(self.item_ids))
-                    for item, reason in zip(ranked.items, reasons[0], strict=True):
-                        item["explanation"] = reason
+        warm = [q for q in queries if q.history]
+        for boost in sorted({q.tail_boost for q in warm}, key=lambda b: -1.0 if b is None else b):
+            group = [q for q in warm if q.tail_boost == boost]
+            for q, ranked in zip(group, self._rank(group, boost), strict=True):
                 results[id(q)] = ranked
-        for q in queries:
-            if id(q) not in results:
-                results[id(q)] = self.cold_start(q)
-        ranked_lists = [results[id(q)] for q in queries]
+        ranked_lists = [results.get(id(q)) or self.cold_start(q) for q in queries]
         for r in ranked_lists:
             self._observe([self.index[i["item_id"]] for i in r.items])
         return ranked_lists
 
-    def _rank_row(self, scores: np.ndarray, q: Query) -> tuple[np.ndarray, np.ndarray]:
-        boost = self.knobs.tail_boost if q.tail_boost is None else q.tail_boost
-        s = tail_boost(scores[None, :], self.counts, boost)
-        s = explore(s, ~self.head, self.knobs.exploration, self.rng)[0]
-        if q.exclude_seen:
-            s[np.asarray(q.history, dtype=np.int64)] = -np.inf
-        k = min(q.k, int(np.isfinite(s).sum()))
-        if k <= 0:
-            return np.zeros(0, np.int64), np.zeros(0)
-        new_scores = None
-        if self.shelves.new_share > 0:  # the new-item shelf is ordered by the text profile
-            new_scores = profile_scores(self.vectors, np.asarray(q.history, dtype=np.int64))[None, :]
-        # without shelves this is the plain top k (ties to the lower index); the exposure is a copy because
-        # _observe counts what is finally served
-        top = arrange(s[None, :], k, ~self.head, self.counts == 0, self.shelves, self.exposure.copy(), new_scores)[0]
-        return top, s[top]
+    def _rank(self, queries: list[Query], boost: float | None) -> list[Ranked]:
+        lengths = [len(q.history) for q in queries]
+        histories = Histories(np.r_[0, np.cumsum(lengths)].astype(np.int64),
+                              np.asarray([i for q in queries for i in q.history], dtype=np.int64))  # fmt: skip
+        batch = Batch(histories, np.asarray([q.exclude_seen for q in queries]))
+        k = max(q.k for q in queries)
+        lists = recommend(self.pipeline, batch, k, self.exposure, record=False, boost=boost)
+        notes = None
+        if any(q.explain for q in queries):
+            notes = explain(lists.ranked, lists.recent, lists.columns, np.asarray(self.item_ids, dtype=object))
+        out = []
+        for row, q in enumerate(queries):
+            keep = lists.items[row] >= 0
+            picks, values = lists.items[row][keep][: q.k], lists.scores[row][keep][: q.k]
+            ranked = Ranked(q.user_id, "hybrid", self._items(picks, values))
+            if q.explain and notes is not None:
+                for item, reason in zip(ranked.items, notes[row], strict=False):
+                    item["explanation"] = reason
+            out.append(ranked)
+        return out
 
     def cold_start(self, q: Query) -> Ranked:
         """Popular items plus a ``cold_start_tail_share`` of random tail items on evenly spread slots."""
@@ -203,8 +195,9 @@ class ServingRanker:
         return Ranked(q.user_id, "cold_start", items)
 
     def _items(self, picks: np.ndarray, values: np.ndarray) -> list[dict]:
+        tail = self.pipeline.tail
         return [
-            {"item_id": self.item_ids[i], "score": float(v), "tail": bool(not self.head[i])}
+            {"item_id": self.item_ids[i], "score": float(v), "tail": bool(tail[i])}
             for i, v in zip(picks.tolist(), values.tolist(), strict=True)
         ]
 
@@ -223,15 +216,15 @@ class ServingRanker:
     def similar(self, item_id: str, k: int) -> list[dict]:
         """Graph neighbours by edge weight, then text neighbours by cosine, without the item itself."""
         i = self.index[item_id]
-        row = self.graph.getrow(i)
-        order = row.indices[np.argsort(-row.data, kind="stable")].tolist()
+        row = self.pipeline.graph.getrow(i)
+        order = row.indices[np.argsort(-row.data, kind="stable")].tolist()[:k]
         if len(order) < k:
+            taken = {i, *order}
             sims = self.vectors @ self.vectors[i]
-            order += [int(j) for j in np.argsort(-sims, kind="stable") if j != i and j not in order][: k - len(order)]
-        order = order[:k]
+            top = np.argpartition(-sims, min(len(sims) - 1, k + len(taken)))[: k + len(taken)]
+            order += [int(j) for j in top[np.argsort(-sims[top], kind="stable")] if int(j) not in taken][: k - len(order)]
         weights = self.vectors[order] @ self.vectors[i]
-        return [{"item_id": self.item_ids[j], "score": float(w), "tail": bool(not self.head[j])}
-                for j, w in zip(order, weights.tolist(), strict=True)]  # fmt: skip
+        return self._items(np.asarray(order, dtype=np.int64), weights.astype(np.float64))
 
     def search(self, vector: np.ndarray, k: int) -> list[dict]:
         """Items whose text vectors are closest (cosine) to a query vector."""
@@ -266,10 +259,3 @@ def _grow_graph(graph: sparse.csr_matrix, vectors: np.ndarray, n_old: int, k: in
     total = sparse.csr_matrix(grown + new.maximum(new.T))
     row_sum = np.asarray(total.sum(1)).ravel()
     return sparse.csr_matrix(sparse.diags(1.0 / np.maximum(row_sum, 1e-12)) @ total).astype(np.float32)
-
-
-def _row(out: HybridOutput, row: int) -> HybridOutput:
-    """One user's slice of a batch's output."""
-    keep = slice(row, row + 1)
-    return HybridOutput(out.score[keep], out.text[keep], out.assoc[keep], out.cf[keep], out.alpha, out.beta,
-                        out.text_attention[keep], out.cf_attention[keep])  # fmt: skip

@@ -1,9 +1,11 @@
-"""Fitting the hybrid ranker with Ray Train: a ``TorchTrainer`` of DDP workers (gloo on CPU, NCCL on GPU).
+"""Fitting the two stages with Ray Train: a ``TorchTrainer`` of DDP workers (gloo on CPU, NCCL on GPU).
 
-Each worker trains on its share of the next-item examples; rank 0 scores the valid part (all users, or a
-seeded sample of ``ranker.valid_users`` on large datasets) after every epoch,
-keeps the best weights by ndcg@10 and decides early stopping, which it broadcasts. Checkpoints each epoch
-let a restarted worker group continue.
+The factorized retriever and the hybrid ranker train together: one pass over the next-item examples, one
+optimizer, the sum of their sampled-softmax losses (``NextItemObjective``). Each worker trains on its share
+of the examples; rank 0 runs the two-stage pipeline (retrieve → rank, exact MIPS) on the valid part (all
+users, or a seeded sample of ``ranker.valid_users``) after every epoch, keeps the best weights by its
+ndcg@10 (the retriever's own lists are recorded beside it) and decides early stopping, which it
+broadcasts. Checkpoints each epoch let a restarted worker group continue.
 """
 
 from __future__ import annotations
@@ -27,16 +29,18 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from safetensors.torch import load_file, save_file
 from scipy import sparse
 
-from longtail.config import RankerConfig, ResourcesConfig
+from longtail.config import RankerConfig, ResourcesConfig, RetrievalConfig, RetrieverConfig
 from longtail.data.encoded import SplitData
 from longtail.eval.evaluate import evaluate
-from longtail.model.factory import build_ranker
+from longtail.model.factory import build_ranker, build_retriever
 from longtail.model.ranker_train import (
-    HybridRecommender,
+    NextItemObjective,
     next_item_examples,
     popularity_log_prior,
     train_epoch,
 )
+from longtail.recommend.build import make_pipeline
+from longtail.recommend.recommender import PipelineRecommender, RetrieverRecommender
 
 CURRENT, BEST, STATE = "ranker.safetensors", "best.safetensors", "state.json"
 
@@ -46,6 +50,8 @@ class FitJob(BaseModel):
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
     ranker: RankerConfig
+    retriever: RetrieverConfig
+    retrieval: RetrievalConfig
     inputs: Any  # ObjectRef of (SplitData, vectors, graph)
     threads: int
     examples_per_epoch: int
@@ -53,10 +59,20 @@ class FitJob(BaseModel):
 
 @dataclass
 class FitResult:
-    """Best weights (by valid ndcg@10) and the per-epoch history reported by rank 0."""
+    """Best weights of both stages (by the pipeline's valid ndcg@10) and the per-epoch history of rank 0."""
 
-    state: dict[str, torch.Tensor]
+    retriever_state: dict[str, torch.Tensor]
+    ranker_state: dict[str, torch.Tensor]
     history: list[dict[str, float]]
+
+
+def split_state(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The objective's ``scorers.retriever.*`` and ``scorers.ranker.*`` weights as two state dicts."""
+    parts: dict[str, dict[str, torch.Tensor]] = {"retriever": {}, "ranker": {}}
+    for key, value in state.items():
+        _, model, name = key.split(".", 2)
+        parts[model][name] = value
+    return parts["retriever"], parts["ranker"]
 
 
 def default_examples_per_epoch(n_examples: int) -> int:
@@ -77,46 +93,53 @@ def fit_loop(config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     print(f"[fit] worker {rank}/{world} on node {ray.get_runtime_context().get_node_id()}", flush=True)
     data, vectors, graph = ray.get(job.inputs)
-    model = build_ranker(cfg, vectors, graph, data.train_counts())
+    counts = data.train_counts()
+    ranker = build_ranker(cfg, vectors, graph, counts)
+    retriever = build_retriever(job.retriever, cfg.max_history, vectors, graph, counts, cfg.seed)
+    prefixes, targets = next_item_examples(data.histories(("train",)), cfg.max_history, data.n_items)
+    mine = np.arange(rank, len(targets), world)
+    share = np.bincount(targets[mine], minlength=data.n_items) / max(len(mine), 1)
+    objective = NextItemObjective({"retriever": retriever, "ranker": ranker}, {"retriever": job.retriever.loss_weight},
+                                  torch.as_tensor(share), torch.as_tensor(popularity_log_prior(counts)),
+                                  cfg.popularity_correction, cfg.temperature)  # fmt: skip
     state = {"epoch": 0, "best": -1.0, "bad": 0, "history": []}
-    best = _cpu_state(model)
+    best = _cpu_state(objective)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as ckpt:
-            model.load_state_dict(load_file(str(Path(ckpt) / CURRENT)), strict=False)
+            objective.load_state_dict(load_file(str(Path(ckpt) / CURRENT)))
             best = load_file(str(Path(ckpt) / BEST))
             state = json.loads((Path(ckpt) / STATE).read_text())
     device = ray.train.torch.get_device()
     ddp = ray.train.torch.prepare_model(
-        model, parallel_strategy_kwargs={"broadcast_buffers": False, "find_unused_parameters": True}
+        objective, parallel_strategy_kwargs={"broadcast_buffers": False, "find_unused_parameters": True}
     )
     core = ddp.module if hasattr(ddp, "module") else ddp
-    prefixes, targets = next_item_examples(data.histories(("train",)), cfg.max_history, data.n_items)
-    mine = np.arange(rank, len(targets), world)
     prefixes, targets = torch.as_tensor(prefixes[mine]).to(device), torch.as_tensor(targets[mine]).to(device)
-    share = torch.as_tensor(np.bincount(targets.cpu().numpy(), minlength=data.n_items) / len(targets)).float()
-    log_prior = torch.as_tensor(popularity_log_prior(data.train_counts()))
-    share, log_prior = share.to(device), log_prior.to(device)
     optimizer = torch.optim.Adam(ddp.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     generator = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
     per_worker = max(1, job.examples_per_epoch // world)
+    validation = job.retrieval.model_copy(update={"index": "exact"})  # no ANN build per epoch
     for epoch in range(state["epoch"], cfg.epochs):
         pick = torch.randperm(len(targets), generator=generator)[:per_worker].to(device)
         loss = train_epoch(ddp, prefixes[pick], targets[pick], optimizer, max(2, cfg.batch_size // world),
-                           cfg.negatives, share, log_prior, cfg.popularity_correction, generator,
-                           temperature=cfg.temperature)  # fmt: skip
+                           cfg.negatives, data.n_items, generator)  # fmt: skip
         stop = torch.zeros(1, device=device)
         metrics = {"epoch": float(epoch + 1), "train_loss": loss}
         if rank == 0:
-            result = evaluate(HybridRecommender(core), data, "valid", max_users=cfg.valid_users, seed=cfg.seed)
+            models = core.scorers
+            pipe = make_pipeline(models["retriever"], models["ranker"], vectors, graph, counts, validation)
+            result = evaluate(PipelineRecommender(pipe), data, "valid", max_users=cfg.valid_users, seed=cfg.seed)
+            first = evaluate(RetrieverRecommender(pipe), data, "valid", max_users=cfg.valid_users, seed=cfg.seed)
             metrics.update({f"valid_{k}": v for k, v in result.metrics.items() if not math.isnan(v)})
+            metrics.update({f"valid_retriever_{k}": first.metrics[k] for k in ("ndcg@10", "recall@20")})
             if result.metrics["ndcg@10"] > state["best"]:
                 state["best"], state["bad"], best = result.metrics["ndcg@10"], 0, _cpu_state(core)
             else:
                 state["bad"] += 1
             stop[0] = float(state["bad"] >= cfg.patience)
-            print(f"[fit] epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f} valid ndcg@10 "
-                  f"{result.metrics['ndcg@10']:.4f} (best {state['best']:.4f})", flush=True)  # fmt: skip
+            print(f"[fit] epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f} valid ndcg@10 {result.metrics['ndcg@10']:.4f} "
+                  f"(retriever alone {first.metrics['ndcg@10']:.4f}; best {state['best']:.4f})", flush=True)  # fmt: skip
         dist.broadcast(stop, src=0)
         state["epoch"] = epoch + 1
         state["history"].append(metrics)
@@ -138,21 +161,23 @@ def _report(
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
-def fit_ranker(
+def fit_models(
     data: SplitData,
     vectors: np.ndarray,
     graph: sparse.csr_matrix,
     ranker: RankerConfig,
+    retriever: RetrieverConfig,
+    retrieval: RetrievalConfig,
     resources: ResourcesConfig,
     run_name: str = "fit",
     callbacks: list | None = None,
 ) -> FitResult:
-    """Train the hybrid ranker on ``data.train`` with early stopping on ``data.valid``; best weights back."""
+    """Train retriever and ranker on ``data.train`` with early stopping on ``data.valid``; best weights back."""
     n_examples = int(np.maximum(data.histories(("train",)).lengths() - 1, 0).sum())
     if n_examples == 0:
         raise ValueError("no next-item examples: every train history has fewer than two items")
     job = FitJob(
-        ranker=ranker, inputs=ray.put((data, vectors, graph)), threads=max(1, math.floor(resources.cpus_per_worker)),
+        ranker=ranker, retriever=retriever, retrieval=retrieval, inputs=ray.put((data, vectors, graph)), threads=max(1, math.floor(resources.cpus_per_worker)),
         examples_per_epoch=ranker.examples_per_epoch or default_examples_per_epoch(n_examples),
     )  # fmt: skip
     trainer = TorchTrainer(
@@ -170,4 +195,4 @@ def fit_ranker(
         raise result.error
     with result.checkpoint.as_directory() as ckpt:
         state = json.loads((Path(ckpt) / STATE).read_text())
-        return FitResult(load_file(str(Path(ckpt) / BEST)), state["history"])
+        return FitResult(*split_state(load_file(str(Path(ckpt) / BEST))), state["history"])

@@ -1,4 +1,4 @@
-"""`longtail train`: fine-tune → embed → graph → fit → evaluate → bundle.
+"""`longtail train`: fine-tune → embed → graph → fit (retriever + ranker) → index → evaluate → bundle.
 
 Every stage writes into a work directory under a name derived from a hash of its inputs and its config
 section, and skips itself when that output already exists, so re-running after a change redoes only
@@ -25,19 +25,20 @@ from safetensors.torch import load_file, save_file
 from scipy import sparse
 
 from longtail.bundle import write_bundle
-from longtail.config import RerankConfig, TrainConfig
+from longtail.config import TrainConfig
 from longtail.data import read_manifest, read_split, read_table
 from longtail.data.encoded import SplitData, load_split_data
 from longtail.data.vectors import vectors_of
 from longtail.eval.evaluate import EvalResult, evaluate
 from longtail.eval.report import plot_alpha_sweep
-from longtail.model.factory import build_graph, build_ranker
+from longtail.model.factory import build_graph, build_ranker, build_retriever
 from longtail.model.graph import item_entity_matrix
-from longtail.model.ranker_train import HybridRecommender
-from longtail.model.rerank import Shelves, with_exposure_rerank
+from longtail.recommend.build import build_index, make_pipeline, own_lists
+from longtail.recommend.pipeline import Pipeline
+from longtail.recommend.recommender import PipelineRecommender, RetrieverRecommender
 from longtail.train.embed import embed_catalog
 from longtail.train.finetune import finetune
-from longtail.train.fit import fit_ranker
+from longtail.train.fit import fit_models
 
 Log = Callable[[str], None]
 
@@ -61,35 +62,52 @@ def item_entities(data_dir: Path, data: SplitData) -> sparse.csr_matrix | None:
                               col(kg, "head_id"), col(kg, "tail_id"))  # fmt: skip
 
 
-def reranked(model, data: SplitData, rerank: RerankConfig):
-    """The hybrid as a recommender with the config's tail boost and shelves (fresh exposure counts)."""
-    shelves = Shelves(rerank.tail_share, rerank.new_share, rerank.exposure_penalty)
-    vectors = model.text_vectors.numpy()
-    return with_exposure_rerank(HybridRecommender(model), data.train_counts(), rerank.tail_boost, shelves,
-                                text_vectors=vectors)  # fmt: skip
+def trained_pipeline(config: TrainConfig, vectors: np.ndarray, graph: sparse.csr_matrix, train_counts: np.ndarray,
+                     retriever_state: dict, ranker_state: dict) -> Pipeline:  # fmt: skip
+    """Both stages rebuilt from their weights (strictly), the MIPS index built, the config's shelves on."""
+    ranker = build_ranker(config.ranker, vectors, graph, train_counts)
+    ranker.load_state_dict(ranker_state)
+    retriever = build_retriever(config.retriever, config.ranker.max_history, vectors, graph, train_counts,
+                                config.ranker.seed)  # fmt: skip
+    retriever.load_state_dict(retriever_state)
+    index = build_index(retriever, config.retrieval, config.ranker.seed)
+    return make_pipeline(retriever, ranker, vectors, graph, train_counts, config.retrieval, config.rerank, index,
+                         config.ranker.seed)  # fmt: skip
 
 
-def evaluate_bundle_model(model, data: SplitData, config: TrainConfig) -> dict[str, EvalResult]:
-    """Valid and test results of the hybrid with the config's exposure re-rank."""
-    return {part: evaluate(reranked(model, data, config.rerank), data, part) for part in ("valid", "test")}
+def candidate_knobs(config: TrainConfig) -> dict[str, int | None]:
+    """The retrieval knobs that change which candidates the per-epoch validation ranks (so the fit)."""
+    return config.retrieval.model_dump(include={"candidates", "graph_candidates", "graph_recent", "tail_candidates",
+                                                "new_candidates"})  # fmt: skip
 
 
-def alpha_sweep(model, data: SplitData, alphas=(0.0, 0.25, 0.5, 0.75, 1.0), part: str = "test",
+def evaluate_pipeline(pipe: Pipeline, data: SplitData, parts: tuple[str, ...] = ("valid", "test"),
+                      max_users: int | None = None) -> dict[str, dict[str, EvalResult]]:  # fmt: skip
+    """Results by variant and part: ``hybrid`` (the config's re-rank and shelves), ``own_lists`` (the two
+    stages without them) and ``retriever`` (the first stage's own lists)."""
+    variants = {"hybrid": lambda: PipelineRecommender(pipe), "own_lists": lambda: PipelineRecommender(own_lists(pipe)),
+                "retriever": lambda: RetrieverRecommender(pipe)}  # fmt: skip
+    return {name: {part: evaluate(make(), data, part, max_users=max_users) for part in parts}
+            for name, make in variants.items()}  # fmt: skip
+
+
+def alpha_sweep(pipe: Pipeline, data: SplitData, alphas=(0.0, 0.25, 0.5, 0.75, 1.0), part: str = "test",
                 max_users: int | None = 2000) -> list:  # fmt: skip
-    """(α, ndcg@10, tail_recall@20) with the α gate replaced by each fixed value in turn.
+    """(α, ndcg@10, tail_recall@20) of the model's own lists with the ranker's α gate replaced by each value.
 
     Scored on a seeded sample of at most ``max_users`` users: it is a plot, five passes over a large
     dataset would cost more than the training.
     """
-    saved = model.alpha.fixed
+    ranker = pipe.ranker
+    saved = ranker.alpha.fixed
     points = []
     try:
         for alpha in alphas:
-            model.alpha.fixed = alpha
-            m = evaluate(HybridRecommender(model), data, part, max_users=max_users).metrics
+            ranker.alpha.fixed = alpha
+            m = evaluate(PipelineRecommender(own_lists(pipe)), data, part, max_users=max_users).metrics
             points.append((alpha, m["ndcg@10"], m["tail_recall@20"]))
     finally:
-        model.alpha.fixed = saved
+        ranker.alpha.fixed = saved
     return points
 
 
@@ -171,25 +189,29 @@ def train_pipeline(data_dir: Path, config: TrainConfig, out: Path, log: Log = pr
     data, encoder_dir, vectors, graph, key, work = (stages.data, stages.encoder_dir, stages.vectors, stages.graph,
                                                     stages.key, stages.work)  # fmt: skip
     fingerprint = read_manifest(data_dir)["fingerprint"]
-    key = digest(key, config.ranker)
-    ranker_path = work / f"ranker-{key}.safetensors"
-    history_path = work / f"ranker-{key}.json"
-    if ranker_path.is_file():
-        log(f"fit: reusing {ranker_path}")
+    key = digest(key, config.ranker, config.retriever, candidate_knobs(config))
+    paths = {name: work / f"{name}-{key}.safetensors" for name in ("retriever", "ranker")}
+    history_path = work / f"fit-{key}.json"
+    if all(path.is_file() for path in paths.values()):
+        log(f"fit: reusing {paths['ranker']}")
     else:
-        log("fit: start")
-        result = fit_ranker(data, vectors, graph, config.ranker, config.resources, run_name=f"fit-{key}")
-        save_file(result.state, str(ranker_path))
+        log("fit: start (retriever + ranker)")
+        result = fit_models(data, vectors, graph, config.ranker, config.retriever, config.retrieval, config.resources,
+                            run_name=f"fit-{key}")  # fmt: skip
+        save_file(result.retriever_state, str(paths["retriever"]))
+        save_file(result.ranker_state, str(paths["ranker"]))
         history_path.write_text(json.dumps(result.history))
         forget_run(config.resources.storage_path, f"fit-{key}")
-    state = load_file(str(ranker_path))
-    model = build_ranker(config.ranker, vectors, graph, data.train_counts())
-    model.load_state_dict(state, strict=False)
-    results = evaluate_bundle_model(model, data, config)
-    metrics = {part: r.metrics for part, r in results.items()}
+    states = {name: load_file(str(path)) for name, path in paths.items()}
+    pipe = trained_pipeline(config, vectors, graph, data.train_counts(), states["retriever"], states["ranker"])
+    log(f"index: {pipe.index.kind} over {pipe.index.n_items} items")
+    results = evaluate_pipeline(pipe, data)
+    metrics: dict[str, Any] = {part: r.metrics for part, r in results["hybrid"].items()}
+    for variant in ("own_lists", "retriever"):
+        metrics[variant] = {part: r.metrics for part, r in results[variant].items()}
     metrics["fit_history"] = json.loads(history_path.read_text()) if history_path.is_file() else []
     metrics["alpha_sweep_test"] = [dict(zip(("alpha", "ndcg@10", "tail_recall@20"), p, strict=True))
-                                   for p in alpha_sweep(model, data)]  # fmt: skip
+                                   for p in alpha_sweep(pipe, data)]  # fmt: skip
     metrics["seconds"] = round(time.time() - started, 1)
     tables = read_split(data_dir, config.split)
     histories = pa.concat_tables([tables.train, tables.valid, tables.test]).select(
@@ -197,8 +219,10 @@ def train_pipeline(data_dir: Path, config: TrainConfig, out: Path, log: Log = pr
     )
     write_bundle(
         out, encoder_dir=encoder_dir, item_ids=data.item_ids, texts=data.item_text, train_counts=data.train_counts(),
-        vectors=vectors, graph=graph, ranker_state=state, histories=histories, config=config.model_dump(),
-        data={"path": str(data_dir), "fingerprint": fingerprint, "split": config.split}, metrics=metrics,
+        vectors=vectors, graph=graph, ranker_state=states["ranker"], retriever_state=states["retriever"],
+        histories=histories, config=config.model_dump(), metrics=metrics,
+        data={"path": str(data_dir), "fingerprint": fingerprint, "split": config.split},
+        index_bytes=None if pipe.index.kind == "exact" else pipe.index.to_bytes(),
     )  # fmt: skip
     sweep = [(p["alpha"], p["ndcg@10"], p["tail_recall@20"]) for p in metrics["alpha_sweep_test"]]
     plot = plot_alpha_sweep(

@@ -24,9 +24,10 @@ from ray import tune
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from longtail.config import ConfigError, TrainConfig
-from longtail.model.factory import build_ranker
-from longtail.train.fit import fit_ranker
-from longtail.train.pipeline import evaluate_bundle_model, prepare_stages
+from longtail.eval.evaluate import evaluate
+from longtail.recommend.recommender import PipelineRecommender
+from longtail.train.fit import fit_models
+from longtail.train.pipeline import prepare_stages, trained_pipeline
 from longtail.tune.space import Param, touches_upstream
 
 METRICS = ("ndcg@10", "recall@20", "tail_recall@20", "coverage@20")
@@ -106,11 +107,11 @@ def run_trial(params: dict[str, Any], job: SweepJob) -> None:
     stages = prepare_stages(Path(job.data_dir), config, Path(job.work), log=lambda m: print(f"[trial] {m}", flush=True))
     config.resources.storage_path = job.storage
     trial_id = tune.get_context().get_trial_id()
-    result = fit_ranker(stages.data, stages.vectors, stages.graph, config.ranker, config.resources,
-                        run_name=f"fit-{trial_id}", callbacks=[ObjectiveCallback(job.objective)])  # fmt: skip
-    model = build_ranker(config.ranker, stages.vectors, stages.graph, stages.data.train_counts())
-    model.load_state_dict(result.state, strict=False)
-    final = {part: r.metrics for part, r in evaluate_bundle_model(model, stages.data, config).items()}
+    result = fit_models(stages.data, stages.vectors, stages.graph, config.ranker, config.retriever, config.retrieval,
+                        config.resources, run_name=f"fit-{trial_id}", callbacks=[ObjectiveCallback(job.objective)])  # fmt: skip
+    pipe = trained_pipeline(config, stages.vectors, stages.graph, stages.data.train_counts(), result.retriever_state,
+                            result.ranker_state)  # fmt: skip
+    final = {part: evaluate(PipelineRecommender(pipe), stages.data, part).metrics for part in ("valid", "test")}
     report = {f"{part}_{name}": final[part][name] for part in final for name in METRICS}
     report["objective"] = job.objective.value(report)
     report["epochs_run"] = len(result.history)

@@ -1,0 +1,47 @@
+"""The pipeline behind the ``Recommender`` interface, for evaluation and batch recommendation."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from longtail.data.encoded import Histories, SplitData
+from longtail.recommend.pipeline import Batch, Pipeline, recommend, retriever_lists
+
+
+class PipelineRecommender:
+    """retrieve → rank → arrange for batches of users; shelf exposure accumulates over one object's calls
+    (make one per evaluation pass)."""
+
+    def __init__(self, pipeline: Pipeline, name: str = "hybrid", batch_users: int = 256) -> None:
+        self.pipeline, self.name, self.batch_users = pipeline, name, batch_users
+        self.exposure = np.zeros(pipeline.n_items, dtype=np.float64)
+
+    def fit(self, data: SplitData) -> None:
+        """Training happens in ``longtail.train``; this adapter only recommends."""
+
+    def recommend(self, users: np.ndarray, histories: Histories, k: int) -> np.ndarray:
+        """(b, k) lists, each user's history excluded."""
+        out = np.full((len(users), k), -1, dtype=np.int64)
+        step = self.batch_users if self.pipeline.retrieval.candidates is not None else max(1, self.batch_users // 2)
+        for start in range(0, len(users), step):
+            rows = np.arange(start, min(start + step, len(users)))
+            lists = recommend(self.pipeline, Batch.of(histories.rows(rows)), k, self.exposure)
+            out[rows] = lists.items
+        return out
+
+
+class RetrieverRecommender:
+    """The retriever's own lists: its MIPS search alone (the first stage without the ranker)."""
+
+    def __init__(self, pipeline: Pipeline, name: str = "retriever", batch_users: int = 512) -> None:
+        self.pipeline, self.name, self.batch_users = pipeline, name, batch_users
+
+    def fit(self, data: SplitData) -> None:
+        """Already trained."""
+
+    def recommend(self, users: np.ndarray, histories: Histories, k: int) -> np.ndarray:
+        out = np.full((len(users), k), -1, dtype=np.int64)
+        for start in range(0, len(users), self.batch_users):
+            rows = np.arange(start, min(start + self.batch_users, len(users)))
+            out[rows] = retriever_lists(self.pipeline, Batch.of(histories.rows(rows)), k)
+        return out

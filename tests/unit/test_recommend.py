@@ -1,0 +1,149 @@
+"""retrieve → rank → arrange: the MIPS index, the candidate channels, and the pipeline against exact ranking."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+from scipy import sparse
+
+from longtail.bundle import read_bundle
+from longtail.data.encoded import Histories
+from longtail.eval.evaluate import evaluate
+from longtail.model.rerank import Shelves
+from longtail.recommend.build import exact, load_pipeline, own_lists
+from longtail.recommend.channels import graph_neighbours, merge
+from longtail.recommend.index import ItemIndex
+from longtail.recommend.pipeline import Batch, channels, recommend, retrieve
+from longtail.recommend.recommender import PipelineRecommender
+from tests.conftest import clustered_split
+
+
+def histories(rows: list[list[int]]) -> Histories:
+    return Histories(np.r_[0, np.cumsum([len(r) for r in rows])].astype(np.int64),
+                     np.asarray([i for r in rows for i in r], dtype=np.int64))  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def vectors() -> np.ndarray:
+    return np.random.default_rng(0).normal(size=(3000, 16)).astype(np.float32)
+
+
+@pytest.mark.parametrize("kind", ["exact", "ivf", "hnsw"])
+def test_index_kinds_find_the_best_items_and_honour_exclusions(vectors, kind):
+    index = ItemIndex.build(vectors, kind, nprobe=64)
+    queries = np.random.default_rng(1).normal(size=(20, 16)).astype(np.float32)
+    truth = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]
+    found = index.search(queries, 10)
+    overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth, strict=True)])
+    assert overlap == 1.0 if kind == "exact" else overlap > 0.8
+    exclude = sparse.csr_matrix((np.ones(20 * 3), (np.repeat(np.arange(20), 3), truth[:, :3].ravel())), shape=(20, 3000))
+    assert not (hit := set(map(tuple, np.argwhere(exclude.toarray()))) & {(r, i) for r, row in
+               enumerate(index.search(queries, 10, exclude)) for i in row}), hit  # fmt: skip
+    allowed = np.zeros(3000, bool)
+    allowed[::7] = True
+    restricted = index.search(queries, 10, allowed=allowed)
+    assert (restricted >= 0).all() and allowed[restricted].all()
+    index.add(queries[:1] * 100)  # a new item far along the first query: the best match of that query
+    assert index.n_items == 3001 and index.search(queries[:1], 1)[0, 0] == 3000
+    if kind != "exact":
+        again = ItemIndex.from_bytes(kind, index.to_bytes(), nprobe=64)
+        assert np.array_equal(again.search(queries, 10), index.search(queries, 10))
+
+
+def test_channels_return_what_they_promise():
+    graph = sparse.csr_matrix(np.array([[0, 0.7, 0.3, 0], [0.5, 0, 0, 0.5], [1, 0, 0, 0], [0, 1, 0, 0]], np.float32))
+    recent = np.array([[2, 0], [3, -1]])  # user 0: newest is 0; user 1: only 3
+    out = graph_neighbours(graph, recent, 2)
+    assert out[0].tolist() == [1, 0] and out[1].tolist() == [1, -1]  # reach of 0 (newest) wins; 2 reaches 0
+    merged = merge([np.array([[3, 1, -1], [2, 2, 0]]), np.array([[1, 7], [4, -1]])],
+                   sparse.csr_matrix(([1.0], ([1], [0])), shape=(2, 10)))  # user 1 excludes item 0
+    assert merged.tolist() == [[1, 3, 7], [2, 4, -1]]
+
+
+@pytest.fixture
+def pipe(tiny_bundle):
+    return load_pipeline(read_bundle(tiny_bundle))
+
+
+def test_each_channel_returns_what_it_promises(pipe):
+    counts = np.where(np.arange(pipe.n_items) % 5 == 0, 0, pipe.train_counts)  # items 0, 5, 10, 15 never touched
+    p = dataclasses.replace(pipe, train_counts=counts, retrieval=pipe.retrieval.model_copy(update={
+        "candidates": 3, "graph_candidates": 4, "graph_recent": 1, "new_candidates": 2, "tail_candidates": 5}))  # fmt: skip
+    batch = Batch.of(histories([[1, 2, 3], [11, 12]]))
+    lists = channels(p, batch)
+    assert {name: got.shape[1] for name, got in lists.items()} == {"mips": 3, "tail": 5, "graph": 4, "new": 2}
+    assert p.tail[lists["tail"][lists["tail"] >= 0]].all()  # the tail index holds tail items only
+    assert set(lists["new"].ravel()) <= {0, 5, 10, 15}  # never-touched items only
+    for row, newest in enumerate([3, 12]):  # graph neighbours of the newest history item
+        assert set(lists["graph"][row][lists["graph"][row] >= 0]) <= set(p.graph[newest].indices)
+    for name in ("mips", "tail"):  # the MIPS channels never offer the user's own items
+        assert not {1, 2, 3} & set(lists[name][0]) and not {11, 12} & set(lists[name][1])
+    merged = retrieve(p, batch)
+    union = {row: {int(i) for got in lists.values() for i in got[row] if i >= 0} - seen
+             for row, seen in enumerate([{1, 2, 3}, {11, 12}])}  # fmt: skip
+    assert [set(row[row >= 0].tolist()) for row in merged] == [union[0], union[1]]
+
+
+def test_exact_and_two_stage_lists_agree_when_candidates_cover_the_catalog(pipe):
+    data = clustered_split()
+    everything = dataclasses.replace(pipe, retrieval=pipe.retrieval.model_copy(update={"candidates": pipe.n_items}))
+    for variant in (own_lists, lambda p: dataclasses.replace(p, shelves=Shelves(0.3, 0.0, 0.5))):
+        a = evaluate(PipelineRecommender(variant(everything)), data, "test")
+        b = evaluate(PipelineRecommender(variant(exact(pipe))), data, "test")
+        assert a.metrics == pytest.approx(b.metrics, nan_ok=True)
+    users = np.arange(6)
+    two = PipelineRecommender(own_lists(everything)).recommend(users, data.histories(("train",)).rows(users), 10)
+    one = PipelineRecommender(own_lists(exact(pipe))).recommend(users, data.histories(("train",)).rows(users), 10)
+    assert np.array_equal(two, one)
+
+
+def test_lists_exclude_history_and_respect_k(pipe):
+    batch = Batch(histories([[0, 1, 2], [3]]), np.array([True, False]))
+    lists = recommend(pipe, batch, 5)
+    assert lists.items.shape == (2, 5) and not {0, 1, 2} & set(lists.items[0])
+    assert (lists.items >= 0).all() and all(len(set(row)) == 5 for row in lists.items)
+
+
+class _TensorBytes(__import__("torch").utils._python_dispatch.TorchDispatchMode):
+    """Largest tensor any torch op makes while active (bytes)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.largest = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        import torch
+
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, tuple | list) else (out,):
+            if isinstance(t, torch.Tensor) and t.layout == torch.strided:
+                self.largest = max(self.largest, t.numel() * t.element_size())
+        return out
+
+
+def request_memory(n: int) -> tuple[int, int]:
+    """(peak numpy/Python bytes, largest torch tensor bytes) of one warm request over an n-item catalog."""
+    import tracemalloc
+
+    from longtail.config import RetrievalConfig
+    from longtail.recommend.synthetic import synthetic_pipeline
+
+    pipe = synthetic_pipeline(n, RetrievalConfig(index="ivf", nlist=32, nprobe=4), text_dim=32)
+    rng = np.random.default_rng(0)
+    batch = Batch.of(histories([rng.integers(0, n, 30).tolist() for _ in range(4)]))
+    exposure = np.zeros(n)
+    recommend(pipe, batch, 20, exposure)  # warm: caches of projected text
+    tracemalloc.start()
+    with _TensorBytes() as mode:
+        recommend(pipe, batch, 20, exposure)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return peak, mode.largest
+
+
+def test_request_memory_does_not_grow_with_the_catalog():
+    small, large = request_memory(4_000), request_memory(40_000)
+    assert large[0] < 1.25 * small[0] + 65_536, (small, large)  # numpy: candidates × history, not catalog
+    assert large[1] < 1.1 * small[1], (small, large)  # torch: the largest tensor is candidates × history
