@@ -10,6 +10,7 @@ def test_core_imports_no_framework():
     code = (
         "import sys\n"
         "import longtail.data, longtail.eval.evaluate, longtail.eval.report, longtail.model.factory, longtail.config\n"
+        "import longtail.recommend.pipeline, longtail.recommend.build, longtail.recommend.recommender\n"
         "bad = sorted(m for m in ('ray', 'deepspeed', 'fastapi', 'prometheus_client') if m in sys.modules)\n"
         "print(','.join(bad))\n"
     )

@@ -21,7 +21,7 @@ from longtail.recommend.pipeline import Pipeline
 def item_vectors(retriever: FactorizedRetriever) -> np.ndarray:
     """The retriever's v_i of every item (n, 3·dim)."""
     retriever.eval()
-    return retriever.item_vectors().numpy()
+    return retriever.item_vectors().cpu().numpy()
 
 
 def build_index(retriever: FactorizedRetriever, retrieval: RetrievalConfig, seed: int = 0) -> ItemIndex:

@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -111,7 +112,12 @@ class Lists:
 def user_vectors(p: Pipeline, recent: np.ndarray) -> np.ndarray:
     """The retriever's q_u (b, 3·dim) for histories (b, L) padded with n_items."""
     p.retriever.eval()
-    return p.retriever.user_vectors(torch.from_numpy(recent)).numpy()
+    return p.retriever.user_vectors(torch.from_numpy(recent).to(_device(p.retriever))).cpu().numpy()
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    """Where a model's weights are (validation during GPU training scores on the GPU)."""
+    return next(model.parameters()).device
 
 
 def text_profile(p: Pipeline, batch: Batch) -> np.ndarray:
@@ -120,12 +126,12 @@ def text_profile(p: Pipeline, batch: Batch) -> np.ndarray:
     return profile / np.maximum(np.linalg.norm(profile, axis=1, keepdims=True), 1e-12)
 
 
-def channels(p: Pipeline, batch: Batch, k: int = 0) -> dict[str, np.ndarray]:
+def channels(p: Pipeline, batch: Batch, k: int = 0, excluded: sparse.csr_matrix | None = None) -> dict[str, np.ndarray]:
     """Each candidate channel's (b, k_c) lists, -1 padded: ``mips`` (the retriever over every item, at least k),
     ``tail`` (the retriever over tail items), ``graph`` (neighbours of the newest items), ``new`` (never-touched
     items by text). The MIPS channels already skip excluded items; ``merge`` drops them from the others."""
     r = p.retrieval
-    excluded = batch.excluded(p.n_items)
+    excluded = batch.excluded(p.n_items) if excluded is None else excluded
     q = user_vectors(p, batch.recent(p.retriever.max_history, p.n_items))
     out = {"mips": p.index.search(q, max(r.candidates or 0, k), excluded)}
     if r.tail_candidates:
@@ -142,7 +148,8 @@ def retrieve(p: Pipeline, batch: Batch, k: int = 0) -> np.ndarray:
     """(b, C) candidates per user, -1 padded, none of them excluded; C ≥ k where the catalog allows."""
     if p.retrieval.candidates is None:  # exact: every item (``rank`` scores them all, excluded ones get -inf)
         return np.broadcast_to(np.arange(p.n_items), (len(batch), p.n_items))
-    return merge(list(channels(p, batch, k).values()), batch.excluded(p.n_items))
+    excluded = batch.excluded(p.n_items)
+    return merge(list(channels(p, batch, k, excluded).values()), excluded)
 
 
 @torch.no_grad()
@@ -151,19 +158,24 @@ def rank(p: Pipeline, batch: Batch, candidates: np.ndarray, boost: float | None 
     """(scores (b, C) with -inf for padding, the ranker's output, the history it read (b, L))."""
     p.ranker.eval()
     recent = batch.recent(p.ranker.max_history, p.n_items)
+    device = _device(p.ranker)
     if p.retrieval.candidates is None:  # every item, shared by the batch: one product per term
-        out = p.ranker(torch.from_numpy(recent))
+        out = _on_cpu(p.ranker(torch.from_numpy(recent).to(device)))
         scores = out.score.numpy().astype(np.float64)  # (b, n)
         excluded = batch.excluded(p.n_items)
         scores[np.repeat(np.arange(len(batch)), np.diff(excluded.indptr)), excluded.indices] = -np.inf
     else:
-        cand = torch.from_numpy(np.where(candidates >= 0, candidates, p.n_items))
-        out = p.ranker(torch.from_numpy(recent), cand)
+        cand = torch.from_numpy(np.where(candidates >= 0, candidates, p.n_items)).to(device)
+        out = _on_cpu(p.ranker(torch.from_numpy(recent).to(device), cand))
         scores = np.where(candidates >= 0, out.score.numpy().astype(np.float64), -np.inf)  # (b, C)
     safe = np.maximum(candidates, 0)
     scores = tail_boost(scores, np.asarray(p.train_counts)[safe], p.boost if boost is None else boost)
     scores = explore(scores, p.tail[safe], p.exploration, p.rng)
     return scores, out, recent
+
+
+def _on_cpu(out: HybridOutput) -> HybridOutput:
+    return HybridOutput(*(getattr(out, f.name).cpu() for f in dataclasses.fields(out)))
 
 
 def arrange_lists(p: Pipeline, batch: Batch, candidates: np.ndarray, scores: np.ndarray, k: int,
