@@ -10,9 +10,11 @@ Writes ``DIR/speed_ratios.json`` with (numbers, so a script can check them):
 - ``pipeline_vs_matmul``: retrieve → rank → arrange for every test user over a matmul + top-20 of the same
   shapes (today's exact path was 1/324).
 - ``catalog``: ``{"10000": {"p50_ms", "p99_ms", "rss_mib", "index"}, …}``: one request at a time through the
-  two-stage path on synthetic catalogs (random weights; one subprocess per size, so RSS is that size's);
-  ``index_choice``: IVF and HNSW at the largest size, build time, latency and recall of the MIPS top-N
-  against exact search.
+  two-stage path on synthetic catalogs (random weights; one subprocess per size, so RSS is that size's:
+  ``rss_mib`` after serving, ``peak_rss_mib`` including the build).
+- ``ann_choice``: FAISS IVF (Flat, SQ8) and HNSW on the bundle's own item vectors and real user vectors:
+  recall of the MIPS top-N against exact search, single-query latency, build time, and the two-stage
+  recall@20 with that index over the exact index's.
 - ``two_stage_recall_ratio``: test recall@20 of the two-stage lists over the exact ranking (the ranker
   scoring every item) of the same bundle, both the model's own lists; ``eval_s``: the served lists'
   full test evaluation (every test user, every metric).
@@ -44,9 +46,9 @@ from longtail.model.ranker_train import (
     train_epoch,
 )
 from longtail.recommend.build import exact, load_pipeline, own_lists
+from longtail.recommend.index import ItemIndex
 from longtail.recommend.pipeline import Batch, recommend, user_vectors
 from longtail.recommend.recommender import PipelineRecommender
-from longtail.train.fit import default_examples_per_epoch
 
 
 def timed(fn, repeat: int = 1) -> float:
@@ -105,6 +107,8 @@ def recall_ratio(pipe, data: SplitData, max_users: int | None) -> dict:
 
 def epoch_cost(part: SplitData, vectors: np.ndarray, graph, cfg: TrainConfig) -> dict:
     """Seconds of one epoch of both stages (the pipeline's examples per epoch)."""
+    from longtail.train.fit import default_examples_per_epoch  # imports Ray: kept out of the catalog workers
+
     counts = part.train_counts()
     r = cfg.ranker
     ranker = build_ranker(r, vectors, graph, counts)
@@ -132,6 +136,12 @@ def subset(data: SplitData, share: float, seed: int = 0) -> SplitData:
     return SplitData(data.item_ids, data.user_ids, part(data.train), part(data.valid), part(data.test), data.item_text)
 
 
+def rss_mib() -> tuple[float, float]:
+    """(current, peak) resident memory of this process, MiB."""
+    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return int(status["VmRSS"].split()[0]) / 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def catalog_worker(n: int, threads: int, requests: int, index: str) -> dict:
     """In a fresh process: build a synthetic pipeline of n items, time single requests, report RSS."""
     from longtail.recommend.synthetic import synthetic_pipeline
@@ -146,36 +156,53 @@ def catalog_worker(n: int, threads: int, requests: int, index: str) -> dict:
     for b in batches[:5]:
         recommend(pipe, b, 20, exposure, record=False)  # warm
     lat = [timed(lambda b=b: recommend(pipe, b, 20, exposure, record=False)) for b in batches[5:]]
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    current, peak = rss_mib()
     return {"p50_ms": round(1000 * float(np.median(lat)), 2), "p99_ms": round(1000 * float(np.percentile(lat, 99)), 2),
-            "rss_mib": round(rss, 0), "index": pipe.index.kind, "build_s": round(build_s, 1), "requests": requests}  # fmt: skip
+            "rss_mib": round(current), "peak_rss_mib": round(peak), "index": pipe.index.kind,
+            "build_s": round(build_s, 1), "requests": requests}  # fmt: skip
 
 
-def index_choice(n: int, threads: int, queries: int = 200, k: int = 400) -> dict:
-    """IVF vs HNSW on n synthetic item vectors (random, 192 dims): build time, latency, recall of top-k."""
-    from longtail.recommend.index import ItemIndex
+def ann_choice(pipe, data: SplitData, users: int = 2000, queries: int = 300) -> dict:
+    """Index kinds on the bundle's own item vectors and real user vectors: MIPS recall of the top-N against
+    exact search, single-query latency, build time, and the two-stage recall@20 over the exact index's."""
+    import dataclasses
 
-    torch.set_num_threads(threads)
-    rng = np.random.default_rng(0)
-    vectors = rng.standard_normal((n, 192), dtype=np.float32)
-    # a query near a real item, as a user vector points at what the user likes
-    q = vectors[rng.integers(0, n, queries)] + 0.5 * rng.standard_normal((queries, 192), dtype=np.float32)
-    truth = ItemIndex.build(vectors, "exact").search(q, k)
-    out = {}
-    for kind, knobs in (("ivf", [("nprobe", 16), ("nprobe", 48), ("nprobe", 128)]),
-                        ("hnsw", [("ef_search", 128), ("ef_search", 256), ("ef_search", 512)])):  # fmt: skip
-        t = time.perf_counter()
-        index = ItemIndex.build(vectors, kind)
-        build_s = time.perf_counter() - t
-        for name, value in knobs:
-            setattr(index, name, value)
-            lat = [timed(lambda i=i, index=index: index.search(q[i : i + 1], k)) for i in range(queries)]
-            found = index.search(q, k)
-            recall = np.mean([len(set(a) & set(b)) / k for a, b in zip(found, truth, strict=True)])
-            out[f"{kind} {name}={value}"] = {"build_s": round(build_s, 1), "p50_ms": round(1000 * float(np.median(lat)), 2),
-                                             "p99_ms": round(1000 * float(np.percentile(lat, 99)), 2),
-                                             "recall": round(float(recall), 4)}  # fmt: skip
-            print(f"[speed] index {kind} {name}={value} {out[f'{kind} {name}={value}']}", flush=True)
+    from longtail.recommend.build import item_vectors
+
+    vectors = item_vectors(pipe.retriever)
+    n_cand = pipe.retrieval.candidates or 400
+    test_users = np.unique(data.test.users)
+    sample = np.sort(np.random.default_rng(0).choice(test_users, min(users, len(test_users)), replace=False))
+    batch = Batch.of(data.histories(history_parts("test")).rows(sample))
+    q = user_vectors(pipe, batch.recent(pipe.retriever.max_history, pipe.n_items))
+    excluded = batch.excluded(pipe.n_items)
+    exact_index = ItemIndex.build(vectors, "exact")
+    truth = exact_index.search(q, n_cand, excluded)
+
+    def two_stage_recall(index: ItemIndex) -> float:
+        rec = PipelineRecommender(own_lists(dataclasses.replace(pipe, index=index)))
+        return evaluate(rec, data, "test", max_users=users).metrics["recall@20"]
+
+    base = two_stage_recall(exact_index)
+    out: dict = {"items": pipe.n_items, "users": len(sample), "candidates": n_cand}
+    variants = [("ivf", "nprobe", v) for v in (16, 48, 128)] + [("ivf_sq8", "nprobe", 48)] + [
+        ("hnsw", "ef_search", v) for v in (256, 512)]  # fmt: skip
+    built: dict[str, tuple[ItemIndex, float]] = {}
+    for kind, knob, value in variants:
+        if kind not in built:
+            t = time.perf_counter()
+            built[kind] = (ItemIndex.build(vectors, kind), time.perf_counter() - t)
+        index, build_s = built[kind]
+        setattr(index, knob, value)
+        found = index.search(q, n_cand, excluded)
+        recall = np.mean([len(set(a[a >= 0]) & set(b[b >= 0])) / max(int((b >= 0).sum()), 1)
+                          for a, b in zip(found, truth, strict=True)])  # fmt: skip
+        lat = [timed(lambda i=i, index=index: index.search(q[i : i + 1], n_cand, excluded[i])) for i in range(queries)]
+        key = f"{kind} {knob}={value}"
+        out[key] = {"build_s": round(build_s, 1), "mips_recall": round(float(recall), 4),
+                    "p50_ms": round(1000 * float(np.median(lat)), 3), "p99_ms": round(1000 * float(np.percentile(lat, 99)), 3),
+                    "two_stage_recall_ratio": round(two_stage_recall(index) / base, 4)}  # fmt: skip
+        print(f"[speed] ann {key} {out[key]}", flush=True)
     return out
 
 
@@ -203,7 +230,7 @@ def plot_catalog(rows: dict, path: Path) -> None:
     ax.plot(n, [r["p50_ms"] for r in rows.values()], marker="o", label="p50")
     ax.plot(n, [r["p99_ms"] for r in rows.values()], marker="o", label="p99")
     for x, r in zip(n, rows.values(), strict=True):
-        ax.annotate(f"{r['index']}, {r['rss_mib']:.0f} MiB", (x, r["p99_ms"]), textcoords="offset points", xytext=(4, 6),
+        ax.annotate(f"{r['index']}, {r['rss_mib']} MiB", (x, r["p99_ms"]), textcoords="offset points", xytext=(4, 6),
                     fontsize=8)  # fmt: skip
     ax.set(xscale="log", xlabel="catalog items", ylabel="latency per request, ms",
            title="Two-stage request latency by catalog size (2 threads)")  # fmt: skip
@@ -223,7 +250,7 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=200)
     ap.add_argument("--index", default="auto", help="index kind of the catalog runs")
     ap.add_argument("--ratio-users", type=int, default=0, help="users sampled for the recall ratio; 0 = all")
-    ap.add_argument("--skip", default="", help="comma list of parts to skip: stages,ratio,growth,catalog,index")
+    ap.add_argument("--skip", default="", help="comma list of parts to skip: stages,ratio,growth,catalog,ann")
     ap.add_argument("--catalog-worker", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("--out", type=Path, default=Path("reports/bench"))
     args = ap.parse_args()
@@ -258,8 +285,8 @@ def main() -> None:
             report["catalog"][str(n)] = run_worker(n, args.threads, args.requests, args.index)
             print(f"[speed] catalog {n}: {report['catalog'][str(n)]}", flush=True)
         plot_catalog(report["catalog"], args.out / "speed-catalog.png")
-    if "index" not in skip:
-        report["index_choice"] = index_choice(max(int(s) for s in args.sizes.split(",")), args.threads)
+    if "ann" not in skip and args.bundle is not None:
+        report["ann_choice"] = ann_choice(pipe, data)
     path = args.out / "speed_ratios.json"
     previous = json.loads(path.read_text()) if path.exists() else {}
     path.write_text(json.dumps({**previous, **report}, indent=2))  # parts skipped now keep their last figures

@@ -159,12 +159,12 @@ class RetrievalConfig(StrictModel):
     graph_recent: int = Field(5, ge=1, description="newest history items whose graph neighbours are candidates")
     tail_candidates: int = Field(60, ge=0, description="best tail items by the retriever (its tail index)")
     new_candidates: int = Field(30, ge=0, description="never-touched items nearest the history by text")
-    index: Literal["auto", "exact", "ivf", "hnsw"] = Field(
-        "auto", description="MIPS index; auto: exact below exact_below items, else ivf"
+    index: Literal["auto", "exact", "ivf", "ivf_sq8", "hnsw"] = Field(
+        "auto", description="MIPS index; auto: exact below exact_below items, else ivf_sq8"
     )
-    exact_below: int = Field(200_000, ge=1, description="auto: catalogs smaller than this are searched exactly")
+    exact_below: int = Field(50_000, ge=1, description="auto: catalogs smaller than this are searched exactly")
     nlist: int | None = Field(None, ge=1, description="IVF lists; null = 4·√n")
-    nprobe: int = Field(48, ge=1, description="IVF lists searched per query")
+    nprobe: int = Field(64, ge=1, description="IVF lists searched per query")
     hnsw_m: int = Field(32, ge=4, description="HNSW links per node")
     ef_search: int = Field(256, ge=1, description="HNSW search breadth")
 

@@ -133,13 +133,25 @@ class HybridRanker(nn.Module):
             self._text_key = key
         return self._text_cache
 
-    def edge_weight(self, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
-        """A[src, dst] elementwise (broadcast shapes); 0 where there is no edge or an index is padding."""
-        query = src * EDGE_KEY + dst
-        if len(self.edge_keys) == 0:
-            return torch.zeros(query.shape, device=query.device)
-        pos = torch.searchsorted(self.edge_keys, query).clamp(max=len(self.edge_keys) - 1)
-        return torch.where(self.edge_keys[pos] == query, self.edge_weights[pos], 0.0)
+    def _reach_of(self, history: torch.Tensor, r: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """Σ_l r_l A[h_l, c] for per-user candidates (b, c), reading only the graph rows of the history items
+        (b·L·degree entries), never a catalog-sized row."""
+        b, length = history.shape
+        keys, n = self.edge_keys, self.n_items + 1
+        src = history.reshape(-1)  # (b·L,)
+        start = torch.searchsorted(keys, src * EDGE_KEY)
+        lengths = torch.searchsorted(keys, (src + 1) * EDGE_KEY) - start  # padding has no row: 0
+        slot = torch.repeat_interleave(torch.arange(b * length, device=keys.device), lengths)  # (E,)
+        pos = start[slot] + torch.arange(len(slot), device=keys.device) - (torch.cumsum(lengths, 0) - lengths)[slot]
+        user_dst = torch.div(slot, length, rounding_mode="floor") * n + keys[pos] % EDGE_KEY  # (E,) user·n + dst
+        weight = self.edge_weights[pos] * r.reshape(-1)[slot]
+        unique, inverse = torch.unique(user_dst, return_inverse=True)  # sorted
+        reach = torch.zeros(len(unique), device=keys.device).index_add(0, inverse, weight)  # (U,)
+        query = torch.arange(b, device=keys.device)[:, None] * n + candidates  # (b, c)
+        if len(unique) == 0:
+            return torch.zeros(query.shape, device=keys.device)
+        at = torch.searchsorted(unique, query).clamp(max=len(unique) - 1)
+        return torch.where(unique[at] == query, reach[at], 0.0)
 
     def assoc(self, history: torch.Tensor, mask: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """κ · Σ_l r_l A[h_l, c] for each user and candidate: (b, c); candidates (c,) or (b, c)."""
@@ -148,9 +160,8 @@ class HybridRanker(nn.Module):
         r = torch.exp(-nn.functional.softplus(self.assoc_decay) * from_end.clamp_min(0)) * mask  # (b, L)
         r = r / r.sum(1, keepdim=True).clamp_min(1e-12)
         kappa = nn.functional.softplus(self.assoc_scale) * 10.0
-        if candidates.dim() == 2:  # per-user candidates: look the edges up, (b, L, c)
-            edges = self.edge_weight(history[:, :, None], candidates[:, None, :])
-            return kappa * torch.einsum("bl,blc->bc", r, edges)
+        if candidates.dim() == 2:  # per-user candidates: the history's graph rows, then a lookup per candidate
+            return kappa * self._reach_of(history, r, candidates)
         rows = torch.zeros(b, self.n_items + 1, device=history.device).scatter_add(1, history, r)[:, : self.n_items]
         reach = torch.sparse.mm(self.graph_t(), rows.t()).t()  # (b, n) = rows @ A
         return kappa * reach[:, candidates]

@@ -22,9 +22,14 @@ from longtail.eval.ranking import top_k
 
 
 def _zscore(x: np.ndarray, axis: int | None = None) -> np.ndarray:
-    finite = np.where(np.isfinite(x), x, np.nan)
-    mean = np.nanmean(finite, axis=axis, keepdims=axis is not None)
-    std = np.nanstd(finite, axis=axis, keepdims=axis is not None)
+    """(x − mean) / std over the finite entries (along ``axis``); non-finite entries stay non-finite."""
+    finite = np.isfinite(x)
+    keep = axis is not None
+    count = np.maximum(finite.sum(axis=axis, keepdims=keep), 1)
+    clean = np.where(finite, x, 0.0)
+    mean = clean.sum(axis=axis, keepdims=keep) / count
+    var = (np.where(finite, clean - mean, 0.0) ** 2).sum(axis=axis, keepdims=keep) / count
+    std = np.sqrt(var)
     return (x - mean) / np.where(std > 0, std, 1.0)
 
 

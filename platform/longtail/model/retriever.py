@@ -155,7 +155,6 @@ class FactorizedRetriever(nn.Module):
         for block in self.blocks:
             x = block(x, blocked)
         last = self.norm(x[torch.arange(b, device=history.device), (n_real - 1).clamp_min(0)])  # (b, dim)
-        last = last * (n_real > 0)[:, None]  # an empty history has no vector: it scores 0 everywhere
         rho = torch.exp(-nn.functional.softplus(self.assoc_decay) * from_end.float()) * mask  # (b, L)
         rho = rho / rho.sum(1, keepdim=True).clamp_min(1e-12)
         safe = history.clamp(max=self.n_items - 1)
@@ -166,7 +165,8 @@ class FactorizedRetriever(nn.Module):
         else:
             reach = torch.einsum("bl,bld->bd", rho, self._projected()[1][safe])  # the same, from the cache
         r_u = self.assoc_proj(reach)
-        return self.text_head(last) * (n_real > 0)[:, None], r_u, self.cf_head(last) * (n_real > 0)[:, None]
+        real = (n_real > 0)[:, None]  # an empty history has no vector: it scores 0 everywhere
+        return self.text_head(last) * real, r_u, self.cf_head(last) * real
 
     def user_vectors(self, history: torch.Tensor) -> torch.Tensor:
         """q_u (b, 3·dim)."""

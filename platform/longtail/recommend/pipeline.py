@@ -182,10 +182,11 @@ def arrange_lists(p: Pipeline, batch: Batch, candidates: np.ndarray, scores: np.
                   exposure: np.ndarray, record: bool = True) -> np.ndarray:  # fmt: skip
     """(b, k) columns into ``candidates``: top-k, or the shelves when they are on."""
     new_scores = None
-    if p.shelves.new_share > 0:  # the new-item shelf is ordered by the text profile
+    if p.shelves.new_share > 0:  # the new-item shelf is ordered by the text profile, of new candidates only
         profile = text_profile(p, batch)  # (b, d_t)
-        vectors = p.text_vectors[np.maximum(candidates, 0)]  # (b, C, d_t)
-        new_scores = np.where(candidates >= 0, np.einsum("bd,bcd->bc", profile, vectors), -np.inf)
+        rows, cols = np.nonzero((candidates >= 0) & p.new[np.maximum(candidates, 0)])
+        new_scores = np.full(candidates.shape, -np.inf)
+        new_scores[rows, cols] = np.einsum("ed,ed->e", profile[rows], p.text_vectors[candidates[rows, cols]])
     return arrange(candidates, scores, k, p.tail, p.new, p.shelves, exposure, new_scores, record)
 
 
