@@ -108,10 +108,10 @@ class GraphConfig(StrictModel):
 
 class RankerConfig(StrictModel):
     dim: int = Field(64, ge=2, description="size of projected text and ID embeddings")
-    heads: int = Field(1, ge=1, description="attention heads (dim must divide)")
+    heads: int = Field(2, ge=1, description="attention heads (dim must divide)")
     max_history: int = Field(30, ge=1, description="most recent history items attended to")
-    alpha: float | None = Field(0.5, ge=0.0, le=1.0, description="fixed α, or null for the learned gate")
-    beta: float | None = Field(0.5, ge=0.0, le=1.0, description="fixed β, or null for the learned gate")
+    alpha: float | None = Field(None, ge=0.0, le=1.0, description="fixed α, or null for the learned gate")
+    beta: float | None = Field(None, ge=0.0, le=1.0, description="fixed β, or null for the learned gate")
     attention: bool = Field(True, description="target-aware attention; false = mean pooling")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout on history embeddings")
     epochs: int = Field(12, ge=1, description="max epochs; early stopping on valid ndcg@10")
@@ -120,10 +120,10 @@ class RankerConfig(StrictModel):
     )
     batch_size: int = Field(256, ge=2, description="examples per step (split over workers)")
     negatives: int = Field(256, ge=1, description="uniform negatives shared by a batch")
-    lr: float = Field(1e-3, gt=0.0, description="Adam learning rate")
+    lr: float = Field(2.5e-3, gt=0.0, description="Adam learning rate")
     weight_decay: float = Field(0.0, ge=0.0, description="Adam weight decay")
-    popularity_correction: float = Field(0.3, ge=0.0, description="η of the logit adjustment (0 = none)")
-    temperature: float = Field(1.0, gt=0.0, description="τ of the sampled softmax: logits are score / τ")
+    popularity_correction: float = Field(0.07, ge=0.0, description="η of the logit adjustment (0 = none)")
+    temperature: float = Field(0.34, gt=0.0, description="τ of the sampled softmax: logits are score / τ")
     patience: int = Field(2, ge=1, description="epochs without valid ndcg@10 gain before stopping")
     valid_users: int | None = Field(
         2000, ge=1, description="users sampled (seeded) for each epoch's validation; null = all"
@@ -183,6 +183,27 @@ class RerankConfig(StrictModel):
         return self
 
 
+class SelectConfig(StrictModel):
+    """What `longtail train` chooses on the dataset's own validation part after fitting (never on test)."""
+
+    shelves: bool = Field(True, description="choose rerank.tail_share, new_share and exposure_penalty on valid")
+    tail_shares: list[float] = Field([0.0, 0.1, 0.2, 0.3, 0.4], description="tail_share values tried")
+    new_shares: list[float] = Field([0.0, 0.1, 0.2], description="new_share values tried")
+    exposure_penalties: list[float] = Field([0.0, 0.5, 1.0], description="exposure_penalty values tried")
+    recall_budget: float = Field(
+        0.2, ge=0.0, le=1.0, description="share of the own lists' valid recall@20 the shelves may cost"
+    )
+    users: int | None = Field(5000, ge=1, description="valid users sampled (seeded) for the choice; null = all")
+
+    @model_validator(mode="after")
+    def _grid_in_range(self) -> SelectConfig:
+        for name in ("tail_shares", "new_shares", "exposure_penalties"):
+            values = getattr(self, name)
+            if not values or min(values) < 0 or (name != "exposure_penalties" and max(values) > 0.5):
+                raise ValueError(f"select.{name} must be a non-empty list of values in [0, 0.5] (λ: ≥ 0), got {values}")
+        return self
+
+
 class ResourcesConfig(StrictModel):
     num_workers: int = Field(2, ge=1, description="Ray Train workers")
     use_gpu: bool = Field(False, description="one GPU per worker, NCCL, bf16")
@@ -205,6 +226,7 @@ class TrainConfig(StrictModel):
     retriever: RetrieverConfig = RetrieverConfig()
     retrieval: RetrievalConfig = RetrievalConfig()
     rerank: RerankConfig = RerankConfig()
+    select: SelectConfig = SelectConfig()
     resources: ResourcesConfig = ResourcesConfig()
     baselines: BaselinesConfig = BaselinesConfig()
 

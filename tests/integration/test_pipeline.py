@@ -26,7 +26,8 @@ def test_tiny_pipeline_trains_caches_and_evaluates(ray_cluster, tiny_encoder, tm
     data_dir = write_clustered_dataset(tmp_path / "data")
     overrides = [f"encoder.name={tiny_encoder}", f"resources.storage_path={tmp_path / 'ray'}", "ranker.epochs=2",
                  "ranker.examples_per_epoch=256", "ranker.dim=16", "graph.kg_k=0",
-                 "rerank.tail_share=0.3", "rerank.new_share=0.2", "rerank.exposure_penalty=0.25"]  # fmt: skip
+                 "rerank.tail_share=0.3", "rerank.new_share=0.2", "rerank.exposure_penalty=0.25",
+                 "select.shelves=false"]  # fmt: skip
     cfg = load_config(TrainConfig, ROOT / "train_configs" / "tiny.yaml", overrides)
     logs: list[str] = []
     bundle_dir = train_pipeline(data_dir, cfg, tmp_path / "bundle", log=logs.append)
@@ -47,14 +48,19 @@ def test_tiny_pipeline_trains_caches_and_evaluates(ray_cluster, tiny_encoder, tm
     first = evaluate(RetrieverRecommender(pipe), data, "test").metrics
     assert first == pytest.approx(metrics["retriever"]["test"], abs=1e-6, nan_ok=True)
     assert (tmp_path / "bundle-alpha-sweep.png").read_bytes()[:4] == b"\x89PNG"
-    # a second run with the same inputs, through the console script, reuses every stage
+    # a second run with the same inputs, through the console script, reuses every stage; it chooses the
+    # shelves on valid (the default) and the bundle serves what it chose
     cli = Path(sys.executable).parent / "longtail"
     again = subprocess.run([str(cli), "train", "--config", str(ROOT / "train_configs" / "tiny.yaml"),
-                            "--data", str(data_dir), "--out", str(tmp_path / "bundle2"), *overrides],
-                           capture_output=True, text=True, timeout=600)  # fmt: skip
+                            "--data", str(data_dir), "--out", str(tmp_path / "bundle2"), *overrides,
+                            "select.shelves=true"], capture_output=True, text=True, timeout=600)  # fmt: skip
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stderr.count("reusing") == 4, again.stderr[-2000:]
-    assert "ndcg@10" in again.stdout
+    assert "ndcg@10" in again.stdout and "select: shelves" in again.stderr
+    second = read_bundle(tmp_path / "bundle2")
+    chosen = second.manifest["metrics"]["selection"]["shelves"]["chosen"]
+    assert second.config.rerank.model_dump(include=set(chosen)) == chosen
+    assert len(second.manifest["metrics"]["selection"]["shelves"]["grid"]) > 1
     # the CLI evaluates the bundle next to a baseline
     report = tmp_path / "report.json"
     subprocess.run([str(cli), "eval", "--bundle", str(bundle_dir), "--model", "mostpop", "--data", str(data_dir),

@@ -8,6 +8,7 @@ the stages downstream of it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -33,12 +34,13 @@ from longtail.eval.evaluate import EvalResult, evaluate
 from longtail.eval.report import plot_alpha_sweep
 from longtail.model.factory import build_graph, build_ranker, build_retriever
 from longtail.model.graph import item_entity_matrix
-from longtail.recommend.build import build_index, make_pipeline, own_lists
+from longtail.recommend.build import build_index, make_pipeline, own_lists, shelves_of
 from longtail.recommend.pipeline import Pipeline
 from longtail.recommend.recommender import PipelineRecommender, RetrieverRecommender
 from longtail.train.embed import embed_catalog
 from longtail.train.finetune import finetune
 from longtail.train.fit import fit_models
+from longtail.train.select import select_shelves
 
 Log = Callable[[str], None]
 
@@ -73,6 +75,22 @@ def trained_pipeline(config: TrainConfig, vectors: np.ndarray, graph: sparse.csr
     index = build_index(retriever, config.retrieval, config.ranker.seed)
     return make_pipeline(retriever, ranker, vectors, graph, train_counts, config.retrieval, config.rerank, index,
                          config.ranker.seed)  # fmt: skip
+
+
+def choose_shelves(config: TrainConfig, pipe: Pipeline, data: SplitData, log: Log = print
+                   ) -> tuple[TrainConfig, Pipeline, dict]:  # fmt: skip
+    """The shelves chosen on valid (``select:``), written into the config the bundle records."""
+    started = time.time()
+    selection = select_shelves(pipe, data, config.select, config.ranker.seed)
+    chosen = selection["chosen"]
+    row = next(r for r in selection["grid"] if {k: r[k] for k in chosen} == chosen)
+    own = selection["grid"][0]
+    log(f"select: shelves tail_share {chosen['tail_share']:g}, new_share {chosen['new_share']:g}, exposure_penalty "
+        f"{chosen['exposure_penalty']:g} of {len(selection['grid'])} on {selection['users']} valid users "
+        f"({time.time() - started:.0f} s): tail_recall@20 {own['tail_recall@20']} → {row['tail_recall@20']}, "
+        f"coverage@20 {own['coverage@20']} → {row['coverage@20']}, recall@20 {own['recall@20']} → {row['recall@20']}")  # fmt: skip
+    config = config.model_copy(update={"rerank": config.rerank.model_copy(update=chosen)})
+    return config, dataclasses.replace(pipe, shelves=shelves_of(config.rerank)), selection
 
 
 def candidate_knobs(config: TrainConfig) -> dict[str, int | None]:
@@ -205,10 +223,15 @@ def train_pipeline(data_dir: Path, config: TrainConfig, out: Path, log: Log = pr
     states = {name: load_file(str(path)) for name, path in paths.items()}
     pipe = trained_pipeline(config, vectors, graph, data.train_counts(), states["retriever"], states["ranker"])
     log(f"index: {pipe.index.kind} over {pipe.index.n_items} items")
+    selection = None
+    if config.select.shelves:
+        config, pipe, selection = choose_shelves(config, pipe, data, log)
     results = evaluate_pipeline(pipe, data)
     metrics: dict[str, Any] = {part: r.metrics for part, r in results["hybrid"].items()}
     for variant in ("own_lists", "retriever"):
         metrics[variant] = {part: r.metrics for part, r in results[variant].items()}
+    if selection is not None:
+        metrics["selection"] = {"shelves": selection}
     metrics["fit_history"] = json.loads(history_path.read_text()) if history_path.is_file() else []
     metrics["alpha_sweep_test"] = [dict(zip(("alpha", "ndcg@10", "tail_recall@20"), p, strict=True))
                                    for p in alpha_sweep(pipe, data)]  # fmt: skip

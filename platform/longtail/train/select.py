@@ -1,0 +1,115 @@
+"""Shelves chosen on the dataset's own validation part (``select:``), so the defaults fit any dataset.
+
+The grid arranges one set of ranked candidates per batch (retrieve and rank once), so trying every
+(tail_share, new_share, exposure_penalty) point costs a fraction of one evaluation. Only points with
+tail_share + new_share ≤ 0.5 are tried: the first half of a 20-item list stays the model's own ranking,
+so ndcg@10 cannot move and the choice trades recall@20 for the tail only.
+
+Rule: among the points whose valid recall@20 is at least (1 − recall_budget) × the own lists', the
+highest valid tail_recall@20 (never-touched items count as tail), ties to the higher coverage@20.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from dataclasses import dataclass
+
+import numpy as np
+
+from longtail.config import SelectConfig
+from longtail.data.encoded import SplitData
+from longtail.data.splits import popularity_buckets
+from longtail.eval.metrics import compute_metrics
+from longtail.model.rerank import Shelves
+from longtail.recommend.build import own_lists
+from longtail.recommend.pipeline import Batch, Pipeline, arrange_lists, rank, retrieve
+
+K = 20  # list length of the metrics the rule reads
+
+
+@dataclass(frozen=True)
+class ShelfPoint:
+    tail_share: float
+    new_share: float
+    exposure_penalty: float
+
+    @property
+    def shelves(self) -> Shelves:
+        return Shelves(self.tail_share, self.new_share, self.exposure_penalty)
+
+
+def grid(select: SelectConfig) -> list[ShelfPoint]:
+    """The own lists (0, 0, 0) first, then every point with shelves whose shares sum to ≤ 0.5."""
+    points = [ShelfPoint(0.0, 0.0, 0.0)]
+    for t, c, lam in itertools.product(select.tail_shares, select.new_shares, select.exposure_penalties):
+        if 0 < t + c <= 0.5 + 1e-9:
+            points.append(ShelfPoint(t, c, lam))
+    return list(dict.fromkeys(points))
+
+
+def sample_users(data: SplitData, part: str, max_users: int | None, seed: int = 0) -> np.ndarray:
+    """Users with a target in ``part``, a seeded sample of at most ``max_users`` (as ``evaluate`` draws)."""
+    targets = data.histories((part,)).to_csr(data.n_items)
+    users = np.flatnonzero(np.diff(targets.indptr) > 0)
+    if max_users is not None and len(users) > max_users:
+        users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
+    return users
+
+
+def grid_metrics(pipe: Pipeline, data: SplitData, points: list[ShelfPoint], users: np.ndarray,
+                 batch_users: int = 256) -> list[dict[str, float]]:  # fmt: skip
+    """Valid metrics of every point's lists for ``users`` (history: train), one retrieve + rank per batch."""
+    base = own_lists(pipe)
+    variants = [dataclasses.replace(base, shelves=p.shelves) for p in points]
+    exposures = [np.zeros(pipe.n_items) for _ in points]  # each point's own evaluation pass
+    topk = np.full((len(points), len(users), K), -1, dtype=np.int64)
+    histories = data.histories(("train",))
+    for start in range(0, len(users), batch_users):
+        rows = np.arange(start, min(start + batch_users, len(users)))
+        batch = Batch.of(histories.rows(users[rows]))
+        candidates = retrieve(base, batch, K)
+        scores, _, _ = rank(base, batch, candidates)
+        for j, variant in enumerate(variants):
+            columns = arrange_lists(variant, batch, candidates, scores, K, exposures[j])
+            items = np.take_along_axis(candidates, np.maximum(columns, 0), 1)
+            topk[j, rows] = np.where(columns >= 0, items, -1)
+    targets = data.histories(("valid",)).to_csr(data.n_items)[users]
+    buckets = popularity_buckets(data.train_counts())
+    return [compute_metrics(topk[j], targets, buckets) for j in range(len(points))]
+
+
+def choose(points: list[ShelfPoint], metrics: list[dict[str, float]], recall_budget: float) -> int:
+    """Index of the chosen point (the rule in the module docstring); ``points[0]`` must be the own lists."""
+    floor = (1.0 - recall_budget) * metrics[0]["recall@20"]
+
+    def key(j: int) -> tuple[float, float]:
+        m = metrics[j]
+        return (_num(m["tail_recall@20"]), _num(m["coverage@20"]))
+
+    feasible = [j for j in range(len(points)) if metrics[j]["recall@20"] >= floor - 1e-12]
+    return max(feasible, key=key)  # the own lists are always feasible
+
+
+def _num(x: float) -> float:
+    return -1.0 if x != x else float(x)  # NaN (no eligible user) never wins
+
+
+def select_shelves(pipe: Pipeline, data: SplitData, select: SelectConfig, seed: int = 0) -> dict:
+    """Try the grid on valid; returns ``{"chosen": {...}, "rule": ..., "users": n, "grid": [...]}``."""
+    points = grid(select)
+    users = sample_users(data, "valid", select.users, seed)
+    metrics = grid_metrics(pipe, data, points, users)
+    best = choose(points, metrics, select.recall_budget)
+    keep = ("ndcg@10", "recall@20", "tail_recall@20", "cold_recall@20", "coverage@20")
+    rows = [dataclasses.asdict(p) | {k: _json(m[k]) for k in keep} for p, m in zip(points, metrics, strict=True)]
+    return {
+        "chosen": dataclasses.asdict(points[best]),
+        "rule": f"max valid tail_recall@20 (then coverage@20) with recall@20 ≥ {1 - select.recall_budget:g} × own lists'",
+        "users": len(users),
+        "grid": rows,
+    }
+
+
+def _json(x: float) -> float | None:
+    return None if x != x else round(float(x), 6)

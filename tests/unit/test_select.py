@@ -1,0 +1,63 @@
+"""Shelves chosen on validation: the grid, the rule, and grid metrics equal to a plain evaluation."""
+
+import dataclasses
+import math
+
+import pytest
+from pydantic import ValidationError
+
+from longtail.bundle import read_bundle
+from longtail.config import SelectConfig
+from longtail.eval.evaluate import evaluate
+from longtail.recommend.build import load_pipeline, own_lists
+from longtail.recommend.recommender import PipelineRecommender
+from longtail.train.select import ShelfPoint, choose, grid, grid_metrics, sample_users, select_shelves
+from tests.conftest import clustered_split
+
+
+def test_grid_starts_with_the_own_lists_and_keeps_the_first_half_of_a_list_the_models():
+    points = grid(SelectConfig(tail_shares=[0.0, 0.3, 0.4], new_shares=[0.0, 0.1, 0.2], exposure_penalties=[0.0, 1.0]))
+    assert points[0] == ShelfPoint(0.0, 0.0, 0.0)
+    assert len(points) == len(set(points))
+    assert all(0 < p.tail_share + p.new_share <= 0.5 for p in points[1:])
+    assert ShelfPoint(0.4, 0.2, 0.0) not in points and ShelfPoint(0.3, 0.2, 1.0) in points
+
+
+def test_rule_takes_the_most_tail_within_the_recall_budget():
+    points = [ShelfPoint(0, 0, 0), ShelfPoint(0.1, 0, 0), ShelfPoint(0.3, 0, 0), ShelfPoint(0.2, 0, 1), ShelfPoint(0, 0.1, 0)]
+    m = [{"recall@20": 0.20, "tail_recall@20": 0.05, "coverage@20": 0.3},
+         {"recall@20": 0.19, "tail_recall@20": 0.08, "coverage@20": 0.4},
+         {"recall@20": 0.14, "tail_recall@20": 0.15, "coverage@20": 0.7},  # most tail, but costs 30% of recall
+         {"recall@20": 0.17, "tail_recall@20": 0.08, "coverage@20": 0.6},  # ties on tail, wins on coverage
+         {"recall@20": 0.20, "tail_recall@20": math.nan, "coverage@20": 0.9}]  # fmt: skip
+    assert choose(points, m, recall_budget=0.2) == 3
+    assert choose(points, m, recall_budget=0.35) == 2
+    assert choose(points, m, recall_budget=0.0) == 0  # nothing but the own lists keeps all the recall
+
+
+@pytest.mark.parametrize("bad", [{"tail_shares": []}, {"new_shares": [0.6]}, {"exposure_penalties": [-1.0]}])
+def test_bad_grids_are_refused(bad):
+    with pytest.raises(ValidationError, match="select"):
+        SelectConfig(**bad)
+
+
+def test_grid_metrics_equal_plain_evaluations_of_each_point(tiny_bundle):
+    pipe = load_pipeline(read_bundle(tiny_bundle))
+    data = clustered_split()
+    points = [ShelfPoint(0, 0, 0), ShelfPoint(0.5, 0, 0), ShelfPoint(0.3, 0.2, 1.0)]
+    users = sample_users(data, "valid", None)
+    got = grid_metrics(pipe, data, points, users)
+    for point, metrics in zip(points, got, strict=True):
+        shelved = dataclasses.replace(own_lists(pipe), shelves=point.shelves)
+        assert metrics == pytest.approx(evaluate(PipelineRecommender(shelved), data, "valid").metrics, nan_ok=True)
+    assert got[1]["ndcg@10"] == pytest.approx(got[0]["ndcg@10"])  # the first half of a list stays the model's
+    assert got[1] != got[0]
+
+
+def test_select_shelves_reports_the_grid_and_a_chosen_point_of_it(tiny_bundle):
+    pipe = load_pipeline(read_bundle(tiny_bundle))
+    out = select_shelves(pipe, clustered_split(), SelectConfig(tail_shares=[0.0, 0.2], new_shares=[0.0],
+                                                               exposure_penalties=[0.0]))  # fmt: skip
+    assert [(r["tail_share"], r["new_share"]) for r in out["grid"]] == [(0.0, 0.0), (0.2, 0.0)]
+    assert out["chosen"] in [{k: r[k] for k in out["chosen"]} for r in out["grid"]]
+    assert out["users"] == 60 and "recall@20" in out["rule"]
