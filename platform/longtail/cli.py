@@ -17,6 +17,7 @@ from longtail.cli_support import (
     bundle_recommenders,
     explained_lists,
     print_example,
+    report_term_shares,
     select_users,
 )
 from longtail.config import BaselinesConfig, ConfigError, TrainConfig, load_config
@@ -164,7 +165,8 @@ def eval_cmd(
     split_data = load_split_data(data, split)
     results = []
     if bundle is not None:  # served lists, the model's own lists, the retriever alone
-        for fitted in bundle_recommenders(bundle_pipeline(bundle, split_data, data)):
+        pipe = bundle_pipeline(bundle, split_data, data)
+        for fitted in bundle_recommenders(pipe):
             with progress_bar(f"rank {fitted.name}") as update:
                 results.append(evaluate(fitted, split_data, part.value, update))
     for fitted in _fit_baselines(names, split_data, cfg):
@@ -174,6 +176,8 @@ def eval_cmd(
     paths = write_report(results, out, context)
     stdout.print(metric_table(results, f"{context['dataset']} · {split} · {part.value}"))
     stdout.print(f"report: {paths['json']}  table: {paths['markdown']}  plot: {paths['plot']}")
+    if bundle is not None:
+        report_term_shares(pipe, split_data, part.value, out)
 
 
 @app.command("recommend")

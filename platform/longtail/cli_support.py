@@ -35,6 +35,36 @@ def bundle_recommenders(pipe) -> list:
     return models
 
 
+def report_term_shares(pipe, split_data: SplitData, part: str, out: Path) -> Path:
+    """Each score term's share over the served lists of ``part``'s users, per popularity bucket: printed,
+    written as ``OUT-terms.json`` and plotted as ``OUT-terms.png``."""
+    import json
+
+    from rich.table import Table
+
+    from longtail.console import out as stdout
+    from longtail.eval.evaluate import history_parts
+    from longtail.eval.report import plot_term_shares
+    from longtail.recommend.terms import TERMS, term_shares
+
+    targets = split_data.histories((part,)).to_csr(split_data.n_items)
+    users = np.flatnonzero(np.diff(targets.indptr) > 0)
+    table = term_shares(pipe, split_data.histories(history_parts(part)), users)
+    path = out.with_name(out.stem + "-terms.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"part": part, "users": len(users), "buckets": table}, indent=2))
+    view = Table(title=f"score terms over the served {part} lists (mean share of |score|; mean contribution)")
+    for column in ("bucket", "listed", *TERMS):
+        view.add_column(column, justify="left" if column == "bucket" else "right")
+    for name, row in table.items():
+        view.add_row(name, str(row["items"]), *(f"{row[f'share_{t}']:.2f} ({row[f'mean_{t}']:+.3f})"
+                                               if row["items"] else "-" for t in TERMS))  # fmt: skip
+    stdout.print(view)
+    plot = plot_term_shares(table, path.with_suffix(".png"), f"score terms, served {part} lists")
+    stdout.print(f"terms: {path}  plot: {plot}")
+    return path
+
+
 def select_users(users: str, split_data: SplitData, part: str) -> np.ndarray:
     """User indices for --users all|test|valid|FILE (unknown ids in a file are an error naming the line)."""
     if users == "all":

@@ -193,6 +193,15 @@ class SelectConfig(StrictModel):
     recall_budget: float = Field(
         0.2, ge=0.0, le=1.0, description="share of the own lists' valid recall@20 the shelves may cost"
     )
+    tail_tolerance: float = Field(
+        0.02, ge=0.0, le=1.0, description="points this close (relative) to the best valid tail_recall@20 tie"
+    )
+    min_coverage: float | None = Field(
+        0.6, ge=0.0, le=1.0, description="only points reaching this valid coverage@20, where any does; null = off"
+    )
+    min_new_share: float = Field(
+        0.1, ge=0.0, le=0.5, description="new_share never below this while the catalog has never-touched items"
+    )
     users: int | None = Field(5000, ge=1, description="valid users sampled (seeded) for the choice; null = all")
 
     @model_validator(mode="after")
@@ -200,7 +209,8 @@ class SelectConfig(StrictModel):
         for name in ("tail_shares", "new_shares", "exposure_penalties"):
             values = getattr(self, name)
             if not values or min(values) < 0 or (name != "exposure_penalties" and max(values) > 0.5):
-                raise ValueError(f"select.{name} must be a non-empty list of values in [0, 0.5] (λ: ≥ 0), got {values}")
+                limit = "≥ 0" if name == "exposure_penalties" else "in [0, 0.5]"
+                raise ValueError(f"select.{name} must be a non-empty list of values {limit}, got {values}")
         return self
 
 

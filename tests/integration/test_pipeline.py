@@ -68,6 +68,8 @@ def test_tiny_pipeline_trains_caches_and_evaluates(ray_cluster, tiny_encoder, tm
     results = json.loads(report.read_text())["results"]
     assert [r["model"] for r in results] == ["hybrid", "hybrid (own lists)", "retriever (first stage)", "mostpop"]
     assert results[0]["metrics"]["ndcg@10"] == pytest.approx(results[1]["metrics"]["ndcg@10"], abs=1e-6)
+    terms = json.loads((tmp_path / "report-terms.json").read_text())["buckets"]  # each term's share, per bucket
+    assert terms["head"]["items"] + terms["tail"]["items"] > 0 and (tmp_path / "report-terms.png").is_file()
     # `longtail recommend` as a Ray Data job over ranker actors: the same pipeline, so the same lists (the
     # relevance block; the shelves' exposure is counted per actor there, over all users in-process)
     lists = {}

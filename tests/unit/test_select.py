@@ -25,14 +25,37 @@ def test_grid_starts_with_the_own_lists_and_keeps_the_first_half_of_a_list_the_m
 
 def test_rule_takes_the_most_tail_within_the_recall_budget():
     points = [ShelfPoint(0, 0, 0), ShelfPoint(0.1, 0, 0), ShelfPoint(0.3, 0, 0), ShelfPoint(0.2, 0, 1), ShelfPoint(0, 0.1, 0)]
-    m = [{"recall@20": 0.20, "tail_recall@20": 0.05, "coverage@20": 0.3},
-         {"recall@20": 0.19, "tail_recall@20": 0.08, "coverage@20": 0.4},
-         {"recall@20": 0.14, "tail_recall@20": 0.15, "coverage@20": 0.7},  # most tail, but costs 30% of recall
-         {"recall@20": 0.17, "tail_recall@20": 0.08, "coverage@20": 0.6},  # ties on tail, wins on coverage
-         {"recall@20": 0.20, "tail_recall@20": math.nan, "coverage@20": 0.9}]  # fmt: skip
+    m = [{"recall@20": 0.20, "tail_recall@20": 0.05, "coverage@20": 0.3, "cold_recall@20": 0.0},
+         {"recall@20": 0.19, "tail_recall@20": 0.08, "coverage@20": 0.4, "cold_recall@20": 0.0},
+         {"recall@20": 0.14, "tail_recall@20": 0.15, "coverage@20": 0.7, "cold_recall@20": 0.0},  # costs 30% of recall
+         {"recall@20": 0.17, "tail_recall@20": 0.08, "coverage@20": 0.6, "cold_recall@20": 0.0},  # ties, more coverage
+         {"recall@20": 0.20, "tail_recall@20": math.nan, "coverage@20": 0.9, "cold_recall@20": math.nan}]  # fmt: skip
     assert choose(points, m, recall_budget=0.2) == 3
     assert choose(points, m, recall_budget=0.35) == 2
     assert choose(points, m, recall_budget=0.0) == 0  # nothing but the own lists keeps all the recall
+
+
+def test_near_ties_on_tail_go_to_the_point_that_shows_never_touched_items():
+    points = [ShelfPoint(0, 0, 0), ShelfPoint(0.4, 0, 0.5), ShelfPoint(0.4, 0.1, 0.5), ShelfPoint(0.3, 0.2, 0.5)]
+    m = [{"recall@20": 0.13, "tail_recall@20": 0.084, "coverage@20": 0.46, "cold_recall@20": 0.0},
+         {"recall@20": 0.14, "tail_recall@20": 0.128, "coverage@20": 0.89, "cold_recall@20": 0.04},
+         {"recall@20": 0.13, "tail_recall@20": 0.127, "coverage@20": 0.89, "cold_recall@20": 0.37},  # within 2%
+         {"recall@20": 0.13, "tail_recall@20": 0.119, "coverage@20": 0.85, "cold_recall@20": 0.41}]  # 7% less tail
+    assert choose(points, m, recall_budget=0.2) == 1  # no tolerance: the most tail
+    assert choose(points, m, recall_budget=0.2, tail_tolerance=0.02) == 2
+
+
+def test_coverage_floor_and_new_item_floor_apply_where_some_point_meets_them():
+    points = [ShelfPoint(0, 0, 0), ShelfPoint(0.4, 0, 0), ShelfPoint(0.4, 0, 0.5), ShelfPoint(0.4, 0.1, 0.5)]
+    m = [{"recall@20": 0.28, "tail_recall@20": 0.075, "coverage@20": 0.42, "cold_recall@20": 0.0},
+         {"recall@20": 0.26, "tail_recall@20": 0.173, "coverage@20": 0.46, "cold_recall@20": 0.0},
+         {"recall@20": 0.25, "tail_recall@20": 0.148, "coverage@20": 0.73, "cold_recall@20": 0.0},
+         {"recall@20": 0.23, "tail_recall@20": 0.141, "coverage@20": 0.73, "cold_recall@20": 0.0}]  # fmt: skip
+    assert choose(points, m, 0.2) == 1
+    assert choose(points, m, 0.2, min_coverage=0.6) == 2
+    assert choose(points, m, 0.2, min_coverage=0.6, min_new_share=0.1) == 3
+    assert choose(points, m, 0.2, min_coverage=0.99) == 1  # a floor no point meets is ignored
+    assert choose(points, m, 0.1, min_new_share=0.1) == 1  # nor one no affordable point meets
 
 
 @pytest.mark.parametrize("bad", [{"tail_shares": []}, {"new_shares": [0.6]}, {"exposure_penalties": [-1.0]}])

@@ -6,6 +6,8 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
+
 from longtail.eval.evaluate import EvalResult
 from longtail.eval.metrics import METRIC_KEYS
 
@@ -74,6 +76,32 @@ def plot_alpha_sweep(points: Sequence[tuple[float, float, float]], path: Path, t
     ax.set_ylabel("tail_recall@20")
     ax.set_title(title)
     ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_term_shares(table: dict[str, dict[str, float]], path, title: str):
+    """Stacked bars: each term's mean share of the listed items' scores, per popularity bucket."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n in ("head", "tail", "cold") if table.get(n, {}).get("items")]
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    bottom = np.zeros(len(names))
+    for term in ("text", "assoc", "cf"):
+        values = np.array([table[n][f"share_{term}"] for n in names])
+        ax.bar(names, values, bottom=bottom, label=term)
+        bottom += values
+    ax.set_xticks(range(len(names)), [f"{n}\n({table[n]['items']} listed)" for n in names])
+    ax.set_ylabel("mean share of |score|")
+    ax.set_ylim(0, 1.18)  # room for the legend above the bars
+    ax.set_yticks([0, 0.25, 0.5, 0.75, 1.0])
+    ax.set_title(title)
+    ax.legend(loc="upper center", ncol=3, fontsize=8, frameon=False)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
