@@ -29,7 +29,6 @@ from longtail.data.encoded import SplitData
 from longtail.data.splits import popularity_buckets
 from longtail.eval.metrics import compute_metrics
 from longtail.model.rerank import Shelves
-from longtail.recommend.build import own_lists
 from longtail.recommend.pipeline import Batch, Pipeline, arrange_lists, rank, retrieve
 
 K = 20  # list length of the metrics the rule reads
@@ -66,8 +65,9 @@ def sample_users(data: SplitData, part: str, max_users: int | None, seed: int = 
 
 def grid_metrics(pipe: Pipeline, data: SplitData, points: list[ShelfPoint], users: np.ndarray,
                  batch_users: int = 256) -> list[dict[str, float]]:  # fmt: skip
-    """Valid metrics of every point's lists for ``users`` (history: train), one retrieve + rank per batch."""
-    base = own_lists(pipe)
+    """Valid metrics of every point's lists for ``users`` (history: train), one retrieve + rank per batch;
+    the pipeline's score knobs (tail boost, exploration) stay on, only its shelves are replaced."""
+    base = dataclasses.replace(pipe, shelves=Shelves())
     variants = [dataclasses.replace(base, shelves=p.shelves) for p in points]
     exposures = [np.zeros(pipe.n_items) for _ in points]  # each point's own evaluation pass
     topk = np.full((len(points), len(users), K), -1, dtype=np.int64)
