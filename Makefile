@@ -10,7 +10,7 @@ REPORTS ?= reports
 BUNDLE ?= bundles/ml100k
 CONFIG ?= train_configs/ml100k-cpu.yaml
 
-.PHONY: install demo test lint bench soak audit clean
+.PHONY: install demo test lint bench soak audit clean postgres
 
 install: $(VENV)/.installed
 
@@ -48,7 +48,13 @@ soak: install
 	$(BIN)/pip install -q -e '.[bench]'
 	$(BIN)/python -m benchmarks.soak --bundle $(BUNDLE)
 
-test: install
+# The store tests start their own PostgreSQL server (initdb in a temp dir); they need Debian's binaries.
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || command -v initdb >/dev/null || \
+		{ [ "$$(id -u)" = 0 ] && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; } || \
+		{ echo "PostgreSQL binaries missing: run 'sudo apt-get install postgresql'"; exit 1; }
+
+test: install postgres
 	$(BIN)/ruff check platform tests benchmarks
 	$(BIN)/python -m pytest -q --durations=12 tests
 

@@ -130,8 +130,9 @@ def write_clustered_dataset(out: Path, n_users: int = 60) -> Path:
     return out
 
 
-def write_tiny_bundle(out: Path, encoder_dir: Path) -> Path:
-    """A real bundle (write_bundle) over the clustered toy data: tiny encoder, text-kNN graph, one ranker epoch."""
+def write_tiny_bundle(out: Path, encoder_dir: Path, epochs: int = 1) -> Path:
+    """A real bundle (write_bundle) over the clustered toy data: tiny encoder, text-kNN graph, ``epochs`` ranker
+    epochs (another count: another version)."""
     import torch
 
     from longtail.bundle import write_bundle
@@ -160,8 +161,10 @@ def write_tiny_bundle(out: Path, encoder_dir: Path) -> Path:
     share = torch.as_tensor(np.bincount(targets, minlength=data.n_items) / len(targets), dtype=torch.float32)
     objective = NextItemObjective({"retriever": retriever, "ranker": model}, {}, share,
                                   torch.as_tensor(popularity_log_prior(counts)), 0.0, 1.0)  # fmt: skip
-    train_epoch(objective, torch.as_tensor(prefixes), torch.as_tensor(targets),
-                torch.optim.Adam(objective.parameters(), 0.01), 32, 8, data.n_items, torch.Generator().manual_seed(0))  # fmt: skip
+    optimizer, generator = torch.optim.Adam(objective.parameters(), 0.01), torch.Generator().manual_seed(0)
+    for _ in range(epochs):
+        train_epoch(objective, torch.as_tensor(prefixes), torch.as_tensor(targets), optimizer, 32, 8, data.n_items,
+                    generator)  # fmt: skip
     parts = [data.train, data.valid]
     histories = pa.table({
         "user_id": pa.array(np.concatenate([data.user_ids[p.users] for p in parts]).astype(str)),
@@ -179,3 +182,12 @@ def write_tiny_bundle(out: Path, encoder_dir: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory, tiny_encoder) -> Path:
     return write_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny", tiny_encoder)
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL server for the whole session (started here, stopped at the end)."""
+    from tests.postgres_server import postgres_server
+
+    with postgres_server() as url:
+        yield url

@@ -12,7 +12,12 @@
     histories.parquet   user_id, item_id, timestamp: the interactions the model was trained and tuned on
 
 No pickle anywhere: loading never executes code. A file whose sha256 differs from the manifest is
-refused with an error naming it.
+refused with an error naming it, and so is a manifest entry that points outside the bundle.
+
+Versions: ``write_bundle(out)`` writes an immutable directory ``<out>@<version>`` beside ``out`` and then
+points the symlink ``out`` at it in one atomic rename, so a reader of ``out`` sees the old version or the
+new one, never a half-written or missing bundle; replicas that resolved ``out`` keep their version's files.
+Old versions stay until deleted (``rm -r <out>@<version>`` once nothing serves them).
 """
 
 from __future__ import annotations
@@ -73,6 +78,17 @@ class Bundle:
     def encoder_dir(self) -> Path:
         return self.path / "encoder"
 
+    @property
+    def encoder_id(self) -> str:
+        return encoder_id(self.manifest)
+
+
+def encoder_id(manifest: dict[str, Any]) -> str:
+    """Fingerprint of the bundle's text encoder (its files' sha256): item vectors stored while serving are
+    keyed by it, so a bundle with another encoder never mixes in vectors it did not make."""
+    files = {k: v for k, v in manifest["files"].items() if k.startswith("encoder/")}
+    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+
 
 def write_bundle(
     out: Path,
@@ -123,14 +139,33 @@ def write_bundle(
             "files": files,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        if out.exists():
-            if not (out / "manifest.json").is_file():
-                raise BundleError(f"{out}: exists and is not a bundle; refusing to replace it")
-            shutil.rmtree(out)
-        os.replace(tmp, out)
+        return publish_version(tmp, out, manifest["version"])
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def publish_version(tmp: Path, out: Path, version: str) -> Path:
+    """Move a finished bundle directory to ``<out>@<version>`` and point the symlink ``out`` at it atomically.
+
+    A bundle written by an older longtail as a plain directory at ``out`` is first moved aside to
+    ``<out>@<its version>`` (nothing is deleted). Returns ``out``.
+    """
+    target = out.parent / f"{out.name}@{version}"
+    if out.exists() and not out.is_symlink():
+        if not (out / "manifest.json").is_file():
+            raise BundleError(f"{out}: exists and is not a bundle; refusing to replace it")
+        old = json.loads((out / "manifest.json").read_text()).get("version", "old")
+        aside = out.parent / f"{out.name}@{old}"
+        os.replace(out, aside if not aside.exists() else out.parent / f"{out.name}@{old}-{time.time_ns()}")
+    if target.exists():
+        shutil.rmtree(tmp)  # the same files again: the version names its content
+    else:
+        os.replace(tmp, target)
+    link = out.parent / f".{out.name}.link-{os.getpid()}"
+    link.unlink(missing_ok=True)
+    link.symlink_to(target.name)
+    os.replace(link, out)  # atomic: readers of `out` see one version or the other
     return out
 
 
@@ -148,8 +183,11 @@ def verify_bundle(path: Path) -> dict[str, Any]:
         raise BundleError(
             f"{manifest_path}: format_version {manifest.get('format_version')!r}, expected {FORMAT_VERSION}"
         )
+    root = path.resolve()
     for rel, expected in manifest["files"].items():
         file = path / rel
+        if Path(rel).is_absolute() or root not in (root / rel).resolve().parents:
+            raise BundleError(f"{manifest_path}: file entry {rel!r} points outside the bundle; refusing to load")
         if not file.is_file():
             raise BundleError(f"{file}: listed in the manifest but missing")
         actual = file_sha256(file)

@@ -23,12 +23,15 @@ from longtail.cli_support import (
 from longtail.config import BaselinesConfig, ConfigError, TrainConfig, load_config
 from longtail.data import DataError, ImportOptions, import_source, load_named, read_manifest, write_dataset
 from longtail.data.encoded import SplitData, load_split_data
+from longtail.serve.store import StoreError
 
 app = typer.Typer(
     help="longtail: surface the long tail of a catalog.", no_args_is_help=True, pretty_exceptions_enable=False
 )
 data_app = typer.Typer(help="Import, validate and split datasets.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+store_app = typer.Typer(help="The serving state store (SQLite file or PostgreSQL URL).", no_args_is_help=True)
+app.add_typer(store_app, name="store")
 
 
 class Format(StrEnum):
@@ -54,7 +57,7 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except (DataError, ConfigError, BundleError) as err:
+        except (DataError, ConfigError, BundleError, StoreError) as err:
             typer.echo(f"error: {err}", err=True)  # one unwrapped line, greppable
             raise typer.Exit(2) from None
 
@@ -117,6 +120,44 @@ def data_prepare(
         json.dumps({k: manifest[k] for k in ("rows", "catalog_size", "users", "splits", "import")})
     )
     console.print(f"wrote {out}")
+
+
+@data_app.command("forget")
+@friendly
+def data_forget(
+    data: Annotated[Path, typer.Option(help="Prepared dataset directory.")],
+    users: Annotated[str, typer.Option(help="A file of user ids (one per line), or a store whose erased users go.")],
+    out: Annotated[Path, typer.Option(help="The new dataset directory (the source stays as it is).")],
+) -> None:
+    """Write a new dataset version without some users' interactions (e.g. everyone erased while serving)."""
+    from longtail.cli_support import forgotten_users
+    from longtail.console import console
+    from longtail.data.forget import forget_users
+
+    gone = forgotten_users(users)
+    manifest = forget_users(data, gone, out)
+    console.print(f"wrote {out}: {len(gone)} users forgotten, "
+                  f"{manifest['import']['forgotten_interactions']} interactions removed")  # fmt: skip
+
+
+@store_app.command("init")
+@friendly
+def store_init(store: Annotated[str, typer.Argument(help="SQLite file path, or postgresql://user@host:port/db.")]) -> None:
+    """Create the store's tables (idempotent); the Serve app refuses a store that does not exist."""
+    from longtail.console import console
+    from longtail.serve.store import open_store
+
+    console.print(f"store ready: {open_store(store, create=True).describe()}")
+
+
+@store_app.command("erased")
+@friendly
+def store_erased(store: Annotated[str, typer.Argument(help="SQLite file path, or postgresql:// URL.")]) -> None:
+    """Print the erased users' ids, one per line (input for `longtail data forget --users`)."""
+    from longtail.serve.store import open_store
+
+    for user in sorted(open_store(store).erased_users()):
+        typer.echo(user)
 
 
 def _fit_baselines(names: list[str], data: SplitData, config: BaselinesConfig) -> list:
@@ -260,6 +301,9 @@ def train_cmd(
         Path | None, typer.Option(help="Train config YAML; default: built-in defaults for any data.")
     ] = None,
     split: Annotated[str | None, typer.Option(help="Split to train on (default: the config's).")] = None,
+    forget: Annotated[
+        str | None, typer.Option(help="Leave these users out: a file of ids, or a store (its erased users).")
+    ] = None,
     overrides: Annotated[
         list[str] | None, typer.Argument(help="KEY=VALUE overrides, e.g. ranker.epochs=3")
     ] = None,
@@ -280,6 +324,11 @@ def train_cmd(
         if not (data_dir / "manifest.json").is_file():
             console.print(f"preparing {data} into {data_dir}")
             write_dataset(load_named(data), data_dir, source=data)
+    if forget:
+        from longtail.cli_support import forgotten_dataset
+
+        data_dir, gone = forgotten_dataset(data_dir, forget, out.parent / ".longtail-data")
+        console.print(f"training without {gone} forgotten users: {data_dir}")
     connect()
     bundle = train_pipeline(
         data_dir, cfg, out, log=lambda m: console.print(f"[train] {m}", markup=False, highlight=False)

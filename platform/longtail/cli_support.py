@@ -122,3 +122,34 @@ def print_example(line: dict, user: int, histories, split_data: SplitData) -> No
             terms = " ".join(f"{k}={v:+.2f}" for k, v in e["contributions"].items())
             note = f"  [dim]({terms}; because you watched {because})[/dim]"
         stdout.print(f"  {rank_no}. {text[item]}{note}")
+
+
+def forgotten_users(source: str) -> set[str]:
+    """User ids to leave out: a store's erased users (postgresql:// URL or a SQLite store file), else a
+    text file of ids."""
+    from longtail.data.forget import read_user_ids
+    from longtail.serve.store import open_store
+
+    path = Path(source)
+    if source.startswith(("postgresql://", "postgres://")) or (
+        path.is_file() and _head(path) == b"SQLite format 3\x00"
+    ):
+        return set(open_store(source).erased_users())
+    return read_user_ids(path)
+
+
+def _head(path: Path) -> bytes:
+    with path.open("rb") as file:
+        return file.read(16)
+
+
+def forgotten_dataset(data_dir: Path, source: str, work: Path) -> tuple[Path, int]:
+    """The dataset version without ``source``'s users (written under ``work`` once per set of users);
+    returns its directory and how many users were forgotten."""
+    from longtail.data.forget import forget_users, users_digest
+
+    gone = forgotten_users(source)
+    out = Path(work) / f"{Path(data_dir).name}-forget-{users_digest(gone)}"
+    if not (out / "manifest.json").is_file():
+        forget_users(data_dir, gone, out)
+    return out, len(gone)

@@ -1,13 +1,18 @@
-"""The Serve app as users run it: `ray start --head`, `serve deploy serve_configs/ranker.yaml`, real HTTP.
+"""The Serve app as users run it: `ray start --head`, `longtail store init`, `serve deploy
+serve_configs/ranker.yaml`, real HTTP.
 
 One module-scoped deployment (tiny bundle, 2 ingress replicas, auth on) serves most tests; the last ones
-redeploy it (live knob change, then a whole-app restart with auth off) and check nothing was lost.
+redeploy it (live knob change, a hot swap to a new bundle version under load, a refused start without a
+token, then a whole-app restart with `auth: none`) and check nothing was lost.
 """
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import threading
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
+from tests.conftest import write_tiny_bundle
 from tests.integration.ray_head import cli, free_port, ray_head
 
 pytestmark = pytest.mark.integration
@@ -41,6 +47,17 @@ def write_config(path: Path, port: int, args: dict, ranker_knobs: dict | None = 
             deployment["user_config"].update(ranker_knobs)
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def wait_status(head: dict, word: str, timeout: float = 240) -> str:
+    """Poll `serve status` until it shows ``word`` (e.g. DEPLOY_FAILED); returns the status text."""
+    deadline, status = time.time() + timeout, ""
+    while time.time() < deadline:
+        status = cli("serve", "status", "--address", head["dashboard"], env=head["env"], check=False).stdout
+        if word in status:
+            return status
+        time.sleep(2)
+    raise AssertionError(f"serve status never showed {word}:\n{status[-4000:]}")
 
 
 def wait_healthy(url: str, head: dict, timeout: float = 240) -> None:
@@ -65,7 +82,9 @@ def service(tmp_path_factory, tiny_bundle) -> Iterator[dict]:
     token_file = work / "token"
     token_file.write_text(TOKEN + "\n")
     port = free_port()
-    args = {"bundle": str(tiny_bundle), "store": str(work / "state.sqlite"), "token_file": str(token_file)}
+    store = work / "state.sqlite"
+    args = {"bundle": str(tiny_bundle), "store": str(store), "token_file": str(token_file), "store_timeout_s": 1.0}
+    cli("longtail", "store", "init", str(store))  # the app never creates a store it was not told to
     with ray_head(work) as head:
         config = write_config(work / "ranker.yaml", port, args)
         cli("serve", "deploy", str(config), "--address", head["dashboard"], timeout=300, env=head["env"])
@@ -83,10 +102,11 @@ def post(service, path: str, body, headers=None, **kw) -> httpx.Response:
 
 
 def test_recommend_known_unknown_and_explained(service):
-    r = post(service, "/recommend", {"user_id": "u0", "k": 5, "explain": True})
+    r = post(service, "/recommend", {"user_id": "u0", "k": 5, "explain": True}, headers=auth())
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["strategy"] == "hybrid" and len(body["items"]) == 5 and body["bundle_version"]
+    assert r.headers["x-longtail-bundle-version"] == body["bundle_version"] and r.headers["x-longtail-ranker"]
     assert all("contributions" in item["explanation"] for item in body["items"])
     cold = post(service, "/recommend", {"user_id": "never-seen", "k": 10}).json()
     assert cold["strategy"] == "cold_start" and len(cold["items"]) == 10
@@ -96,15 +116,17 @@ def test_recommend_known_unknown_and_explained(service):
 def test_text_query_similar_health_and_openapi(service):
     r = post(service, "/recommend/text", {"query": "A story of space", "k": 3})
     assert r.status_code == 200 and r.json()["strategy"] == "text" and len(r.json()["items"]) == 3
+    assert r.headers["x-longtail-bundle-version"] == r.json()["bundle_version"]
     similar = httpx.get(service["url"] + "/items/3/similar", params={"k": 4}, timeout=30)
     assert similar.status_code == 200 and len(similar.json()["items"]) == 4
+    assert similar.headers["x-longtail-bundle-version"] == similar.json()["bundle_version"]
     assert "3" not in [i["item_id"] for i in similar.json()["items"]]
     assert httpx.get(service["url"] + "/items/nope/similar", timeout=30).status_code == 404
     health = httpx.get(service["url"] + "/healthz", timeout=30).json()
     assert health["status"] == "ok" and health["catalog_items"] >= 20
     spec = httpx.get(service["url"] + "/openapi.json", timeout=30).json()
-    assert {"/recommend", "/recommend/text", "/events", "/items", "/users/{user_id}", "/items/{item_id}/similar",
-            "/healthz", "/metrics"} <= set(spec["paths"])  # fmt: skip
+    assert {"/recommend", "/recommend/text", "/events", "/items", "/users/{user_id}", "/users/erase",
+            "/items/{item_id}/similar", "/healthz", "/metrics"} <= set(spec["paths"])  # fmt: skip
 
 
 @pytest.mark.parametrize(("path", "body", "code"), [
@@ -119,6 +141,7 @@ def test_text_query_similar_health_and_openapi(service):
     ("/events", {"event_id": "x", "user_id": "u0", "item_id": "no-such-item", "type": "view"}, 422),
     ("/events", {"event_id": "x", "user_id": "u0", "item_id": "1", "type": "view", "timestamp": "soon"}, 422),
     ("/events", {"events": []}, 422),
+    ("/events", {"event_id": "x", "user_id": "u0", "item_id": "1", "type": "view", "weight": -1}, 422),
     ("/items", {"item_id": "3", "text": "already there"}, 409),
     ("/items", {"item_id": "z", "text": ""}, 422),
 ])  # fmt: skip
@@ -135,6 +158,10 @@ def test_malformed_json_oversized_body_and_unknown_route(service):
     big = {"event_id": "big", "user_id": "u0", "item_id": "1", "type": "view", "pad": "x" * 2_000_000}
     r = post(service, "/events", big, headers=auth())
     assert r.status_code == 413 and "bytes" in r.json()["detail"]
+    chunks = (b'{"pad": "' + b"x" * 100_000 for _ in range(20))  # no content-length: chunked, 2 MB
+    r = httpx.post(service["url"] + "/events", content=chunks, headers={**auth(), "content-type": "application/json"},
+                   timeout=30)  # fmt: skip
+    assert r.status_code == 413 and "bytes" in r.json()["detail"]
     assert httpx.get(service["url"] + "/nowhere", timeout=30).status_code == 404
 
 
@@ -144,7 +171,12 @@ def test_write_routes_need_the_token(service):
     assert post(service, "/events", event, headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert post(service, "/items", {"item_id": "q", "text": "t"}).status_code == 401
     assert httpx.delete(service["url"] + "/users/u0", timeout=30).status_code == 401
-    assert post(service, "/recommend", {"user_id": "u0"}).status_code == 200  # reads stay open
+    assert post(service, "/users/erase", {"user_id": "u0"}).status_code == 401
+    assert post(service, "/recommend", {"user_id": "u0"}).status_code == 200  # plain reads stay open
+    # what reveals a history needs a token: explanations, and lists that keep seen items
+    assert post(service, "/recommend", {"user_id": "u0", "explain": True}).status_code == 401
+    assert post(service, "/recommend", {"user_id": "u0", "exclude_seen": False}).status_code == 401
+    assert post(service, "/recommend", {"user_id": "u0", "exclude_seen": False}, headers=auth()).status_code == 200
 
 
 def test_event_changes_the_next_recommendation_and_is_idempotent(service):
@@ -152,8 +184,11 @@ def test_event_changes_the_next_recommendation_and_is_idempotent(service):
     top = before[0]["item_id"]
     event = {"event_id": "ev-u2-1", "user_id": "u2", "item_id": top, "type": "purchase"}
     first = post(service, "/events", event, headers=auth())
-    assert first.status_code == 200 and first.json() == {"stored": 1, "duplicates": 0}
-    assert post(service, "/events", {"events": [event]}, headers=auth()).json() == {"stored": 0, "duplicates": 1}
+    assert first.status_code == 200 and first.json() == {"stored": 1, "duplicates": 0, "erased": 0}
+    again = post(service, "/events", {"events": [event]}, headers=auth())
+    assert again.json() == {"stored": 0, "duplicates": 1, "erased": 0}
+    reused = post(service, "/events", {**event, "item_id": before[1]["item_id"]}, headers=auth())
+    assert reused.status_code == 409 and "ev-u2-1" in reused.json()["detail"]  # an id names one event
     after = post(service, "/recommend", {"user_id": "u2", "k": 5, "exclude_seen": True}).json()["items"]
     assert top not in [i["item_id"] for i in after]  # now seen, so excluded on the very next request
     # a brand-new user with events gets a personal (hybrid) list
@@ -170,18 +205,46 @@ def test_new_item_is_recommendable_within_five_seconds(service):
     assert r.json()["added"] and r.json()["catalog_items"] == 21
     similar = httpx.get(service["url"] + "/items/new-space/similar", params={"k": 3}, timeout=30)
     assert similar.status_code == 200 and len(similar.json()["items"]) == 3
-    ranked = post(service, "/recommend", {"user_id": "u1", "k": 21, "exclude_seen": False}).json()["items"]
+    ranked = post(service, "/recommend", {"user_id": "u1", "k": 21, "exclude_seen": False}, headers=auth()).json()["items"]
     assert "new-space" in [i["item_id"] for i in ranked]
     assert time.time() - started < 5
     ev = {"event_id": "ev-new", "user_id": "u1", "item_id": "new-space", "type": "view"}
     assert post(service, "/events", ev, headers=auth()).status_code == 200
 
 
-def test_erased_user_gets_cold_start(service):
-    post(service, "/events", {"event_id": "ev-u4", "user_id": "u4", "item_id": "2", "type": "view"}, headers=auth())
+def test_erasure_sticks_and_any_accepted_id_can_be_erased(service):
+    event = {"event_id": "ev-u4", "user_id": "u4", "item_id": "2", "type": "view", "timestamp": 1000.0}
+    post(service, "/events", event, headers=auth())
     r = httpx.delete(service["url"] + "/users/u4", headers=auth(), timeout=30)
     assert r.status_code == 200 and r.json() == {"user_id": "u4", "events_deleted": 1}
     assert post(service, "/recommend", {"user_id": "u4", "k": 5}).json()["strategy"] == "cold_start"
+    replay = post(service, "/events", {"events": [event, {**event, "event_id": "late", "timestamp": 1001.0}]}, headers=auth())
+    assert replay.json() == {"stored": 0, "duplicates": 0, "erased": 2}  # a replay and a late event: refused
+    assert post(service, "/recommend", {"user_id": "u4", "k": 5}).json()["strategy"] == "cold_start"
+    for user in ("team/a b", "../x?y#z"):  # ids /events accepts, with reserved characters
+        odd = {"event_id": f"odd-{user}", "user_id": user, "item_id": "2", "type": "view"}
+        assert post(service, "/events", odd, headers=auth()).json()["stored"] == 1
+    quoted = urllib.parse.quote("team/a b", safe="")
+    r = httpx.delete(service["url"] + "/users/" + quoted, headers=auth(), timeout=30)
+    assert r.status_code == 200 and r.json() == {"user_id": "team/a b", "events_deleted": 1}
+    r = post(service, "/users/erase", {"user_id": "../x?y#z"}, headers=auth())
+    assert r.status_code == 200 and r.json()["events_deleted"] == 1
+
+
+def test_a_locked_store_answers_503_with_retry_after_and_reads_go_on(service):
+    conn = sqlite3.connect(service["args"]["store"], isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+    try:
+        event = {"event_id": "locked-1", "user_id": "u5", "item_id": "2", "type": "view"}
+        started = time.time()
+        r = post(service, "/events", event, headers=auth())
+        assert r.status_code == 503 and r.headers["retry-after"] == "1" and "retry" in r.json()["detail"]
+        assert time.time() - started < 10
+        assert post(service, "/recommend", {"user_id": "u5", "k": 3}).status_code == 200  # reads never wait
+    finally:
+        conn.execute("ROLLBACK")
+        conn.close()
+    assert post(service, "/events", event, headers=auth()).json()["stored"] == 1  # nothing half-stored
 
 
 def test_metrics_add_up_across_ingress_replicas(service):
@@ -219,7 +282,7 @@ def test_metrics_add_up_across_ingress_replicas(service):
 
 def test_user_config_change_applies_live_without_failed_requests(service):
     url, head, work = service["url"], service["head"], service["work"]
-    base = post(service, "/recommend", {"user_id": "u3", "k": 5, "exclude_seen": False}).json()["items"]
+    base = post(service, "/recommend", {"user_id": "u3", "k": 5, "exclude_seen": False}, headers=auth()).json()["items"]
     failures: list[int] = []
     stop = threading.Event()
 
@@ -237,7 +300,7 @@ def test_user_config_change_applies_live_without_failed_requests(service):
         cli("serve", "deploy", str(config), "--address", head["dashboard"], timeout=300, env=head["env"])
         deadline, boosted = time.time() + 60, base
         while time.time() < deadline and boosted == base:
-            boosted = post(service, "/recommend", {"user_id": "u3", "k": 5, "exclude_seen": False}).json()["items"]
+            boosted = post(service, "/recommend", {"user_id": "u3", "k": 5, "exclude_seen": False}, headers=auth()).json()["items"]
             time.sleep(0.5)
     finally:
         stop.set()
@@ -273,6 +336,61 @@ def test_openapi_fuzz_never_gets_a_5xx(service):
     assert errors == []
 
 
+def _load(url: str, stop: threading.Event, log: list, client_no: int) -> None:
+    """One load client: /recommend (and, for client 0, /recommend/text), logging (end time, status, versions)."""
+    with httpx.Client(timeout=60) as client:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            if client_no == 0 and n % 2:
+                r = client.post(url + "/recommend/text", json={"query": "A story of space", "k": 3})
+            else:
+                r = client.post(url + "/recommend", json={"user_id": f"u{(client_no + n) % 8}", "k": 5})
+            body_version = r.json().get("bundle_version") if r.status_code == 200 else r.text[:300]
+            log.append((time.time(), r.status_code, r.headers.get("x-longtail-bundle-version"), body_version))
+
+
+def test_hot_swap_to_new_bundle_versions_under_load(service, tiny_encoder):
+    """Retrain into the served path (a new version behind its symlink) and `serve deploy`: every replica
+    switches, no request fails, no response mixes versions, none is stale once the switch completed."""
+    url, head, work = service["url"], service["head"], service["work"]
+    live = work / "live-bundle"
+    log: list = []
+    stop = threading.Event()
+    clients = [threading.Thread(target=_load, args=(url, stop, log, i)) for i in range(8)]
+    for t in clients:
+        t.start()
+    switches = []
+    try:
+        for epochs in (2,):  # benchmarks/serve_state.py measures two switches in 60 s
+            write_tiny_bundle(live, tiny_encoder, epochs=epochs)  # the same path each time: a new version
+            version = json.loads((live / "manifest.json").read_text())["version"]
+            config = write_config(work / "ranker-live.yaml", service["port"], {**service["args"], "bundle": str(live)})
+            started = time.time()
+            cli("serve", "deploy", str(config), "--address", head["dashboard"], timeout=300, env=head["env"])
+            deadline = time.time() + 240
+            while time.time() < deadline:
+                status = cli("serve", "status", "--address", head["dashboard"], env=head["env"], check=False).stdout
+                health = httpx.get(url + "/healthz", timeout=30).json()
+                if "RUNNING" in status and "UPDATING" not in status and health["bundle_version"] == version:
+                    break
+                time.sleep(1)
+            switches.append((started, time.time(), version))
+            time.sleep(4)
+    finally:
+        stop.set()
+        for t in clients:
+            t.join()
+    failed = [row for row in log if row[1] != 200]
+    mixed = [row for row in log if row[1] == 200 and row[2] != row[3]]
+    assert len(log) > 100 and failed == [] and mixed == [], (len(log), failed[:5], mixed[:5])
+    for (_, done, version), (until, _, _) in zip(switches, [*switches[1:], (float("inf"), 0, None)], strict=True):
+        after = [row for row in log if done < row[0] < until]  # answered after the switch, before the next one
+        stale = [row for row in after if row[2] != version]
+        assert stale == [], (version, stale[:5])
+    assert len({row[2] for row in log}) == 2  # the first bundle, then the new version
+
+
 def test_whole_app_restart_loses_no_acknowledged_event_and_runs_without_auth(service):
     url, head, work = service["url"], service["head"], service["work"]
     acked = [f"restart-{i}" for i in range(20)]
@@ -281,12 +399,16 @@ def test_whole_app_restart_loses_no_acknowledged_event_and_runs_without_auth(ser
         assert post(service, "/events", body, headers=auth()).status_code == 200
     cli("serve", "shutdown", "-y", "--address", head["dashboard"], timeout=300, env=head["env"])
     args = {**service["args"], "token_file": None, "token_env": "LONGTAIL_TEST_UNSET_TOKEN"}
-    config = write_config(work / "ranker-open.yaml", service["port"], args)
+    refused = write_config(work / "ranker-no-token.yaml", service["port"], args)
+    cli("serve", "deploy", str(refused), "--address", head["dashboard"], timeout=300, env=head["env"])
+    status = wait_status(head, "DEPLOY_FAILED")  # auth fails closed: no token, no `auth: none`, no service
+    assert "no write token" in status, status[-2000:]
+    config = write_config(work / "ranker-open.yaml", service["port"], {**args, "auth": "none"})
     cli("serve", "deploy", str(config), "--address", head["dashboard"], timeout=300, env=head["env"])
     wait_healthy(url, head)
     again = {"events": [{"event_id": e, "user_id": "restart-user", "item_id": "5", "type": "view"} for e in acked]}
     r = post(service, "/events", again)  # no token needed now
-    assert r.status_code == 200 and r.json() == {"stored": 0, "duplicates": 20}
+    assert r.status_code == 200 and r.json() == {"stored": 0, "duplicates": 20, "erased": 0}
     ranked = post(service, "/recommend", {"user_id": "restart-user", "k": 3}).json()
     assert ranked["strategy"] == "hybrid"
     assert post(service, "/recommend", {"user_id": "new-space-fan", "k": 21}).status_code == 200

@@ -99,3 +99,69 @@ def test_missing_file_and_foreign_dirs(bundle, tmp_path):
     (path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="format_version"):
         read_bundle(path)
+
+
+def test_manifest_entries_outside_the_bundle_are_refused(bundle, tmp_path):
+    path = bundle[0]
+    outside = tmp_path / "secret.txt"
+    outside.write_text("not yours")
+    from longtail.files import file_sha256
+
+    for entry in ("../secret.txt", str(outside)):
+        manifest = json.loads((path / "manifest.json").read_text())
+        manifest["files"][entry] = file_sha256(outside)
+        (path / "manifest.json").write_text(json.dumps(manifest))
+        with pytest.raises(BundleError, match="points outside the bundle"):
+            read_bundle(path)
+        manifest["files"].pop(entry)
+        (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _rewrite(path, data, vectors, graph, model, retriever, seed_metric: float, publish=None):
+    """Write another version to the same ``path`` (different ranker weights: a different version)."""
+    import longtail.bundle as bundle_module
+
+    state = {k: v + seed_metric for k, v in model.state_dict().items()}
+    if publish is not None:
+        original, bundle_module.publish_version = bundle_module.publish_version, publish
+    try:
+        return write_bundle(
+            path, encoder_dir=path / "encoder", item_ids=data.item_ids, texts=data.item_text,
+            train_counts=data.train_counts(), vectors=vectors, graph=graph, ranker_state=state,
+            retriever_state=retriever.state_dict(), histories=pa.table({"user_id": ["u0"], "item_id": ["1"], "timestamp": [1.0]}),
+            config=CONFIG, data={"split": "warm"}, metrics={},
+        )  # fmt: skip
+    finally:
+        if publish is not None:
+            bundle_module.publish_version = original
+
+
+def test_versions_are_immutable_directories_behind_an_atomic_symlink(bundle):
+    path, data, vectors, graph, model, retriever, _ = bundle
+    first = read_bundle(path).version
+    first_dir = path.resolve()
+    assert path.is_symlink() and first_dir.name == f"bundle@{first}"
+    _rewrite(path, data, vectors, graph, model, retriever, 1.0)
+    second = read_bundle(path).version
+    assert second != first and path.resolve().name == f"bundle@{second}"
+    assert read_bundle(first_dir).version == first  # a replica that resolved the old version still reads it
+
+    def interrupted(tmp, out, version):
+        raise KeyboardInterrupt  # killed after writing, before publishing
+
+    with pytest.raises(KeyboardInterrupt):
+        _rewrite(path, data, vectors, graph, model, retriever, 2.0, publish=interrupted)
+    assert read_bundle(path).version == second  # the served version is intact
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".bundle.")]  # no half-written leftovers
+
+
+def test_a_plain_bundle_directory_from_before_is_moved_aside_not_deleted(bundle, tmp_path):
+    path, data, vectors, graph, model, retriever, _ = bundle
+    import shutil
+
+    plain = tmp_path / "old-layout"
+    shutil.copytree(path.resolve(), plain)  # what an older longtail wrote: a real directory
+    old_version = read_bundle(plain).version
+    _rewrite(plain, data, vectors, graph, model, retriever, 3.0)
+    assert plain.is_symlink() and read_bundle(plain).version != old_version
+    assert read_bundle(tmp_path / f"old-layout@{old_version}").version == old_version

@@ -163,6 +163,22 @@ def test_template_with_unknown_field(recbole_dir):
     )
 
 
+@pytest.mark.parametrize("template", ["{title", "title}", "{0}"])
+def test_unparseable_template_is_a_data_error(tmp_path, template):
+    write(tmp_path / "interactions.csv", "uid,iid,ts\nu1,1,1\n")
+    write(tmp_path / "items.csv", "iid,title\n1,Heat\n")
+    opts = ImportOptions(mapping=CSV.mapping, template=template)
+    err = expect("item text template", import_source, tmp_path, "csv", opts)
+    assert repr(template) in str(err)
+
+
+def test_an_item_table_with_an_id_column_only_is_refused(tmp_path):
+    write(tmp_path / "interactions.csv", "uid,iid,ts\nu1,1,1\n")
+    items = write(tmp_path / "items.csv", "iid\n1\n2\n")
+    err = expect("id column only", import_source, tmp_path, "csv", CSV)
+    assert str(items) in str(err) and "--template" in str(err)
+
+
 def test_wheel_hash_mismatch_is_refused(tmp_path):
     fake = write(tmp_path / "wheels" / "recbole-1.2.1-py3-none-any.whl", b"not the wheel")
     err = expect("sha256 mismatch", verify_wheel, fake, NAMED["ml-100k"].sha256)

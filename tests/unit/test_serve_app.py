@@ -1,4 +1,5 @@
-"""The app builder and HTTP helpers without a cluster: bundle resolution, token sources, layering."""
+"""The app builder and HTTP helpers without a cluster: bundle and store resolution, auth that fails closed,
+body limits (declared or chunked), version headers, dead replicas' gauges, layering."""
 
 from __future__ import annotations
 
@@ -8,14 +9,27 @@ import sys
 from types import SimpleNamespace
 
 import pytest
-from fastapi import HTTPException
+from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi.testclient import TestClient
 from ray.exceptions import ActorDiedError
 
 from longtail.bundle import BundleError
-from longtail.serve.app import BUNDLE_ENV, resolve_bundle
-from longtail.serve.http import read_token
+from longtail.serve.app import BUNDLE_ENV, resolve_bundle, resolve_store
+from longtail.serve.http import (
+    STATE,
+    GuardMiddleware,
+    Tokens,
+    configure_replica,
+    load_tokens,
+    read_token,
+    require_history_access,
+    require_read,
+    require_token,
+)
 from longtail.serve.ingress import READ_RETRIES, Ingress
 from longtail.serve.knobs import AppArgs
+from longtail.serve.metrics import ServeMetrics, drop_dead_gauges
+from longtail.serve.store import StoreError
 
 
 def test_bundle_from_env_wins_and_is_verified(tiny_bundle, tmp_path, monkeypatch):
@@ -79,3 +93,98 @@ def test_ranker_read_is_resent_when_its_replica_dies_and_503_when_all_tries_fail
     with pytest.raises(HTTPException) as err:
         _read(dead, {})
     assert err.value.status_code == 503 and dead.calls == READ_RETRIES + 1
+
+
+def test_a_missing_store_fails_the_deploy_unless_creation_is_asked_for(tmp_path):
+    with pytest.raises(StoreError, match="longtail store init"):
+        resolve_store(AppArgs(store=str(tmp_path / "typo" / "state.sqlite")))
+    with pytest.raises(StoreError, match="longtail store init"):
+        resolve_store(AppArgs(store=str(tmp_path / "state.sqlite")))
+    created = resolve_store(AppArgs(store=str(tmp_path / "state.sqlite"), create_store=True))
+    assert created == str((tmp_path / "state.sqlite").resolve())
+    assert resolve_store(AppArgs(store=created)) == created  # exists now: opened, not created
+
+
+def test_auth_fails_closed_without_a_token(tmp_path, monkeypatch):
+    monkeypatch.delenv("LT_W", raising=False)
+    with pytest.raises(ValueError, match="auth: none"):
+        load_tokens("token", "LT_W", None, None, None, False)
+    assert not load_tokens("none", "LT_W", None, None, None, False).enabled
+    monkeypatch.setenv("LT_W", "w-token")
+    monkeypatch.setenv("LT_R", "w-token")
+    with pytest.raises(ValueError, match="distinct"):
+        load_tokens("token", "LT_W", None, "LT_R", None, False)
+    monkeypatch.setenv("LT_R", "r-token")
+    assert load_tokens("token", "LT_W", None, "LT_R", None, True) == Tokens(b"w-token", b"r-token", True)
+
+
+def _client(tokens: Tokens, tmp_path, limit: int = 2048):
+    """A FastAPI app with the ingress's middleware and auth dependencies, served in-process."""
+    configure_replica(str(tmp_path / "metrics"), tokens, limit, "replica-1", "v-ingress")
+    app = FastAPI()
+    app.add_middleware(GuardMiddleware)
+
+    @app.post("/write", dependencies=[Depends(require_token)])
+    async def write(request: Request) -> dict:
+        return {"bytes": len(await request.body())}
+
+    @app.get("/read", dependencies=[Depends(require_read)])
+    async def read() -> dict:
+        return {}
+
+    @app.get("/history", dependencies=[Depends(require_history_access)])
+    async def history() -> dict:
+        return {}
+
+    return TestClient(app)
+
+
+def test_tokens_guard_writes_reads_and_history(tmp_path):
+    def bearer(token):
+        return {"Authorization": f"Bearer {token}"}
+
+    client = _client(Tokens(b"w", b"r", protect_reads=False), tmp_path)
+    assert client.post("/write", content=b"x").status_code == 401
+    assert client.post("/write", content=b"x", headers=bearer("r")).status_code == 401  # read token can't write
+    assert client.post("/write", content=b"x", headers=bearer("w")).status_code == 200
+    assert client.get("/read").status_code == 200  # reads open unless protected
+    assert client.get("/history").status_code == 401  # history-revealing reads never are
+    assert client.get("/history", headers=bearer("r")).status_code == 200
+    protected = _client(Tokens(b"w", b"r", protect_reads=True), tmp_path)
+    assert protected.get("/read").status_code == 401
+    assert protected.get("/read", headers=bearer("r")).status_code == 200
+    assert protected.get("/read", headers=bearer("w")).status_code == 200
+    open_app = _client(Tokens(), tmp_path)  # auth: none
+    assert open_app.post("/write", content=b"x").status_code == 200 and open_app.get("/history").status_code == 200
+
+
+def test_bodies_over_the_limit_get_413_declared_or_chunked_and_responses_carry_the_version(tmp_path):
+    client = _client(Tokens(), tmp_path, limit=2048)
+    small = client.post("/write", content=b"x" * 2000)
+    assert small.status_code == 200 and small.json() == {"bytes": 2000}
+    assert small.headers["x-longtail-bundle-version"] == "v-ingress" and small.headers["x-longtail-replica"]
+    assert client.post("/write", content=b"x" * 5000).status_code == 413
+
+    def chunks():  # no content-length: Transfer-Encoding chunked
+        for _ in range(10):
+            yield b"x" * 500
+
+    chunked = client.post("/write", content=chunks())
+    assert chunked.status_code == 413 and "bytes" in chunked.json()["detail"]
+    ok = client.post("/write", content=(b"y" * 500 for _ in range(3)))
+    assert ok.status_code == 200 and ok.json() == {"bytes": 1500}
+
+
+def test_gauges_of_dead_replicas_are_dropped_at_scrape(tmp_path):
+    directory = tmp_path / "metrics"
+    directory.mkdir()
+    code = ("import sys\nfrom pathlib import Path\nfrom longtail.serve.metrics import ServeMetrics\n"
+            "ServeMetrics(Path(sys.argv[1])).bundle.labels('old-version').set(1)\n")  # fmt: skip
+    subprocess.run([sys.executable, "-c", code, str(directory)], check=True)  # a replica that is gone now
+    assert any(f.name.startswith("gauge_livemax_") for f in directory.iterdir())
+    metrics = ServeMetrics.open(directory)
+    metrics.bundle.labels("new-version").set(1)
+    text = metrics.scrape().decode()
+    assert 'version="new-version"' in text and "old-version" not in text
+    assert drop_dead_gauges(directory) == []  # the live one stays
+    assert STATE is not None

@@ -78,6 +78,13 @@ def build_items(raw: pa.Table, source: Source, options: ImportOptions) -> pa.Tab
             expected="an item id column",
         )
     names = [n for n in raw.column_names if n not in ("item_id", "text")]
+    if not names and "text" not in raw.column_names:
+        raise DataError(
+            source.file,
+            "the item table has an id column only: nothing for the encoder to read",
+            found=f"columns {raw.column_names}",
+            expected="a 'text' column or descriptive columns (title, genres, …), mapped with --map and --template",
+        )
     fields = {n: text_column(raw, n).to_pylist() for n in names}
     for name in options.list_fields:
         if name in fields:

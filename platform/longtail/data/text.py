@@ -17,7 +17,12 @@ _DANGLING = re.compile(r"\s+([.,;:])")
 def template_fields(template: str) -> list[str]:
     """The field names a template refers to; positional or formatted fields are refused."""
     names = []
-    for _, name, spec, conversion in string.Formatter().parse(template):
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as err:  # e.g. "{title" or a lone "}"
+        raise DataError("item text template", f"cannot parse it: {err}", found=repr(template),
+                        expected="placeholders like {title} naming item columns; write {{ and }} for literal braces") from None  # fmt: skip
+    for _, name, spec, conversion in parsed:
         if name is None:
             continue
         if not name.isidentifier() or spec or conversion:

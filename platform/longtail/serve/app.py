@@ -18,13 +18,15 @@ from longtail.bundle import BundleError, verify_bundle
 from longtail.serve.deployments import Encoder, Ranker
 from longtail.serve.ingress import Ingress
 from longtail.serve.knobs import AppArgs
+from longtail.serve.store import open_store
 
 BUNDLE_ENV = "LONGTAIL_BUNDLE"
 
 
 def resolve_bundle(args: AppArgs) -> Path:
-    """The bundle to serve: $LONGTAIL_BUNDLE when set, else ``args.bundle``; verified here so a bad bundle
-    fails the deploy with a clear message instead of crash-looping replicas."""
+    """The bundle version to serve: $LONGTAIL_BUNDLE when set, else ``args.bundle``, with its version symlink
+    resolved here (every replica of this deploy reads that one immutable directory); verified here so a bad
+    bundle fails the deploy with a clear message instead of crash-looping replicas."""
     chosen = os.environ.get(BUNDLE_ENV) or args.bundle
     if not chosen:
         raise BundleError(f"no bundle: set `bundle:` in the app's args or the {BUNDLE_ENV} env var")
@@ -33,17 +35,37 @@ def resolve_bundle(args: AppArgs) -> Path:
     return path
 
 
+def resolve_store(args: AppArgs) -> str:
+    """The store's location as every replica must see it (absolute path, or the URL), checked to exist here
+    (or created, with ``create_store``) so a wrong path fails the deploy instead of serving an empty store."""
+    spec = args.store
+    if not spec.startswith(("postgresql://", "postgres://")):
+        spec = str(Path(spec).expanduser().resolve())
+    open_store(spec, create=args.create_store, timeout_s=args.store_timeout_s)
+    return spec
+
+
+def metrics_directory(args: AppArgs, store: str) -> str:
+    if args.metrics_dir:
+        return str(Path(args.metrics_dir).expanduser().resolve())
+    if store.startswith(("postgresql://", "postgres://")):
+        return str(Path("state/longtail.metrics").resolve())
+    return str(Path(store).with_suffix(".metrics"))
+
+
 def build_app(args: AppArgs) -> Application:
-    """Ingress → (Ranker, Encoder), all reading the same bundle and store.
+    """Ingress → (Ranker, Encoder), all reading the same bundle version and store.
 
     Serve validates ``args`` against ``AppArgs`` from this signature (unknown keys fail the deploy).
     """
     args = AppArgs.model_validate(args) if isinstance(args, dict) else args
     bundle = str(resolve_bundle(args))
-    store = Path(args.store).expanduser().resolve()
-    metrics_dir = str(Path(args.metrics_dir).expanduser().resolve() if args.metrics_dir else store.with_suffix(".metrics"))
-    token_file = str(Path(args.token_file).expanduser().resolve()) if args.token_file else None
-    ranker = Ranker.bind(bundle, str(store), metrics_dir, args.torch_threads)
-    encoder = Encoder.bind(bundle, args.torch_threads)
-    return Ingress.bind(ranker, encoder, bundle, str(store), metrics_dir, args.token_env, token_file,
-                        args.max_body_bytes)  # fmt: skip
+    store = resolve_store(args)
+    metrics_dir = metrics_directory(args, store)
+    auth = {"auth": args.auth, "token_env": args.token_env, "read_env": args.read_token_env,
+            "protect_reads": args.protect_reads,
+            "token_file": str(Path(args.token_file).expanduser().resolve()) if args.token_file else None,
+            "read_file": str(Path(args.read_token_file).expanduser().resolve()) if args.read_token_file else None}  # fmt: skip
+    ranker = Ranker.bind(bundle, store, args.store_timeout_s, metrics_dir, args.torch_threads)
+    encoder = Encoder.bind(bundle, store, args.store_timeout_s, args.torch_threads)
+    return Ingress.bind(ranker, encoder, bundle, store, args.store_timeout_s, metrics_dir, auth, args.max_body_bytes)

@@ -3,48 +3,61 @@ training code. Requests are batched with ``@serve.batch``; batch sizes are ``use
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
+import time
 from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
+import ray
 import torch
 from ray import serve
 
-from longtail.bundle import read_bundle, verify_bundle
+from longtail.bundle import encoder_id, read_bundle, verify_bundle
 from longtail.serve.knobs import EncoderKnobs, RankerKnobs
 from longtail.serve.metrics import ServeMetrics
 from longtail.serve.ranking import Query, ServingRanker
-from longtail.serve.store import SqliteStore
+from longtail.serve.store import open_store
+
+log = logging.getLogger("longtail.serve")
+BACKFILL_EVERY_S = 5.0  # an encoder looks for stored items without its vectors this often (when busy)
 
 
-@serve.deployment(
-    name="Ranker",
-    ray_actor_options={"num_cpus": 0.25},
-    max_ongoing_requests=32,
-    autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 4},
-)
+class EncoderMismatch(ValueError):
+    """A vector from one bundle's encoder sent to a ranker of another (a rollout in progress)."""
+
+
+@serve.deployment(name="Ranker", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=32)
 class Ranker:
     """Catalog, graph and hybrid ranker in memory; users' histories from the bundle plus the store."""
 
-    def __init__(self, bundle: str, store: str, metrics_dir: str, torch_threads: int = 1) -> None:
+    def __init__(self, bundle: str, store: str, store_timeout_s: float, metrics_dir: str, torch_threads: int = 1) -> None:
         torch.set_num_threads(torch_threads)
-        self.ranker = ServingRanker(read_bundle(Path(bundle)))
-        self.store = SqliteStore(store)
+        loaded = read_bundle(Path(bundle))
+        self.ranker = ServingRanker(loaded)
+        self.encoder_id = loaded.encoder_id
+        self.stored_history = RankerKnobs().stored_history
+        self.store = open_store(store, timeout_s=store_timeout_s)
         self.metrics = ServeMetrics.open(metrics_dir)
         self.metrics.bundle.labels(self.ranker.version).set(1)
-        self._sync_items()
+        self.replica = f"{ray.get_runtime_context().get_node_id()[:12]}/{serve.get_replica_context().replica_id.unique_id}"
+        self._apply_items(self.store.items_after(0, self.encoder_id))
 
     def reconfigure(self, config: dict) -> None:
         knobs = RankerKnobs.model_validate(config)
         self.ranker.configure(knobs)
+        self.stored_history = knobs.stored_history
         set_batching(self._batch, knobs)
 
-    def _sync_items(self) -> None:
-        """Pick up items other replicas' ingress stored since the last look (cheap when there are none)."""
-        added = self.ranker.add_items(self.store.items_after(self.ranker.last_item_seq))
-        if added:
+    def _apply_items(self, items) -> None:
+        if self.ranker.add_items(items):
             self.metrics.catalog_size.set(self.ranker.n_items)
+
+    async def _sync_items(self) -> None:
+        """Pick up items other replicas' ingress stored since the last look (cheap when there are none)."""
+        self._apply_items(await asyncio.to_thread(self.store.items_after, self.ranker.last_item_seq, self.encoder_id))
 
     async def recommend(self, request: dict) -> dict:
         """One request (RecommendRequest fields) → a ranked list; batched with concurrent requests."""
@@ -52,12 +65,13 @@ class Ranker:
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
     async def _batch(self, requests: list[dict]) -> list[dict]:
-        self._sync_items()
-        stored = self.store.histories(sorted({r["user_id"] for r in requests}))
+        await self._sync_items()
+        users = sorted({r["user_id"] for r in requests})
+        stored = await asyncio.to_thread(self.store.histories, users, self.stored_history)
         queries = []
         for r in requests:
-            erased, items = stored[r["user_id"]]
-            history, known = self.ranker.history(r["user_id"], erased, items)
+            got = stored[r["user_id"]]
+            history, known = self.ranker.history(r["user_id"], got.erased, got.items)
             queries.append(Query(r["user_id"], history, r["k"], r["exclude_seen"], r.get("tail_boost"),
                                  r.get("explain", False), known))  # fmt: skip
         ranked = self.ranker.recommend(queries)
@@ -66,57 +80,77 @@ class Ranker:
             self.metrics.served_items.inc(len(result.items))
             self.metrics.served_tail.inc(sum(item["tail"] for item in result.items))
         self.metrics.coverage.set(self.ranker.coverage)
-        return [{**asdict(r), "bundle_version": self.ranker.version} for r in ranked]
+        return [{**asdict(r), "bundle_version": self.ranker.version, "served_by": self.replica} for r in ranked]
 
-    async def similar(self, item_id: str, k: int) -> list[dict] | None:
-        """Neighbours of an item, or None when the catalog has no such item."""
-        self._sync_items()
-        if item_id not in self.ranker.index:
-            return None
-        return self.ranker.similar(item_id, k)
+    async def similar(self, item_id: str, k: int) -> dict:
+        """Neighbours of an item (``items`` None when the catalog has no such item), with the version."""
+        await self._sync_items()
+        items = self.ranker.similar(item_id, k) if item_id in self.ranker.index else None
+        return {"items": items, "bundle_version": self.ranker.version}
 
-    async def search(self, vector: list[float], k: int) -> list[dict]:
-        self._sync_items()
-        return self.ranker.search(np.asarray(vector, dtype=np.float32), k)
+    async def search(self, vector: list[float], k: int, encoder: str) -> dict:
+        """Items nearest to a text vector made by ``encoder``; refused when it is not this bundle's."""
+        if encoder != self.encoder_id:
+            raise EncoderMismatch(f"vector from encoder {encoder}, this ranker's bundle has {self.encoder_id}")
+        await self._sync_items()
+        return {"items": self.ranker.search(np.asarray(vector, dtype=np.float32), k), "bundle_version": self.ranker.version}
 
     async def catalog(self) -> dict:
-        self._sync_items()
+        await self._sync_items()
         return {"version": self.ranker.version, "items": self.ranker.n_items}
 
 
-@serve.deployment(
-    name="Encoder",
-    ray_actor_options={"num_cpus": 0.25},
-    max_ongoing_requests=32,
-    autoscaling_config={"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 8},
-)
+@serve.deployment(name="Encoder", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=32)
 class Encoder:
-    """The bundle's fine-tuned text encoder, for new items and free-text queries (GPU when the replica has one)."""
+    """The bundle's fine-tuned text encoder, for new items and free-text queries (GPU when the replica has one).
 
-    def __init__(self, bundle: str, torch_threads: int = 1) -> None:
+    It also encodes, with this bundle's encoder, every stored item that has no vector from it yet (items
+    added while an older bundle was served), at start and then every few seconds while it is used.
+    """
+
+    def __init__(self, bundle: str, store: str, store_timeout_s: float, torch_threads: int = 1) -> None:
         from longtail.model.encoder import load_encoder, load_tokenizer
 
         torch.set_num_threads(torch_threads)
         manifest = verify_bundle(Path(bundle))
-        encoder_config = manifest["config"].get("encoder", {})
-        self.max_length = int(encoder_config.get("max_length", 64))
+        self.encoder_id = encoder_id(manifest)
+        self.max_length = int(manifest["config"].get("encoder", {}).get("max_length", 64))
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.encoder = load_encoder(str(Path(bundle) / "encoder")).to(self.device).eval()
         self.tokenizer = load_tokenizer(str(Path(bundle) / "encoder"))
+        self.store = open_store(store, timeout_s=store_timeout_s)
+        self._backfilled_at = 0.0
+        self._backfill()
 
     def reconfigure(self, config: dict) -> None:
         set_batching(self._batch, EncoderKnobs.model_validate(config))
 
-    async def embed(self, text: str) -> list[float]:
-        """The unit text vector of one text; concurrent calls are encoded together."""
-        return await self._batch(text)
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        from longtail.model.encoder import embed_texts
+
+        return embed_texts(self.encoder, self.tokenizer, texts, self.max_length, max(len(texts), 1), self.device)
+
+    def _backfill(self, chunk: int = 256) -> int:
+        """Vectors from this encoder for stored items that lack one; returns how many were added."""
+        self._backfilled_at = time.monotonic()
+        missing = self.store.items_missing_vectors(self.encoder_id)
+        added = 0
+        for start in range(0, len(missing), chunk):
+            part = missing[start : start + chunk]
+            vectors = self._encode([text for _, text in part])
+            added += self.store.add_vectors(self.encoder_id, {i: v for (i, _), v in zip(part, vectors, strict=True)})
+            log.info("encoder %s: %d/%d stored items encoded", self.encoder_id, start + len(part), len(missing))
+        return added
+
+    async def embed(self, text: str) -> dict:
+        """The unit text vector of one text and the encoder that made it; concurrent calls are batched."""
+        return {"encoder": self.encoder_id, "vector": await self._batch(text)}
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)
     async def _batch(self, texts: list[str]) -> list[list[float]]:
-        from longtail.model.encoder import embed_texts
-
-        vectors = embed_texts(self.encoder, self.tokenizer, texts, self.max_length, len(texts), self.device)
-        return [v.tolist() for v in vectors]
+        if time.monotonic() - self._backfilled_at > BACKFILL_EVERY_S:
+            await asyncio.to_thread(self._backfill)
+        return [v.tolist() for v in self._encode(texts)]
 
 
 def set_batching(batched, knobs: RankerKnobs | EncoderKnobs) -> None:

@@ -3,6 +3,11 @@
 Kept apart from ``ingress.py`` on purpose: Serve ships the ingress class by value, with a copy of its
 module's globals, so state that the middleware (imported by reference) must see lives here and is set
 through ``configure_replica``.
+
+Auth fails closed: with ``auth: token`` (the default) a replica refuses to start without a write token.
+Write routes need the write token; reads need nothing unless ``protect_reads`` is set, in which case the
+read token or the write token; anything that reveals a user's history (``explain``, ``exclude_seen=false``)
+always needs one of the two.
 """
 
 from __future__ import annotations
@@ -10,34 +15,54 @@ from __future__ import annotations
 import hmac
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import HTTPException, Request, status
 
 from longtail.serve.metrics import ServeMetrics
 
+VERSION_HEADER = b"x-longtail-bundle-version"
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """The configured bearer tokens; ``write`` None only with ``auth: none``."""
+
+    write: bytes | None = None
+    read: bytes | None = None
+    protect_reads: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return self.write is not None
+
 
 class ReplicaState:
-    """This replica's settings, read by the middleware and the auth dependency (one replica per process;
+    """This replica's settings, read by the middleware and the auth dependencies (one replica per process;
     Serve ships the ingress class by value, so its copy of module globals is not this module's)."""
 
     metrics: ServeMetrics
-    token: bytes | None = None
+    tokens: Tokens = Tokens()
     max_body_bytes: int = 1_000_000
     replica: str = ""
+    version: str = ""
 
 
 STATE = ReplicaState()
 
-def configure_replica(metrics_dir: str, token: bytes | None, max_body_bytes: int, replica: str) -> ServeMetrics:
+
+def configure_replica(metrics_dir: str, tokens: Tokens, max_body_bytes: int, replica: str, version: str) -> ServeMetrics:
     """Set this replica's state; returns its metrics."""
     STATE.metrics = ServeMetrics.open(metrics_dir)
-    STATE.token, STATE.max_body_bytes, STATE.replica = token, max_body_bytes, replica
+    STATE.tokens, STATE.max_body_bytes, STATE.replica, STATE.version = tokens, max_body_bytes, replica, version
     return STATE.metrics
 
 
 class GuardMiddleware:
-    """Pure ASGI: refuses bodies over the limit (413), counts and times every request by route and status."""
+    """Pure ASGI: reads the body up to the limit first (413 over it, declared or chunked), counts and times
+    every request by route and status, and stamps every response with the replica and the bundle version
+    (a route that answered from a ranker sets the ranker's version itself)."""
 
     def __init__(self, inner) -> None:
         self.inner = inner
@@ -46,34 +71,38 @@ class GuardMiddleware:
         if scope["type"] != "http":
             return await self.inner(scope, receive, send)
         state = STATE
-        start, limit, seen = time.perf_counter(), state.max_body_bytes, 0
+        start, limit = time.perf_counter(), state.max_body_bytes
         result = {"status": 500}
 
         async def send_wrapper(message) -> None:
             if message["type"] == "http.response.start":
                 result["status"] = message["status"]
-                message.setdefault("headers", []).append((b"x-longtail-replica", state.replica.encode()))
+                headers = message.setdefault("headers", [])
+                headers.append((b"x-longtail-replica", state.replica.encode()))
+                if not any(name.lower() == VERSION_HEADER for name, _ in headers):
+                    headers.append((VERSION_HEADER, state.version.encode()))
             await send(message)
 
-        async def limited_receive():
-            nonlocal seen
-            message = await receive()
-            if message["type"] == "http.request":
-                seen += len(message.get("body", b""))
-                if seen > limit:
-                    raise _TooLarge
-            return message
-
-        declared = dict(scope.get("headers") or ()).get(b"content-length")
         try:
+            declared = dict(scope.get("headers") or ()).get(b"content-length")
             if declared is not None and declared.isdigit() and int(declared) > limit:
-                raise _TooLarge
-            await self.inner(scope, limited_receive, send_wrapper)
-        except _TooLarge:
-            body = f'{{"detail": "request body over {limit} bytes"}}'.encode()
-            await send_wrapper({"type": "http.response.start", "status": 413,
-                                "headers": [(b"content-type", b"application/json")]})  # fmt: skip
-            await send({"type": "http.response.body", "body": body})
+                return await _too_large(send_wrapper, limit)
+            body, more, messages = b"", True, []
+            while more:
+                message = await receive()
+                if message["type"] != "http.request":
+                    messages.append(message)
+                    break
+                body += message.get("body", b"")
+                more = message.get("more_body", False)
+                if len(body) > limit:
+                    return await _too_large(send_wrapper, limit)
+            replay = [{"type": "http.request", "body": body, "more_body": False}, *messages]
+
+            async def buffered():
+                return replay.pop(0) if replay else await receive()
+
+            await self.inner(scope, buffered, send_wrapper)
         finally:
             route = scope.get("route")
             label = getattr(route, "path", "unmatched")
@@ -82,24 +111,49 @@ class GuardMiddleware:
             state.metrics.latency.labels(label, code).observe(time.perf_counter() - start)
 
 
-class _TooLarge(Exception):
-    pass
+async def _too_large(send, limit: int) -> None:
+    body = f'{{"detail": "request body over {limit} bytes"}}'.encode()
+    await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": body})
+
+
+def _bearer(request: Request) -> bytes | None:
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    return given.strip().encode() if scheme.lower() == "bearer" and given.strip() else None
+
+
+def _matches(given: bytes | None, *expected: bytes | None) -> bool:
+    return given is not None and any(e is not None and hmac.compare_digest(given, e) for e in expected)
+
+
+def _refuse(what: str) -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, f"missing or wrong bearer token ({what})",
+                         headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
 
 
 def require_token(request: Request) -> None:
-    """Write routes: a bearer token equal (in constant time) to the configured one, when one is configured."""
-    expected = STATE.token
-    if expected is None:
-        return
-    header = request.headers.get("authorization", "")
-    scheme, _, given = header.partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing or wrong bearer token",
-                            headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+    """Write routes: the write token (constant-time compare), unless ``auth: none``."""
+    tokens = STATE.tokens
+    if tokens.enabled and not _matches(_bearer(request), tokens.write):
+        raise _refuse("this route needs the write token")
+
+
+def require_read(request: Request) -> None:
+    """Read routes: the read or write token when ``protect_reads`` is on."""
+    tokens = STATE.tokens
+    if tokens.enabled and tokens.protect_reads and not _matches(_bearer(request), tokens.write, tokens.read):
+        raise _refuse("reads are protected: send the read or write token")
+
+
+def require_history_access(request: Request) -> None:
+    """What reveals a user's history (explanations, lists that include seen items): read or write token."""
+    tokens = STATE.tokens
+    if tokens.enabled and not _matches(_bearer(request), tokens.write, tokens.read):
+        raise _refuse("explain and exclude_seen=false reveal a history: send the read or write token")
 
 
 def read_token(token_env: str | None, token_file: str | None) -> bytes | None:
-    """The configured token: the file's content wins over the env var; None when neither is set."""
+    """A configured token: the file's content wins over the env var; None when neither is set."""
     if token_file:
         token = Path(token_file).read_text().strip()
         if not token:
@@ -109,3 +163,16 @@ def read_token(token_env: str | None, token_file: str | None) -> bytes | None:
     return value.encode() if value else None
 
 
+def load_tokens(auth: str, token_env: str | None, token_file: str | None, read_env: str | None,
+                read_file: str | None, protect_reads: bool) -> Tokens:  # fmt: skip
+    """The replica's tokens; with ``auth: token`` a missing write token is an error (fail closed)."""
+    if auth == "none":
+        return Tokens()
+    write = read_token(token_env, token_file)
+    if write is None:
+        raise ValueError(f"auth: token, but no write token is configured (token_file {token_file!r}, env var "
+                         f"{token_env!r} unset or empty); set one, or `auth: none` to run without auth")  # fmt: skip
+    read = read_token(read_env, read_file)
+    if read is not None and hmac.compare_digest(read, write):
+        raise ValueError("the read token equals the write token; use distinct tokens")
+    return Tokens(write, read, protect_reads)

@@ -18,11 +18,17 @@ class Strict(BaseModel):
 
 
 class AppArgs(Strict):
-    bundle: str | None = Field(None, description="bundle directory; the LONGTAIL_BUNDLE env var wins when set")
-    store: str = Field("state/longtail.sqlite", description="SQLite file of events and new items (created)")
-    metrics_dir: str | None = Field(None, description="Prometheus multiprocess directory; null: <store>.metrics")
-    token_env: str | None = Field("LONGTAIL_TOKEN", description="env var holding the write routes' bearer token")
-    token_file: str | None = Field(None, description="file holding the token (wins over token_env)")
+    bundle: str | None = Field(None, description="bundle directory (or its version symlink); $LONGTAIL_BUNDLE wins when set")
+    store: str = Field("state/longtail.sqlite", description="SQLite file, or a postgresql:// URL for multi-node")
+    create_store: bool = Field(False, description="create the store when missing; false: a missing store fails the deploy")
+    store_timeout_s: float = Field(5.0, gt=0.0, le=60.0, description="wait for a locked/unreachable store before 503")
+    metrics_dir: str | None = Field(None, description="Prometheus multiprocess directory; null: <store>.metrics, or state/longtail.metrics for PostgreSQL")
+    auth: Literal["token", "none"] = Field("token", description="token: refuse to start without one; none: no auth at all")
+    token_env: str | None = Field("LONGTAIL_TOKEN", description="env var holding the write token")
+    token_file: str | None = Field(None, description="file holding the write token (wins over token_env)")
+    read_token_env: str | None = Field("LONGTAIL_READ_TOKEN", description="env var holding the read token")
+    read_token_file: str | None = Field(None, description="file holding the read token (wins over read_token_env)")
+    protect_reads: bool = Field(False, description="every read needs the read or write token (history-revealing ones always do)")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="larger request bodies get 413")
     torch_threads: int = Field(1, ge=1, description="intra-op threads per ranker/encoder replica")
 
@@ -44,6 +50,7 @@ class RankerKnobs(Strict):
     )
     cold_start_tail_share: float = Field(0.3, ge=0.0, le=1.0, description="share of cold-start slots for tail items")
     coverage_window: int = Field(1000, ge=1, description="served lists in the coverage gauge's window")
+    stored_history: int = Field(200, ge=1, le=10_000, description="newest stored events per user read per request")
     max_batch_size: int = Field(16, ge=1, le=256, description="requests scored in one forward pass")
     batch_wait_timeout_s: float = Field(0.002, ge=0.0, le=1.0, description="wait for a batch to fill")
 

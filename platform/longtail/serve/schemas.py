@@ -50,12 +50,13 @@ class EventIn(Strict):
     item_id: Id
     type: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,32}$", description="e.g. view, click, purchase, rating")
     timestamp: float | None = Field(None, ge=0.0, description="unix seconds; null: time of arrival")
+    weight: float | None = Field(None, ge=0.0, le=1e6, description="strength of the event; null: its type's default")
 
-    @field_validator("timestamp")
+    @field_validator("timestamp", "weight")
     @classmethod
     def _finite(cls, value: float | None) -> float | None:
         if value is not None and not math.isfinite(value):
-            raise ValueError("timestamp must be a finite number of unix seconds")
+            raise ValueError("must be a finite number")
         return value
 
 
@@ -66,6 +67,7 @@ class EventBatch(Strict):
 class EventsResponse(BaseModel):
     stored: int = Field(description="events newly stored")
     duplicates: int = Field(description="events whose event_id was already stored (ignored)")
+    erased: int = Field(0, description="events refused: their user was erased after they were sent")
 
 
 class ItemIn(Strict):
@@ -86,6 +88,10 @@ class SimilarResponse(BaseModel):
     item_id: str
     items: list[RecommendedItem]
     bundle_version: str
+
+
+class EraseRequest(Strict):
+    user_id: Id
 
 
 class EraseResponse(BaseModel):

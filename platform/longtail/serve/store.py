@@ -1,50 +1,48 @@
-"""The serving state store: user events, items added at run time, and erased users.
+"""The serving state store: user events, items added at run time, item vectors per encoder, erasures.
 
-``Store`` is the interface every replica uses; ``SqliteStore`` implements it on one SQLite file in WAL
-mode (a real file: writes are committed with ``synchronous=FULL`` before the route replies, so a crash or
-a restart of the whole app loses nothing that was acknowledged). On a multi-node cluster a networked
-store (Postgres, Redis) implements the same six methods.
+``Store`` is what every replica uses; ``open_store`` picks the implementation from the config's ``store:``
+string: a ``postgresql://`` URL → ``PostgresStore`` (one store for every node of a cluster), anything else →
+``SqliteStore`` on that file (the embedded default, one machine). A store is created explicitly
+(``longtail store init STORE``, or ``create_store: true`` in the app args): opening a store that does not
+exist is an error, so a mistyped or unmounted path never serves from a silently created empty store.
 
-Tables:
-    events(seq, event_id UNIQUE, user_id, item_id, type, timestamp)   idempotent on event_id
-    items(seq, item_id UNIQUE, text, fields JSON, vector BLOB float32)  catalog growth, in arrival order
-    erased_users(user_id, erased_at)   the bundle's history of these users is no longer used
+Rules both implementations keep (``tests/unit/test_serve_store.py`` runs against both):
+- ``add_events`` is one transaction: every event of a batch is stored, or none.
+- An ``event_id`` is an idempotency key: resending the same event is a duplicate (ignored); reusing an
+  ``event_id`` with another payload is a ``EventConflict`` and the batch stores nothing.
+- Erasure sticks: ``erase_user`` deletes the user's events, keeps a tombstone (sha256) of each of their
+  ``event_id``s and the erasure time. Later, an event of that user is refused (counted, never stored) when
+  its ``event_id`` is tombstoned or its timestamp is at or before the erasure; events stamped after it are a
+  new history. Erasure and insertion serialise (one writer at a time on SQLite; a table lock on PostgreSQL).
+- Reads never take the write lock. Locked, busy or unreachable → ``StoreUnavailable`` (HTTP 503).
 """
 
 from __future__ import annotations
 
-import json
-import sqlite3
-import threading
-import time
-from dataclasses import dataclass
-from pathlib import Path
+import hashlib
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id TEXT NOT NULL UNIQUE,
-    user_id TEXT NOT NULL,
-    item_id TEXT NOT NULL,
-    type TEXT NOT NULL,
-    timestamp REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id, timestamp, seq);
-CREATE TABLE IF NOT EXISTS items (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    item_id TEXT NOT NULL UNIQUE,
-    text TEXT NOT NULL,
-    fields TEXT NOT NULL,
-    vector BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS erased_users (
-    user_id TEXT PRIMARY KEY,
-    erased_at REAL NOT NULL
-);
-"""
+SCHEMA_VERSION = 2
+
+
+class StoreError(RuntimeError):
+    """A store that is missing, of another schema, or misconfigured."""
+
+
+class StoreUnavailable(StoreError):
+    """The store is locked, busy or unreachable right now; the request may be retried (HTTP 503)."""
+
+
+class EventConflict(ValueError):
+    """``event_id``s already used by events with another payload (nothing of the batch was stored)."""
+
+    def __init__(self, event_ids: list[str]) -> None:
+        self.event_ids = event_ids
+        super().__init__(f"event_id(s) {event_ids[:5]} already stored with a different user, item, type, weight "
+                         "or timestamp; an event_id names one event")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -53,12 +51,35 @@ class Event:
     user_id: str
     item_id: str
     type: str
-    timestamp: float
+    timestamp: float  # unix seconds: the sender's, or the arrival time when ``stamped`` is False
+    weight: float | None = None  # None: the type's default weight
+    stamped: bool = True  # the sender gave the timestamp
+
+    def same_payload(self, other: Event) -> bool:
+        """Same event resent: user, item, type and weight agree, and the timestamps when both were sent."""
+        if (self.user_id, self.item_id, self.type, self.weight) != (other.user_id, other.item_id, other.type, other.weight):
+            return False
+        return not (self.stamped and other.stamped) or self.timestamp == other.timestamp
+
+
+@dataclass(frozen=True)
+class EventsAdded:
+    stored: int
+    duplicates: int  # event_id already stored with the same payload
+    erased: int  # refused: their user was erased after (or their event_id with) them
+
+
+@dataclass(frozen=True)
+class UserEvents:
+    erased: bool  # the user was erased: the bundle's history of them is not used
+    items: list[str] = field(default_factory=list)  # item ids of the newest stored events, oldest first
+    types: list[str] = field(default_factory=list)
+    weights: list[float | None] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
 class StoredItem:
-    seq: int
+    seq: int  # order of the item's vector for this encoder (``items_after`` pages on it)
     item_id: str
     text: str
     fields: dict
@@ -68,130 +89,98 @@ class StoredItem:
 class Store(Protocol):
     """What the Serve replicas need from durable state."""
 
-    def add_events(self, events: list[Event]) -> tuple[int, int]:
-        """Store events atomically; returns (added, duplicates). Duplicate ``event_id``s are ignored."""
-        ...
+    def add_events(self, events: list[Event]) -> EventsAdded: ...
 
-    def histories(self, user_ids: list[str]) -> dict[str, tuple[bool, list[str]]]:
-        """Per user: (erased, item ids of the stored events oldest first)."""
+    def histories(self, user_ids: list[str], limit: int) -> dict[str, UserEvents]:
+        """Per user: erased or not, and the newest ``limit`` stored events, oldest first."""
         ...
 
     def erase_user(self, user_id: str) -> int:
-        """Delete the user's events and mark their bundle history erased; returns events deleted."""
+        """Delete the user's events, tombstone their event_ids, record the erasure; returns events deleted."""
         ...
 
-    def add_item(self, item_id: str, text: str, fields: dict, vector: np.ndarray) -> bool:
-        """Store a new item; False when ``item_id`` is already stored (nothing changes)."""
+    def erased_users(self) -> dict[str, float]:
+        """Every erased user id → erasure time (unix seconds)."""
         ...
 
-    def items_after(self, seq: int) -> list[StoredItem]:
-        """Items stored after sequence number ``seq``, in order."""
+    def add_item(self, item_id: str, text: str, fields: dict, encoder: str, vector: np.ndarray) -> bool:
+        """Store a new item with its vector from ``encoder``; False when ``item_id`` exists (nothing changes)."""
+        ...
+
+    def items_missing_vectors(self, encoder: str) -> list[tuple[str, str]]:
+        """(item_id, text) of stored items with no vector from ``encoder`` (a new bundle's encoder)."""
+        ...
+
+    def add_vectors(self, encoder: str, vectors: dict[str, np.ndarray]) -> int:
+        """Store item vectors from ``encoder`` (existing ones are kept); returns how many were new."""
+        ...
+
+    def items_after(self, seq: int, encoder: str) -> list[StoredItem]:
+        """Items whose ``encoder`` vector was stored after ``seq``, in order."""
         ...
 
     def known_items(self, item_ids: list[str]) -> set[str]:
         """The subset of ``item_ids`` that were added through the store."""
         ...
 
-
-class SqliteStore:
-    """``Store`` on a SQLite file in WAL mode; one connection per thread, safe across processes."""
-
-    def __init__(self, path: str | Path, busy_timeout_ms: int = 10_000) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.busy_timeout_ms = busy_timeout_ms
-        self._local = threading.local()
-        self._connection().executescript(SCHEMA)
-
-    def _connection(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute(f"PRAGMA busy_timeout={int(self.busy_timeout_ms)}")
-            self._local.conn = conn
-        return conn
-
-    def _connect(self, write: bool = True) -> _Transaction:
-        return _Transaction(self._connection(), "BEGIN IMMEDIATE" if write else None)
-
-    def add_events(self, events: list[Event]) -> tuple[int, int]:
-        with self._connect(write=False) as conn:
-            before = conn.total_changes
-            conn.executemany(
-                "INSERT OR IGNORE INTO events (event_id, user_id, item_id, type, timestamp) VALUES (?, ?, ?, ?, ?)",
-                [(e.event_id, e.user_id, e.item_id, e.type, e.timestamp) for e in events],
-            )
-            added = conn.total_changes - before
-        return added, len(events) - added
-
-    def histories(self, user_ids: list[str]) -> dict[str, tuple[bool, list[str]]]:
-        out: dict[str, tuple[bool, list[str]]] = {u: (False, []) for u in user_ids}
-        if not user_ids:
-            return out
-        marks = ",".join("?" * len(user_ids))  # placeholders only: values are bound, never formatted in (B608)
-        with self._connect(write=False) as conn:
-            erased = {r[0] for r in conn.execute(f"SELECT user_id FROM erased_users WHERE user_id IN ({marks})", user_ids)}  # nosec B608
-            rows = conn.execute(
-                f"SELECT user_id, item_id FROM events WHERE user_id IN ({marks}) ORDER BY timestamp, seq", user_ids  # nosec B608
-            ).fetchall()
-        for user in user_ids:
-            out[user] = (user in erased, [])
-        for user, item in rows:
-            out[user][1].append(item)
-        return out
-
-    def erase_user(self, user_id: str) -> int:
-        with self._connect() as conn:
-            deleted = conn.execute("DELETE FROM events WHERE user_id = ?", (user_id,)).rowcount
-            conn.execute(
-                "INSERT INTO erased_users (user_id, erased_at) VALUES (?, ?) "
-                "ON CONFLICT(user_id) DO UPDATE SET erased_at = excluded.erased_at",
-                (user_id, time.time()),
-            )
-        return deleted
-
-    def add_item(self, item_id: str, text: str, fields: dict, vector: np.ndarray) -> bool:
-        blob = np.ascontiguousarray(vector, dtype=np.float32).tobytes()
-        with self._connect() as conn:
-            cur = conn.execute(
-                "INSERT OR IGNORE INTO items (item_id, text, fields, vector) VALUES (?, ?, ?, ?)",
-                (item_id, text, json.dumps(fields, sort_keys=True), blob),
-            )
-            return cur.rowcount == 1
-
-    def items_after(self, seq: int) -> list[StoredItem]:
-        with self._connect() as conn:
-            rows = conn.execute(
-                "SELECT seq, item_id, text, fields, vector FROM items WHERE seq > ? ORDER BY seq", (seq,)
-            ).fetchall()
-        return [StoredItem(s, i, t, json.loads(f), np.frombuffer(v, dtype=np.float32).copy()) for s, i, t, f, v in rows]
-
-    def known_items(self, item_ids: list[str]) -> set[str]:
-        if not item_ids:
-            return set()
-        marks = ",".join("?" * len(item_ids))  # placeholders only (B608)
-        with self._connect() as conn:
-            return {r[0] for r in conn.execute(f"SELECT item_id FROM items WHERE item_id IN ({marks})", item_ids)}  # nosec B608
+    def describe(self) -> str:
+        """Where the store is, without secrets (for logs and errors)."""
+        ...
 
 
-class _Transaction:
-    """``with`` block = one transaction on an autocommit connection (commit, or roll back on error).
+def open_store(spec: str, create: bool = False, timeout_s: float = 5.0) -> Store:
+    """The store a config names: ``postgresql://…`` (or ``postgres://``) or a SQLite file path."""
+    if spec.startswith(("postgresql://", "postgres://")):
+        from longtail.serve.postgres_store import PostgresStore
 
-    Writers begin IMMEDIATE (take the write lock up front, so concurrent writers wait instead of failing);
-    readers (``begin=None``) run each SELECT in its own implicit snapshot and, in WAL mode, never block
-    writers: the hot read path of every ranker batch spends no statements on BEGIN/COMMIT.
+        return PostgresStore(spec, create=create, timeout_s=timeout_s)
+    from longtail.serve.sqlite_store import SqliteStore
+
+    return SqliteStore(spec, create=create, timeout_s=timeout_s)
+
+
+def event_hash(event_id: str) -> str:
+    """The tombstone of an erased event's id (the id itself is not kept)."""
+    return hashlib.sha256(event_id.encode()).hexdigest()
+
+
+def plan_insert(
+    events: list[Event], stored: dict[str, Event], erased_at: dict[str, float], tombstones: set[str]
+) -> tuple[list[Event], EventsAdded]:
+    """Which events of a batch to insert, given what the store holds for their ids and users.
+
+    ``stored``: event_id → the stored event; ``erased_at``: user → erasure time; ``tombstones``: hashes of
+    erased event_ids. Raises ``EventConflict`` (insert nothing) when an id is reused with another payload.
     """
+    seen: dict[str, Event] = dict(stored)
+    fresh: list[Event] = []
+    conflicts: list[str] = []
+    duplicates = refused = 0
+    for e in events:
+        earlier = seen.get(e.event_id)
+        if earlier is not None:
+            if earlier.same_payload(e):
+                duplicates += 1
+            else:
+                conflicts.append(e.event_id)
+            continue
+        seen[e.event_id] = e
+        erased = erased_at.get(e.user_id)
+        if event_hash(e.event_id) in tombstones or (erased is not None and e.timestamp <= erased):
+            refused += 1
+            continue
+        fresh.append(e)
+    if conflicts:
+        raise EventConflict(sorted(set(conflicts)))
+    return fresh, EventsAdded(len(fresh), duplicates, refused)
 
-    def __init__(self, conn: sqlite3.Connection, begin: str | None) -> None:
-        self.conn, self.begin = conn, begin
 
-    def __enter__(self) -> sqlite3.Connection:
-        if self.begin:
-            self.conn.execute(self.begin)
-        return self.conn
-
-    def __exit__(self, kind, value, tb) -> None:
-        if self.begin:
-            self.conn.execute("ROLLBACK" if kind else "COMMIT")
+def user_events(users: list[str], erased: set[str], rows) -> dict[str, UserEvents]:
+    """``UserEvents`` per user from (user_id, item_id, type, weight) rows in time order."""
+    out = {u: UserEvents(u in erased) for u in users}
+    for user, item, kind, weight in rows:
+        got = out[user]
+        got.items.append(item)
+        got.types.append(kind)
+        got.weights.append(weight)
+    return out

@@ -1,0 +1,212 @@
+"""``Store`` on PostgreSQL (psycopg 3): one state for every node of a multi-node Serve cluster.
+
+Chosen by ``store: postgresql://user@host:port/db`` in the app args (a password goes in the standard
+``PGPASSWORD``/``~/.pgpass``, not the config). One connection per thread, opened lazily and reopened after a
+connection failure. Event inserts take ``erased_users`` in SHARE mode and erasure takes it in ROW EXCLUSIVE
+mode, so batches run concurrently with each other but never with an erasure; vector inserts lock their
+table so sequence numbers commit in order (``items_after`` pages on them and must never skip one).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import numpy as np
+
+from longtail.serve.store import (
+    SCHEMA_VERSION,
+    Event,
+    EventsAdded,
+    StoredItem,
+    StoreError,
+    StoreUnavailable,
+    UserEvents,
+    event_hash,
+    plan_insert,
+    user_events,
+)
+
+SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS longtail_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS events (
+        seq BIGSERIAL PRIMARY KEY, event_id TEXT NOT NULL UNIQUE, user_id TEXT NOT NULL, item_id TEXT NOT NULL,
+        type TEXT NOT NULL, weight DOUBLE PRECISION, timestamp DOUBLE PRECISION NOT NULL,
+        stamped BOOLEAN NOT NULL, arrived_at DOUBLE PRECISION NOT NULL)""",
+    "CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id, timestamp, seq)",
+    """CREATE TABLE IF NOT EXISTS items (
+        seq BIGSERIAL PRIMARY KEY, item_id TEXT NOT NULL UNIQUE, text TEXT NOT NULL, fields TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS item_vectors (
+        seq BIGSERIAL PRIMARY KEY, item_id TEXT NOT NULL, encoder TEXT NOT NULL, vector BYTEA NOT NULL,
+        UNIQUE (item_id, encoder))""",
+    "CREATE INDEX IF NOT EXISTS vectors_by_encoder ON item_vectors (encoder, seq)",
+    "CREATE TABLE IF NOT EXISTS erased_users (user_id TEXT PRIMARY KEY, erased_at DOUBLE PRECISION NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS erased_events (event_hash TEXT PRIMARY KEY)",
+]
+
+
+class PostgresStore:
+    def __init__(self, url: str, create: bool = False, timeout_s: float = 5.0) -> None:
+        import psycopg
+
+        self._psycopg = psycopg
+        self.url, self.timeout_s = url, timeout_s
+        self._local = threading.local()
+        if create:
+            with self._write() as cur:
+                cur.execute("SELECT pg_advisory_xact_lock(7345123)")  # two replicas creating at once
+                for statement in SCHEMA:
+                    cur.execute(statement)
+                cur.execute("INSERT INTO longtail_meta VALUES ('schema_version', %s) ON CONFLICT (key) DO NOTHING",
+                            (str(SCHEMA_VERSION),))  # fmt: skip
+        self._check_schema()
+
+    def describe(self) -> str:
+        info = self._psycopg.conninfo.conninfo_to_dict(self.url)
+        return f"postgresql://{info.get('user', '')}@{info.get('host', '')}:{info.get('port', '')}/{info.get('dbname', '')}"
+
+    # ---- connections and transactions -----------------------------------------------------------
+    def _connection(self):
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.broken:
+            conn = self._psycopg.connect(self.url, connect_timeout=max(1, int(self.timeout_s)), autocommit=False,
+                                         options=f"-c lock_timeout={int(self.timeout_s * 1000)}")  # fmt: skip
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _transaction(self, read_only: bool) -> Iterator:
+        errors = (self._psycopg.OperationalError, self._psycopg.errors.LockNotAvailable)
+        try:
+            conn = self._connection()
+            with conn.transaction(), conn.cursor() as cur:
+                if read_only:
+                    cur.execute("SET TRANSACTION READ ONLY")
+                yield cur
+        except errors as err:
+            raise StoreUnavailable(f"{self.describe()}: {' '.join(str(err).split())}; retry") from err
+
+    def _write(self):
+        return self._transaction(read_only=False)
+
+    def _read(self):
+        return self._transaction(read_only=True)
+
+    def _check_schema(self) -> None:
+        with self._read() as cur:
+            cur.execute("SELECT to_regclass('longtail_meta') IS NOT NULL")
+            exists = cur.fetchone()[0]
+            version = None
+            if exists:
+                cur.execute("SELECT value FROM longtail_meta WHERE key = 'schema_version'")
+                version = cur.fetchone()
+        if not exists:
+            raise StoreError(f"no longtail store in {self.describe()}: create it with `longtail store init URL` "
+                             "(or set create_store: true in the app's args)")  # fmt: skip
+        if version is None or int(version[0]) != SCHEMA_VERSION:
+            raise StoreError(f"{self.describe()}: not a longtail store of schema {SCHEMA_VERSION} ({version})")
+
+    # ---- events ---------------------------------------------------------------------------------
+    def add_events(self, events: list[Event]) -> EventsAdded:
+        ids = sorted({e.event_id for e in events})
+        users = sorted({e.user_id for e in events})
+        with self._write() as cur:
+            cur.execute("LOCK TABLE erased_users IN SHARE MODE")  # waits for, and blocks, erasures only
+            cur.execute("SELECT event_id, user_id, item_id, type, timestamp, weight, stamped FROM events "
+                        "WHERE event_id = ANY(%s)", (ids,))  # fmt: skip
+            stored = {r[0]: Event(*r[:5], weight=r[5], stamped=r[6]) for r in cur.fetchall()}
+            cur.execute("SELECT user_id, erased_at FROM erased_users WHERE user_id = ANY(%s)", (users,))
+            erased = dict(cur.fetchall())
+            tombstones: set[str] = set()
+            if erased:
+                hashes = sorted({event_hash(e.event_id) for e in events if e.user_id in erased})
+                cur.execute("SELECT event_hash FROM erased_events WHERE event_hash = ANY(%s)", (hashes,))
+                tombstones = {r[0] for r in cur.fetchall()}
+            fresh, added = plan_insert(events, stored, erased, tombstones)
+            now = time.time()
+            cur.executemany(
+                "INSERT INTO events (event_id, user_id, item_id, type, weight, timestamp, stamped, arrived_at) "
+                "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+                [(e.event_id, e.user_id, e.item_id, e.type, e.weight, e.timestamp, e.stamped, now) for e in fresh],
+            )
+        return added
+
+    def histories(self, user_ids: list[str], limit: int) -> dict[str, UserEvents]:
+        users = sorted(set(user_ids))
+        with self._read() as cur:
+            cur.execute("SELECT user_id FROM erased_users WHERE user_id = ANY(%s)", (users,))
+            erased = {r[0] for r in cur.fetchall()}
+            cur.execute(
+                "SELECT user_id, item_id, type, weight FROM (SELECT user_id, item_id, type, weight, timestamp, seq, "
+                "ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY timestamp DESC, seq DESC) AS newest "
+                "FROM events WHERE user_id = ANY(%s)) AS recent WHERE newest <= %s ORDER BY user_id, timestamp, seq",
+                (users, int(limit)),
+            )  # fmt: skip
+            rows = cur.fetchall()
+        return user_events(users, erased, rows)
+
+    def erase_user(self, user_id: str) -> int:
+        with self._write() as cur:
+            cur.execute("LOCK TABLE erased_users IN ROW EXCLUSIVE MODE")  # conflicts with inserts' SHARE
+            cur.execute("DELETE FROM events WHERE user_id = %s RETURNING event_id", (user_id,))
+            ids = [r[0] for r in cur.fetchall()]
+            cur.executemany("INSERT INTO erased_events (event_hash) VALUES (%s) ON CONFLICT DO NOTHING",
+                            [(event_hash(i),) for i in ids])  # fmt: skip
+            cur.execute(
+                "INSERT INTO erased_users (user_id, erased_at) VALUES (%s, %s) ON CONFLICT (user_id) "
+                "DO UPDATE SET erased_at = GREATEST(erased_users.erased_at, excluded.erased_at)",
+                (user_id, time.time()),
+            )
+        return len(ids)
+
+    def erased_users(self) -> dict[str, float]:
+        with self._read() as cur:
+            cur.execute("SELECT user_id, erased_at FROM erased_users")
+            return dict(cur.fetchall())
+
+    # ---- items ----------------------------------------------------------------------------------
+    def add_item(self, item_id: str, text: str, fields: dict, encoder: str, vector: np.ndarray) -> bool:
+        with self._write() as cur:
+            cur.execute("INSERT INTO items (item_id, text, fields) VALUES (%s, %s, %s) ON CONFLICT (item_id) DO NOTHING",
+                        (item_id, text, json.dumps(fields, sort_keys=True)))  # fmt: skip
+            if cur.rowcount != 1:
+                return False
+            cur.execute("LOCK TABLE item_vectors IN EXCLUSIVE MODE")  # seq values commit in order
+            cur.execute("INSERT INTO item_vectors (item_id, encoder, vector) VALUES (%s, %s, %s)",
+                        (item_id, encoder, _blob(vector)))  # fmt: skip
+        return True
+
+    def items_missing_vectors(self, encoder: str) -> list[tuple[str, str]]:
+        with self._read() as cur:
+            cur.execute("SELECT item_id, text FROM items WHERE item_id NOT IN "
+                        "(SELECT item_id FROM item_vectors WHERE encoder = %s) ORDER BY seq", (encoder,))  # fmt: skip
+            return [tuple(r) for r in cur.fetchall()]
+
+    def add_vectors(self, encoder: str, vectors: dict[str, np.ndarray]) -> int:
+        with self._write() as cur:
+            cur.execute("LOCK TABLE item_vectors IN EXCLUSIVE MODE")
+            added = 0
+            for item_id, vector in vectors.items():
+                cur.execute("INSERT INTO item_vectors (item_id, encoder, vector) VALUES (%s, %s, %s) "
+                            "ON CONFLICT (item_id, encoder) DO NOTHING", (item_id, encoder, _blob(vector)))  # fmt: skip
+                added += cur.rowcount
+            return added
+
+    def items_after(self, seq: int, encoder: str) -> list[StoredItem]:
+        with self._read() as cur:
+            cur.execute("SELECT v.seq, i.item_id, i.text, i.fields, v.vector FROM item_vectors v JOIN items i "
+                        "ON i.item_id = v.item_id WHERE v.encoder = %s AND v.seq > %s ORDER BY v.seq", (encoder, seq))  # fmt: skip
+            rows = cur.fetchall()
+        return [StoredItem(s, i, t, json.loads(f), np.frombuffer(bytes(v), dtype=np.float32).copy()) for s, i, t, f, v in rows]
+
+    def known_items(self, item_ids: list[str]) -> set[str]:
+        with self._read() as cur:
+            cur.execute("SELECT item_id FROM items WHERE item_id = ANY(%s)", (sorted(set(item_ids)),))
+            return {r[0] for r in cur.fetchall()}
+
+
+def _blob(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype=np.float32).tobytes()

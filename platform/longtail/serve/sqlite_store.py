@@ -1,0 +1,237 @@
+"""``Store`` on one SQLite file in WAL mode: the embedded default for one machine.
+
+Writes are one ``BEGIN IMMEDIATE`` transaction each (a batch of events commits once, with
+``synchronous=FULL``, before the route replies); reads run in deferred transactions, which in WAL mode
+see one snapshot and never wait for, or block, a writer. One connection per thread, safe across processes
+on the same machine; not across machines (use PostgreSQL there).
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from longtail.serve.store import (
+    SCHEMA_VERSION,
+    Event,
+    EventsAdded,
+    StoredItem,
+    StoreError,
+    StoreUnavailable,
+    UserEvents,
+    event_hash,
+    plan_insert,
+    user_events,
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL UNIQUE,
+    user_id TEXT NOT NULL,
+    item_id TEXT NOT NULL,
+    type TEXT NOT NULL,
+    weight REAL,
+    timestamp REAL NOT NULL,
+    stamped INTEGER NOT NULL DEFAULT 1,
+    arrived_at REAL NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id, timestamp, seq);
+CREATE TABLE IF NOT EXISTS items (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    item_id TEXT NOT NULL UNIQUE,
+    text TEXT NOT NULL,
+    fields TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS item_vectors (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    item_id TEXT NOT NULL,
+    encoder TEXT NOT NULL,
+    vector BLOB NOT NULL,
+    UNIQUE (item_id, encoder)
+);
+CREATE INDEX IF NOT EXISTS vectors_by_encoder ON item_vectors (encoder, seq);
+CREATE TABLE IF NOT EXISTS erased_users (user_id TEXT PRIMARY KEY, erased_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS erased_events (event_hash TEXT PRIMARY KEY);
+"""
+BUSY = ("locked", "busy", "unable to open", "disk i/o error")
+
+
+class SqliteStore:
+    def __init__(self, path: str | Path, create: bool = False, timeout_s: float = 5.0) -> None:
+        self.path = Path(path).expanduser()
+        self.timeout_s = timeout_s
+        self._local = threading.local()
+        if not self.path.is_file():
+            if not create:
+                raise StoreError(f"no store at {self.path}: create it with `longtail store init {self.path}` "
+                                 "(or set create_store: true in the app's args)")  # fmt: skip
+            if not self.path.parent.is_dir():
+                raise StoreError(f"{self.path.parent}: no such directory for the store")
+            with self._write() as conn:
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        self._check_schema()
+
+    def describe(self) -> str:
+        return f"sqlite:{self.path}"
+
+    # ---- connections and transactions -----------------------------------------------------------
+    def _connection(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute(f"PRAGMA busy_timeout={int(self.timeout_s * 1000)}")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
+        try:
+            conn = self._connection()
+            conn.execute(begin)
+        except sqlite3.OperationalError as err:
+            raise _unavailable(self, err) from err
+        try:
+            yield conn
+            conn.execute("COMMIT")
+        except BaseException as err:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            if isinstance(err, sqlite3.OperationalError):
+                raise _unavailable(self, err) from err
+            raise
+
+    def _write(self):
+        return self._transaction("BEGIN IMMEDIATE")  # the write lock up front: writers queue, never deadlock
+
+    def _read(self):
+        return self._transaction("BEGIN DEFERRED")  # a snapshot; in WAL mode readers never block writers
+
+    def _check_schema(self) -> None:
+        with self._read() as conn:
+            tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+            version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() if "meta" in tables else None
+        if version is None or int(version[0]) != SCHEMA_VERSION:
+            found = "no longtail tables" if version is None else f"schema {version[0]}"
+            raise StoreError(f"{self.path}: not a longtail store of schema {SCHEMA_VERSION} ({found})")
+
+    # ---- events ---------------------------------------------------------------------------------
+    def add_events(self, events: list[Event]) -> EventsAdded:
+        ids = sorted({e.event_id for e in events})
+        users = sorted({e.user_id for e in events})
+        with self._write() as conn:
+            stored = {row[0]: Event(*row[:5], weight=row[5], stamped=bool(row[6]))
+                      for row in _select_in(conn, "SELECT event_id, user_id, item_id, type, timestamp, weight, stamped "
+                                                  "FROM events WHERE event_id IN ({})", ids)}  # fmt: skip
+            erased = dict(_select_in(conn, "SELECT user_id, erased_at FROM erased_users WHERE user_id IN ({})", users))
+            tombstones = set()
+            if erased:
+                hashes = sorted({event_hash(e.event_id) for e in events if e.user_id in erased})
+                tombstones = {r[0] for r in _select_in(conn, "SELECT event_hash FROM erased_events WHERE event_hash IN ({})", hashes)}
+            fresh, added = plan_insert(events, stored, erased, tombstones)
+            now = time.time()
+            conn.executemany(
+                "INSERT INTO events (event_id, user_id, item_id, type, weight, timestamp, stamped, arrived_at) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(e.event_id, e.user_id, e.item_id, e.type, e.weight, e.timestamp, int(e.stamped), now) for e in fresh],
+            )
+        return added
+
+    def histories(self, user_ids: list[str], limit: int) -> dict[str, UserEvents]:
+        users = sorted(set(user_ids))
+        with self._read() as conn:
+            erased = {r[0] for r in _select_in(conn, "SELECT user_id FROM erased_users WHERE user_id IN ({})", users)}
+            rows = _select_in(
+                conn,
+                "SELECT user_id, item_id, type, weight FROM (SELECT user_id, item_id, type, weight, timestamp, seq, "
+                "ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY timestamp DESC, seq DESC) AS newest "
+                "FROM events WHERE user_id IN ({})) WHERE newest <= ? ORDER BY user_id, timestamp, seq",
+                users, (int(limit),),
+            )  # fmt: skip
+        return user_events(users, erased, rows)
+
+    def erase_user(self, user_id: str) -> int:
+        with self._write() as conn:
+            ids = [r[0] for r in conn.execute("SELECT event_id FROM events WHERE user_id = ?", (user_id,))]
+            conn.executemany("INSERT OR IGNORE INTO erased_events (event_hash) VALUES (?)", [(event_hash(i),) for i in ids])
+            conn.execute("DELETE FROM events WHERE user_id = ?", (user_id,))
+            conn.execute(
+                "INSERT INTO erased_users (user_id, erased_at) VALUES (?, ?) "
+                "ON CONFLICT(user_id) DO UPDATE SET erased_at = max(erased_at, excluded.erased_at)",
+                (user_id, time.time()),
+            )
+        return len(ids)
+
+    def erased_users(self) -> dict[str, float]:
+        with self._read() as conn:
+            return dict(conn.execute("SELECT user_id, erased_at FROM erased_users").fetchall())
+
+    # ---- items ----------------------------------------------------------------------------------
+    def add_item(self, item_id: str, text: str, fields: dict, encoder: str, vector: np.ndarray) -> bool:
+        with self._write() as conn:
+            cur = conn.execute("INSERT OR IGNORE INTO items (item_id, text, fields) VALUES (?, ?, ?)",
+                               (item_id, text, json.dumps(fields, sort_keys=True)))  # fmt: skip
+            if cur.rowcount != 1:
+                return False
+            conn.execute("INSERT INTO item_vectors (item_id, encoder, vector) VALUES (?, ?, ?)",
+                         (item_id, encoder, _blob(vector)))  # fmt: skip
+        return True
+
+    def items_missing_vectors(self, encoder: str) -> list[tuple[str, str]]:
+        with self._read() as conn:
+            return conn.execute(
+                "SELECT item_id, text FROM items WHERE item_id NOT IN "
+                "(SELECT item_id FROM item_vectors WHERE encoder = ?) ORDER BY seq", (encoder,)
+            ).fetchall()
+
+    def add_vectors(self, encoder: str, vectors: dict[str, np.ndarray]) -> int:
+        with self._write() as conn:
+            before = conn.total_changes
+            conn.executemany("INSERT OR IGNORE INTO item_vectors (item_id, encoder, vector) VALUES (?, ?, ?)",
+                             [(i, encoder, _blob(v)) for i, v in vectors.items()])  # fmt: skip
+            return conn.total_changes - before
+
+    def items_after(self, seq: int, encoder: str) -> list[StoredItem]:
+        with self._read() as conn:
+            rows = conn.execute(
+                "SELECT v.seq, i.item_id, i.text, i.fields, v.vector FROM item_vectors v JOIN items i "
+                "ON i.item_id = v.item_id WHERE v.encoder = ? AND v.seq > ? ORDER BY v.seq", (encoder, seq)
+            ).fetchall()
+        return [StoredItem(s, i, t, json.loads(f), np.frombuffer(v, dtype=np.float32).copy()) for s, i, t, f, v in rows]
+
+    def known_items(self, item_ids: list[str]) -> set[str]:
+        with self._read() as conn:
+            return {r[0] for r in _select_in(conn, "SELECT item_id FROM items WHERE item_id IN ({})", sorted(set(item_ids)))}
+
+
+def _select_in(conn: sqlite3.Connection, sql: str, values: list, extra: tuple = ()) -> list[tuple]:
+    """``sql`` with its ``IN ({})`` filled by bound placeholders (values are never formatted in: B608),
+    in chunks under SQLite's variable limit."""
+    rows: list[tuple] = []
+    for start in range(0, len(values), 900):
+        chunk = values[start : start + 900]
+        rows += conn.execute(sql.format(",".join("?" * len(chunk))), [*chunk, *extra]).fetchall()  # nosec B608
+    return rows
+
+
+def _blob(vector: np.ndarray) -> bytes:
+    return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
+
+
+def _unavailable(store: SqliteStore, err: sqlite3.OperationalError) -> Exception:
+    if any(word in str(err).lower() for word in BUSY):
+        return StoreUnavailable(f"{store.path}: {err}; retry")
+    return err
