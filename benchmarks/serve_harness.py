@@ -31,8 +31,9 @@ def bundle_users(bundle: Path) -> list[str]:
 
 @contextlib.contextmanager
 def serve_app(bundle: Path, work: Path, tweak: Callable[[dict], None] | None = None) -> Iterator[dict]:
-    """serve_configs/ranker.yaml with ``bundle`` (auth off, a fresh store) on a head of its own, edited by
-    ``tweak(config)``; yields {"url", "head", "work"} once /healthz answers; `ray stop` at the end."""
+    """serve_configs/ranker.yaml with ``bundle`` (`auth: none`, a fresh SQLite store unless ``tweak`` sets
+    another) on a head of its own, edited by ``tweak(config)``; yields {"url", "head", "work"} once /healthz
+    answers; `ray stop` at the end."""
     work.mkdir(parents=True, exist_ok=True)
     for stale in work.glob("state*"):
         shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
@@ -40,7 +41,8 @@ def serve_app(bundle: Path, work: Path, tweak: Callable[[dict], None] | None = N
     config = yaml.safe_load((ROOT / "serve_configs" / "ranker.yaml").read_text())
     config["http_options"]["port"] = port
     app = config["applications"][0]
-    app["args"].update({"bundle": str(bundle.resolve()), "store": str(work / "state.sqlite"), "token_env": None})
+    app["args"].update({"bundle": str(bundle.resolve()), "store": str(work / "state.sqlite"), "auth": "none",
+                        "create_store": True})  # fmt: skip
     if tweak is not None:
         tweak(config)
     (work / "serve.yaml").write_text(yaml.safe_dump(config))
