@@ -10,7 +10,7 @@ REPORTS ?= reports
 BUNDLE ?= bundles/ml100k
 CONFIG ?= train_configs/ml100k-cpu.yaml
 
-.PHONY: install demo test lint bench soak audit clean postgres
+.PHONY: install demo test test-fast lint bench soak audit clean postgres
 
 install: $(VENV)/.installed
 
@@ -57,6 +57,11 @@ postgres:
 test: install postgres
 	$(BIN)/ruff check platform tests benchmarks
 	$(BIN)/python -m pytest -q --durations=12 tests
+
+# The inner loop: every test not marked `integration` (no Ray cluster, no Serve app), under 2 minutes.
+test-fast: install postgres
+	$(BIN)/ruff check platform tests benchmarks
+	$(BIN)/python -m pytest -q -m "not integration and not network" tests
 
 # Security: bandit over the package (offline) and pip-audit of the installed environment (needs the
 # vulnerability services on the internet). Accepted findings carry a `# nosec` with the reason.

@@ -7,7 +7,7 @@
 - replay: 100 users with events are erased, then every event is sent again; resurrected users (any event
   stored again, or a personal list instead of cold start) must be 0.
 - swap: 8 clients for 60 s while the bundle path is retrained into (a new version behind its symlink)
-  and `serve deploy`ed twice: requests answered 200 / total (goal 100%), responses whose header and body
+  and the config's `bundle_version` set to it and `serve deploy`ed, twice: requests answered 200 / total (goal 100%), responses whose header and body
   versions differ (mixed), and responses with an old version after a switch completed (stale; goal 0).
 - stores: events/s ingested in batches of 100 (4 clients) and /recommend p50/p99 (8 clients), alone and
   together, with the SQLite store and with a PostgreSQL server this script starts (initdb in a temp dir).
@@ -33,6 +33,7 @@ import httpx
 import numpy as np
 import pyarrow.parquet as pq
 import torch
+import yaml
 from tests.integration.ray_head import cli
 from tests.postgres_server import fresh_database, postgres_server
 
@@ -66,7 +67,7 @@ def kill_ingress(bundle: Path, work: Path, seconds: float = 40, kills: int = 2) 
                         ok = False
                     (acked if ok else unacked).add(batch)
 
-        threads = [threading.Thread(target=stream, args=(c,)) for c in range(2)]
+        threads = [threading.Thread(target=stream, args=(c,), daemon=True) for c in range(2)]
         for t in threads:
             t.start()
         killed = []
@@ -164,14 +165,17 @@ def hot_swap(bundle: Path, work: Path, seconds: float = 60, clients: int = 8) ->
 
     with serve_app(live, work / "swap", point_at_live) as app:
         url, head = app["url"], app["head"]
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+        threads = [threading.Thread(target=client, args=(i,), daemon=True) for i in range(clients)]
         began = time.time()
         for t in threads:
             t.start()
         switches = []
         for n in (1, 2):
             time.sleep(max(0.0, began + n * seconds / 3 - time.time() - 10))
-            version = new_version(bundle, live, n)  # retrain into the served path
+            version = new_version(bundle, live, n)  # retrain into the served path (running replicas keep theirs)
+            config = yaml.safe_load((work / "swap" / "serve.yaml").read_text())
+            config["applications"][0]["args"]["bundle_version"] = version  # the one line a user changes
+            (work / "swap" / "serve.yaml").write_text(yaml.safe_dump(config))
             started = time.time()
             cli("serve", "deploy", str(work / "swap" / "serve.yaml"), "--address", head["dashboard"], env=head["env"])
             while time.time() - started < 240:

@@ -66,16 +66,16 @@ def recbole_dir(tmp_path: Path) -> Path:
     return write_recbole(tmp_path / "raw")
 
 
-def write_tiny_encoder(directory: Path) -> Path:
-    """A 2-layer, hidden-32 BERT with the packaged MiniLM tokenizer, saved as a Hugging Face directory."""
+def write_tiny_encoder(directory: Path, hidden: int = 32) -> Path:
+    """A 2-layer BERT (hidden 32 unless told) with the packaged MiniLM tokenizer, as a Hugging Face directory."""
     import torch
     from transformers import BertConfig, BertModel
 
     from longtail.model.encoder import DEFAULT_ENCODER, load_tokenizer
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128)  # fmt: skip
+    config = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=2 * hidden, max_position_embeddings=128)  # fmt: skip
     BertModel(config).save_pretrained(directory, safe_serialization=True)
     load_tokenizer(DEFAULT_ENCODER).save_pretrained(directory)
     return directory

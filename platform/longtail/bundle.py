@@ -152,6 +152,7 @@ def publish_version(tmp: Path, out: Path, version: str) -> Path:
     ``<out>@<its version>`` (nothing is deleted). Returns ``out``.
     """
     target = out.parent / f"{out.name}@{version}"
+    os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide the bundle from a serving user other than its writer
     if out.exists() and not out.is_symlink():
         if not (out / "manifest.json").is_file():
             raise BundleError(f"{out}: exists and is not a bundle; refusing to replace it")

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
-from tests.conftest import write_tiny_bundle
+from tests.conftest import write_tiny_bundle, write_tiny_encoder
 from tests.integration.ray_head import cli, free_port, ray_head
 
 pytestmark = pytest.mark.integration
@@ -350,9 +350,10 @@ def _load(url: str, stop: threading.Event, log: list, client_no: int) -> None:
             log.append((time.time(), r.status_code, r.headers.get("x-longtail-bundle-version"), body_version))
 
 
-def test_hot_swap_to_new_bundle_versions_under_load(service, tiny_encoder):
-    """Retrain into the served path (a new version behind its symlink) and `serve deploy`: every replica
-    switches, no request fails, no response mixes versions, none is stale once the switch completed."""
+def test_hot_swap_to_new_bundle_versions_under_load(service):
+    """Retrain into the served path (a new version behind its symlink, with another encoder of another
+    dimension) and `serve deploy`: every replica switches, no request fails, no response mixes versions,
+    none is stale once the switch completed, and the item added at run time is re-encoded, not lost."""
     url, head, work = service["url"], service["head"], service["work"]
     live = work / "live-bundle"
     log: list = []
@@ -363,7 +364,8 @@ def test_hot_swap_to_new_bundle_versions_under_load(service, tiny_encoder):
     switches = []
     try:
         for epochs in (2,):  # benchmarks/serve_state.py measures two switches in 60 s
-            write_tiny_bundle(live, tiny_encoder, epochs=epochs)  # the same path each time: a new version
+            encoder = write_tiny_encoder(work / f"encoder-{epochs}", hidden=16)  # 16-dim text vectors, was 32
+            write_tiny_bundle(live, encoder, epochs=epochs)  # the same path each time: a new version
             version = json.loads((live / "manifest.json").read_text())["version"]
             config = write_config(work / "ranker-live.yaml", service["port"], {**service["args"], "bundle": str(live)})
             started = time.time()
@@ -389,6 +391,12 @@ def test_hot_swap_to_new_bundle_versions_under_load(service, tiny_encoder):
         stale = [row for row in after if row[2] != version]
         assert stale == [], (version, stale[:5])
     assert len({row[2] for row in log}) == 2  # the first bundle, then the new version
+    for _ in range(30):  # the new encoder re-encodes the item added while the old bundle served
+        similar = httpx.get(url + "/items/new-space/similar", params={"k": 3}, timeout=30)
+        if similar.status_code == 200:
+            break
+        time.sleep(1)
+    assert similar.status_code == 200 and similar.json()["bundle_version"] == switches[-1][2], similar.text
 
 
 def test_whole_app_restart_loses_no_acknowledged_event_and_runs_without_auth(service):
@@ -412,3 +420,39 @@ def test_whole_app_restart_loses_no_acknowledged_event_and_runs_without_auth(ser
     ranked = post(service, "/recommend", {"user_id": "restart-user", "k": 3}).json()
     assert ranked["strategy"] == "hybrid"
     assert post(service, "/recommend", {"user_id": "new-space-fan", "k": 21}).status_code == 200
+
+
+def readme_curls() -> list[str]:
+    """The `curl` commands of the README's Serve section, continuation lines joined."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Serve: the real-time ranker service") :]
+    section = section[: section.index("\n## ", 10)]
+    commands, current = [], ""
+    for line in section.splitlines():
+        if line.startswith("curl ") or current:
+            current += line.rstrip("\\").strip() + " " if line.endswith("\\") else line.strip()
+            if not line.endswith("\\"):
+                commands.append(current)
+                current = ""
+    return commands
+
+
+def test_the_readmes_curl_examples_work_as_written(service):
+    """Run the README's curl lines verbatim (only the port differs) against the live app."""
+    import os
+    import subprocess
+
+    commands = readme_curls()
+    assert len(commands) >= 4 and all("content-type: application/json" in c for c in commands)
+    answers = []
+    for command in commands:
+        line = command.replace("localhost:8000", f"localhost:{service['port']}")
+        done = subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "LONGTAIL_TOKEN": TOKEN})  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        answers.append(json.loads(done.stdout))
+    by_route = {c.split()[2].split("/", 1)[1]: a for c, a in zip(commands, answers, strict=True)}
+    assert answers[1]["strategy"] == "hybrid" and answers[1]["items"]  # the event made 196 a known user
+    assert all("contributions" in item["explanation"] for item in answers[2]["items"])
+    assert by_route["events"] == {"stored": 1, "duplicates": 0, "erased": 0}
+    assert by_route["items"]["added"] is True

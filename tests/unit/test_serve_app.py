@@ -42,6 +42,22 @@ def test_bundle_from_env_wins_and_is_verified(tiny_bundle, tmp_path, monkeypatch
         resolve_bundle(AppArgs(bundle=str(tiny_bundle)))
 
 
+def test_bundle_version_picks_a_version_beside_the_symlink(tmp_path, tiny_bundle, tiny_encoder, monkeypatch):
+    from tests.conftest import write_tiny_bundle
+
+    monkeypatch.delenv(BUNDLE_ENV, raising=False)
+    live = tmp_path / "live"
+    write_tiny_bundle(live, tiny_encoder, epochs=1)
+    first = resolve_bundle(AppArgs(bundle=str(live)))
+    write_tiny_bundle(live, tiny_encoder, epochs=2)  # retrained into the same path
+    second = resolve_bundle(AppArgs(bundle=str(live)))
+    assert first != second and second == live.resolve()
+    old_version = first.name.split("@")[1]
+    assert resolve_bundle(AppArgs(bundle=str(live), bundle_version=old_version)) == first  # pin / roll back
+    with pytest.raises(BundleError, match="no version 'nope'"):
+        resolve_bundle(AppArgs(bundle=str(live), bundle_version="nope"))
+
+
 def test_token_file_wins_over_env_and_empty_file_is_refused(tmp_path, monkeypatch):
     monkeypatch.setenv("LT_TOKEN", " from-env ")
     assert read_token("LT_TOKEN", None) == b"from-env"

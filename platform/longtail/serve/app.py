@@ -25,13 +25,25 @@ BUNDLE_ENV = "LONGTAIL_BUNDLE"
 
 def resolve_bundle(args: AppArgs) -> Path:
     """The bundle version to serve: $LONGTAIL_BUNDLE when set, else ``args.bundle``, with its version symlink
-    resolved here (every replica of this deploy reads that one immutable directory); verified here so a bad
-    bundle fails the deploy with a clear message instead of crash-looping replicas."""
+    resolved here (every replica of this deploy reads that one immutable directory). With
+    ``args.bundle_version`` the version ``<bundle>@<version>`` beside it is served instead, whatever the
+    symlink points at: changing that one arg and `serve deploy`ing switches (or rolls back) a running app
+    (re-deploying an unchanged config does nothing in Serve). Verified here, so a bad bundle fails the
+    deploy with a clear message instead of crash-looping replicas."""
     chosen = os.environ.get(BUNDLE_ENV) or args.bundle
     if not chosen:
         raise BundleError(f"no bundle: set `bundle:` in the app's args or the {BUNDLE_ENV} env var")
-    path = Path(chosen).expanduser().resolve()
-    verify_bundle(path)
+    given = Path(chosen).expanduser().absolute()
+    path = given.resolve()
+    if args.bundle_version and verify_bundle(path)["version"] != args.bundle_version:
+        base = given.name.split("@", 1)[0]
+        path = (given.parent / f"{base}@{args.bundle_version}").resolve()
+        if not path.is_dir():
+            known = sorted(p.name for p in given.parent.glob(f"{base}@*"))
+            raise BundleError(f"{given}: no version {args.bundle_version!r} beside it; versions there: {known}")
+    manifest = verify_bundle(path)
+    if args.bundle_version and manifest["version"] != args.bundle_version:
+        raise BundleError(f"{path}: holds version {manifest['version']}, not {args.bundle_version}")
     return path
 
 

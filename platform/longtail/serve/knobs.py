@@ -19,6 +19,7 @@ class Strict(BaseModel):
 
 class AppArgs(Strict):
     bundle: str | None = Field(None, description="bundle directory (or its version symlink); $LONGTAIL_BUNDLE wins when set")
+    bundle_version: str | None = Field(None, description="serve <bundle>@<version>; change it and `serve deploy` to switch")
     store: str = Field("state/longtail.sqlite", description="SQLite file, or a postgresql:// URL for multi-node")
     create_store: bool = Field(False, description="create the store when missing; false: a missing store fails the deploy")
     store_timeout_s: float = Field(5.0, gt=0.0, le=60.0, description="wait for a locked/unreachable store before 503")

@@ -251,5 +251,5 @@ def train_pipeline(data_dir: Path, config: TrainConfig, out: Path, log: Log = pr
     plot = plot_alpha_sweep(
         sweep, out.with_name(out.name + "-alpha-sweep.png"), f"{config.split} test: α sweep"
     )
-    log(f"bundle: {out} ({metrics['seconds']} s); α sweep plot: {plot}")
+    log(f"bundle: {out} -> {out.resolve().name} (bundle_version {out.resolve().name.rsplit('@', 1)[-1]}; {metrics['seconds']} s); α sweep plot: {plot}")
     return out
