@@ -134,6 +134,20 @@ def test_auth_fails_closed_without_a_token(tmp_path, monkeypatch):
     assert load_tokens("token", "LT_W", None, "LT_R", None, True) == Tokens(b"w-token", b"r-token", True)
 
 
+def test_the_deploy_fails_at_build_when_auth_names_no_token_source(tmp_path):
+    from longtail.serve.app import check_auth_config
+
+    with pytest.raises(ValueError, match="neither token_env nor token_file"):
+        check_auth_config(AppArgs(token_env=None), {})
+    empty = tmp_path / "token"
+    empty.write_text("\n")
+    auth = {"auth": "token", "token_env": None, "token_file": str(empty), "read_env": None, "read_file": None,
+            "protect_reads": False}  # fmt: skip
+    with pytest.raises(ValueError, match="empty"):
+        check_auth_config(AppArgs(token_file=str(empty)), auth)
+    check_auth_config(AppArgs(auth="none", token_env=None), {})  # explicit: no auth
+
+
 def _client(tokens: Tokens, tmp_path, limit: int = 2048):
     """A FastAPI app with the ingress's middleware and auth dependencies, served in-process."""
     configure_replica(str(tmp_path / "metrics"), tokens, limit, "replica-1", "v-ingress")

@@ -16,6 +16,7 @@ from ray.serve import Application
 
 from longtail.bundle import BundleError, verify_bundle
 from longtail.serve.deployments import Encoder, Ranker
+from longtail.serve.http import load_tokens
 from longtail.serve.ingress import Ingress
 from longtail.serve.knobs import AppArgs
 from longtail.serve.store import open_store
@@ -65,6 +66,18 @@ def metrics_directory(args: AppArgs, store: str) -> str:
     return str(Path(store).with_suffix(".metrics"))
 
 
+def check_auth_config(args: AppArgs, auth: dict) -> None:
+    """Fail the deploy at once when ``auth: token`` names no token source, or a token file that is readable
+    here holds a bad token. (An env var unset where the app is built may be set where replicas run: each
+    replica checks again and refuses to start without a token.)"""
+    if args.auth == "none":
+        return
+    if not args.token_env and not args.token_file:
+        raise ValueError("auth: token, but neither token_env nor token_file is set; name one, or `auth: none`")
+    if auth["token_file"] and Path(auth["token_file"]).is_file():
+        load_tokens(**{**auth, "token_env": None, "read_env": None})
+
+
 def build_app(args: AppArgs) -> Application:
     """Ingress → (Ranker, Encoder), all reading the same bundle version and store.
 
@@ -78,6 +91,7 @@ def build_app(args: AppArgs) -> Application:
             "protect_reads": args.protect_reads,
             "token_file": str(Path(args.token_file).expanduser().resolve()) if args.token_file else None,
             "read_file": str(Path(args.read_token_file).expanduser().resolve()) if args.read_token_file else None}  # fmt: skip
+    check_auth_config(args, auth)
     ranker = Ranker.bind(bundle, store, args.store_timeout_s, metrics_dir, args.torch_threads)
     encoder = Encoder.bind(bundle, store, args.store_timeout_s, args.torch_threads)
     return Ingress.bind(ranker, encoder, bundle, store, args.store_timeout_s, metrics_dir, auth, args.max_body_bytes)

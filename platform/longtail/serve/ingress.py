@@ -49,7 +49,8 @@ from longtail.serve.store import Event, EventConflict, StoreUnavailable, open_st
 
 log = logging.getLogger("longtail.serve")
 READ_RETRIES = 2  # a ranker read whose replica died is sent again (reads change nothing)
-MISMATCH_RETRIES = 5  # text queries whose encoder and ranker versions differ (a rollout in progress)
+MISMATCH_WAIT_S = 45.0  # a text query whose encoder and ranker serve different bundles (a rollout) is resent
+# until a matching pair answers; a rollout replaces both deployments within this on the shipped configs
 RETRY_AFTER_S = "1"
 RANKER_HEADER = "x-longtail-ranker"
 
@@ -144,15 +145,17 @@ class Ingress:
     async def recommend_text(self, body: TextQuery) -> JSONResponse:
         """Items whose text is closest to a free-text query (through the encoder)."""
         self._check_k(body.k)
-        for attempt in range(MISMATCH_RETRIES + 1):
+        deadline = time.monotonic() + MISMATCH_WAIT_S
+        while True:
             embedded = await self.encoder.embed.remote(body.query)
             try:
                 found = await self._read("search", embedded["vector"], body.k, embedded["encoder"])
                 break
-            except EncoderMismatch as exc:
-                if attempt == MISMATCH_RETRIES:
+            except EncoderMismatch as exc:  # mid-rollout: this encoder and that ranker serve different bundles
+                if time.monotonic() > deadline:
                     raise HTTPException(503, "a new bundle is rolling out; retry", headers={"Retry-After": RETRY_AFTER_S}) from exc
-                await asyncio.sleep(0.1 * (attempt + 1))
+                self.metrics.read_retries.inc()
+                await asyncio.sleep(0.25)
         body_out = {"strategy": "text", "items": found["items"], "bundle_version": found["bundle_version"]}
         return versioned(body_out, found["bundle_version"])
 
