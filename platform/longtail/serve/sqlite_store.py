@@ -124,6 +124,10 @@ class SqliteStore:
         with self._read() as conn:
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() if "meta" in tables else None
+        if version is None and "events" in tables:
+            raise StoreError(f"{self.path}: a store of an older longtail (schema 1, before atomic batches and "
+                             "erasure tombstones); start a new store with `longtail store init` (the old file "
+                             "stays readable with sqlite3)")  # fmt: skip
         if version is None or int(version[0]) != SCHEMA_VERSION:
             found = "no longtail tables" if version is None else f"schema {version[0]}"
             raise StoreError(f"{self.path}: not a longtail store of schema {SCHEMA_VERSION} ({found})")
