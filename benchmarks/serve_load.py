@@ -94,7 +94,9 @@ def main() -> None:
     bodies = [{"user_id": u, "k": 20} for u in users]
 
     def tweak(config: dict) -> None:
-        deployment(config, "Ranker")["autoscaling_config"].update({"upscale_delay_s": 3, "downscale_delay_s": 15})
+        # from one replica (the shipped min of 2 is for rolling updates), to see it scale up and back
+        deployment(config, "Ranker")["autoscaling_config"].update({"min_replicas": 1, "upscale_delay_s": 3,
+                                                                   "downscale_delay_s": 15})  # fmt: skip
         config["applications"].append({"name": "empty", "route_prefix": "/empty",
                                        "import_path": "benchmarks.empty_app:build", "args": {}})  # fmt: skip
 
