@@ -10,7 +10,7 @@ REPORTS ?= reports
 BUNDLE ?= bundles/ml100k
 CONFIG ?= train_configs/ml100k-cpu.yaml
 
-.PHONY: install demo test test-fast lint bench soak audit clean postgres
+.PHONY: install demo test test-fast lint bench soak audit clean postgres prometheus
 
 install: $(VENV)/.installed
 
@@ -54,7 +54,14 @@ postgres:
 		{ [ "$$(id -u)" = 0 ] && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; } || \
 		{ echo "PostgreSQL binaries missing: run 'sudo apt-get install postgresql'"; exit 1; }
 
-test: install postgres
+# The Serve test scrapes the live app with a real Prometheus (Debian's package) and runs every Grafana
+# dashboard query against it.
+prometheus:
+	@command -v prometheus >/dev/null || \
+		{ [ "$$(id -u)" = 0 ] && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus; } || \
+		{ echo "Prometheus missing: run 'sudo apt-get install prometheus'"; exit 1; }
+
+test: install postgres prometheus
 	$(BIN)/ruff check platform tests benchmarks
 	$(BIN)/python -m pytest -q --durations=12 tests
 

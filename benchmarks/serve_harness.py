@@ -71,10 +71,13 @@ def summary(latencies: list[float], errors: int, wall: float) -> dict:
             "p99_ms": round(float(np.percentile(lat, 99)) * 1000, 2)}  # fmt: skip
 
 
-async def load(url: str, bodies: list[dict], concurrency: int, seconds: float, statuses: dict | None = None) -> dict:
+async def load(url: str, bodies: list[dict], concurrency: int, seconds: float, statuses: dict | None = None,
+               latencies: list[float] | None = None) -> dict:  # fmt: skip
     """Closed-loop load: ``concurrency`` clients post bodies back to back for ``seconds``. A transport
-    error counts as a failed request; ``statuses`` (when given) collects the count per status code."""
-    latencies: list[float] = []
+    error counts as a failed request; ``statuses`` (when given) collects the count per status code;
+    ``latencies`` (when given) receives every request's seconds."""
+    latencies = [] if latencies is None else latencies
+    before = len(latencies)
     errors = 0
     deadline = time.perf_counter() + seconds
 
@@ -95,7 +98,8 @@ async def load(url: str, bodies: list[dict], concurrency: int, seconds: float, s
 
     started = time.perf_counter()
     await asyncio.gather(*(client(i) for i in range(concurrency)))
-    return summary(latencies, errors, time.perf_counter() - started)
+    wall = time.perf_counter() - started
+    return {**summary(latencies[before:], errors, wall), "wall_s": wall}
 
 
 async def paced_load(url: str, bodies: list[dict], rate: float, seconds: float, window_s: float,

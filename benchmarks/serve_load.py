@@ -22,7 +22,7 @@ import numpy as np
 import yaml
 from tests.integration.ray_head import cli
 
-from benchmarks.serve_harness import ROOT, bundle_users, deployment, load, serve_app
+from benchmarks.serve_harness import ROOT, bundle_users, deployment, load, serve_app, summary
 
 
 def freshness(url: str, users: list[str], trials: int = 20) -> dict:
@@ -82,11 +82,35 @@ def autoscaling(url: str, head: dict, bodies: list[dict], concurrency: int, load
     return timeline
 
 
+def interleaved(url: str, bodies: list[dict], concurrency: int, seconds: float, rounds: int) -> dict:
+    """The empty app and /recommend in alternating windows (``rounds`` each, ``seconds`` in all per app): a
+    shared machine's speed drifts over minutes, so back-to-back blocks would compare different machines.
+    Totals over the rounds, and each round's throughput ratio."""
+    latencies: dict[str, list[float]] = {"empty": [], "recommend": []}
+    counts = {"empty": [0, 0.0, 0], "recommend": [0, 0.0, 0]}  # requests, seconds, errors
+    per_round = []
+    for _ in range(rounds):
+        rps = {}
+        for name, path in (("empty", "/empty/recommend"), ("recommend", "/recommend")):
+            got = asyncio.run(load(f"{url}{path}", bodies, concurrency, seconds / rounds, latencies=latencies[name]))
+            counts[name][0] += got["requests"]
+            counts[name][1] += got["wall_s"]
+            counts[name][2] += got["errors"]
+            rps[name] = got["rps"]
+        per_round.append(round(rps["recommend"] / rps["empty"], 3))
+    out = {name: {**summary(latencies[name], counts[name][2], counts[name][1])} for name in latencies}
+    return {**out, "throughput_ratio": round(out["recommend"]["rps"] / out["empty"]["rps"], 3),
+            "p99_ratio": round(out["recommend"]["p99_ms"] / out["empty"]["p99_ms"], 3),
+            "rounds": per_round}  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, required=True)
     parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=20)
+    parser.add_argument("--seconds", type=float, default=40, help="load per app, split over --rounds windows")
+    parser.add_argument("--rounds", type=int, default=4, help="alternating empty / recommend windows")
+    parser.add_argument("--ratio-only", action="store_true", help="only the throughput and p99 ratios")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -113,11 +137,12 @@ def main() -> None:
             time.sleep(1)
         asyncio.run(load(f"{url}/recommend", bodies, args.concurrency, 5))  # warm-up
         asyncio.run(load(f"{url}/empty/recommend", bodies, args.concurrency, 5))
-        results["empty"] = asyncio.run(load(f"{url}/empty/recommend", bodies, args.concurrency, args.seconds))
-        results["recommend"] = asyncio.run(load(f"{url}/recommend", bodies, args.concurrency, args.seconds))
-        results["throughput_ratio"] = round(results["recommend"]["rps"] / results["empty"]["rps"], 3)
-        results["p99_ratio"] = round(results["recommend"]["p99_ms"] / results["empty"]["p99_ms"], 3)
-        print(json.dumps({k: results[k] for k in ("empty", "recommend", "throughput_ratio", "p99_ratio")}, indent=2))
+        results.update(interleaved(url, bodies, args.concurrency, args.seconds, args.rounds))
+        print(json.dumps({k: results[k] for k in ("empty", "recommend", "throughput_ratio", "p99_ratio", "rounds")},
+                         indent=2))  # fmt: skip
+        if args.ratio_only:
+            (args.out / "serve-ratio.json").write_text(json.dumps(results, indent=2))
+            return
         results["event_freshness"] = freshness(url, users)
         results["new_item_time"] = new_item_time(url)
         print(json.dumps({k: results[k] for k in ("event_freshness", "new_item_time")}, indent=2))

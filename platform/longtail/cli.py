@@ -304,6 +304,10 @@ def train_cmd(
     forget: Annotated[
         str | None, typer.Option(help="Leave these users out: a file of ids, or a store (its erased users).")
     ] = None,
+    mlflow: Annotated[bool, typer.Option(help="Log the run to MLflow (params, per-epoch metrics, plots).")] = True,
+    mlflow_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else OUT/../mlflow.db.")
+    ] = None,
     overrides: Annotated[
         list[str] | None, typer.Argument(help="KEY=VALUE overrides, e.g. ranker.epochs=3")
     ] = None,
@@ -336,6 +340,12 @@ def train_cmd(
     metrics = read_manifest_metrics(bundle)
     rows = [EvalResult(f"hybrid/{part}", part, 0, metrics[part]) for part in ("valid", "test")]
     stdout.print(metric_table(rows, f"bundle {bundle}"))
+    if mlflow:
+        from longtail.tracking import TRAIN_EXPERIMENT, log_train_run, tracking_uri
+
+        uri = tracking_uri(out, mlflow_uri)
+        run_id = log_train_run(uri, bundle, [out.with_name(out.name + "-alpha-sweep.png")])
+        console.print(f"mlflow: run {run_id} in experiment {TRAIN_EXPERIMENT} at {uri}")
 
 
 @app.command("tune")
@@ -357,6 +367,10 @@ def tune_cmd(
         Path | None, typer.Option(help="Stage cache to reuse, e.g. bundles/.longtail-stages; default: OUT/stages.")
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the search algorithm.")] = 0,
+    mlflow: Annotated[bool, typer.Option(help="Log every trial to MLflow (params, per-epoch metrics).")] = True,
+    mlflow_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else OUT/../mlflow.db.")
+    ] = None,
     overrides: Annotated[list[str] | None, typer.Argument(help="KEY=VALUE overrides of the base config")] = None,
 ) -> None:
     """Sweep with Ray Tune (Optuna search, ASHA early stopping on validation); writes the best train config."""
@@ -372,11 +386,23 @@ def tune_cmd(
     if not (data / "manifest.json").is_file():
         raise DataError(f"{data}: not a prepared dataset (no manifest.json); run `longtail data prepare` first")
     connect()
+    callbacks, uri, experiment = [], None, f"longtail-tune-{out.resolve().name}"
+    if mlflow:
+        from longtail.tracking import tracking_uri
+        from longtail.tune.tracking import TrialTracker
+
+        uri = tracking_uri(out, mlflow_uri)
+        callbacks.append(TrialTracker(uri, experiment))
     result = run_sweep(params, base, data, out, goal, samples, concurrency, cpus_per_trial, gpus_per_trial,
-                       resume=resume, seed=seed, stages=stages,
+                       resume=resume, seed=seed, stages=stages, callbacks=callbacks,
                        log=lambda m: console.print(f"[tune] {m}", markup=False, highlight=False))  # fmt: skip
     stdout.print(markdown_table(result.trials), markup=False, highlight=False)
     stdout.print(f"best config: {result.best_config}\ntrials: {result.table}\nPareto front: {result.pareto_plot}")
+    if uri is not None:
+        from longtail.tracking import log_sweep_summary
+
+        log_sweep_summary(uri, experiment, [result.best_config, result.table, result.pareto_plot], result.best)
+        console.print(f"mlflow: {len(result.trials)} trials and a summary run in experiment {experiment} at {uri}")
 
 
 def read_manifest_metrics(bundle: Path) -> dict:

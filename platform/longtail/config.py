@@ -92,7 +92,9 @@ class FinetuneConfig(StrictModel):
 class EmbedConfig(StrictModel):
     batch_size: int = Field(128, ge=1, description="texts per encoder call")
     actors: int = Field(1, ge=1, description="encoder actors in the Ray Data pool")
-    cpus_per_actor: float = Field(1.0, gt=0.0, description="CPUs reserved per actor")
+    cpus_per_actor: float | None = Field(
+        None, gt=0.0, description="CPUs reserved per actor; null: the cluster's free CPUs shared by the actors"
+    )
     gpus_per_actor: float = Field(0.0, ge=0.0, description="GPUs per actor (0 on CPU machines)")
 
 

@@ -11,7 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from longtail.bundle import verify_bundle
+from longtail.bundle import read_bundle, verify_bundle
+from longtail.data.encoded import load_split_data
+from longtail.eval.evaluate import evaluate
+from longtail.recommend.build import load_pipeline
+from longtail.recommend.recommender import PipelineRecommender
 from tests.conftest import write_clustered_dataset
 from tests.integration.ray_head import cli, ray_head
 
@@ -35,12 +39,17 @@ def test_job_submit_trains_across_two_nodes(tiny_encoder, tmp_path, monkeypatch)
         assert "/2.0 CPU" in status, status
         submitted = cli("ray", "job", "submit", "--address", head["dashboard"], "--runtime-env", "job_env.yaml",
                         "--", sys.executable, "-m", "longtail.cli", "train", "--config", "train_configs/tiny.yaml",
-                        "--data", str(data), "--out", str(bundle), *overrides,
+                        "--data", str(data), "--out", str(bundle), "--no-mlflow", *overrides,
                         timeout=900, env=head["env"])  # fmt: skip
         logs = submitted.stdout + submitted.stderr
     assert "succeeded" in logs.lower(), logs[-4000:]
     nodes = set(re.findall(r"\[fit\] worker \d/2 on node ([0-9a-f]+)", logs))
     assert len(nodes) == 2, logs[-4000:]  # the two Ray Train workers ran on different nodes
     manifest = verify_bundle(bundle)  # every file present and matching its sha256
-    assert manifest["metrics"]["test"]["ndcg@10"] >= 0
+    # the metrics the job wrote down are what the bundle gives here (same split, same code)
+    pipe = load_pipeline(read_bundle(bundle))
+    here = evaluate(PipelineRecommender(pipe), load_split_data(data, "warm"), "test").metrics
+    assert here == pytest.approx(manifest["metrics"]["test"], abs=1e-6, nan_ok=True)
+    assert 0 < here["ndcg@10"] <= here["hit@10"] <= 1
+    assert not (bundle.parent / "mlflow.db").exists()  # --no-mlflow
     assert json.loads((bundle / "manifest.json").read_text())["config"]["resources"]["num_workers"] == 2

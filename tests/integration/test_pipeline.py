@@ -58,6 +58,16 @@ def test_tiny_pipeline_trains_caches_and_evaluates(ray_cluster, tiny_encoder, tm
     assert again.stderr.count("reusing") == 4, again.stderr[-2000:]
     assert "ndcg@10" in again.stdout and "select: shelves" in again.stderr
     second = read_bundle(tmp_path / "bundle2")
+    # ... and logs the run to MLflow beside the bundle: config, each epoch's fit metrics, the α-sweep plot
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    [run] = client.search_runs([client.get_experiment_by_name("longtail-train").experiment_id])
+    assert run.data.params["ranker.epochs"] == "2" and "mlflow: run" in again.stderr
+    fit_epochs = client.get_metric_history(run.info.run_id, "fit/valid_ndcg_at_10")
+    assert [m.step for m in fit_epochs] == [int(h["epoch"]) for h in second.manifest["metrics"]["fit_history"]]
+    assert run.data.metrics["test/ndcg_at_10"] == pytest.approx(second.manifest["metrics"]["test"]["ndcg@10"])
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == ["plots/bundle2-alpha-sweep.png"]
     chosen = second.manifest["metrics"]["selection"]["shelves"]["chosen"]
     assert second.config.rerank.model_dump(include=set(chosen)) == chosen
     assert len(second.manifest["metrics"]["selection"]["shelves"]["grid"]) > 1

@@ -8,8 +8,10 @@ token, then a whole-app restart with `auth: none`) and check nothing was lost.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
+import subprocess
 import threading
 import time
 import urllib.parse
@@ -111,6 +113,26 @@ def test_recommend_known_unknown_and_explained(service):
     cold = post(service, "/recommend", {"user_id": "never-seen", "k": 10}).json()
     assert cold["strategy"] == "cold_start" and len(cold["items"]) == 10
     assert {i["reason"] for i in cold["items"]} == {"popular", "explore"}
+
+
+def test_concurrent_requests_batched_by_the_ingress_each_get_their_own_list(service):
+    """Concurrent /recommend calls travel to the Ranker as one batch; each answer is its own user's list, the
+    same as when asked alone (k and exclude_seen differ per request too)."""
+    bodies = [{"user_id": f"u{i}", "k": 3 + i % 4, "exclude_seen": i % 2 == 0} for i in range(12)]
+    alone = [post(service, "/recommend", b, headers=auth()).json()["items"] for b in bodies]
+
+    async def together() -> list[list[dict]]:
+        async with httpx.AsyncClient(base_url=service["url"], timeout=60, headers=auth()) as client:
+            answers = await asyncio.gather(*(client.post("/recommend", json=b) for b in bodies))
+        return [a.json()["items"] for a in answers]
+
+    def lists(answers):
+        return [[(i["item_id"], round(i["score"], 4), i["tail"]) for i in items] for items in answers]
+
+    for _ in range(3):
+        got = lists(asyncio.run(together()))
+        for body, want, have in zip(bodies, lists(alone), got, strict=True):
+            assert have == want, (body, want, have)
 
 
 def test_text_query_similar_health_and_openapi(service):
@@ -278,6 +300,52 @@ def test_metrics_add_up_across_ingress_replicas(service):
     after = scrape()
     assert after["healthz"] - before == 60
     assert after["bundle"] == 1
+
+
+def dashboard_queries() -> list[tuple[str, str]]:
+    board = json.loads((ROOT / "monitoring" / "grafana-dashboard.json").read_text())
+    return [(p["title"], t["expr"]) for p in board["panels"] if p["type"] != "row" for t in p["targets"]]
+
+
+def test_prometheus_scrapes_the_app_and_every_dashboard_query_returns_data(service, tmp_path):
+    """A real Prometheus (Debian's) with monitoring/prometheus.yml pointed at the live app: the target is up
+    and every Grafana panel's query evaluates to at least one series."""
+    scrape = yaml.safe_load((ROOT / "monitoring" / "prometheus.yml").read_text())
+    scrape["global"] = {"scrape_interval": "1s", "evaluation_interval": "1s"}
+    scrape["scrape_configs"] = [job for job in scrape["scrape_configs"] if job["job_name"] == "longtail"]
+    scrape["scrape_configs"][0]["static_configs"] = [{"targets": [f"127.0.0.1:{service['port']}"]}]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(scrape))
+    port = free_port()
+    with open(tmp_path / "prometheus.log", "w") as log:
+        server = subprocess.Popen(["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}",
+                                   f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
+                                  stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
+    api = f"http://127.0.0.1:{port}/api/v1"
+    try:
+        post(service, "/recommend", {"user_id": "u1", "k": 5})  # traffic of both kinds inside the window
+        assert post(service, "/recommend", {"user_id": "u1", "k": 0}).status_code == 422
+        deadline, up = time.time() + 60, []
+        while time.time() < deadline and len(up) < 5:  # five good scrapes: rates have points to work with
+            try:
+                targets = httpx.get(f"{api}/targets", timeout=5).json()["data"]["activeTargets"]
+                if targets and targets[0]["health"] == "up":
+                    up.append(targets[0]["lastScrape"])
+                    up = sorted(set(up))
+            except (httpx.HTTPError, ValueError):  # not listening yet, or "Service Unavailable" while starting
+                pass
+            time.sleep(1)
+        assert len(up) >= 5, (tmp_path / "prometheus.log").read_text()[-3000:]
+        for title, expr in dashboard_queries():
+            query = expr.replace("$__rate_interval", "30s").replace("$__range", "5m")
+            answer = httpx.get(f"{api}/query", params={"query": query}, timeout=10).json()
+            assert answer["status"] == "success", (title, query, answer)
+            assert answer["data"]["result"], f"panel {title!r}: no series for {query}"
+        replicas = httpx.get(f"{api}/query", params={"query": "sum by (deployment) (longtail_replicas)"}).json()
+        live = {r["metric"]["deployment"]: float(r["value"][1]) for r in replicas["data"]["result"]}
+        assert live["Ingress"] == 2 and live["Ranker"] >= 1 and live["Encoder"] >= 1, live
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def test_user_config_change_applies_live_without_failed_requests(service):

@@ -65,3 +65,18 @@ def test_sweep_interrupted_resumed_and_best_config_is_a_train_config(tiny_encode
     trainable = load_config(TrainConfig, out / "best-config.yaml", [])
     assert trainable.ranker.alpha == pytest.approx(best["ranker"]["alpha"])
     assert trainable.encoder.name == str(tiny_encoder)
+    # every trial is an MLflow run beside the sweep (params and each epoch's report), plus a summary run
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("longtail-tune-sweep")
+    runs = client.search_runs([experiment.experiment_id])
+    trials = {r.data.tags["trial_name"]: r for r in runs if "trial_name" in r.data.tags}
+    assert len(trials) == 3, [r.data.tags for r in runs]
+    finished = [r for r in trials.values() if "valid_ndcg_at_10" in r.data.metrics]
+    assert finished and all("ranker.lr" in r.data.params for r in trials.values())
+    epochs = client.get_metric_history(finished[0].info.run_id, "objective")
+    assert len(epochs) >= 2 and len({m.step for m in epochs}) == len(epochs)  # one point per report
+    summary_runs = [r for r in runs if r.data.tags.get("kind") == "sweep_summary"]
+    assert len(summary_runs) == 1
+    assert summary_runs[0].data.metrics["best/objective"] == pytest.approx(summary["best"]["objective"])

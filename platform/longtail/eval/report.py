@@ -70,16 +70,47 @@ def plot_alpha_sweep(points: Sequence[tuple[float, float, float]], path: Path, t
     fig, ax = plt.subplots(figsize=(6, 4.2))
     xs, ys = [p[1] for p in points], [p[2] for p in points]
     ax.plot(xs, ys, marker="o")
-    for alpha, x, y in points:
-        ax.annotate(f"α={alpha:g}", (x, y), textcoords="offset points", xytext=(5, 5))
     ax.set_xlabel("ndcg@10")
     ax.set_ylabel("tail_recall@20")
     ax.set_title(title)
     ax.grid(alpha=0.3)
+    ax.margins(0.15)  # room for labels beside the outermost points
     fig.tight_layout()
+    place_labels(ax, [(x, y) for _, x, y in points], [f"α={alpha:g}" for alpha, _, _ in points])
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+LABEL_OFFSETS = ((6, 6), (6, -14), (-44, 6), (-44, -14), (6, 18), (6, -26), (-44, 18), (-44, -26), (6, 30), (6, -38))
+
+
+def place_labels(ax, anchors: Sequence[tuple[float, float]], texts: Sequence[str]) -> list:
+    """Annotate each point with its text at the first offset where the label overlaps no label placed before
+    and no marker (points close together get their labels above, below or left, with a leader line to
+    their point); returns the annotations."""
+    fig = ax.figure
+    renderer = fig.canvas.get_renderer()
+    markers = [ax.transData.transform(a) for a in anchors]
+    placed, boxes = [], []
+    for (x, y), text in zip(anchors, texts, strict=True):
+        for n, (dx, dy) in enumerate(LABEL_OFFSETS):
+            label = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=9)
+            box = label.get_window_extent(renderer).expanded(1.05, 1.1)
+            hits_marker = any(box.x0 - 4 <= mx <= box.x1 + 4 and box.y0 - 4 <= my <= box.y1 + 4 for mx, my in markers)
+            if not hits_marker and not any(box.overlaps(b) for b in boxes):
+                if n:  # moved away from its point: a leader line says whose label it is
+                    label.remove()
+                    label = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=9,
+                                        arrowprops={"arrowstyle": "-", "lw": 0.6, "color": "0.45"})  # fmt: skip
+                break
+            label.remove()
+        else:  # every offset taken: keep the first one
+            label = ax.annotate(text, (x, y), textcoords="offset points", xytext=LABEL_OFFSETS[0], fontsize=9)
+            box = label.get_window_extent(renderer)
+        placed.append(label)
+        boxes.append(box)
+    return placed
 
 
 def plot_term_shares(table: dict[str, dict[str, float]], path, title: str):

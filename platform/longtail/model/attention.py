@@ -43,20 +43,24 @@ class TargetAttention(nn.Module):
         if not self.use_attention:  # mean pooling: every real history item weighs the same
             w = mask.float() / mask.float().sum(1, keepdim=True).clamp_min(1.0)  # (b, L)
             return w[:, None, :].expand(b, c, length)
-        k = self.key(hist).view(b, length, self.heads, self.head_dim)  # (b, L, h, dh)
+        # every pass over the (b, h, c, L) logits counts (it is the ranker's largest tensor): the 1/√dh
+        # scale goes into the (smaller) keys, recency and padding into one (b, h, 1, L) bias
+        k = self.key(hist).view(b, length, self.heads, self.head_dim) / math.sqrt(self.head_dim)  # (b, L, h, dh)
+        k = k.permute(0, 2, 3, 1)  # (b, h, dh, L)
         if cand.dim() == 2:
-            q = self.query(cand).view(c, self.heads, self.head_dim)  # (c, h, dh)
-            logits = torch.einsum("chd,blhd->bhcl", q, k)
+            q = self.query(cand).view(c, self.heads, self.head_dim).transpose(0, 1)  # (h, c, dh)
+            logits = torch.matmul(q[None], k)  # (b, h, c, L)
         else:
-            q = self.query(cand).view(b, c, self.heads, self.head_dim)  # (b, c, h, dh)
-            logits = torch.einsum("bchd,blhd->bhcl", q, k)
-        logits = logits / math.sqrt(self.head_dim)  # (b, h, c, L)
+            q = self.query(cand).view(b, c, self.heads, self.head_dim).transpose(1, 2)  # (b, h, c, dh)
+            logits = torch.matmul(q, k)  # (b, h, c, L)
         from_end = (mask.sum(1, keepdim=True) - 1 - torch.arange(length, device=mask.device)).clamp(0, None)
-        bias = self.recency[:, from_end.clamp(max=self.recency.shape[1] - 1)]  # (h, b, L)
-        logits = logits + bias.permute(1, 0, 2)[:, :, None, :]  # (b, h, c, L)
-        logits = logits.masked_fill(~mask[:, None, None, :], float("-inf"))
-        w = torch.softmax(logits, dim=-1).nan_to_num(0.0)  # empty histories → all zeros
-        return w.mean(1)  # (b, c, L)
+        bias = self.recency[:, from_end.clamp(max=self.recency.shape[1] - 1)].permute(1, 0, 2)  # (b, h, L)
+        bias = bias.masked_fill(~mask[:, None, :], float("-inf"))[:, :, None, :]  # (b, h, 1, L)
+        w = torch.softmax(logits + bias, dim=-1).mean(1)  # (b, c, L)
+        empty = ~mask.any(1)  # (b,) no real item: softmax over -inf only is NaN; such a history scores 0
+        if empty.any():
+            w = w.masked_fill(empty[:, None, None], 0.0)
+        return w
 
     def forward(
         self,

@@ -93,5 +93,5 @@ def build_app(args: AppArgs) -> Application:
             "read_file": str(Path(args.read_token_file).expanduser().resolve()) if args.read_token_file else None}  # fmt: skip
     check_auth_config(args, auth)
     ranker = Ranker.bind(bundle, store, args.store_timeout_s, metrics_dir, args.torch_threads)
-    encoder = Encoder.bind(bundle, store, args.store_timeout_s, args.torch_threads)
+    encoder = Encoder.bind(bundle, store, args.store_timeout_s, metrics_dir, args.torch_threads)
     return Ingress.bind(ranker, encoder, bundle, store, args.store_timeout_s, metrics_dir, auth, args.max_body_bytes)

@@ -42,6 +42,7 @@ class Ranker:
         self.store = open_store(store, timeout_s=store_timeout_s)
         self.metrics = ServeMetrics.open(metrics_dir)
         self.metrics.bundle.labels(self.ranker.version).set(1)
+        self.metrics.replicas.labels("Ranker").set(1)
         self.replica = f"{ray.get_runtime_context().get_node_id()[:12]}/{serve.get_replica_context().replica_id.unique_id}"
         self._apply_items(self.store.items_after(0, self.encoder_id))
 
@@ -63,8 +64,15 @@ class Ranker:
         """One request (RecommendRequest fields) → a ranked list; batched with concurrent requests."""
         return await self._batch(request)
 
+    async def recommend_many(self, requests: list[dict]) -> list[dict]:
+        """A batch an Ingress replica gathered: ranked in one pass, lists in request order."""
+        return await self._rank(requests)
+
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
     async def _batch(self, requests: list[dict]) -> list[dict]:
+        return await self._rank(requests)
+
+    async def _rank(self, requests: list[dict]) -> list[dict]:
         await self._sync_items()
         users = sorted({r["user_id"] for r in requests})
         stored = await asyncio.to_thread(self.store.histories, users, self.stored_history)
@@ -108,8 +116,11 @@ class Encoder:
     added while an older bundle was served), at start and then every few seconds while it is used.
     """
 
-    def __init__(self, bundle: str, store: str, store_timeout_s: float, torch_threads: int = 1) -> None:
+    def __init__(self, bundle: str, store: str, store_timeout_s: float, metrics_dir: str, torch_threads: int = 1
+                 ) -> None:  # fmt: skip
         from longtail.model.encoder import load_encoder, load_tokenizer
+
+        ServeMetrics.open(metrics_dir).replicas.labels("Encoder").set(1)
 
         torch.set_num_threads(torch_threads)
         manifest = verify_bundle(Path(bundle))

@@ -55,6 +55,7 @@ STATE = ReplicaState()
 def configure_replica(metrics_dir: str, tokens: Tokens, max_body_bytes: int, replica: str, version: str) -> ServeMetrics:
     """Set this replica's state; returns its metrics."""
     STATE.metrics = ServeMetrics.open(metrics_dir)
+    STATE.metrics.replicas.labels("Ingress").set(1)
     STATE.tokens, STATE.max_body_bytes, STATE.replica, STATE.version = tokens, max_body_bytes, replica, version
     return STATE.metrics
 
@@ -131,14 +132,15 @@ def _refuse(what: str) -> HTTPException:
                          headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
 
 
-def require_token(request: Request) -> None:
-    """Write routes: the write token (constant-time compare), unless ``auth: none``."""
+async def require_token(request: Request) -> None:
+    """Write routes: the write token (constant-time compare), unless ``auth: none``. (``async`` so FastAPI
+    runs it on the event loop, not through a thread-pool hop per request.)"""
     tokens = STATE.tokens
     if tokens.enabled and not _matches(_bearer(request), tokens.write):
         raise _refuse("this route needs the write token")
 
 
-def require_read(request: Request) -> None:
+async def require_read(request: Request) -> None:
     """Read routes: the read or write token when ``protect_reads`` is on."""
     tokens = STATE.tokens
     if tokens.enabled and tokens.protect_reads and not _matches(_bearer(request), tokens.write, tokens.read):

@@ -53,6 +53,7 @@ MISMATCH_WAIT_S = 45.0  # a text query whose encoder and ranker serve different 
 # until a matching pair answers; a rollout replaces both deployments within this on the shipped configs
 RETRY_AFTER_S = "1"
 RANKER_HEADER = "x-longtail-ranker"
+RANKER_CALLS = 2  # /recommend batches one Ingress replica has in flight at once
 
 app = FastAPI(
     title="longtail ranker",
@@ -108,6 +109,15 @@ class Ingress:
 
     def reconfigure(self, config: dict) -> None:
         self.knobs = IngressKnobs.model_validate(config)
+        self._recommend_batch.set_max_batch_size(self.knobs.recommend_batch_size)
+        self._recommend_batch.set_batch_wait_timeout_s(self.knobs.recommend_batch_wait_s)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01, max_concurrent_batches=RANKER_CALLS)
+    async def _recommend_batch(self, requests: list[dict]) -> list[dict]:
+        """Concurrent /recommend requests of this replica as one Ranker call: one hop and one pipeline pass
+        for the batch instead of one per request (up to ``RANKER_CALLS`` batches in flight, so several Ranker
+        replicas work at once and the autoscaler sees the load)."""
+        return await self._read("recommend_many", requests)
 
     async def _read(self, method: str, *args):
         """A ranker call that changes nothing, retried on another replica when its replica dies mid-call
@@ -133,7 +143,7 @@ class Ingress:
         self._check_k(body.k)
         if body.explain or not body.exclude_seen:
             require_history_access(request)
-        ranked = await self._read("recommend", body.model_dump())
+        ranked = await self._recommend_batch(body.model_dump())
         served_by = ranked.pop("served_by")
         # the ranker's dicts already have the documented shape: skip re-validating 20 items per request
         response = versioned(ranked, ranked["bundle_version"])

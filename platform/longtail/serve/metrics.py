@@ -61,6 +61,10 @@ class ServeMetrics:
         self.catalog_size = Gauge(
             "longtail_catalog_items", "items a ranker can recommend", registry=None, multiprocess_mode="livemax"
         )
+        self.replicas = Gauge(
+            "longtail_replicas", "live replicas by deployment", ("deployment",), registry=None,
+            multiprocess_mode="livesum",
+        )  # fmt: skip
         self.bundle = Gauge(
             "longtail_bundle_info", "the bundle being served", ("version",), registry=None, multiprocess_mode="livemax"
         )

@@ -32,6 +32,13 @@ class EncoderActor:
         return {"row": batch["row"], "vector": vectors}
 
 
+def actor_cpus(actors: int) -> float:
+    """Each actor's share of the CPUs free now, whole CPUs, at least one. On 41k food.com titles one actor
+    with both of 2 cores ran at 0.87× a plain 2-thread loop, two actors with one each at 0.54×."""
+    free = ray.available_resources().get("CPU", 1.0)
+    return float(max(1, int(free // max(1, actors))))
+
+
 def embed_catalog(
     item_ids: np.ndarray,
     texts: np.ndarray,
@@ -49,14 +56,15 @@ def embed_catalog(
         [len(t) for t in texts], kind="stable"
     )  # similar lengths share a batch: less padding
     table = pa.table({"row": by_length, "text": pa.array([texts[i] for i in by_length], pa.string())})
-    threads = max(1, int(config.cpus_per_actor))
+    cpus = config.cpus_per_actor or actor_cpus(config.actors)
+    threads = max(1, int(cpus))
     ds = ray.data.from_arrow(table).map_batches(
         EncoderActor,
         fn_constructor_kwargs={"encoder": encoder, "max_length": max_length, "threads": threads},
         batch_size=config.batch_size,
         batch_format="numpy",
         compute=ray.data.ActorPoolStrategy(size=config.actors),
-        num_cpus=config.cpus_per_actor,
+        num_cpus=cpus,
         num_gpus=config.gpus_per_actor,
     )
     rows, vectors = [], []

@@ -141,6 +141,7 @@ def run_sweep(
     resume: bool = False,
     seed: int = 0,
     stages: Path | None = None,
+    callbacks: list | None = None,
     log=print,
 ) -> SweepResult:
     """Run (or resume) the sweep in ``out/experiment``; write best-config.yaml, trials.csv/.md, pareto.png."""
@@ -178,7 +179,7 @@ def run_sweep(
             param_space={p.key: p.to_tune() for p in params},
             tune_config=tune.TuneConfig(metric="objective", mode="max", search_alg=search, scheduler=scheduler,
                                         num_samples=samples, max_concurrent_trials=concurrency),
-            run_config=tune.RunConfig(name="experiment", storage_path=str(out), verbose=1,
+            run_config=tune.RunConfig(name="experiment", storage_path=str(out), verbose=1, callbacks=callbacks,
                                       failure_config=tune.FailureConfig(max_failures=1)),
         )  # fmt: skip
     grid = tuner.fit()
