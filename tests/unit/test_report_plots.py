@@ -7,9 +7,9 @@ import itertools
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from longtail.eval.report import place_labels, plot_alpha_sweep  # noqa: E402
+from longtail.eval.report import place_labels, plot_alpha_sweep
 
 # the α sweep of the issue: α = 0.5 and α = 0.75 almost on the same spot
 SWEEP = [(0.0, 0.045, 0.010), (0.25, 0.041, 0.012), (0.5, 0.0300, 0.0150), (0.75, 0.0302, 0.0151), (1.0, 0.013, 0.017)]
