@@ -9,7 +9,8 @@
     index.faiss         the retriever's FAISS index in FAISS's own binary format, for ivf/hnsw retrieval; an
                         exact index needs no file (it is the retriever's item vectors, rebuilt at load)
     vocab.parquet       item_id in catalog order (the index every other file refers to)
-    histories.parquet   user_id, item_id, timestamp: the interactions the model was trained and tuned on
+    histories.parquet   user_id, item_id, timestamp[, weight, event_type]: the interactions the model was trained
+                        and tuned on (weight and event_type give each one's strength, ``events``)
 
 No pickle anywhere: loading never executes code. A file whose sha256 differs from the manifest is
 refused with an error naming it, and so is a manifest entry that points outside the bundle.
@@ -68,7 +69,7 @@ class Bundle:
     ranker_state: dict[str, torch.Tensor]
     retriever_state: dict[str, torch.Tensor]
     index_bytes: bytes | None  # FAISS's serialisation of the retriever index (ivf/hnsw), None for exact
-    histories: pa.Table  # user_id, item_id, timestamp
+    histories: pa.Table  # user_id, item_id, timestamp[, weight, event_type]
 
     @property
     def version(self) -> str:

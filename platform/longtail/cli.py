@@ -13,6 +13,7 @@ import typer
 
 from longtail.bundle import BundleError
 from longtail.cli_support import (
+    bundle_events,
     bundle_pipeline,
     bundle_recommenders,
     explained_lists,
@@ -203,7 +204,7 @@ def eval_cmd(
 
     names = model or ([] if bundle else ["mostpop"])
     cfg = load_config(TrainConfig, config, overrides).baselines
-    split_data = load_split_data(data, split)
+    split_data = load_split_data(data, split, bundle_events(bundle))
     results = []
     if bundle is not None:  # served lists, the model's own lists, the retriever alone
         pipe = bundle_pipeline(bundle, split_data, data)
@@ -252,7 +253,7 @@ def recommend_cmd(
     from longtail.eval.evaluate import history_parts, rank
 
     cfg = load_config(TrainConfig, config, overrides).baselines
-    split_data = load_split_data(data, split)
+    split_data = load_split_data(data, split, bundle_events(bundle))
     chosen = select_users(users, split_data, part.value)
     histories = split_data.histories(history_parts(part.value))
     notes = None
@@ -429,7 +430,7 @@ def finetune_cmd(
     from longtail.train.finetune import finetune
 
     cfg = load_config(TrainConfig, config, overrides)
-    split_data = load_split_data(data, split or cfg.split)
+    split_data = load_split_data(data, split or cfg.split, cfg.events)
     connect()
     result = finetune(split_data, cfg, out)
     stdout.print_json(json.dumps({"encoder": str(result.encoder_dir), "metrics": result.metrics}))

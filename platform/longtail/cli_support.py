@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,20 @@ def bundle_pipeline(bundle: Path, split_data: SplitData, data: Path):
     loaded = read_bundle(bundle)
     check_catalog(loaded, split_data.item_ids, str(data))
     return load_pipeline(loaded)
+
+
+def bundle_events(bundle: Path | None):
+    """The ``EventsConfig`` a bundle was trained with (how its data's events count), or None without a bundle
+    or a readable manifest (``read_bundle`` then says what is wrong)."""
+    from longtail.config import TrainConfig
+
+    manifest = None if bundle is None else Path(bundle) / "manifest.json"
+    if manifest is None or not manifest.is_file():
+        return None
+    try:
+        return TrainConfig.model_validate(json.loads(manifest.read_text()).get("config", {})).events
+    except (ValueError, TypeError):
+        return None
 
 
 def bundle_recommenders(pipe) -> list:

@@ -116,6 +116,9 @@ class RankerConfig(StrictModel):
     beta: float | None = Field(None, ge=0.0, le=1.0, description="fixed β, or null for the learned gate")
     attention: bool = Field(True, description="target-aware attention; false = mean pooling")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout on history embeddings")
+    id_dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="chance an item's ID vector is off for a training step (cold-item practice)"
+    )
     epochs: int = Field(12, ge=1, description="max epochs; early stopping on valid ndcg@10")
     examples_per_epoch: int | None = Field(
         None, ge=1, description="next-item examples per epoch; null scales"
@@ -140,6 +143,9 @@ class RetrieverConfig(StrictModel):
     heads: int = Field(2, ge=1, description="self-attention heads of the user tower (must divide dim)")
     layers: int = Field(2, ge=1, description="causal self-attention blocks of the user tower")
     dropout: float = Field(0.2, ge=0.0, lt=1.0, description="dropout in the user tower")
+    id_dropout: float = Field(
+        0.0, ge=0.0, lt=1.0, description="chance an item's ID vector is off for a training step (cold-item practice)"
+    )
     alpha: float | None = Field(None, ge=0.0, le=1.0, description="fixed α, or null for the learned gate")
     beta: float | None = Field(None, ge=0.0, le=1.0, description="fixed β, or null for the learned gate")
     loss_weight: float = Field(1.0, gt=0.0, description="weight of its loss next to the ranker's")
@@ -216,6 +222,29 @@ class SelectConfig(StrictModel):
         return self
 
 
+class EventsConfig(StrictModel):
+    """How much each event counts: strength = type weight × the event's own weight (1 when it has none),
+    clipped into [1 / max_strength, max_strength]. A history item of strength s weighs like s copies of it
+    in the ranker's attention and in the association term; a training target of strength s weighs s in the
+    loss (normalised to mean 1)."""
+
+    type_weights: dict[str, float] = Field(
+        {"view": 0.5, "click": 1.0, "cart": 2.0, "purchase": 3.0},
+        description="strength of each event type; types not listed (e.g. 'interaction') count 1.0",
+    )
+    use_weight: bool = Field(True, description="multiply by the event's own weight (a rating, a quantity)")
+    max_strength: float = Field(10.0, ge=1.0, description="strengths are clipped into [1/max, max]")
+    in_history: bool = Field(True, description="the ranker reads history strengths (serving and training)")
+    in_loss: bool = Field(True, description="training targets are weighted by their strength")
+
+    @model_validator(mode="after")
+    def _positive(self) -> EventsConfig:
+        bad = {k: v for k, v in self.type_weights.items() if not v > 0}
+        if bad:
+            raise ValueError(f"events.type_weights must be > 0, got {bad}")
+        return self
+
+
 class ResourcesConfig(StrictModel):
     num_workers: int = Field(2, ge=1, description="Ray Train workers")
     use_gpu: bool = Field(False, description="one GPU per worker, NCCL, bf16")
@@ -239,6 +268,7 @@ class TrainConfig(StrictModel):
     retrieval: RetrievalConfig = RetrievalConfig()
     rerank: RerankConfig = RerankConfig()
     select: SelectConfig = SelectConfig()
+    events: EventsConfig = EventsConfig()
     resources: ResourcesConfig = ResourcesConfig()
     baselines: BaselinesConfig = BaselinesConfig()
 

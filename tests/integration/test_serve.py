@@ -219,6 +219,24 @@ def test_event_changes_the_next_recommendation_and_is_idempotent(service):
     assert post(service, "/recommend", {"user_id": "fresh", "k": 3}).json()["strategy"] == "hybrid"
 
 
+def test_a_purchase_event_moves_the_next_list_more_than_a_view(service):
+    """Three users with the same viewed items; then one buys item 15, one views it: the buyer's list moves more."""
+    def events(user: str, last: str | None) -> dict:
+        items = [("0", "view"), ("1", "view"), ("2", "view")] + ([("15", last)] if last else [])
+        return {"events": [{"event_id": f"{user}-{j}", "user_id": user, "item_id": item, "type": kind,
+                            "timestamp": 1000.0 + j} for j, (item, kind) in enumerate(items)]}  # fmt: skip
+
+    scores = {}
+    for user, last in (("same-base", None), ("viewer", "view"), ("buyer", "purchase")):
+        assert post(service, "/events", events(user, last), headers=auth()).status_code == 200
+        got = post(service, "/recommend", {"user_id": user, "k": 20, "exclude_seen": False}).json()
+        assert got["strategy"] == "hybrid"
+        scores[user] = {i["item_id"]: i["score"] for i in got["items"]}
+    base = scores["same-base"]
+    moved = {u: sum(abs(scores[u][i] - base[i]) for i in base if i in scores[u]) for u in ("viewer", "buyer")}
+    assert moved["buyer"] > 1.5 * moved["viewer"] > 0, moved
+
+
 def test_new_item_is_recommendable_within_five_seconds(service):
     started = time.time()
     r = post(service, "/items", {"item_id": "new-space", "text": "B story of space number 15", "fields": {"year": 2026}},

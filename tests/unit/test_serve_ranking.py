@@ -172,3 +172,25 @@ def test_shelves_knobs_reserve_tail_and_new_slots_and_spread_exposure(ranker):
 def test_shelf_knobs_over_one_are_refused():
     with pytest.raises(ValueError, match="≤ 1"):
         RankerKnobs(tail_share=0.7, new_share=0.4)
+
+
+def test_a_purchase_moves_the_next_list_more_than_a_view(ranker):
+    """The same stored event as a view or as a purchase: the purchase changes the list and its scores more."""
+    base_items = ["0", "1", "2", "3"]
+    ranker.configure(RankerKnobs(candidates="exact"))
+
+    def ranked(types: list[str]) -> dict[str, float]:
+        history, strengths, _ = ranker.weighted_history("shopper", False, [*base_items, "15"], types, [None] * 5)
+        [out] = ranker.recommend([Query("shopper", history, ranker.n_items, False, strengths=strengths)])
+        return {i["item_id"]: i["score"] for i in out.items}
+
+    before_history, before_s, _ = ranker.weighted_history("shopper", False, base_items, ["view"] * 4, [None] * 4)
+    [before] = ranker.recommend([Query("shopper", before_history, ranker.n_items, False, strengths=before_s)])
+    base = {i["item_id"]: i["score"] for i in before.items}
+    viewed, bought = ranked(["view"] * 5), ranked(["view"] * 4 + ["purchase"])
+    moved = {name: sum(abs(got[i] - base[i]) for i in base) for name, got in (("view", viewed), ("purchase", bought))}
+    assert moved["purchase"] > 1.5 * moved["view"] > 0
+    top = {name: [i for i in sorted(got, key=got.get, reverse=True)][:5] for name, got in (("view", viewed),
+                                                                                       ("purchase", bought))}  # fmt: skip
+    group_b = {str(i) for i in range(10, 20)}
+    assert len(group_b & set(top["purchase"])) >= len(group_b & set(top["view"]))  # the bought item's side gains

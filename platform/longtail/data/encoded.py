@@ -10,7 +10,9 @@ import numpy as np
 import pyarrow as pa
 from scipy import sparse
 
+from longtail.config import EventsConfig
 from longtail.data.dataset import catalog_of, read_split, read_table
+from longtail.data.events import event_strengths, uniform
 from longtail.data.ids import encode, naturally_sorted_unique
 from longtail.data.splits import PARTS, SplitTables
 
@@ -22,6 +24,7 @@ class Interactions:
     users: np.ndarray  # (n,) int64 user index
     items: np.ndarray  # (n,) int64 catalog index
     timestamps: np.ndarray  # (n,) float64 seconds
+    strengths: np.ndarray | None = None  # (n,) float32 event strengths; None: every event counts 1
 
     def __len__(self) -> int:
         return len(self.users)
@@ -33,7 +36,11 @@ class Interactions:
         items = np.concatenate([p.items for p in parts])
         stamps = np.concatenate([p.timestamps for p in parts])
         order = np.lexsort((np.arange(len(users)), stamps, users))
-        return Interactions(users[order], items[order], stamps[order])
+        strengths = None
+        if any(p.strengths is not None for p in parts):
+            strengths = np.concatenate([np.ones(len(p), np.float32) if p.strengths is None else p.strengths
+                                        for p in parts])[order]  # fmt: skip
+        return Interactions(users[order], items[order], stamps[order], strengths)
 
 
 @dataclass(frozen=True)
@@ -42,12 +49,13 @@ class Histories:
 
     indptr: np.ndarray  # (n_users + 1,) int64
     items: np.ndarray  # (nnz,) int64, oldest first within a user
+    strengths: np.ndarray | None = None  # (nnz,) float32 event strengths; None: every event counts 1
 
     @staticmethod
     def from_interactions(inter: Interactions, n_users: int) -> Histories:
         """Histories of ``n_users`` users from interactions sorted by (user, time)."""
         counts = np.bincount(inter.users, minlength=n_users)
-        return Histories(np.r_[0, np.cumsum(counts)].astype(np.int64), inter.items.astype(np.int64))
+        return Histories(np.r_[0, np.cumsum(counts)].astype(np.int64), inter.items.astype(np.int64), inter.strengths)
 
     @property
     def n_users(self) -> int:
@@ -67,7 +75,8 @@ class Histories:
         starts, ends = self.indptr[users], self.indptr[users + 1]
         lengths = ends - starts
         take = np.repeat(starts - np.r_[0, np.cumsum(lengths)[:-1]], lengths) + np.arange(lengths.sum())
-        return Histories(np.r_[0, np.cumsum(lengths)].astype(np.int64), self.items[take])
+        strengths = None if self.strengths is None else self.strengths[take]
+        return Histories(np.r_[0, np.cumsum(lengths)].astype(np.int64), self.items[take], strengths)
 
     def to_csr(self, n_items: int) -> sparse.csr_matrix:
         """Binary user × item matrix (float32)."""
@@ -79,14 +88,28 @@ class Histories:
 
     def padded(self, max_len: int) -> tuple[np.ndarray, np.ndarray]:
         """The last ``max_len`` items per user, left-aligned: items (b, L) with -1 padding, mask (b, L)."""
-        lengths = np.minimum(self.lengths(), max_len)
+        rows, cols, src, mask = self._recent(max_len)
         out = np.full((self.n_users, max_len), -1, dtype=np.int64)
+        out[rows, cols] = self.items[src]
+        return out, mask
+
+    def padded_strengths(self, max_len: int) -> np.ndarray | None:
+        """Strengths of ``padded``'s items (b, L), 1 for padding; None when every event counts 1."""
+        if self.strengths is None:
+            return None
+        rows, cols, src, _ = self._recent(max_len)
+        out = np.ones((self.n_users, max_len), dtype=np.float32)
+        out[rows, cols] = self.strengths[src]
+        return out
+
+    def _recent(self, max_len: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(rows, cols, source positions) of the last ``max_len`` items per user, and the (b, L) mask."""
+        lengths = np.minimum(self.lengths(), max_len)
         mask = np.arange(max_len)[None, :] < lengths[:, None]  # (b, L)
         rows = np.repeat(np.arange(self.n_users), lengths)
         cols = np.arange(lengths.sum()) - np.repeat(np.r_[0, np.cumsum(lengths)[:-1]], lengths)
         src = np.repeat(self.indptr[1:] - lengths, lengths) + cols
-        out[rows, cols] = self.items[src]
-        return out, mask
+        return rows, cols, src, mask
 
 
 @dataclass(frozen=True)
@@ -123,26 +146,42 @@ class SplitData:
         return Histories.from_interactions(Interactions.concat([self.part(p) for p in parts]), self.n_users)
 
 
-def encode_split(tables: SplitTables, items: pa.Table) -> SplitData:
-    """Encode one split against the catalog of ``items`` plus every item in the split."""
+def encode_split(tables: SplitTables, items: pa.Table, events: EventsConfig | None = None) -> SplitData:
+    """Encode one split against the catalog of ``items`` plus every item in the split; with ``events``, each
+    interaction's strength from its ``event_type`` and ``weight`` (kept only where strengths differ)."""
     all_parts = pa.concat_tables([tables.train, tables.valid, tables.test])
     catalog = catalog_of(items, all_parts)
     users = naturally_sorted_unique(all_parts.column("user_id").to_numpy(zero_copy_only=False))
 
-    def enc(table: pa.Table) -> Interactions:
+    parts = (tables.train, tables.valid, tables.test)
+    strengths: list[np.ndarray | None] = [None, None, None]
+    if events is not None:
+        strengths = [table_strengths(t, events) for t in parts]
+        if uniform(np.concatenate(strengths)):
+            strengths = [None, None, None]
+
+    def enc(table: pa.Table, s: np.ndarray | None) -> Interactions:
         u = encode(table.column("user_id").to_numpy(zero_copy_only=False), users)
         i = encode(table.column("item_id").to_numpy(zero_copy_only=False), catalog)
         t = table.column("timestamp").to_numpy().astype(np.float64)
         order = np.lexsort((np.arange(len(u)), t, u))
-        return Interactions(u[order], i[order], t[order])
+        return Interactions(u[order], i[order], t[order], None if s is None else s[order])
 
     text = None
     if "text" in items.column_names:
         by_id = dict(zip(items.column("item_id").to_pylist(), items.column("text").to_pylist(), strict=True))
         text = np.array([by_id.get(i, "") for i in catalog], dtype=object)
-    return SplitData(catalog, users, enc(tables.train), enc(tables.valid), enc(tables.test), text)
+    return SplitData(catalog, users, *(enc(t, st) for t, st in zip(parts, strengths, strict=True)), text)
 
 
-def load_split_data(data_dir: Path, split: str = "warm") -> SplitData:
-    """Read and encode split ``split`` of a prepared dataset directory."""
-    return encode_split(read_split(data_dir, split), read_table(data_dir, "items"))
+def table_strengths(table: pa.Table, events: EventsConfig) -> np.ndarray:
+    """(rows,) strengths of an interactions table (``event_type``, ``weight`` columns; absent ones count 1)."""
+    n = table.num_rows
+    types = table.column("event_type").to_pylist() if "event_type" in table.column_names else [""] * n
+    weights = table.column("weight").to_pylist() if "weight" in table.column_names else [None] * n
+    return event_strengths(types, weights, events)
+
+
+def load_split_data(data_dir: Path, split: str = "warm", events: EventsConfig | None = None) -> SplitData:
+    """Read and encode split ``split`` of a prepared dataset directory; ``events``: compute event strengths."""
+    return encode_split(read_split(data_dir, split), read_table(data_dir, "items"), events)

@@ -2,11 +2,13 @@
 
 For candidate i and history items h_1..h_L (oldest first):
 
-    a(i, l) = mean_heads softmax_l( ⟨W_q x_i, W_k x_{h_l}⟩_head / √d_head + r_head[L_u − 1 − l] )
+    a(i, l) = mean_heads softmax_l( ⟨W_q x_i, W_k x_{h_l}⟩_head / √d_head + r_head[L_u − 1 − l] + log w_l )
     s(u, i) = Σ_l a(i, l) · ⟨y_i, y_{h_l}⟩
 
-where x are the attention features, y the value/target vectors and r a learned recency bias indexed by
-position from the newest item. Padding never receives weight; an empty history scores 0.
+where x are the attention features, y the value/target vectors, r a learned recency bias indexed by
+position from the newest item and w_l the event strength of history item l (a purchase > a view; 1 when
+not given): an item of strength w weighs like w copies of it. Padding never receives weight; an empty
+history scores 0.
 
 Candidates are either shared by the batch, (c, d), or one set per user, (b, c, d) — the second stage of
 retrieve → rank scores each user's own candidates, so nothing here grows with the catalog.
@@ -32,16 +34,18 @@ class TargetAttention(nn.Module):
         self.key = nn.Linear(dim, dim, bias=False)
         self.recency = nn.Parameter(torch.zeros(heads, max_history))
 
-    def weights(self, cand: torch.Tensor, hist: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def weights(self, cand: torch.Tensor, hist: torch.Tensor, mask: torch.Tensor,
+                strength: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         """Attention of each candidate over each history: (b, c, L).
 
         cand: (c, d) shared or (b, c, d) per-user candidate features; hist: (b, L, d); mask: (b, L) true
-        for real items.
+        for real items; strength: (b, L) positive event strengths, or None (all 1).
         """
         b, length, _ = hist.shape
         c = cand.shape[-2]
-        if not self.use_attention:  # mean pooling: every real history item weighs the same
-            w = mask.float() / mask.float().sum(1, keepdim=True).clamp_min(1.0)  # (b, L)
+        if not self.use_attention:  # mean pooling: every real history item weighs its strength
+            w = mask.float() if strength is None else mask.float() * strength
+            w = w / w.sum(1, keepdim=True).clamp_min(1e-12)  # (b, L)
             return w[:, None, :].expand(b, c, length)
         # every pass over the (b, h, c, L) logits counts (it is the ranker's largest tensor): the 1/√dh
         # scale goes into the (smaller) keys, recency and padding into one (b, h, 1, L) bias
@@ -55,6 +59,8 @@ class TargetAttention(nn.Module):
             logits = torch.matmul(q, k)  # (b, h, c, L)
         from_end = (mask.sum(1, keepdim=True) - 1 - torch.arange(length, device=mask.device)).clamp(0, None)
         bias = self.recency[:, from_end.clamp(max=self.recency.shape[1] - 1)].permute(1, 0, 2)  # (b, h, L)
+        if strength is not None:
+            bias = bias + torch.log(strength)[:, None, :]
         bias = bias.masked_fill(~mask[:, None, :], float("-inf"))[:, :, None, :]  # (b, h, 1, L)
         w = torch.softmax(logits + bias, dim=-1).mean(1)  # (b, c, L)
         empty = ~mask.any(1)  # (b,) no real item: softmax over -inf only is NaN; such a history scores 0
@@ -69,9 +75,11 @@ class TargetAttention(nn.Module):
         hist_feat: torch.Tensor,
         hist_vec: torch.Tensor,
         mask: torch.Tensor,
+        strength: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """(scores (b, c), weights (b, c, L)) for candidates (c, d) or (b, c, d) against histories (b, L, d)."""
-        w = self.weights(cand_feat, hist_feat, mask)  # (b, c, L)
+        """(scores (b, c), weights (b, c, L)) for candidates (c, d) or (b, c, d) against histories (b, L, d);
+        strength (b, L) or None."""
+        w = self.weights(cand_feat, hist_feat, mask, strength)  # (b, c, L)
         pattern = "cd,bld->bcl" if cand_vec.dim() == 2 else "bcd,bld->bcl"
         sim = torch.einsum(pattern, cand_vec, hist_vec)  # (b, c, L)
         return (w * sim).sum(-1), w

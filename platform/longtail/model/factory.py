@@ -64,7 +64,7 @@ def build_ranker(
     return HybridRanker(
         _float_tensor(vectors), graph_tensor(graph), torch.tensor(np.asarray(train_counts)),
         dim=config.dim, heads=config.heads, max_history=config.max_history, alpha=config.alpha, beta=config.beta,
-        use_attention=config.attention, dropout=config.dropout,
+        use_attention=config.attention, dropout=config.dropout, id_dropout=config.id_dropout,
     )  # fmt: skip
 
 
@@ -77,7 +77,7 @@ def build_retriever(
     return FactorizedRetriever(
         _float_tensor(vectors), torch.from_numpy(neighbour_text(graph, vectors)), torch.tensor(np.asarray(train_counts)),
         dim=config.dim, heads=config.heads, layers=config.layers, max_history=max_history, alpha=config.alpha,
-        beta=config.beta, dropout=config.dropout,
+        beta=config.beta, dropout=config.dropout, id_dropout=config.id_dropout,
     )  # fmt: skip
 
 

@@ -5,12 +5,15 @@
 - s_text: target-aware attention over the projected text vectors of the history (``TargetAttention``),
   defined for every item with text, touched or not.
 - s_assoc: κ · Σ_l r_l · A[h_l, i], the item graph A reached from the history with recency weights
-  r_l ∝ exp(−λ · position from newest); κ, λ ≥ 0 learned.
+  r_l ∝ w_l · exp(−λ · position from newest) (w_l: the event's strength, 1 when not given); κ, λ ≥ 0 learned.
 - s_cf: target-aware attention over ID embeddings of the history. An item with no train interaction has
   no ID vector (zero): its random, only-ever-negative embedding would be noise, so it scores on text and
   graph alone — exactly like an item added to the catalog after training.
 - α_i, β_i: fixed numbers, or learned popularity gates: α_i = σ(a − softplus(w)·z_i) falls as item i gets
   more popular (z = standardised log(1 + train count)); β_i = σ(b + v·z_i).
+
+Event strengths w (b, L) (``longtail.config.EventsConfig``) enter both attentions as log w_l: an item of
+strength w weighs like w copies of it.
 
 Candidates are shared by a batch (training, exact scoring of the whole catalog) or one set per user (the
 second stage: tensors grow with candidates × history, never with the catalog). Users are their history;
@@ -76,9 +79,11 @@ class HybridRanker(nn.Module):
         beta: float | None = None,
         use_attention: bool = True,
         dropout: float = 0.1,
+        id_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         n = text_vectors.shape[0]
+        self.id_dropout = id_dropout
         self.n_items, self.max_history = n, max_history
         self.register_buffer("text_vectors", text_vectors.float(), persistent=False)  # (n, d_t)
         self._set_graph(graph)
@@ -119,9 +124,18 @@ class HybridRanker(nn.Module):
         out = self.projected_text()[safe] if not torch.is_grad_enabled() else self.text_proj(self.text_vectors[safe])
         return out * (items < self.n_items).unsqueeze(-1)
 
-    def item_id(self, items: torch.Tensor) -> torch.Tensor:
-        """ID embeddings (…, dim); zero for padding and for items without a train interaction."""
-        return self.item_emb(items) * self.known[items]
+    def item_id(self, items: torch.Tensor, known: torch.Tensor | None = None) -> torch.Tensor:
+        """ID embeddings (…, dim); zero for padding and for items without a train interaction (or, with
+        ``known`` (n + 1, 1), for the items it zeroes)."""
+        return self.item_emb(items) * (self.known if known is None else known)[items]
+
+    def _known_this_step(self) -> torch.Tensor | None:
+        """ID dropout: while training, each item loses its ID vector for this step with chance ``id_dropout``
+        (as candidate and in histories alike), so text and graph must score it the way they score a
+        never-touched item."""
+        if not (self.training and self.id_dropout > 0):
+            return None
+        return self.known * (torch.rand_like(self.known) >= self.id_dropout)
 
     def projected_text(self) -> torch.Tensor:
         """text_proj of every item (n, dim), cached while the projection's weights are unchanged (scoring)."""
@@ -153,11 +167,14 @@ class HybridRanker(nn.Module):
         at = torch.searchsorted(unique, query).clamp(max=len(unique) - 1)
         return torch.where(unique[at] == query, reach[at], 0.0)
 
-    def assoc(self, history: torch.Tensor, mask: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    def assoc(self, history: torch.Tensor, mask: torch.Tensor, candidates: torch.Tensor,
+              strength: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
         """κ · Σ_l r_l A[h_l, c] for each user and candidate: (b, c); candidates (c,) or (b, c)."""
         b, length = history.shape
         from_end = (mask.sum(1, keepdim=True) - 1 - torch.arange(length, device=history.device)).float()
         r = torch.exp(-nn.functional.softplus(self.assoc_decay) * from_end.clamp_min(0)) * mask  # (b, L)
+        if strength is not None:
+            r = r * strength
         r = r / r.sum(1, keepdim=True).clamp_min(1e-12)
         kappa = nn.functional.softplus(self.assoc_scale) * 10.0
         if candidates.dim() == 2:  # per-user candidates: the history's graph rows, then a lookup per candidate
@@ -166,19 +183,22 @@ class HybridRanker(nn.Module):
         reach = torch.sparse.mm(self.graph_t(), rows.t()).t()  # (b, n) = rows @ A
         return kappa * reach[:, candidates]
 
-    def forward(self, history: torch.Tensor, candidates: torch.Tensor | None = None) -> HybridOutput:
+    def forward(self, history: torch.Tensor, candidates: torch.Tensor | None = None,
+                strength: torch.Tensor | None = None) -> HybridOutput:  # fmt: skip
         """history: (b, L) item indices, oldest first, padded with ``n_items``; candidates: (c,) shared,
-        (b, c) per user (``n_items`` pads a short row; it scores 0), or None for every item."""
+        (b, c) per user (``n_items`` pads a short row; it scores 0), or None for every item; strength:
+        (b, L) positive event strengths of the history (padding: any positive value), or None (all 1)."""
         if candidates is None:
             candidates = torch.arange(self.n_items, device=history.device)
         mask = history < self.n_items  # (b, L)
         hist_text = self.dropout(self.item_text(history))  # (b, L, dim)
         cand_text = self.item_text(candidates)  # (c, dim) or (b, c, dim)
-        s_text, w_text = self.text_attn(cand_text, cand_text, hist_text, hist_text, mask)
-        hist_id = self.dropout(self.item_id(history))  # (b, L, dim)
-        cand_id = self.item_id(candidates)
-        s_cf, w_cf = self.cf_attn(cand_id, cand_id, hist_id, hist_id, mask)
-        s_assoc = self.assoc(history, mask, candidates)
+        s_text, w_text = self.text_attn(cand_text, cand_text, hist_text, hist_text, mask, strength)
+        known = self._known_this_step()
+        hist_id = self.dropout(self.item_id(history, known))  # (b, L, dim)
+        cand_id = self.item_id(candidates, known)
+        s_cf, w_cf = self.cf_attn(cand_id, cand_id, hist_id, hist_id, mask, strength)
+        s_assoc = self.assoc(history, mask, candidates, strength)
         z = self.pop_z[candidates.clamp(max=self.n_items - 1)]
         alpha, beta = self.alpha(z), self.beta(z)  # (c,) or (b, c)
         score = alpha * (1 - beta) * s_text + alpha * beta * s_assoc + (1 - alpha) * s_cf

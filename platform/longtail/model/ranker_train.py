@@ -8,7 +8,9 @@ Loss: sampled softmax over the batch's targets plus N uniformly drawn items, wit
 where q_j is the chance of j being a candidate (the mixture of in-batch targets and uniform negatives),
 which removes the sampling bias, and π_j the smoothed train popularity share: η > 0 (logit adjustment)
 makes the learned score popularity-balanced, so the model ranks the tail higher. Seen items and other
-rows' copies of a row's own target are masked.
+rows' copies of a row's own target are masked. With event strengths (``EventsConfig``) each example's
+loss is weighted by its target's strength (a purchase teaches more than a view) and the prefix carries its
+items' strengths into the models.
 """
 
 from __future__ import annotations
@@ -24,6 +26,23 @@ from longtail.data.encoded import Histories
 
 def next_item_examples(histories: Histories, max_history: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
     """All (prefix, target) pairs: prefixes (N, L) left-aligned, oldest first, padded with ``pad``; targets (N,)."""
+    src, valid, target_pos = _example_positions(histories, max_history)
+    prefixes = np.where(valid, histories.items[np.where(valid, src, 0)], pad)
+    return prefixes.astype(np.int64), histories.items[target_pos].astype(np.int64)
+
+
+def next_item_strengths(histories: Histories, max_history: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """Event strengths of ``next_item_examples``: prefixes (N, L) (padding 1) and targets (N,); None when the
+    histories carry none."""
+    if histories.strengths is None:
+        return None
+    src, valid, target_pos = _example_positions(histories, max_history)
+    prefix = np.where(valid, histories.strengths[np.where(valid, src, 0)], 1.0)
+    return prefix.astype(np.float32), histories.strengths[target_pos].astype(np.float32)
+
+
+def _example_positions(histories: Histories, max_history: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(prefix source positions (N, L), valid (N, L), target positions (N,)) into ``histories.items``."""
     lengths = histories.lengths()
     starts = histories.indptr[:-1]
     users = np.repeat(np.arange(histories.n_users), np.maximum(lengths - 1, 0))
@@ -37,9 +56,7 @@ def next_item_examples(histories: Histories, max_history: int, pad: int) -> tupl
     cols = np.arange(max_history)[None, :]
     src = starts[users][:, None] + begin[:, None] + cols  # (N, L)
     valid = cols < width[:, None]
-    prefixes = np.where(valid, histories.items[np.where(valid, src, 0)], pad)
-    targets = histories.items[starts[users] + t]
-    return prefixes.astype(np.int64), targets.astype(np.int64)
+    return src, valid, starts[users] + t
 
 
 def popularity_log_prior(counts: np.ndarray) -> np.ndarray:
@@ -57,23 +74,30 @@ def sampled_softmax_loss(
     log_prior: torch.Tensor,
     eta: float,
     temperature: float = 1.0,
+    strength: torch.Tensor | None = None,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean cross-entropy of each row's target among the batch targets + negatives (module docstring).
 
-    history (b, L), target (b,), negatives (N,), target_share (n,) probability that a batch target is j.
+    history (b, L), target (b,), negatives (N,), target_share (n,) probability that a batch target is j;
+    strength (b, L) the history's event strengths (or None); weight (b,) each row's loss weight (or None:
+    the plain mean).
     """
     b, n_neg = len(target), len(negatives)
     n_items = log_prior.shape[0]
     candidates = torch.cat([target, negatives])  # (b + N,)
     q = (b * target_share[candidates] + n_neg / n_items) / (b + n_neg)
-    out = model(history, candidates)
+    out = model(history, candidates) if strength is None else model(history, candidates, strength)
     logits = out.score / temperature - torch.log(q) + eta * log_prior[candidates]  # (b, b + N)
     seen = (history[:, :, None] == candidates[None, None, :]).any(1)  # (b, b + N)
     own = torch.zeros_like(seen)
     own[torch.arange(b), torch.arange(b)] = True
     clash = (candidates[None, :] == target[:, None]) & ~own
     logits = logits.masked_fill((seen & ~own) | clash, torch.finfo(logits.dtype).min)
-    return nn.functional.cross_entropy(logits, torch.arange(b, device=logits.device))
+    labels = torch.arange(b, device=logits.device)
+    if weight is None:
+        return nn.functional.cross_entropy(logits, labels)
+    return (nn.functional.cross_entropy(logits, labels, reduction="none") * weight).sum() / weight.sum().clamp_min(1e-12)
 
 
 class NextItemObjective(nn.Module):
@@ -91,11 +115,14 @@ class NextItemObjective(nn.Module):
         self.register_buffer("target_share", target_share.float(), persistent=False)  # (n,)
         self.register_buffer("log_prior", log_prior.float(), persistent=False)  # (n,)
 
-    def forward(self, history: torch.Tensor, target: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
-        """Weighted loss of every scorer on histories (b, L), targets (b,) and shared negatives (N,)."""
+    def forward(self, history: torch.Tensor, target: torch.Tensor, negatives: torch.Tensor,
+                strength: torch.Tensor | None = None, weight: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+        """Weighted loss of every scorer on histories (b, L), targets (b,) and shared negatives (N,); history
+        strengths (b, L) and row weights (b,) when events have strengths."""
         return sum(
             self.weights.get(name, 1.0) * sampled_softmax_loss(model, history, target, negatives, self.target_share,
-                                                               self.log_prior, self.eta, self.temperature)
+                                                               self.log_prior, self.eta, self.temperature,
+                                                               strength, weight)
             for name, model in self.scorers.items()
         )  # fmt: skip
 
@@ -110,9 +137,12 @@ def train_epoch(
     n_items: int,
     generator: torch.Generator,
     on_step: Callable[[int, int, float], None] | None = None,
+    strengths: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
 ) -> float:
     """One pass over shuffled examples; returns the mean loss. ``objective`` (a ``NextItemObjective``) may be
-    DDP-wrapped."""
+    DDP-wrapped. ``strengths`` (N, L): the prefixes' event strengths; ``weights`` (N,): each example's loss
+    weight (both optional)."""
     objective.train()
     order = torch.randperm(len(targets), generator=generator).to(targets.device)
     total, steps = 0.0, 0
@@ -120,7 +150,8 @@ def train_epoch(
     for step in range(n_steps):
         idx = order[step * batch_size : (step + 1) * batch_size]
         negatives = torch.randint(0, n_items, (n_negatives,), generator=generator).to(targets.device)
-        loss = objective(prefixes[idx], targets[idx], negatives)
+        loss = objective(prefixes[idx], targets[idx], negatives, None if strengths is None else strengths[idx],
+                         None if weights is None else weights[idx])  # fmt: skip
         optimizer.zero_grad()
         loss.backward()
         for scorer in getattr(objective, "module", objective).scorers.values():  # each model's own norm

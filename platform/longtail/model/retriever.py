@@ -70,8 +70,10 @@ class FactorizedRetriever(nn.Module):
         alpha: float | None = None,
         beta: float | None = None,
         dropout: float = 0.1,
+        id_dropout: float = 0.0,
     ) -> None:
         super().__init__()
+        self.id_dropout = id_dropout  # training only: an item's ID vector is off for a step with this chance
         n, d_text = text_vectors.shape
         self.n_items, self.max_history, self.dim, self.heads = n, max_history, dim, heads
         self.register_buffer("text_vectors", text_vectors.float(), persistent=False)  # (n, d_t)
@@ -123,9 +125,9 @@ class FactorizedRetriever(nn.Module):
             self.compacted = True
         return self
 
-    def item_id(self, items: torch.Tensor) -> torch.Tensor:
-        """e_i (…, dim); zero for padding and for items without a train interaction."""
-        return self.item_emb(items) * self.known[items]
+    def item_id(self, items: torch.Tensor, known: torch.Tensor | None = None) -> torch.Tensor:
+        """e_i (…, dim); zero for padding and for items without a train interaction (or that ``known`` zeroes)."""
+        return self.item_emb(items) * (self.known if known is None else known)[items]
 
     def gates(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.pop_z[items.clamp(max=self.n_items - 1)]
@@ -140,13 +142,16 @@ class FactorizedRetriever(nn.Module):
         return torch.cat([a * (1 - b) * t, a * b * t, (1 - a) * e], dim=-1)
 
     # ---- user tower ---------------------------------------------------------------------------------
-    def user_parts(self, history: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(p_u, r_u, c_u), each (b, dim), for histories (b, L) oldest first, padded with ``n_items``."""
+    def user_parts(self, history: torch.Tensor, strength: torch.Tensor | None = None,
+                   known: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+        """(p_u, r_u, c_u), each (b, dim), for histories (b, L) oldest first, padded with ``n_items``;
+        strength (b, L): event strengths, which weigh the association term's ρ (the sequence encoder reads
+        the items only)."""
         b, length = history.shape
         mask = history < self.n_items  # (b, L)
         n_real = mask.sum(1)  # (b,)
         from_end = (n_real[:, None] - 1 - torch.arange(length, device=history.device)).clamp(0, self.max_history - 1)
-        x = self.item_text(history) + self.item_id(history) + self.position(from_end) * mask[..., None]
+        x = self.item_text(history) + self.item_id(history, known) + self.position(from_end) * mask[..., None]
         x = self.dropout(x)  # (b, L, dim)
         causal = torch.ones(length, length, dtype=torch.bool, device=history.device).triu(1)  # (L, L)
         blocked = causal[None] | ~mask[:, None, :]  # (b, L, L)
@@ -156,6 +161,8 @@ class FactorizedRetriever(nn.Module):
             x = block(x, blocked)
         last = self.norm(x[torch.arange(b, device=history.device), (n_real - 1).clamp_min(0)])  # (b, dim)
         rho = torch.exp(-nn.functional.softplus(self.assoc_decay) * from_end.float()) * mask  # (b, L)
+        if strength is not None:
+            rho = rho * strength
         rho = rho / rho.sum(1, keepdim=True).clamp_min(1e-12)
         safe = history.clamp(max=self.n_items - 1)
         if torch.is_grad_enabled():
@@ -168,16 +175,21 @@ class FactorizedRetriever(nn.Module):
         real = (n_real > 0)[:, None]  # an empty history has no vector: it scores 0 everywhere
         return self.text_head(last) * real, r_u, self.cf_head(last) * real
 
-    def user_vectors(self, history: torch.Tensor) -> torch.Tensor:
+    def user_vectors(self, history: torch.Tensor, strength: torch.Tensor | None = None) -> torch.Tensor:
         """q_u (b, 3·dim)."""
-        return torch.cat(self.user_parts(history), dim=-1)
+        return torch.cat(self.user_parts(history, strength), dim=-1)
 
-    def forward(self, history: torch.Tensor, candidates: torch.Tensor | None = None) -> RetrieverOutput:
-        """⟨q_u, v_i⟩ and its terms for histories (b, L) and shared candidates (c,) (None: every item)."""
+    def forward(self, history: torch.Tensor, candidates: torch.Tensor | None = None,
+                strength: torch.Tensor | None = None) -> RetrieverOutput:  # fmt: skip
+        """⟨q_u, v_i⟩ and its terms for histories (b, L) and shared candidates (c,) (None: every item);
+        strength (b, L) event strengths or None."""
         if candidates is None:
             candidates = torch.arange(self.n_items, device=history.device)
-        p, r, c = self.user_parts(history)
-        t, e = self.item_text(candidates), self.item_id(candidates)  # (c, dim)
+        known = None  # ID dropout (training): the same items lose their ID vector in histories and candidates
+        if self.training and self.id_dropout > 0:
+            known = self.known * (torch.rand_like(self.known) >= self.id_dropout)
+        p, r, c = self.user_parts(history, strength, known)
+        t, e = self.item_text(candidates), self.item_id(candidates, known)  # (c, dim)
         a, b = self.gates(candidates)
         text, assoc, cf = p @ t.T, r @ t.T, c @ e.T  # (b, c)
         score = a * (1 - b) * text + a * b * assoc + (1 - a) * cf  # = user_vectors @ item_vectors.T

@@ -37,13 +37,15 @@ def shelves_of(rerank: RerankConfig) -> Shelves:
 
 def make_pipeline(retriever: FactorizedRetriever, ranker: HybridRanker, vectors: np.ndarray, graph: sparse.csr_matrix,
                   train_counts: np.ndarray, retrieval: RetrievalConfig, rerank: RerankConfig | None = None,
-                  index: ItemIndex | None = None, seed: int = 0) -> Pipeline:  # fmt: skip
-    """A pipeline over trained models; ``rerank`` None means the model's own lists (no boost, no shelves)."""
+                  index: ItemIndex | None = None, seed: int = 0, history_strengths: bool = True) -> Pipeline:  # fmt: skip
+    """A pipeline over trained models; ``rerank`` None means the model's own lists (no boost, no shelves);
+    ``history_strengths``: the models read the histories' event strengths (``events.in_history``)."""
     rerank = rerank or RerankConfig()
     return Pipeline(
         retriever.eval(), ranker.eval(), index or build_index(retriever, retrieval, seed),
         np.asarray(vectors, dtype=np.float32), sparse.csr_matrix(graph, dtype=np.float32), np.asarray(train_counts),
         retrieval, shelves_of(rerank), rerank.tail_boost, rerank.exploration, np.random.default_rng(seed),
+        history_strengths,
     )  # fmt: skip
 
 
@@ -58,7 +60,7 @@ def load_pipeline(bundle: Bundle, retrieval: RetrievalConfig | None = None) -> P
         kind = choose_kind(cfg.retrieval.index, len(bundle.item_ids), cfg.retrieval.exact_below)
         index = ItemIndex.from_bytes(kind, bundle.index_bytes, retrieval.nprobe, retrieval.ef_search)
     return make_pipeline(retriever, ranker, bundle.vectors, bundle.graph, bundle.train_counts, retrieval, cfg.rerank,
-                         index, cfg.ranker.seed)  # fmt: skip
+                         index, cfg.ranker.seed, cfg.events.in_history)  # fmt: skip
 
 
 def own_lists(p: Pipeline) -> Pipeline:

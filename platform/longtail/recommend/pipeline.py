@@ -52,6 +52,10 @@ class Batch:
         items, mask = self.histories.padded(length)
         return np.where(mask, items, pad)
 
+    def recent_strengths(self, length: int) -> np.ndarray | None:
+        """(b, length) event strengths of ``recent``'s items (padding 1), or None when all count 1."""
+        return self.histories.padded_strengths(length)
+
     def excluded(self, n_items: int) -> sparse.csr_matrix:
         """(b, n) items that may not be recommended: the history, for rows that exclude it."""
         h = self.histories
@@ -77,6 +81,7 @@ class Pipeline:
     boost: float = 0.0  # tail boost, 0-1
     exploration: float = 0.0  # 0-1
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
+    history_strengths: bool = True  # the models read event strengths of the history (events.in_history)
 
     def __post_init__(self) -> None:
         self.refresh()
@@ -109,10 +114,22 @@ class Lists:
 
 
 @torch.no_grad()
-def user_vectors(p: Pipeline, recent: np.ndarray) -> np.ndarray:
-    """The retriever's q_u (b, 3·dim) for histories (b, L) padded with n_items."""
+def user_vectors(p: Pipeline, recent: np.ndarray, strength: np.ndarray | None = None) -> np.ndarray:
+    """The retriever's q_u (b, 3·dim) for histories (b, L) padded with n_items, strengths (b, L) or None."""
     p.retriever.eval()
-    return p.retriever.user_vectors(torch.from_numpy(recent).to(_device(p.retriever))).cpu().numpy()
+    device = _device(p.retriever)
+    s = None if strength is None else torch.from_numpy(strength).to(device)
+    return p.retriever.user_vectors(torch.from_numpy(recent).to(device), s).cpu().numpy()
+
+
+def strengths(p: Pipeline, batch: Batch, length: int) -> np.ndarray | None:
+    """(b, length) strengths of the newest history items when the models read them, else None."""
+    return batch.recent_strengths(length) if p.history_strengths else None
+
+
+def _query(p: Pipeline, batch: Batch) -> np.ndarray:
+    length = p.retriever.max_history
+    return user_vectors(p, batch.recent(length, p.n_items), strengths(p, batch, length))
 
 
 def _device(model: torch.nn.Module) -> torch.device:
@@ -121,8 +138,13 @@ def _device(model: torch.nn.Module) -> torch.device:
 
 
 def text_profile(p: Pipeline, batch: Batch) -> np.ndarray:
-    """(b, d_t) unit mean text vector of each user's whole history."""
-    profile = np.asarray(batch.histories.to_csr(p.n_items) @ p.text_vectors)
+    """(b, d_t) unit mean text vector of each user's whole history (strength-weighted when strengths count)."""
+    h = batch.histories
+    if p.history_strengths and h.strengths is not None:
+        weighted = sparse.csr_matrix((h.strengths.astype(np.float32), h.items, h.indptr), shape=(len(batch), p.n_items))
+        profile = np.asarray(weighted @ p.text_vectors)
+    else:
+        profile = np.asarray(h.to_csr(p.n_items) @ p.text_vectors)
     return profile / np.maximum(np.linalg.norm(profile, axis=1, keepdims=True), 1e-12)
 
 
@@ -132,7 +154,7 @@ def channels(p: Pipeline, batch: Batch, k: int = 0, excluded: sparse.csr_matrix 
     items by text). The MIPS channels already skip excluded items; ``merge`` drops them from the others."""
     r = p.retrieval
     excluded = batch.excluded(p.n_items) if excluded is None else excluded
-    q = user_vectors(p, batch.recent(p.retriever.max_history, p.n_items))
+    q = _query(p, batch)
     out = {"mips": p.index.search(q, max(r.candidates or 0, k), excluded)}
     if r.tail_candidates:
         out["tail"] = p.index.search(q, r.tail_candidates, excluded, allowed=p.tail)
@@ -159,14 +181,16 @@ def rank(p: Pipeline, batch: Batch, candidates: np.ndarray, boost: float | None 
     p.ranker.eval()
     recent = batch.recent(p.ranker.max_history, p.n_items)
     device = _device(p.ranker)
+    strength = strengths(p, batch, p.ranker.max_history)
+    strength = None if strength is None else torch.from_numpy(strength).to(device)
     if p.retrieval.candidates is None:  # every item, shared by the batch: one product per term
-        out = _on_cpu(p.ranker(torch.from_numpy(recent).to(device)))
+        out = _on_cpu(p.ranker(torch.from_numpy(recent).to(device), None, strength))
         scores = out.score.numpy().astype(np.float64)  # (b, n)
         excluded = batch.excluded(p.n_items)
         scores[np.repeat(np.arange(len(batch)), np.diff(excluded.indptr)), excluded.indices] = -np.inf
     else:
         cand = torch.from_numpy(np.where(candidates >= 0, candidates, p.n_items)).to(device)
-        out = _on_cpu(p.ranker(torch.from_numpy(recent).to(device), cand))
+        out = _on_cpu(p.ranker(torch.from_numpy(recent).to(device), cand, strength))
         scores = np.where(candidates >= 0, out.score.numpy().astype(np.float64), -np.inf)  # (b, C)
     safe = np.maximum(candidates, 0)
     scores = tail_boost(scores, np.asarray(p.train_counts)[safe], p.boost if boost is None else boost)
@@ -205,8 +229,7 @@ def recommend(p: Pipeline, batch: Batch, k: int, exposure: np.ndarray | None = N
 
 def retriever_lists(p: Pipeline, batch: Batch, k: int) -> np.ndarray:
     """(b, k) the retriever's own top-k (its MIPS search alone, history excluded)."""
-    q = user_vectors(p, batch.recent(p.retriever.max_history, p.n_items))
-    return p.index.search(q, k, batch.excluded(p.n_items))
+    return p.index.search(_query(p, batch), k, batch.excluded(p.n_items))
 
 
 def grow(p: Pipeline, new_vectors: np.ndarray, graph: sparse.csr_matrix) -> None:

@@ -79,9 +79,10 @@ class Ranker:
         queries = []
         for r in requests:
             got = stored[r["user_id"]]
-            history, known = self.ranker.history(r["user_id"], got.erased, got.items)
+            history, strengths, known = self.ranker.weighted_history(r["user_id"], got.erased, got.items, got.types,
+                                                                     got.weights)  # fmt: skip
             queries.append(Query(r["user_id"], history, r["k"], r["exclude_seen"], r.get("tail_boost"),
-                                 r.get("explain", False), known))  # fmt: skip
+                                 r.get("explain", False), known, strengths))  # fmt: skip
         ranked = self.ranker.recommend(queries)
         for result in ranked:
             self.metrics.lists.labels(result.strategy).inc()

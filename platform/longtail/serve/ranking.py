@@ -17,7 +17,8 @@ import numpy as np
 from scipy import sparse
 
 from longtail.bundle import Bundle
-from longtail.data.encoded import Histories
+from longtail.data.encoded import Histories, table_strengths
+from longtail.data.events import event_strengths
 from longtail.model.explain import explain
 from longtail.model.graph import topk_rows
 from longtail.model.rerank import Shelves
@@ -38,6 +39,7 @@ class Query:
     tail_boost: float | None = None  # None: the knob's value
     explain: bool = False
     known_user: bool = True
+    strengths: list[float] | None = None  # event strength of each history item; None: all 1
 
 
 @dataclass
@@ -59,7 +61,8 @@ class ServingRanker:
         self.trained = (self.pipeline.ranker.alpha.fixed, self.pipeline.ranker.beta.fixed, self.pipeline.shelves,
                         self.pipeline.retrieval)  # fmt: skip
         self._index_popularity()
-        self.histories = _bundle_histories(bundle, self.index)
+        self.events = bundle.config.events
+        self.histories, self.history_strengths = _bundle_histories(bundle, self.index)
         self.rng = np.random.default_rng(seed)
         self.configure(RankerKnobs())
         self.last_item_seq = 0
@@ -129,10 +132,22 @@ class ServingRanker:
     # ---- histories ------------------------------------------------------------------------------
     def history(self, user_id: str, erased: bool, stored_items: list[str]) -> tuple[list[int], bool]:
         """(catalog indices oldest first, whether anything is known of the user)."""
+        items, _, known = self.weighted_history(user_id, erased, stored_items)
+        return items, known
+
+    def weighted_history(self, user_id: str, erased: bool, stored_items: list[str], types: list[str] | None = None,
+                         weights: list[float | None] | None = None) -> tuple[list[int], list[float], bool]:  # fmt: skip
+        """(catalog indices oldest first, each one's event strength, whether anything is known of the user):
+        the bundle's history, then the stored events (``types``/``weights`` give their strengths)."""
         base = [] if erased else list(self.histories.get(user_id, ()))
-        extra = [self.index[i] for i in stored_items if i in self.index]
+        base_s = [] if erased or not base else list(self.history_strengths.get(user_id, np.ones(len(base))))
+        types = types if types is not None else [""] * len(stored_items)
+        weights = weights if weights is not None else [None] * len(stored_items)
+        keep = [j for j, i in enumerate(stored_items) if i in self.index]
+        extra = [self.index[stored_items[j]] for j in keep]
+        extra_s = event_strengths([types[j] for j in keep], [weights[j] for j in keep], self.events).tolist()
         known = (not erased and user_id in self.histories) or bool(extra)
-        return base + extra, known
+        return base + extra, [float(v) for v in base_s] + extra_s, known
 
     # ---- ranking --------------------------------------------------------------------------------
     def recommend(self, queries: list[Query]) -> list[Ranked]:
@@ -150,8 +165,12 @@ class ServingRanker:
 
     def _rank(self, queries: list[Query], boost: float | None) -> list[Ranked]:
         lengths = [len(q.history) for q in queries]
+        strengths = None
+        if any(q.strengths is not None for q in queries):
+            strengths = np.asarray([s for q in queries for s in (q.strengths or [1.0] * len(q.history))], np.float32)
+            strengths = None if np.all(strengths == 1.0) else strengths
         histories = Histories(np.r_[0, np.cumsum(lengths)].astype(np.int64),
-                              np.asarray([i for q in queries for i in q.history], dtype=np.int64))  # fmt: skip
+                              np.asarray([i for q in queries for i in q.history], dtype=np.int64), strengths)  # fmt: skip
         batch = Batch(histories, np.asarray([q.exclude_seen for q in queries]))
         k = max(q.k for q in queries)
         lists = recommend(self.pipeline, batch, k, self.exposure, record=False, boost=boost)
@@ -235,16 +254,19 @@ class ServingRanker:
         return self._items(top, sims[top].astype(np.float64))
 
 
-def _bundle_histories(bundle: Bundle, index: dict[str, int]) -> dict[str, np.ndarray]:
-    """user id → catalog indices of the bundle's interactions, oldest first."""
+def _bundle_histories(bundle: Bundle, index: dict[str, int]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """(user id → catalog indices of the bundle's interactions, oldest first; user id → their strengths)."""
     table = bundle.histories
     users = np.asarray(table.column("user_id").to_pylist(), dtype=object)
     items = np.fromiter((index[str(i)] for i in table.column("item_id").to_pylist()), np.int64, table.num_rows)
     times = table.column("timestamp").to_numpy().astype(np.float64)
+    strengths = table_strengths(table, bundle.config.events)  # (rows,) 1 where the columns are absent
     order = np.lexsort((np.arange(len(users)), times, users.astype(str)))
-    users, items = users[order], items[order]
+    users, items, strengths = users[order], items[order], strengths[order]
     cuts = np.flatnonzero(users[1:] != users[:-1]) + 1
-    return {str(u[0]): it for u, it in zip(np.split(users, cuts), np.split(items, cuts), strict=True) if len(u)}
+    groups = zip(np.split(users, cuts), np.split(items, cuts), np.split(strengths, cuts), strict=True)
+    by_user = [(str(u[0]), it, st) for u, it, st in groups if len(u)]
+    return {u: it for u, it, _ in by_user}, {u: st for u, _, st in by_user}
 
 
 def _grow_graph(graph: sparse.csr_matrix, vectors: np.ndarray, n_old: int, k: int) -> sparse.csr_matrix:

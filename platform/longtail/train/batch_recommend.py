@@ -26,8 +26,9 @@ class RankerActor:
 
     def __init__(self, bundle: str, data: str, split: str, part: str, k: int, threads: int = 1) -> None:
         torch.set_num_threads(threads)
-        self.pipeline = load_pipeline(read_bundle(Path(bundle)))
-        self.histories = load_split_data(Path(data), split).histories(history_parts(part))
+        loaded = read_bundle(Path(bundle))
+        self.pipeline = load_pipeline(loaded)
+        self.histories = load_split_data(Path(data), split, loaded.config.events).histories(history_parts(part))
         self.k = k
         self.exposure = np.zeros(self.pipeline.n_items)
 

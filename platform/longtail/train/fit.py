@@ -29,13 +29,14 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from safetensors.torch import load_file, save_file
 from scipy import sparse
 
-from longtail.config import RankerConfig, ResourcesConfig, RetrievalConfig, RetrieverConfig
-from longtail.data.encoded import SplitData
+from longtail.config import EventsConfig, RankerConfig, ResourcesConfig, RetrievalConfig, RetrieverConfig
+from longtail.data.encoded import Histories, SplitData
 from longtail.eval.evaluate import evaluate
 from longtail.model.factory import build_ranker, build_retriever
 from longtail.model.ranker_train import (
     NextItemObjective,
     next_item_examples,
+    next_item_strengths,
     popularity_log_prior,
     train_epoch,
 )
@@ -52,6 +53,7 @@ class FitJob(BaseModel):
     ranker: RankerConfig
     retriever: RetrieverConfig
     retrieval: RetrievalConfig
+    events: EventsConfig = EventsConfig()
     inputs: Any  # ObjectRef of (SplitData, vectors, graph)
     threads: int
     examples_per_epoch: int
@@ -96,7 +98,9 @@ def fit_loop(config: dict[str, Any]) -> None:
     counts = data.train_counts()
     ranker = build_ranker(cfg, vectors, graph, counts)
     retriever = build_retriever(job.retriever, cfg.max_history, vectors, graph, counts, cfg.seed)
-    prefixes, targets = next_item_examples(data.histories(("train",)), cfg.max_history, data.n_items)
+    train = data.histories(("train",))
+    prefixes, targets = next_item_examples(train, cfg.max_history, data.n_items)
+    strengths, weights = example_strengths(train, cfg.max_history, job.events)
     mine = np.arange(rank, len(targets), world)
     share = np.bincount(targets[mine], minlength=data.n_items) / max(len(mine), 1)
     objective = NextItemObjective({"retriever": retriever, "ranker": ranker}, {"retriever": job.retriever.loss_weight},
@@ -116,6 +120,7 @@ def fit_loop(config: dict[str, Any]) -> None:
     )
     core = ddp.module if hasattr(ddp, "module") else ddp
     prefixes, targets = torch.as_tensor(prefixes[mine]).to(device), torch.as_tensor(targets[mine]).to(device)
+    strengths, weights = (None if a is None else torch.as_tensor(a[mine]).to(device) for a in (strengths, weights))
     optimizer = torch.optim.Adam(ddp.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     generator = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
     per_worker = max(1, job.examples_per_epoch // world)
@@ -123,12 +128,14 @@ def fit_loop(config: dict[str, Any]) -> None:
     for epoch in range(state["epoch"], cfg.epochs):
         pick = torch.randperm(len(targets), generator=generator)[:per_worker].to(device)
         loss = train_epoch(ddp, prefixes[pick], targets[pick], optimizer, max(2, cfg.batch_size // world),
-                           cfg.negatives, data.n_items, generator)  # fmt: skip
+                           cfg.negatives, data.n_items, generator, strengths=_take(strengths, pick),
+                           weights=_take(weights, pick))  # fmt: skip
         stop = torch.zeros(1, device=device)
         metrics = {"epoch": float(epoch + 1), "train_loss": loss}
         if rank == 0:
             models = core.scorers
-            pipe = make_pipeline(models["retriever"], models["ranker"], vectors, graph, counts, validation)
+            pipe = make_pipeline(models["retriever"], models["ranker"], vectors, graph, counts, validation,
+                                 history_strengths=job.events.in_history)  # fmt: skip
             result = evaluate(PipelineRecommender(pipe), data, "valid", max_users=cfg.valid_users, seed=cfg.seed)
             first = evaluate(RetrieverRecommender(pipe), data, "valid", max_users=cfg.valid_users, seed=cfg.seed)
             metrics.update({f"valid_{k}": v for k, v in result.metrics.items() if not math.isnan(v)})
@@ -146,6 +153,21 @@ def fit_loop(config: dict[str, Any]) -> None:
         _report(rank, core, best, state, metrics)
         if stop.item():
             break
+
+
+def example_strengths(train: Histories, max_history: int, events: EventsConfig
+                      ) -> tuple[np.ndarray | None, np.ndarray | None]:  # fmt: skip
+    """(prefix strengths (N, L), target loss weights (N,) with mean 1) of the next-item examples, each None
+    when the data carries no strengths or ``events`` turns that use off."""
+    found = next_item_strengths(train, max_history)
+    if found is None:
+        return None, None
+    prefix, target = found
+    return (prefix if events.in_history else None), (target / target.mean() if events.in_loss else None)
+
+
+def _take(values: torch.Tensor | None, pick: torch.Tensor) -> torch.Tensor | None:
+    return None if values is None else values[pick]
 
 
 def _report(
@@ -171,13 +193,14 @@ def fit_models(
     resources: ResourcesConfig,
     run_name: str = "fit",
     callbacks: list | None = None,
+    events: EventsConfig | None = None,
 ) -> FitResult:
     """Train retriever and ranker on ``data.train`` with early stopping on ``data.valid``; best weights back."""
     n_examples = int(np.maximum(data.histories(("train",)).lengths() - 1, 0).sum())
     if n_examples == 0:
         raise ValueError("no next-item examples: every train history has fewer than two items")
     job = FitJob(
-        ranker=ranker, retriever=retriever, retrieval=retrieval, inputs=ray.put((data, vectors, graph)), threads=max(1, math.floor(resources.cpus_per_worker)),
+        ranker=ranker, retriever=retriever, retrieval=retrieval, events=events or EventsConfig(), inputs=ray.put((data, vectors, graph)), threads=max(1, math.floor(resources.cpus_per_worker)),
         examples_per_epoch=ranker.examples_per_epoch or default_examples_per_epoch(n_examples),
     )  # fmt: skip
     trainer = TorchTrainer(

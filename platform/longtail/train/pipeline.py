@@ -74,7 +74,7 @@ def trained_pipeline(config: TrainConfig, vectors: np.ndarray, graph: sparse.csr
     retriever.load_state_dict(retriever_state)
     index = build_index(retriever, config.retrieval, config.ranker.seed)
     return make_pipeline(retriever, ranker, vectors, graph, train_counts, config.retrieval, config.rerank, index,
-                         config.ranker.seed)  # fmt: skip
+                         config.ranker.seed, config.events.in_history)  # fmt: skip
 
 
 def choose_shelves(config: TrainConfig, pipe: Pipeline, data: SplitData, log: Log = print
@@ -157,7 +157,7 @@ def prepare_stages(data_dir: Path, config: TrainConfig, work: Path, log: Log = p
     """Fine-tune → embed → graph, each reused when its output for the same inputs and config exists."""
     work.mkdir(parents=True, exist_ok=True)
     fingerprint = read_manifest(data_dir)["fingerprint"]
-    data = load_split_data(data_dir, config.split)
+    data = load_split_data(data_dir, config.split, config.events)
     key = digest(fingerprint, config.split, config.encoder, config.finetune)
     encoder_dir = work / f"encoder-{key}"
     if (encoder_dir / "config.json").is_file():
@@ -207,7 +207,7 @@ def train_pipeline(data_dir: Path, config: TrainConfig, out: Path, log: Log = pr
     data, encoder_dir, vectors, graph, key, work = (stages.data, stages.encoder_dir, stages.vectors, stages.graph,
                                                     stages.key, stages.work)  # fmt: skip
     fingerprint = read_manifest(data_dir)["fingerprint"]
-    key = digest(key, config.ranker, config.retriever, candidate_knobs(config))
+    key = digest(key, config.ranker, config.retriever, candidate_knobs(config), config.events)
     paths = {name: work / f"{name}-{key}.safetensors" for name in ("retriever", "ranker")}
     history_path = work / f"fit-{key}.json"
     if all(path.is_file() for path in paths.values()):
@@ -215,7 +215,7 @@ def train_pipeline(data_dir: Path, config: TrainConfig, out: Path, log: Log = pr
     else:
         log("fit: start (retriever + ranker)")
         result = fit_models(data, vectors, graph, config.ranker, config.retriever, config.retrieval, config.resources,
-                            run_name=f"fit-{key}")  # fmt: skip
+                            run_name=f"fit-{key}", events=config.events)  # fmt: skip
         save_file(result.retriever_state, str(paths["retriever"]))
         save_file(result.ranker_state, str(paths["ranker"]))
         history_path.write_text(json.dumps(result.history))
@@ -238,7 +238,7 @@ def train_pipeline(data_dir: Path, config: TrainConfig, out: Path, log: Log = pr
     metrics["seconds"] = round(time.time() - started, 1)
     tables = read_split(data_dir, config.split)
     histories = pa.concat_tables([tables.train, tables.valid, tables.test]).select(
-        ["user_id", "item_id", "timestamp"]
+        ["user_id", "item_id", "timestamp", "weight", "event_type"]
     )
     write_bundle(
         out, encoder_dir=encoder_dir, item_ids=data.item_ids, texts=data.item_text, train_counts=data.train_counts(),

@@ -108,7 +108,8 @@ def run_trial(params: dict[str, Any], job: SweepJob) -> None:
     config.resources.storage_path = job.storage
     trial_id = tune.get_context().get_trial_id()
     result = fit_models(stages.data, stages.vectors, stages.graph, config.ranker, config.retriever, config.retrieval,
-                        config.resources, run_name=f"fit-{trial_id}", callbacks=[ObjectiveCallback(job.objective)])  # fmt: skip
+                        config.resources, run_name=f"fit-{trial_id}", callbacks=[ObjectiveCallback(job.objective)],
+                        events=config.events)  # fmt: skip
     pipe = trained_pipeline(config, stages.vectors, stages.graph, stages.data.train_counts(), result.retriever_state,
                             result.ranker_state)  # fmt: skip
     final = {part: evaluate(PipelineRecommender(pipe), stages.data, part).metrics for part in ("valid", "test")}
