@@ -223,8 +223,8 @@ class SelectConfig(StrictModel):
 
 
 class EventsConfig(StrictModel):
-    """How much each event counts: strength = type weight × the event's own weight (1 when it has none),
-    clipped into [1 / max_strength, max_strength]. A history item of strength s weighs like s copies of it
+    """How much each event counts: strength = type weight × (with ``use_weight``) the event's own weight
+    (1 when it has none), clipped into [1 / max_strength, max_strength]. A history item of strength s weighs like s copies of it
     in the ranker's attention and in the association term; a training target of strength s weighs s in the
     loss (normalised to mean 1)."""
 
@@ -232,7 +232,9 @@ class EventsConfig(StrictModel):
         {"view": 0.5, "click": 1.0, "cart": 2.0, "purchase": 3.0},
         description="strength of each event type; types not listed (e.g. 'interaction') count 1.0",
     )
-    use_weight: bool = Field(True, description="multiply by the event's own weight (a rating, a quantity)")
+    use_weight: bool = Field(
+        False, description="multiply by the event's own weight (a quantity, a rating); off: ML-100K's ratings cost valid ndcg"
+    )
     max_strength: float = Field(10.0, ge=1.0, description="strengths are clipped into [1/max, max]")
     in_history: bool = Field(True, description="the ranker reads history strengths (serving and training)")
     in_loss: bool = Field(True, description="training targets are weighted by their strength")

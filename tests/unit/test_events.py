@@ -19,11 +19,11 @@ from tests.conftest import clustered_split
 
 
 def test_strength_is_type_weight_times_own_weight_clipped():
-    cfg = EventsConfig()
+    cfg = EventsConfig(use_weight=True)
     got = event_strengths(["view", "purchase", "interaction", "cart", "purchase", "view"],
                           [None, 1.0, 4.0, 0.5, 100.0, 0.0], cfg)  # fmt: skip
     assert got.tolist() == pytest.approx([0.5, 3.0, 4.0, 1.0, 10.0, 0.1])
-    plain = event_strengths(["view", "purchase", "interaction"], [2.0, 2.0, 5.0], EventsConfig(use_weight=False))
+    plain = event_strengths(["view", "purchase", "interaction"], [2.0, 2.0, 5.0], EventsConfig())  # the default
     assert plain.tolist() == pytest.approx([0.5, 3.0, 1.0])
 
 

@@ -50,7 +50,7 @@ class EventIn(Strict):
     item_id: Id
     type: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,32}$", description="e.g. view, click, purchase, rating")
     timestamp: float | None = Field(None, ge=0.0, description="unix seconds; null: time of arrival")
-    weight: float | None = Field(None, ge=0.0, le=1e6, description="multiplies the strength of the event type (events.type_weights); null: 1")
+    weight: float | None = Field(None, ge=0.0, le=1e6, description="multiplies the strength of the event type when the bundle has events.use_weight; null: 1")
 
     @field_validator("timestamp", "weight")
     @classmethod
