@@ -210,3 +210,17 @@ def test_explanations_sum_to_the_score(setup):
     first = expl[0][0]
     assert sum(first["contributions"].values()) == pytest.approx(out.score[0, 7].item(), abs=1e-5)
     assert 0 < len(first["because"]) <= 3 and all(b["item_id"] in {"0", "1", "2"} for b in first["because"])
+
+
+def test_id_dropout_acts_only_while_training(setup):
+    data, vectors, graph = setup
+    model = build_ranker(RankerConfig(dim=8, max_history=4, dropout=0.0, id_dropout=0.5), vectors, graph,
+                         data.train_counts())  # fmt: skip
+    history = torch.tensor([[0, 1, 2, 3]])
+    model.eval()
+    served = model(history).cf
+    assert torch.equal(served, model(history).cf)  # scoring never drops
+    model.train()
+    torch.manual_seed(0)
+    dropped = model(history).cf
+    assert not torch.allclose(dropped, served) and (dropped == 0).sum() > (served == 0).sum()
