@@ -64,7 +64,9 @@ class EncoderConfig(StrictModel):
 
 
 class FinetuneConfig(StrictModel):
-    enabled: bool = Field(True, description="false keeps the pretrained encoder frozen")
+    enabled: bool = Field(
+        False, description="fine-tune the encoder; off by default: frozen won on valid on ML-100K and amazon2014-toy"
+    )
     epochs: int = Field(1, ge=1, description="passes, each over a fresh draw of pairs")
     pairs_per_epoch: int | None = Field(
         None, ge=1, description="pairs drawn per epoch; null scales with data"
