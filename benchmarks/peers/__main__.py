@@ -10,7 +10,8 @@ small grid: fit on train, valid ndcg@10 chooses; the chosen config is refit on t
 test (their user vectors would otherwise never see the valid interactions). Models that read history at
 scoring time (the hybrid, SASRec, the text profile, item-kNN's history · similarity) are given
 train+valid history at test time. SASRec is RecBole's, run in its own environment (`sasrec.py`).
-Writes peers-SPLIT.{json,md}, a tail_recall@20 vs ndcg@10 plot and recall@20 by popularity decile.
+Writes peers-SPLIT.{json,md}, a tail_recall@20 vs ndcg@10 plot, recall@20 by popularity decile and the
+valid ndcg@10 curves of the peers trained until it stopped rising (SASRec, LightGCN).
 """
 
 from __future__ import annotations
@@ -39,19 +40,39 @@ def grid(**axes) -> list[dict]:
 
 
 def peer_grids() -> dict[str, tuple[Callable[..., Recommender], list[dict]]]:
-    """name -> (factory(**params), grid). Imported lazily: each peer library is only needed when run."""
-    from benchmarks.peers.implicit_peers import ImplicitFactors, ImplicitItemKNN
-    from benchmarks.peers.lightfm_peer import LightFMWarp
-    from benchmarks.peers.lightgcn_peer import LightGCNPeer
+    """name -> (factory(**params), grid). Each peer's library is imported when that peer first runs."""
+
+    def implicit_factors(kind: str) -> Callable[..., Recommender]:
+        def make(**params) -> Recommender:
+            from benchmarks.peers.implicit_peers import ImplicitFactors
+
+            return ImplicitFactors(kind, **params)
+
+        return make
+
+    def item_knn(**params) -> Recommender:
+        from benchmarks.peers.implicit_peers import ImplicitItemKNN
+
+        return ImplicitItemKNN(**params)
+
+    def lightfm(**params) -> Recommender:
+        from benchmarks.peers.lightfm_peer import LightFMWarp
+
+        return LightFMWarp(**params)
+
+    def lightgcn(**params) -> Recommender:
+        from benchmarks.peers.lightgcn_peer import LightGCNPeer
+
+        return LightGCNPeer(**params)
 
     return {
-        "als": (lambda **p: ImplicitFactors("als", **p),
+        "als": (implicit_factors("als"),
                 grid(factors=(64, 128), regularization=(0.01, 0.1), alpha=(1.0, 10.0), iterations=(15,))),
-        "bpr": (lambda **p: ImplicitFactors("bpr", **p),
+        "bpr": (implicit_factors("bpr"),
                 grid(factors=(64, 128), learning_rate=(0.01, 0.05), regularization=(0.01,), iterations=(100,))),
-        "itemknn": (ImplicitItemKNN, grid(weighting=("cosine", "bm25"), neighbours=(50, 200))),
-        "lightfm": (LightFMWarp, grid(no_components=(32, 64), epochs=(10, 30))),
-        "lightgcn": (LightGCNPeer, grid(num_layers=(3,), lr=(5e-3, 2e-2), epochs=(60,))),
+        "itemknn": (item_knn, grid(weighting=("cosine", "bm25"), neighbours=(50, 200))),
+        "lightfm": (lightfm, grid(no_components=(32, 64), epochs=(10, 30))),
+        "lightgcn": (lightgcn, grid(num_layers=(3,), lr=(5e-3, 2e-2))),  # epochs: until valid stops rising
     }  # fmt: skip
 
 
@@ -68,15 +89,20 @@ def tune(name: str, factory, points: list[dict], data: SplitData) -> dict:
         model = factory(**params)
         model.fit(data)
         valid = evaluate(model, data, "valid")
-        log.append({"params": params, "valid": valid, "seconds": round(time.time() - t0, 1)})
+        row = {"params": params, "valid": valid, "seconds": round(time.time() - t0, 1)}
+        if getattr(model, "curve", None):  # trained until valid stopped rising: the refit trains that long
+            row |= {"best_epoch": model.best_epoch, "curve": model.curve}
+        log.append(row)
         print(f"[{name}] {params}: valid ndcg@10 {valid.metrics['ndcg@10']:.4f} ({time.time() - t0:.0f} s)", flush=True)
     best = max(log, key=lambda row: row["valid"].metrics["ndcg@10"])
-    model = factory(**best["params"])
+    refit = best["params"] | ({"epochs": best["best_epoch"], "early_stop": False} if "best_epoch" in best else {})
+    model = factory(**refit)
     model.fit(with_valid_in_train(data))
     test = evaluate(model, data, "test")
-    return {"params": best["params"], "valid": best["valid"], "test": test,
+    return {"params": refit, "valid": best["valid"], "test": test,
             "grid": [{"params": r["params"], "valid_ndcg@10": round(r["valid"].metrics["ndcg@10"], 4),
-                      "seconds": r["seconds"]} for r in log]}  # fmt: skip
+                      "seconds": r["seconds"], **{k: r[k] for k in ("best_epoch", "curve") if k in r}}
+                     for r in log]}  # fmt: skip
 
 
 def fixed(make: Callable[[], Recommender], data: SplitData) -> dict:
@@ -166,6 +192,31 @@ def plot_tradeoff(results: list[EvalResult], path: Path, title: str) -> Path:
     return path
 
 
+def plot_curves(rows: dict[str, dict], path: Path, title: str) -> Path | None:
+    """Valid ndcg@10 by epoch of every grid point trained until it stopped rising (SASRec, LightGCN)."""
+    curves = [(f"{name} {point['params']}", point["curve"]) for name, row in rows.items()
+              for point in (row.get("grid") or []) if point.get("curve")]  # fmt: skip
+    if not curves:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.8))
+    for label, curve in curves:
+        ax.plot([c["epoch"] for c in curve], [c["valid_ndcg@10"] for c in curve], marker=".", label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("valid ndcg@10")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def write_reports(rows: dict[str, dict], stem: Path, data_dir: Path, split: str) -> None:
     """JSON, Markdown table and both plots of the rows so far (rewritten after every model)."""
     tests = [row["test"] for row in rows.values()]
@@ -177,6 +228,7 @@ def write_reports(rows: dict[str, dict], stem: Path, data_dir: Path, split: str)
     stem.with_suffix(".json").write_text(json.dumps({"data": str(data_dir), "split": split, "models": report}, indent=2))
     plot_tradeoff(tests, Path(f"{stem}-tradeoff.png"), title)
     plot_deciles(tests, Path(f"{stem}-deciles.png"), f"recall@20 by popularity decile ({title})")
+    plot_curves(rows, Path(f"{stem}-curves.png"), f"valid curves ({title})")
     print(table, flush=True)
     print(f"wrote {stem}.json, .md, -tradeoff.png, -deciles.png", flush=True)
 
@@ -207,7 +259,10 @@ def main() -> None:
     ap.add_argument("--sasrec-json", type=Path, default=None,
                     help="use a finished `benchmarks.peers.sasrec_runner` output instead of running it")
     ap.add_argument("--sasrec-venv", type=Path, default=Path(".venv-recbole"))
+    ap.add_argument("--sasrec-dropouts", default="0.2,0.5", help="SASRec's grid (hidden = attention dropout)")
     ap.add_argument("--out", type=Path, default=Path("reports/bench"))
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the rows of an earlier run's OUT/peers-SPLIT.json that this run does not redo")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     data_dir = prepared(args.data, args.format, args.out)
@@ -218,6 +273,9 @@ def main() -> None:
         return wanted is None or name in wanted
 
     rows = Rows(args.out / f"peers-{args.split}", data_dir, args.split)
+    if args.merge and rows.stem.with_suffix(".json").is_file():
+        for name, row in json.loads(rows.stem.with_suffix(".json").read_text())["models"].items():
+            dict.__setitem__(rows, name, {**row, "valid": from_json(row["valid"]), "test": from_json(row["test"])})
     if on("hybrid") and args.bundle is not None:
         for name, row in hybrid_rows(args.bundle, data, args.rerank).items():
             rows[name] = row
@@ -230,7 +288,12 @@ def main() -> None:
         rows["text"] = fixed(lambda: text_model, data)
     for name, (factory, points) in peer_grids().items():
         if on(name):
-            rows[name] = tune(name, factory, points, data)
+            try:
+                rows[name] = tune(name, factory, points, data)
+            except ModuleNotFoundError as missing:  # e.g. LightFM, whose build breaks on some setuptools
+                if wanted is not None:
+                    raise
+                print(f"[{name}] skipped: {missing} (install it, or leave it out with --only)", flush=True)
     if on("sasrec") and not args.skip_sasrec:
         from benchmarks.peers.sasrec import run_sasrec
 
@@ -238,9 +301,10 @@ def main() -> None:
             out = json.loads(args.sasrec_json.read_text())
         else:
             spec = os.environ.get("TORCH_SPEC", "torch==2.13.0")
-            out = run_sasrec(data_dir, args.split, args.out / f"sasrec-{args.split}.json", args.sasrec_venv, spec, 2)
+            out = run_sasrec(data_dir, args.split, args.out / f"sasrec-{args.split}.json", args.sasrec_venv, spec, 2,
+                             args.sasrec_dropouts)  # fmt: skip
         rows["sasrec"] = {"params": out["chosen"], "valid": from_json(out["valid"]), "test": from_json(out["test"]),
-                          "grid": [{k: g[k] for k in ("params", "best_epoch", "valid_ndcg@10")} for g in out["grid"]]}  # fmt: skip
+                          "grid": [{k: g[k] for k in ("params", "best_epoch", "valid_ndcg@10", "curve")} for g in out["grid"]]}  # fmt: skip
 
     print(f"done: {len(rows)} models")
 

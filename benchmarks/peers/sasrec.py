@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 RECBOLE = "recbole==1.2.1"
 # what RecBole 1.2.1 imports at `import recbole.model...` (its ray<=2.6.3 pin is left out on purpose)
 RECBOLE_IMPORTS = ["numpy", "scipy", "pandas", "tqdm", "colorlog==4.7.2", "colorama==0.4.4", "scikit-learn",
-                   "pyyaml", "tensorboard", "thop", "tabulate", "texttable", "psutil", "pyarrow"]  # fmt: skip
+                   "pyyaml", "tensorboard", "thop", "tabulate", "texttable", "psutil", "pyarrow", "pydantic>=2"]  # fmt: skip
 
 
 def ensure_venv(path: Path, torch_spec: str) -> Path:
@@ -38,11 +38,12 @@ def ensure_venv(path: Path, torch_spec: str) -> Path:
     return python
 
 
-def run_sasrec(data: Path, split: str, out: Path, venv_path: Path, torch_spec: str, threads: int) -> dict:
+def run_sasrec(data: Path, split: str, out: Path, venv_path: Path, torch_spec: str, threads: int,
+               dropouts: str = "0.2,0.5") -> dict:  # fmt: skip
     """Grid on valid, test of the best config; the runner's JSON (one entry per part and config)."""
     python = ensure_venv(venv_path, torch_spec)
     cmd = [str(python), "-m", "benchmarks.peers.sasrec_runner", "--data", str(data), "--split", split,
-           "--out", str(out), "--threads", str(threads)]  # fmt: skip
+           "--out", str(out), "--threads", str(threads), "--dropouts", dropouts]  # fmt: skip
     # `-m` from the repository root finds the runner in this checkout's benchmarks/
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=sys.stdout, stderr=sys.stderr)  # nosec B603
     return json.loads(out.read_text())

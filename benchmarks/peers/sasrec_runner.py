@@ -28,7 +28,7 @@ from longtail.eval.evaluate import evaluate
 from longtail.model.base import ScoringRecommender
 
 MAX_LEN = 50  # RecBole's MAX_ITEM_LIST_LENGTH default
-GRID = ({"hidden_dropout_prob": 0.2, "attn_dropout_prob": 0.2}, {"hidden_dropout_prob": 0.5, "attn_dropout_prob": 0.5})
+DROPOUTS = (0.2, 0.5)  # the grid: hidden and attention dropout (RecBole's default is 0.5)
 FIELDS = {"USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id", "LIST_SUFFIX": "_list", "NEG_PREFIX": "neg_",
           "ITEM_LIST_LENGTH_FIELD": "item_length", "MAX_ITEM_LIST_LENGTH": MAX_LEN, "device": "cpu"}  # fmt: skip
 SEQ, SEQ_LEN, POS = "item_id_list", "item_length", "item_id"
@@ -133,15 +133,17 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--split", default="warm")
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--max-epochs", type=int, default=20)
-    ap.add_argument("--patience", type=int, default=3)
+    ap.add_argument("--max-epochs", type=int, default=400, help="a cap; valid ndcg@10 decides when to stop")
+    ap.add_argument("--patience", type=int, default=6, help="epochs without a valid gain before stopping")
+    ap.add_argument("--dropouts", default=",".join(map(str, DROPOUTS)), help="comma-separated grid")
     ap.add_argument("--examples-per-epoch", type=int, default=16384)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data = load_split_data(args.data, args.split)
-    runs = [train(data, p, args.max_epochs, args.patience, args.seed, args.examples_per_epoch) for p in GRID]
+    grid = [{"hidden_dropout_prob": float(d), "attn_dropout_prob": float(d)} for d in args.dropouts.split(",")]
+    runs = [train(data, p, args.max_epochs, args.patience, args.seed, args.examples_per_epoch) for p in grid]
     model, chosen = max(runs, key=lambda run: run[1]["valid_ndcg@10"])
     rec = RecBoleSASRec(model)
     result = {

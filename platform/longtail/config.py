@@ -213,9 +213,19 @@ class SelectConfig(StrictModel):
         0.1, ge=0.0, le=0.5, description="new_share never below this while the catalog has never-touched items"
     )
     users: int | None = Field(5000, ge=1, description="valid users sampled (seeded) for the choice; null = all")
+    id_dropout: list[float] | None = Field(
+        [0.0, 0.3], description="ID dropout values fitted (both stages; one fit each), the best on valid kept; "
+        "null = the config's ranker/retriever id_dropout, one fit"
+    )  # fmt: skip
+    ndcg_tolerance: float = Field(
+        0.02, ge=0.0, le=1.0, description="fits this close (relative) to the best valid ndcg@10 tie; the most "
+        "own-list tail_recall@20 among them wins"
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _grid_in_range(self) -> SelectConfig:
+        if self.id_dropout is not None and (not self.id_dropout or not all(0 <= v < 1 for v in self.id_dropout)):
+            raise ValueError(f"select.id_dropout must be null or a non-empty list of values in [0, 1), got {self.id_dropout}")
         for name in ("tail_shares", "new_shares", "exposure_penalties"):
             values = getattr(self, name)
             if not values or min(values) < 0 or (name != "exposure_penalties" and max(values) > 0.5):

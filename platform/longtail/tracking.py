@@ -85,8 +85,8 @@ def log_train_run(uri: str, bundle: Path, plots: Iterable[Path] = (), experiment
                                   "data_fingerprint": manifest.get("data", {}).get("fingerprint", "")})  # fmt: skip
     run_id = run.info.run_id
     params = flat(manifest["config"])
-    chosen = metrics.get("selection", {}).get("shelves", {}).get("chosen", {})
-    params.update({f"selected.{k}": v for k, v in chosen.items()})
+    for selected in metrics.get("selection", {}).values():  # the fit's (id_dropout) and the shelves' choices
+        params.update({f"selected.{k}": v for k, v in selected.get("chosen", {}).items()})
     items = list(params.items())
     for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
         client.log_batch(run_id, params=[mlflow.entities.Param(k, str(v)[:6000]) for k, v in items[start:start + 100]])

@@ -48,16 +48,26 @@ def test_tiny_pipeline_trains_caches_and_evaluates(ray_cluster, tiny_encoder, tm
     first = evaluate(RetrieverRecommender(pipe), data, "test").metrics
     assert first == pytest.approx(metrics["retriever"]["test"], abs=1e-6, nan_ok=True)
     assert (tmp_path / "bundle-alpha-sweep.png").read_bytes()[:4] == b"\x89PNG"
-    # a second run with the same inputs, through the console script, reuses every stage; it chooses the
-    # shelves on valid (the default) and the bundle serves what it chose
+    # a second run with the same inputs, through the console script, reuses every stage (the ID-dropout-0
+    # fit is the first run's) and fits once more with ID dropout 0.3; it keeps one fit and chooses the
+    # shelves on valid (the defaults), and the bundle serves what it chose
     cli = Path(sys.executable).parent / "longtail"
     again = subprocess.run([str(cli), "train", "--config", str(ROOT / "train_configs" / "tiny.yaml"),
                             "--data", str(data_dir), "--out", str(tmp_path / "bundle2"), *overrides,
-                            "select.shelves=true"], capture_output=True, text=True, timeout=600)  # fmt: skip
+                            "select.shelves=true", "select.id_dropout=[0.0,0.3]"],
+                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert again.returncode == 0, again.stderr[-2000:]
-    assert again.stderr.count("reusing") == 4, again.stderr[-2000:]
+    assert again.stderr.count("reusing") == 4 and again.stderr.count("fit: start") == 1, again.stderr[-2000:]
     assert "ndcg@10" in again.stdout and "select: shelves" in again.stderr
     second = read_bundle(tmp_path / "bundle2")
+    fits = second.manifest["metrics"]["selection"]["fit"]
+    assert [row["id_dropout"] for row in fits["grid"]] == [0.0, 0.3]
+    kept = fits["chosen"]["id_dropout"]
+    assert second.config.ranker.id_dropout == second.config.retriever.id_dropout == kept
+    assert f"select: id_dropout {kept:g} of 2 fits" in again.stderr
+    ranked = next(row for row in fits["grid"] if row["id_dropout"] == kept)  # the kept fit is the one served
+    own_valid = evaluate(PipelineRecommender(own_lists(load_pipeline(second))), data, "valid").metrics
+    assert own_valid["ndcg@10"] == pytest.approx(ranked["ndcg@10"], abs=1e-5)
     # ... and logs the run to MLflow beside the bundle: config, each epoch's fit metrics, the α-sweep plot
     import mlflow
 

@@ -84,3 +84,29 @@ def test_select_shelves_reports_the_grid_and_a_chosen_point_of_it(tiny_bundle):
     assert [(r["tail_share"], r["new_share"]) for r in out["grid"]] == [(0.0, 0.0), (0.2, 0.0)]
     assert out["chosen"] in [{k: r[k] for k in out["chosen"]} for r in out["grid"]]
     assert out["users"] == 60 and "recall@20" in out["rule"]
+
+
+def test_the_fit_choice_keeps_the_tail_among_fits_tied_on_ndcg():
+    from longtail.train.pipeline import choose_fit_point
+
+    rows = [{"id_dropout": 0.0, "ndcg@10": 0.0599, "tail_recall@20": 0.10, "coverage@20": 0.70},
+            {"id_dropout": 0.3, "ndcg@10": 0.0590, "tail_recall@20": 0.12, "coverage@20": 0.80}]  # fmt: skip
+    assert choose_fit_point(rows, 0.02) == 1  # 1.5% less ndcg@10 buys 20% more tail: a tie, the tail wins
+    assert choose_fit_point(rows, 0.01) == 0  # outside the tolerance accuracy decides
+    dense = [{"id_dropout": 0.0, "ndcg@10": 0.1833, "tail_recall@20": 0.06, "coverage@20": 0.40},
+             {"id_dropout": 0.3, "ndcg@10": 0.1611, "tail_recall@20": 0.04, "coverage@20": 0.39}]  # fmt: skip
+    assert choose_fit_point(dense, 0.02) == 0
+    nan = [{"ndcg@10": 0.05, "tail_recall@20": None, "coverage@20": 0.5},
+           {"ndcg@10": 0.05, "tail_recall@20": 0.01, "coverage@20": 0.1}]  # fmt: skip
+    assert choose_fit_point(nan, 0.0) == 1  # a tail metric no user could score never wins
+
+
+def test_each_fit_candidate_sets_both_stages_id_dropout_and_nothing_else():
+    from longtail.config import TrainConfig
+    from longtail.train.pipeline import with_id_dropout
+
+    base = TrainConfig()
+    candidate = with_id_dropout(base, 0.3)
+    assert candidate.ranker.id_dropout == candidate.retriever.id_dropout == 0.3
+    assert candidate.model_copy(update={"ranker": base.ranker, "retriever": base.retriever}) == base
+    assert base.ranker.id_dropout == 0.0  # the default config is untouched

@@ -197,6 +197,76 @@ def prepare_stages(data_dir: Path, config: TrainConfig, work: Path, log: Log = p
     return Stages(data, encoder_dir, vectors, graph, key, work)
 
 
+def fit_stage(config: TrainConfig, stages: Stages, log: Log = print) -> tuple[dict[str, dict], list[dict]]:
+    """Both stages' weights and the fit's per-epoch history, reused when this config's fit exists."""
+    key = digest(stages.key, config.ranker, config.retriever, candidate_knobs(config), config.events)
+    paths = {name: stages.work / f"{name}-{key}.safetensors" for name in ("retriever", "ranker")}
+    history_path = stages.work / f"fit-{key}.json"
+    if all(path.is_file() for path in paths.values()):
+        log(f"fit: reusing {paths['ranker']}")
+    else:
+        log("fit: start (retriever + ranker)")
+        result = fit_models(stages.data, stages.vectors, stages.graph, config.ranker, config.retriever,
+                            config.retrieval, config.resources, run_name=f"fit-{key}", events=config.events)  # fmt: skip
+        save_file(result.retriever_state, str(paths["retriever"]))
+        save_file(result.ranker_state, str(paths["ranker"]))
+        history_path.write_text(json.dumps(result.history))
+        forget_run(config.resources.storage_path, f"fit-{key}")
+    history = json.loads(history_path.read_text()) if history_path.is_file() else []
+    return {name: load_file(str(path)) for name, path in paths.items()}, history
+
+
+def with_id_dropout(config: TrainConfig, value: float) -> TrainConfig:
+    """``config`` with both stages' ID dropout set to ``value``."""
+    return config.model_copy(update={"ranker": config.ranker.model_copy(update={"id_dropout": value}),
+                                     "retriever": config.retriever.model_copy(update={"id_dropout": value})})  # fmt: skip
+
+
+def choose_fit(config: TrainConfig, stages: Stages, log: Log = print
+               ) -> tuple[TrainConfig, dict[str, dict], list[dict], Pipeline, dict]:  # fmt: skip
+    """One fit per ``select.id_dropout`` value, each scored by its own lists on valid (the seeded
+    ``select.users`` sample); the rule of ``choose_fit_point`` keeps one. Returns its config, weights,
+    history and pipeline, and the record for the manifest."""
+    started, rows, fits = time.time(), [], []
+    users = config.select.users
+    for value in config.select.id_dropout:
+        candidate = with_id_dropout(config, value)
+        states, history = fit_stage(candidate, stages, log)
+        pipe = trained_pipeline(candidate, stages.vectors, stages.graph, stages.data.train_counts(),
+                                states["retriever"], states["ranker"])  # fmt: skip
+        valid = evaluate(PipelineRecommender(own_lists(pipe)), stages.data, "valid", max_users=users).metrics
+        rows.append({"id_dropout": value, **{k: _rounded(valid[k]) for k in FIT_KEYS}, "epochs": len(history)})
+        fits.append((candidate, states, history, pipe))
+        log(f"select: id_dropout {value:g}: valid ndcg@10 {valid['ndcg@10']:.4f}, own tail_recall@20 "
+            f"{valid['tail_recall@20']:.4f}, coverage@20 {valid['coverage@20']:.4f}")  # fmt: skip
+    best = choose_fit_point(rows, config.select.ndcg_tolerance)
+    log(f"select: id_dropout {rows[best]['id_dropout']:g} of {len(rows)} fits ({time.time() - started:.0f} s)")
+    record = {"chosen": {"id_dropout": rows[best]["id_dropout"]}, "grid": rows,
+              "rule": f"own lists on valid ({users or 'all'} users): ndcg@10 within {config.select.ndcg_tolerance:g} "
+                      "(relative) of the best tie; the most tail_recall@20 wins, then coverage@20"}  # fmt: skip
+    return (*fits[best], record)
+
+
+FIT_KEYS = ("ndcg@10", "recall@20", "tail_recall@20", "cold_recall@20", "coverage@20")
+
+
+def choose_fit_point(rows: list[dict], ndcg_tolerance: float) -> int:
+    """Index of the kept fit: within ``ndcg_tolerance`` of the best valid ndcg@10, the most tail_recall@20,
+    then coverage@20, then ndcg@10 (NaN never wins)."""
+
+    def num(x: float | None) -> float:
+        return -1.0 if x is None or x != x else float(x)
+
+    top = max(num(r["ndcg@10"]) for r in rows)
+    tied = [j for j, r in enumerate(rows) if num(r["ndcg@10"]) >= top * (1 - ndcg_tolerance) - 1e-12]
+    return max(tied, key=lambda j: (num(rows[j]["tail_recall@20"]), num(rows[j]["coverage@20"]),
+                                    num(rows[j]["ndcg@10"])))  # fmt: skip
+
+
+def _rounded(x: float) -> float | None:
+    return None if x != x else round(float(x), 6)
+
+
 def train_pipeline(data_dir: Path, config: TrainConfig, out: Path, log: Log = print) -> Path:
     """Run every stage for ``config.split`` of the prepared dataset ``data_dir``; write the bundle ``out``."""
     data_dir, out = Path(data_dir), Path(out)
@@ -204,24 +274,14 @@ def train_pipeline(data_dir: Path, config: TrainConfig, out: Path, log: Log = pr
     stages = prepare_stages(
         data_dir, config, out.parent / ".longtail-stages", log
     )  # shared by sibling bundles
-    data, encoder_dir, vectors, graph, key, work = (stages.data, stages.encoder_dir, stages.vectors, stages.graph,
-                                                    stages.key, stages.work)  # fmt: skip
+    data, encoder_dir, vectors, graph = stages.data, stages.encoder_dir, stages.vectors, stages.graph
     fingerprint = read_manifest(data_dir)["fingerprint"]
-    key = digest(key, config.ranker, config.retriever, candidate_knobs(config), config.events)
-    paths = {name: work / f"{name}-{key}.safetensors" for name in ("retriever", "ranker")}
-    history_path = work / f"fit-{key}.json"
-    if all(path.is_file() for path in paths.values()):
-        log(f"fit: reusing {paths['ranker']}")
+    if config.select.id_dropout is not None:
+        config, states, history, pipe, fit_selection = choose_fit(config, stages, log)
     else:
-        log("fit: start (retriever + ranker)")
-        result = fit_models(data, vectors, graph, config.ranker, config.retriever, config.retrieval, config.resources,
-                            run_name=f"fit-{key}", events=config.events)  # fmt: skip
-        save_file(result.retriever_state, str(paths["retriever"]))
-        save_file(result.ranker_state, str(paths["ranker"]))
-        history_path.write_text(json.dumps(result.history))
-        forget_run(config.resources.storage_path, f"fit-{key}")
-    states = {name: load_file(str(path)) for name, path in paths.items()}
-    pipe = trained_pipeline(config, vectors, graph, data.train_counts(), states["retriever"], states["ranker"])
+        states, history = fit_stage(config, stages, log)
+        pipe = trained_pipeline(config, vectors, graph, data.train_counts(), states["retriever"], states["ranker"])
+        fit_selection = None
     log(f"index: {pipe.index.kind} over {pipe.index.n_items} items")
     selection = None
     if config.select.shelves:
@@ -230,9 +290,9 @@ def train_pipeline(data_dir: Path, config: TrainConfig, out: Path, log: Log = pr
     metrics: dict[str, Any] = {part: r.metrics for part, r in results["hybrid"].items()}
     for variant in ("own_lists", "retriever"):
         metrics[variant] = {part: r.metrics for part, r in results[variant].items()}
-    if selection is not None:
-        metrics["selection"] = {"shelves": selection}
-    metrics["fit_history"] = json.loads(history_path.read_text()) if history_path.is_file() else []
+    metrics["selection"] = {name: chosen for name, chosen in (("fit", fit_selection), ("shelves", selection))
+                            if chosen is not None}  # fmt: skip
+    metrics["fit_history"] = history
     metrics["alpha_sweep_test"] = [dict(zip(("alpha", "ndcg@10", "tail_recall@20"), p, strict=True))
                                    for p in alpha_sweep(pipe, data)]  # fmt: skip
     metrics["seconds"] = round(time.time() - started, 1)
