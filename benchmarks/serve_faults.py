@@ -1,12 +1,14 @@
-"""Fault script: Ranker replicas killed (SIGKILL) under load; the share of requests that still succeed.
+"""Fault script: ranking replicas killed (SIGKILL) under load; the share of requests that still succeed.
 
-    python -m benchmarks.serve_faults --bundle bundles/ml100k [--seconds 60] [--kills 2] [--concurrency 8]
+    python -m benchmarks.serve_faults --bundle bundles/ml100k [--seconds 60] [--kills 2] [--concurrency 8] [--split]
 
-Deploys serve_configs/ranker.yaml on a head of its own with two Ranker replicas, drives /recommend with
-a closed loop, and every `seconds / (kills + 1)` seconds kills one running Ranker replica process. The
-Ingress sends a read whose replica died to another replica (`READ_RETRIES`); Serve's controller starts
-a replacement. Reports success rate (goal ≥ 99.9%), statuses, replacement time and the Ingress retry
-counter; writes reports/bench/serve-faults.json.
+Deploys serve_configs/ranker.yaml on a head of its own with two replicas of the deployment that ranks,
+drives /recommend with a closed loop, and every `seconds / (kills + 1)` seconds kills one of its replica
+processes; Serve's controller starts a replacement. Shipped layout (in-process ranking): the killed replica
+is an Ingress, and the requests it held are lost with it. ``--split`` (a separate Ranker deployment): the
+killed replica is a Ranker, and the Ingress sends a read whose replica died to another one (`READ_RETRIES`).
+Reports success rate (goal ≥ 99.9%), statuses, replacement time and the Ingress retry counter; writes
+reports/bench/serve-faults.json (serve-faults-split.json with ``--split``).
 """
 
 from __future__ import annotations
@@ -22,26 +24,35 @@ from pathlib import Path
 
 import httpx
 
-from benchmarks.serve_harness import ROOT, bundle_users, deployment, load, replica_processes, serve_app
+from benchmarks.serve_harness import (
+    ROOT,
+    bundle_users,
+    deployment,
+    load,
+    ranking_deployment,
+    replica_processes,
+    serve_app,
+    split_ranker,
+)
 
 
-def fixed_ranker_replicas(config: dict) -> None:
+def fixed_replicas(config: dict, name: str) -> None:
     # min = max: a fixed count (the shipped config autoscales 2..2 already; this keeps the script explicit)
-    deployment(config, "Ranker")["autoscaling_config"].update({"min_replicas": 2, "max_replicas": 2})
+    deployment(config, name)["autoscaling_config"].update({"min_replicas": 2, "max_replicas": 2})
 
 
-async def kill_replicas(head: dict, kills: int, every_s: float, log: list[dict]) -> None:
-    """SIGKILL one Ranker replica every ``every_s`` seconds; record how long until two run again."""
+async def kill_replicas(head: dict, name: str, kills: int, every_s: float, log: list[dict]) -> None:
+    """SIGKILL one replica of ``name`` every ``every_s`` seconds; record how long until two run again."""
     for n in range(kills):
         await asyncio.sleep(every_s)
-        alive = await asyncio.to_thread(replica_processes, head, "Ranker")
+        alive = await asyncio.to_thread(replica_processes, head, name)
         victim = alive[n % len(alive)]
         os.kill(victim["pid"], signal.SIGKILL)
         killed_at = time.perf_counter()
-        print(f"[faults] killed Ranker replica pid {victim['pid']} ({len(alive)} were running)", flush=True)
+        print(f"[faults] killed {name} replica pid {victim['pid']} ({len(alive)} were running)", flush=True)
         replaced = None
         while time.perf_counter() - killed_at < every_s * 0.9:
-            now = await asyncio.to_thread(replica_processes, head, "Ranker")
+            now = await asyncio.to_thread(replica_processes, head, name)
             if len(now) >= 2 and victim["pid"] not in {r["pid"] for r in now}:
                 replaced = round(time.perf_counter() - killed_at, 1)
                 break
@@ -61,13 +72,22 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--kills", type=int, default=2)
     ap.add_argument("--concurrency", type=int, default=8)
+    ap.add_argument("--split", action="store_true", help="a separate Ranker deployment (its replicas are killed)")
     ap.add_argument("--out", type=Path, default=ROOT / "reports" / "bench")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     bodies = [{"user_id": u, "k": 20} for u in bundle_users(args.bundle)]
-    with serve_app(args.bundle, args.out / "faults-work", fixed_ranker_replicas) as served:
+    name = "Ranker" if args.split else "Ingress"
+
+    def tweak(config: dict) -> None:
+        if args.split:
+            split_ranker(config)
+        assert ranking_deployment(config) == name
+        fixed_replicas(config, name)
+
+    with serve_app(args.bundle, args.out / "faults-work", tweak) as served:
         url, head = served["url"], served["head"]
-        while len(replica_processes(head, "Ranker")) < 2:
+        while len(replica_processes(head, name)) < 2:
             time.sleep(1)
         asyncio.run(load(f"{url}/recommend", bodies, args.concurrency, 5))  # warm-up
         statuses: dict = {}
@@ -76,18 +96,18 @@ def main() -> None:
         async def run() -> dict:
             every = args.seconds / (args.kills + 1)
             result, _ = await asyncio.gather(load(f"{url}/recommend", bodies, args.concurrency, args.seconds, statuses),
-                                             kill_replicas(head, args.kills, every, kills))  # fmt: skip
+                                             kill_replicas(head, name, args.kills, every, kills))  # fmt: skip
             return result
 
         result = asyncio.run(run())
         retried = retries(url)
     ok = statuses.get(200, 0)
     total = sum(statuses.values())
-    report = {"seconds": args.seconds, "concurrency": args.concurrency, "kills": kills, "load": result,
+    report = {"killed": name, "seconds": args.seconds, "concurrency": args.concurrency, "kills": kills, "load": result,
               "statuses": {str(k): v for k, v in statuses.items()}, "success_rate": round(ok / max(total, 1), 5),
               "ingress_read_retries": retried, "goal_success_rate": 0.999}  # fmt: skip
     report["goal_reached"] = report["success_rate"] >= 0.999
-    (args.out / "serve-faults.json").write_text(json.dumps(report, indent=2))
+    (args.out / ("serve-faults-split.json" if args.split else "serve-faults.json")).write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
 
 

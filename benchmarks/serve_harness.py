@@ -30,15 +30,16 @@ def bundle_users(bundle: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def serve_app(bundle: Path, work: Path, tweak: Callable[[dict], None] | None = None) -> Iterator[dict]:
-    """serve_configs/ranker.yaml with ``bundle`` (`auth: none`, a fresh SQLite store unless ``tweak`` sets
+def serve_app(bundle: Path, work: Path, tweak: Callable[[dict], None] | None = None,
+              config_file: Path = ROOT / "serve_configs" / "ranker.yaml") -> Iterator[dict]:  # fmt: skip
+    """``config_file`` (serve_configs/ranker.yaml) with ``bundle`` (`auth: none`, a fresh SQLite store unless ``tweak`` sets
     another) on a head of its own, edited by ``tweak(config)``; yields {"url", "head", "work"} once /healthz
     answers; `ray stop` at the end."""
     work.mkdir(parents=True, exist_ok=True)
     for stale in work.glob("state*"):
         shutil.rmtree(stale) if stale.is_dir() else stale.unlink()
     port = free_port()
-    config = yaml.safe_load((ROOT / "serve_configs" / "ranker.yaml").read_text())
+    config = yaml.safe_load(config_file.read_text())
     config["http_options"]["port"] = port
     app = config["applications"][0]
     app["args"].update({"bundle": str(bundle.resolve()), "store": str(work / "state.sqlite"), "auth": "none",
@@ -62,6 +63,29 @@ def serve_app(bundle: Path, work: Path, tweak: Callable[[dict], None] | None = N
 def deployment(config: dict, name: str) -> dict:
     """The deployment ``name`` of the longtail application in a Serve config."""
     return next(d for d in config["applications"][0]["deployments"] if d["name"] == name)
+
+
+def ranking_deployment(config: dict) -> str:
+    """The deployment whose replicas rank: Ranker, or Ingress when it ranks in-process."""
+    return "Ranker" if config["applications"][0]["args"].get("ranker_deployment") else "Ingress"
+
+
+def split_ranker(config: dict) -> None:
+    """The shipped in-process layout → a separate Ranker deployment (``ranker_deployment: true``), with the
+    Ingress's ``ranker:`` knobs as its user_config and the Ingress's scaling: to compare the two layouts."""
+    app = config["applications"][0]
+    app["args"]["ranker_deployment"] = True
+    ingress = deployment(config, "Ingress")
+    knobs = ingress["user_config"].pop("ranker", None) or {}
+    scaling = ingress.pop("autoscaling_config", None)
+    ingress["num_replicas"] = 2
+    ranker = {"name": "Ranker", "max_ongoing_requests": 32, "ray_actor_options": {"num_cpus": 0.25},
+              "user_config": {**knobs, "max_batch_size": 16, "batch_wait_timeout_s": 0.002}}  # fmt: skip
+    if scaling is not None:  # each Ranker call is an Ingress batch: one in flight per replica is busy
+        ranker["autoscaling_config"] = {**scaling, "target_ongoing_requests": 1}
+    else:
+        ranker["num_replicas"] = 2
+    app["deployments"].insert(1, ranker)
 
 
 def summary(latencies: list[float], errors: int, wall: float) -> dict:

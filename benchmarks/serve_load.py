@@ -22,7 +22,16 @@ import numpy as np
 import yaml
 from tests.integration.ray_head import cli
 
-from benchmarks.serve_harness import ROOT, bundle_users, deployment, load, serve_app, summary
+from benchmarks.serve_harness import (
+    ROOT,
+    bundle_users,
+    deployment,
+    load,
+    ranking_deployment,
+    serve_app,
+    split_ranker,
+    summary,
+)
 
 
 def freshness(url: str, users: list[str], trials: int = 20) -> dict:
@@ -57,20 +66,21 @@ def new_item_time(url: str, trials: int = 5, checks: int = 8) -> dict:
     return {"p50_s": round(float(np.median(times)), 3), "max_s": round(max(times), 3)}
 
 
-def ranker_replicas(head: dict) -> int:
+def ranker_replicas(head: dict, name: str) -> int:
     status = yaml.safe_load(cli("serve", "status", "--address", head["dashboard"], env=head["env"]).stdout)
-    states = status["applications"]["longtail"]["deployments"]["Ranker"]["replica_states"]
+    states = status["applications"]["longtail"]["deployments"][name]["replica_states"]
     return int(states.get("RUNNING", 0))
 
 
-def autoscaling(url: str, head: dict, bodies: list[dict], concurrency: int, load_s: float, idle_s: float) -> list:
-    """(seconds, running ranker replicas, phase) while under load and then idle."""
+def autoscaling(url: str, head: dict, name: str, bodies: list[dict], concurrency: int, load_s: float,
+                idle_s: float) -> list:  # fmt: skip
+    """(seconds, running replicas of the ranking deployment ``name``, phase) while under load and then idle."""
     timeline: list[tuple[float, int, str]] = []
     start = time.time()
 
     async def watch(until: float, phase: str) -> None:
         while time.time() < until:
-            timeline.append((round(time.time() - start, 1), await asyncio.to_thread(ranker_replicas, head), phase))
+            timeline.append((round(time.time() - start, 1), await asyncio.to_thread(ranker_replicas, head, name), phase))
             await asyncio.sleep(2)
 
     async def run() -> None:
@@ -111,22 +121,32 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=40, help="load per app, split over --rounds windows")
     parser.add_argument("--rounds", type=int, default=4, help="alternating empty / recommend windows")
     parser.add_argument("--ratio-only", action="store_true", help="only the throughput and p99 ratios")
+    parser.add_argument("--config", type=Path, default=ROOT / "serve_configs" / "ranker.yaml")
+    parser.add_argument("--split", action="store_true", help="rank in a separate Ranker deployment (ranker_deployment: true)")
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     users = bundle_users(args.bundle)
     bodies = [{"user_id": u, "k": 20} for u in users]
 
+    shipped = yaml.safe_load(args.config.read_text())
+    if args.split:
+        split_ranker(shipped)
+    ranking = ranking_deployment(shipped)
+
     def tweak(config: dict) -> None:
+        if args.split:
+            split_ranker(config)
         # from one replica (the shipped min of 2 is for rolling updates), to see it scale up and back
-        deployment(config, "Ranker")["autoscaling_config"].update({"min_replicas": 1, "upscale_delay_s": 3,
+        deployment(config, ranking)["autoscaling_config"].update({"min_replicas": 1, "upscale_delay_s": 3,
                                                                    "downscale_delay_s": 15})  # fmt: skip
         config["applications"].append({"name": "empty", "route_prefix": "/empty",
                                        "import_path": "benchmarks.empty_app:build", "args": {}})  # fmt: skip
 
     results: dict = {"concurrency": args.concurrency, "seconds": args.seconds, "bundle": str(args.bundle),
-                     "cpus": os.cpu_count()}  # fmt: skip
-    with serve_app(args.bundle, args.out / "serve-work", tweak) as served:
+                     "cpus": os.cpu_count(), "config": str(args.config), "ranking_deployment": ranking,
+                     "split": args.split}  # fmt: skip
+    with serve_app(args.bundle, args.out / "serve-work", tweak, args.config) as served:
         url, head = served["url"], served["head"]
         for _ in range(120):
             try:
@@ -147,20 +167,20 @@ def main() -> None:
         results["new_item_time"] = new_item_time(url)
         print(json.dumps({k: results[k] for k in ("event_freshness", "new_item_time")}, indent=2))
         for _ in range(60):  # start the autoscaling phase from one replica: idle until scaled down
-            if ranker_replicas(head) == 1:
+            if ranker_replicas(head, ranking) == 1:
                 break
             time.sleep(2)
-        timeline = autoscaling(url, head, bodies, args.concurrency * 2, 60, 45)
+        timeline = autoscaling(url, head, ranking, bodies, args.concurrency * 2, 60, 45)
         results["autoscaling"] = {"timeline": timeline, "replicas_at_start": timeline[0][1],
                                   "max_replicas_under_load": max(r for _, r, p in timeline if p == "load"),
                                   "replicas_at_end": timeline[-1][1]}  # fmt: skip
         print(json.dumps({k: v for k, v in results["autoscaling"].items() if k != "timeline"}))
     (args.out / "serve.json").write_text(json.dumps(results, indent=2))
-    plot_timeline(timeline, args.out / "serve-autoscaling.png")
+    plot_timeline(timeline, ranking, args.out / "serve-autoscaling.png")
     print(f"wrote {args.out / 'serve.json'} and {args.out / 'serve-autoscaling.png'}")
 
 
-def plot_timeline(timeline: list, path: Path) -> None:
+def plot_timeline(timeline: list, name: str, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -170,7 +190,7 @@ def plot_timeline(timeline: list, path: Path) -> None:
     ax.step([t for t, _, _ in timeline], [r for _, r, _ in timeline], where="post")
     load_end = max((t for t, _, p in timeline if p == "load"), default=0)
     ax.axvspan(0, load_end, alpha=0.15, label="sustained load")
-    ax.set(xlabel="seconds", ylabel="running Ranker replicas", title="Ranker autoscaling")
+    ax.set(xlabel="seconds", ylabel=f"running {name} replicas", title=f"{name} autoscaling (the replicas that rank)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -2,10 +2,10 @@
 
     python -m benchmarks.soak --bundle bundles/ml100k [--minutes 10] [--share 0.8] [--window 30]
 
-Loopback only, bounded: deploys serve_configs/ranker.yaml on a head of its own (two Ranker replicas,
-fixed), measures the peak with a closed loop (16 clients, 20 s), then sends an open-loop stream at
-`share` × peak for `minutes`. Every window it prints p50/p99/errors and the resident memory of the Ranker
-and Ingress replicas. Goal: no error and no growth beyond 10% (median of the last third of the windows
+Loopback only, bounded: deploys serve_configs/ranker.yaml on a head of its own (two replicas of the
+deployment that ranks, fixed: the Ingress in the shipped layout, the Ranker with ``--split``), measures the peak with a closed loop (16 clients, 20 s), then sends an open-loop stream at
+`share` × peak for `minutes`. Every window it prints p50/p99/errors and the resident memory of the Ingress
+(and Ranker) replicas. Goal: no error and no growth beyond 10% (median of the last third of the windows
 vs the first third, warm-up left out; memory of each deployment's largest replica, and p99).
 Writes reports/bench/soak.json and soak.png.
 """
@@ -26,17 +26,14 @@ from benchmarks.serve_harness import (
     deployment,
     load,
     paced_load,
+    ranking_deployment,
     replica_processes,
     rss_mb,
     serve_app,
+    split_ranker,
 )
 
-DEPLOYMENTS = ("Ranker", "Ingress")
 RANKERS = 2  # fixed for the soak: memory is followed per replica process, so the set must not change
-
-
-def fixed_replicas(config: dict) -> None:
-    deployment(config, "Ranker")["autoscaling_config"].update({"min_replicas": RANKERS, "max_replicas": RANKERS})
 
 
 def growth(first: float, last: float) -> float:
@@ -54,7 +51,7 @@ def summarize(windows: list[dict]) -> dict:
         return float(np.median([get(w) for w in rows]))
 
     memory = {n: growth(median(head, lambda w, n=n: w["memory_mb"][n]), median(tail, lambda w, n=n: w["memory_mb"][n]))
-              for n in DEPLOYMENTS}  # fmt: skip
+              for n in windows[0]["memory_mb"]}  # fmt: skip
     out = {"errors": sum(w["errors"] for w in windows), "requests": sum(w["requests"] for w in windows),
            "memory_growth": memory, "p99_ms_first_third": median(head, lambda w: w["p99_ms"]),
            "p99_ms_last_third": median(tail, lambda w: w["p99_ms"]), "p99_ms_max": max(w["p99_ms"] for w in windows)}  # fmt: skip
@@ -76,7 +73,7 @@ def plot(windows: list[dict], path: Path) -> None:
     top.set_ylabel("latency, ms")
     top.legend()
     top.grid(alpha=0.3)
-    for name in DEPLOYMENTS:
+    for name in windows[0]["memory_mb"]:
         bottom.plot(t, [w["memory_mb"][name] for w in windows], marker="o", label=f"{name} (largest replica)")
     bottom.set_ylabel("resident memory, MiB")
     bottom.set_xlabel("minutes")
@@ -94,17 +91,27 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=10)
     ap.add_argument("--share", type=float, default=0.8)
     ap.add_argument("--window", type=float, default=30)
+    ap.add_argument("--split", action="store_true", help="a separate Ranker deployment (ranker_deployment: true)")
     ap.add_argument("--out", type=Path, default=ROOT / "reports" / "bench")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     bodies = [{"user_id": u, "k": 20} for u in bundle_users(args.bundle)]
+    ranking = "Ranker" if args.split else "Ingress"
+    names = tuple(dict.fromkeys([ranking, "Ingress"]))  # the processes followed
+
+    def fixed_replicas(config: dict) -> None:
+        if args.split:
+            split_ranker(config)
+        assert ranking_deployment(config) == ranking
+        deployment(config, ranking)["autoscaling_config"].update({"min_replicas": RANKERS, "max_replicas": RANKERS})
+
     with serve_app(args.bundle, args.out / "soak-work", fixed_replicas) as served:
         url, head = served["url"], served["head"]
         # the replica processes, listed once: `ray list actors` is a CLI that costs seconds of CPU
-        procs = {name: replica_processes(head, name) for name in DEPLOYMENTS}
-        while len(procs["Ranker"]) < RANKERS:
+        procs = {name: replica_processes(head, name) for name in names}
+        while len(procs[ranking]) < RANKERS:
             time.sleep(1)
-            procs["Ranker"] = replica_processes(head, "Ranker")
+            procs[ranking] = replica_processes(head, ranking)
         asyncio.run(load(f"{url}/recommend", bodies, 16, 10))  # warm-up
         peak = asyncio.run(load(f"{url}/recommend", bodies, 16, 20))
         rate = args.share * peak["rps"]

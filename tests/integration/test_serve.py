@@ -36,17 +36,18 @@ TOKEN = "s3cret-token"
 
 
 def write_config(path: Path, port: int, args: dict, ranker_knobs: dict | None = None) -> Path:
-    """serve_configs/ranker.yaml with this test's bundle, store, port and two ingress replicas."""
+    """serve_configs/ranker.yaml with this test's bundle, store, port and two ingress replicas (each ranks
+    in-process: the shipped ``ranker_deployment: false``)."""
     config = yaml.safe_load((ROOT / "serve_configs" / "ranker.yaml").read_text())
     config["http_options"]["port"] = port
     app = config["applications"][0]
     app["args"].update(args)
     for deployment in app["deployments"]:
         if deployment["name"] == "Ingress":
+            deployment.pop("autoscaling_config", None)
             deployment["num_replicas"] = 2
             deployment["ray_actor_options"]["num_cpus"] = 0.1
-        if deployment["name"] == "Ranker" and ranker_knobs:
-            deployment["user_config"].update(ranker_knobs)
+            deployment["user_config"]["ranker"].update(ranker_knobs or {})
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -116,7 +117,7 @@ def test_recommend_known_unknown_and_explained(service):
 
 
 def test_concurrent_requests_batched_by_the_ingress_each_get_their_own_list(service):
-    """Concurrent /recommend calls travel to the Ranker as one batch; each answer is its own user's list, the
+    """Concurrent /recommend calls are ranked as one batch; each answer is its own user's list, the
     same as when asked alone (k and exclude_seen differ per request too)."""
     bodies = [{"user_id": f"u{i}", "k": 3 + i % 4, "exclude_seen": i % 2 == 0} for i in range(12)]
     alone = [post(service, "/recommend", b, headers=auth()).json()["items"] for b in bodies]
@@ -360,7 +361,7 @@ def test_prometheus_scrapes_the_app_and_every_dashboard_query_returns_data(servi
             assert answer["data"]["result"], f"panel {title!r}: no series for {query}"
         replicas = httpx.get(f"{api}/query", params={"query": "sum by (deployment) (longtail_replicas)"}).json()
         live = {r["metric"]["deployment"]: float(r["value"][1]) for r in replicas["data"]["result"]}
-        assert live["Ingress"] == 2 and live["Ranker"] >= 1 and live["Encoder"] >= 1, live
+        assert live["Ingress"] == 2 and live["Encoder"] >= 1 and "Ranker" not in live, live  # Ingress ranks
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -1,5 +1,6 @@
-"""Two Ray nodes on this machine, a Ranker and an Ingress replica on each, one real PostgreSQL store: an
-event or an erasure posted through the HTTP front door is seen by the rankers on both nodes."""
+"""Two Ray nodes on this machine, a Ranker and an Ingress replica on each (serve_configs/ranker-gpu.yaml: a
+separate Ranker deployment), one real PostgreSQL store: an event or an erasure posted through the HTTP
+front door is seen by the rankers on both nodes."""
 
 from __future__ import annotations
 
@@ -20,18 +21,19 @@ TOKEN = "multi-node-token"
 
 
 def multinode_config(path: Path, port: int, args: dict) -> Path:
-    """serve_configs/ranker.yaml with one proxy (two nodes share this machine's ports), and Ranker and
-    Ingress spread one replica per node."""
-    config = yaml.safe_load((ROOT / "serve_configs" / "ranker.yaml").read_text())
+    """serve_configs/ranker-gpu.yaml without GPUs or a `head` resource, with one proxy (two nodes share this
+    machine's ports), and Ranker and Ingress spread one replica per node."""
+    config = yaml.safe_load((ROOT / "serve_configs" / "ranker-gpu.yaml").read_text())
     config["proxy_location"] = "HeadOnly"
     config["http_options"]["port"] = port
     app = config["applications"][0]
     app["args"].update(args)
+    assert app["args"]["ranker_deployment"] is True
     for deployment in app["deployments"]:
+        deployment["ray_actor_options"] = {"num_cpus": 0.1}
         if deployment["name"] in ("Ingress", "Ranker"):
             deployment.pop("autoscaling_config", None)
             deployment.update(num_replicas=2, max_replicas_per_node=1)
-            deployment["ray_actor_options"]["num_cpus"] = 0.1
         if deployment["name"] == "Encoder":
             deployment["autoscaling_config"] = {"min_replicas": 1, "max_replicas": 1}
     path.write_text(yaml.safe_dump(config))
@@ -58,8 +60,8 @@ def test_rankers_on_two_nodes_share_one_postgresql_store(tmp_path, tiny_bundle, 
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN)
     port = free_port()
-    args = {"bundle": str(tiny_bundle), "store": store, "token_file": str(token_file),
-            "metrics_dir": str(tmp_path / "metrics")}  # fmt: skip
+    args = {"bundle": str(tiny_bundle), "store": store, "token_file": str(token_file), "read_token_file": None,
+            "metrics_dir": str(tmp_path / "metrics"), "torch_threads": 1}  # fmt: skip
     with ray_head(tmp_path, num_cpus=2, workers=(1,)) as head:
         config = multinode_config(tmp_path / "ranker.yaml", port, args)
         cli("serve", "deploy", str(config), "--address", head["dashboard"], timeout=300, env=head["env"])

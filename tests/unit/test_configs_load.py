@@ -28,9 +28,12 @@ def test_serve_configs_pass_serve_schema_and_our_typed_args(path):
     ServeDeploySchema.model_validate(raw)  # Ray's own validation, as `serve deploy` does
     [app] = raw["applications"]
     assert app["import_path"] == "longtail.serve.app:build_app"
-    AppArgs.model_validate(app["args"])
+    args = AppArgs.model_validate(app["args"])
     knobs = {"Ingress": IngressKnobs, "Ranker": RankerKnobs, "Encoder": EncoderKnobs}
-    assert {d["name"] for d in app["deployments"]} == set(knobs)
+    # a Ranker deployment exactly when the app binds one; in-process ranking reads the Ingress's `ranker:`
+    assert {d["name"] for d in app["deployments"]} == set(knobs) - (set() if args.ranker_deployment else {"Ranker"})
+    ingress = next(d for d in app["deployments"] if d["name"] == "Ingress")
+    assert ("ranker" in ingress.get("user_config", {})) == (not args.ranker_deployment)
     for deployment in app["deployments"]:
         knobs[deployment["name"]].model_validate(deployment.get("user_config", {}))
 

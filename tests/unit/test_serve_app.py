@@ -97,7 +97,7 @@ class _Dying:
 def _read(method: _Dying, *args):
     """Ingress._read as Serve's class defines it, on a stand-in replica holding only what it reads."""
     metrics = SimpleNamespace(read_retries=SimpleNamespace(inc=lambda: None))
-    replica = SimpleNamespace(ranker=SimpleNamespace(recommend=method), metrics=metrics)
+    replica = SimpleNamespace(ranker=SimpleNamespace(recommend=method), local=None, metrics=metrics)  # split layout
     return asyncio.run(Ingress.func_or_class._read(replica, "recommend", *args))
 
 

@@ -79,7 +79,8 @@ def check_auth_config(args: AppArgs, auth: dict) -> None:
 
 
 def build_app(args: AppArgs) -> Application:
-    """Ingress → (Ranker, Encoder), all reading the same bundle version and store.
+    """Ingress → (Ranker, Encoder), all reading the same bundle version and store; with
+    ``ranker_deployment: false`` there is no Ranker deployment: each Ingress replica ranks in-process.
 
     Serve validates ``args`` against ``AppArgs`` from this signature (unknown keys fail the deploy).
     """
@@ -92,6 +93,7 @@ def build_app(args: AppArgs) -> Application:
             "token_file": str(Path(args.token_file).expanduser().resolve()) if args.token_file else None,
             "read_file": str(Path(args.read_token_file).expanduser().resolve()) if args.read_token_file else None}  # fmt: skip
     check_auth_config(args, auth)
-    ranker = Ranker.bind(bundle, store, args.store_timeout_s, metrics_dir, args.torch_threads)
+    ranker = Ranker.bind(bundle, store, args.store_timeout_s, metrics_dir, args.torch_threads) if args.ranker_deployment else None
     encoder = Encoder.bind(bundle, store, args.store_timeout_s, metrics_dir, args.torch_threads)
-    return Ingress.bind(ranker, encoder, bundle, store, args.store_timeout_s, metrics_dir, auth, args.max_body_bytes)
+    return Ingress.bind(ranker, encoder, bundle, store, args.store_timeout_s, metrics_dir, auth, args.max_body_bytes,
+                        args.torch_threads)  # fmt: skip

@@ -7,7 +7,6 @@ import asyncio
 import json
 import logging
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -15,50 +14,30 @@ import ray
 import torch
 from ray import serve
 
-from longtail.bundle import encoder_id, read_bundle, verify_bundle
+from longtail.bundle import encoder_id, verify_bundle
 from longtail.serve.knobs import EncoderKnobs, RankerKnobs
 from longtail.serve.metrics import ServeMetrics
-from longtail.serve.ranking import Query, ServingRanker
+from longtail.serve.ranker_core import EncoderMismatch, RankerCore
 from longtail.serve.store import open_store
 
+__all__ = ["Encoder", "EncoderMismatch", "Ranker", "bundle_catalog", "bundle_version"]
 log = logging.getLogger("longtail.serve")
 BACKFILL_EVERY_S = 5.0  # an encoder looks for stored items without its vectors this often (when busy)
 
 
-class EncoderMismatch(ValueError):
-    """A vector from one bundle's encoder sent to a ranker of another (a rollout in progress)."""
-
-
 @serve.deployment(name="Ranker", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=32)
 class Ranker:
-    """Catalog, graph and hybrid ranker in memory; users' histories from the bundle plus the store."""
+    """A ``RankerCore`` as its own deployment (``ranker_deployment: true``): scales apart from the HTTP
+    ingress, e.g. on GPU nodes while the ingress stays on the head."""
 
     def __init__(self, bundle: str, store: str, store_timeout_s: float, metrics_dir: str, torch_threads: int = 1) -> None:
-        torch.set_num_threads(torch_threads)
-        loaded = read_bundle(Path(bundle))
-        self.ranker = ServingRanker(loaded)
-        self.encoder_id = loaded.encoder_id
-        self.stored_history = RankerKnobs().stored_history
-        self.store = open_store(store, timeout_s=store_timeout_s)
-        self.metrics = ServeMetrics.open(metrics_dir)
-        self.metrics.bundle.labels(self.ranker.version).set(1)
-        self.metrics.replicas.labels("Ranker").set(1)
-        self.replica = f"{ray.get_runtime_context().get_node_id()[:12]}/{serve.get_replica_context().replica_id.unique_id}"
-        self._apply_items(self.store.items_after(0, self.encoder_id))
+        replica = f"{ray.get_runtime_context().get_node_id()[:12]}/{serve.get_replica_context().replica_id.unique_id}"
+        self.core = RankerCore(bundle, store, store_timeout_s, metrics_dir, torch_threads, replica, "Ranker")
 
     def reconfigure(self, config: dict) -> None:
         knobs = RankerKnobs.model_validate(config)
-        self.ranker.configure(knobs)
-        self.stored_history = knobs.stored_history
+        self.core.configure(knobs)
         set_batching(self._batch, knobs)
-
-    def _apply_items(self, items) -> None:
-        if self.ranker.add_items(items):
-            self.metrics.catalog_size.set(self.ranker.n_items)
-
-    async def _sync_items(self) -> None:
-        """Pick up items other replicas' ingress stored since the last look (cheap when there are none)."""
-        self._apply_items(await asyncio.to_thread(self.store.items_after, self.ranker.last_item_seq, self.encoder_id))
 
     async def recommend(self, request: dict) -> dict:
         """One request (RecommendRequest fields) → a ranked list; batched with concurrent requests."""
@@ -66,47 +45,20 @@ class Ranker:
 
     async def recommend_many(self, requests: list[dict]) -> list[dict]:
         """A batch an Ingress replica gathered: ranked in one pass, lists in request order."""
-        return await self._rank(requests)
+        return await self.core.recommend_many(requests)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
     async def _batch(self, requests: list[dict]) -> list[dict]:
-        return await self._rank(requests)
-
-    async def _rank(self, requests: list[dict]) -> list[dict]:
-        await self._sync_items()
-        users = sorted({r["user_id"] for r in requests})
-        stored = await asyncio.to_thread(self.store.histories, users, self.stored_history)
-        queries = []
-        for r in requests:
-            got = stored[r["user_id"]]
-            history, strengths, known = self.ranker.weighted_history(r["user_id"], got.erased, got.items, got.types,
-                                                                     got.weights)  # fmt: skip
-            queries.append(Query(r["user_id"], history, r["k"], r["exclude_seen"], r.get("tail_boost"),
-                                 r.get("explain", False), known, strengths))  # fmt: skip
-        ranked = self.ranker.recommend(queries)
-        for result in ranked:
-            self.metrics.lists.labels(result.strategy).inc()
-            self.metrics.served_items.inc(len(result.items))
-            self.metrics.served_tail.inc(sum(item["tail"] for item in result.items))
-        self.metrics.coverage.set(self.ranker.coverage)
-        return [{**asdict(r), "bundle_version": self.ranker.version, "served_by": self.replica} for r in ranked]
+        return await self.core.recommend_many(requests)
 
     async def similar(self, item_id: str, k: int) -> dict:
-        """Neighbours of an item (``items`` None when the catalog has no such item), with the version."""
-        await self._sync_items()
-        items = self.ranker.similar(item_id, k) if item_id in self.ranker.index else None
-        return {"items": items, "bundle_version": self.ranker.version}
+        return await self.core.similar(item_id, k)
 
     async def search(self, vector: list[float], k: int, encoder: str) -> dict:
-        """Items nearest to a text vector made by ``encoder``; refused when it is not this bundle's."""
-        if encoder != self.encoder_id:
-            raise EncoderMismatch(f"vector from encoder {encoder}, this ranker's bundle has {self.encoder_id}")
-        await self._sync_items()
-        return {"items": self.ranker.search(np.asarray(vector, dtype=np.float32), k), "bundle_version": self.ranker.version}
+        return await self.core.search(vector, k, encoder)
 
     async def catalog(self) -> dict:
-        await self._sync_items()
-        return {"version": self.ranker.version, "items": self.ranker.n_items}
+        return await self.core.catalog()
 
 
 @serve.deployment(name="Encoder", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=32)

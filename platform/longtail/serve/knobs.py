@@ -32,12 +32,8 @@ class AppArgs(Strict):
     protect_reads: bool = Field(False, description="every read needs the read or write token (history-revealing ones always do)")
     max_body_bytes: int = Field(1_000_000, ge=1024, description="larger request bodies get 413")
     torch_threads: int = Field(1, ge=1, description="intra-op threads per ranker/encoder replica")
-
-
-class IngressKnobs(Strict):
-    max_k: int = Field(100, ge=1, le=MAX_K, description="largest k a request may ask for")
-    recommend_batch_size: int = Field(16, ge=1, le=256, description="concurrent /recommend requests sent as one ranker call")
-    recommend_batch_wait_s: float = Field(0.01, ge=0.0, le=1.0, description="wait for a /recommend batch to fill")
+    ranker_deployment: bool = Field(False, description="true: a separate Ranker deployment (scales apart, e.g. on "
+                                    "GPU nodes); false: each Ingress replica ranks in-process (one hop less)")
 
 
 class RankerKnobs(Strict):
@@ -64,6 +60,13 @@ class RankerKnobs(Strict):
         if total > 1.0:
             raise ValueError(f"tail_share + new_share must be ≤ 1, got {total}")
         return self
+
+
+class IngressKnobs(Strict):
+    max_k: int = Field(100, ge=1, le=MAX_K, description="largest k a request may ask for")
+    recommend_batch_size: int = Field(16, ge=1, le=256, description="concurrent /recommend requests sent as one ranker call")
+    recommend_batch_wait_s: float = Field(0.01, ge=0.0, le=1.0, description="wait for a /recommend batch to fill")
+    ranker: RankerKnobs | None = Field(None, description="the in-process ranker's knobs (ranker_deployment: false)")
 
 
 class EncoderKnobs(Strict):
