@@ -109,7 +109,7 @@ def select_users(users: str, split_data: SplitData, part: str) -> np.ndarray:
 def explained_lists(pipe, histories, users: np.ndarray, k: int, item_ids: np.ndarray, batch: int = 256):
     """(lists (len(users), k), explanations per user) from one pass of the pipeline."""
     from longtail.model.explain import explain
-    from longtail.recommend.pipeline import Batch, recommend
+    from longtail.recommend.pipeline import Batch, popularity_terms, recommend
 
     lists, notes = np.full((len(users), k), -1, dtype=np.int64), []
     exposure = np.zeros(pipe.n_items)
@@ -117,7 +117,7 @@ def explained_lists(pipe, histories, users: np.ndarray, k: int, item_ids: np.nda
         rows = users[start : start + batch]
         out = recommend(pipe, Batch.of(histories.rows(rows)), k, exposure)
         lists[start : start + len(rows)] = out.items
-        notes += explain(out.ranked, out.recent, out.columns, item_ids)
+        notes += explain(out.ranked, out.recent, out.columns, item_ids, popularity=popularity_terms(pipe, out.candidates))
     return lists, notes
 
 

@@ -131,6 +131,10 @@ class RankerConfig(StrictModel):
     weight_decay: float = Field(0.0, ge=0.0, description="Adam weight decay")
     popularity_correction: float = Field(0.07, ge=0.0, description="η of the logit adjustment (0 = none)")
     temperature: float = Field(0.34, gt=0.0, description="τ of the sampled softmax: logits are score / τ")
+    popularity_adjustment: float = Field(
+        0.0, ge=0.0, description="γ: ranking orders by score / τ − γ·log(1 + train count) (post-hoc logit adjustment; "
+        "not trained, chosen on valid by select.popularity_adjustments)"
+    )  # fmt: skip
     patience: int = Field(2, ge=1, description="epochs without valid ndcg@10 gain before stopping")
     valid_users: int | None = Field(
         2000, ge=1, description="users sampled (seeded) for each epoch's validation; null = all"
@@ -212,20 +216,29 @@ class SelectConfig(StrictModel):
     min_new_share: float = Field(
         0.1, ge=0.0, le=0.5, description="new_share never below this while the catalog has never-touched items"
     )
-    users: int | None = Field(5000, ge=1, description="valid users sampled (seeded) for the choice; null = all")
+    users: int | None = Field(
+        20000, ge=1, description="valid users sampled (seeded) for the choices; null = all"
+    )
     id_dropout: list[float] | None = Field(
         [0.0, 0.3], description="ID dropout values fitted (both stages; one fit each), the best on valid kept; "
         "null = the config's ranker/retriever id_dropout, one fit"
     )  # fmt: skip
+    popularity_adjustments: list[float] | None = Field(
+        [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0], description="ranker.popularity_adjustment values tried on the kept fit "
+        "(no refit: one ranking pass), the ndcg_tolerance rule keeps one; null = the config's value"
+    )  # fmt: skip
     ndcg_tolerance: float = Field(
-        0.02, ge=0.0, le=1.0, description="fits this close (relative) to the best valid ndcg@10 tie; the most "
-        "own-list tail_recall@20 among them wins"
+        0.02, ge=0.0, le=1.0, description="fits (and popularity adjustments) this close (relative) to the best valid "
+        "ndcg@10 tie; the most own-list tail_recall@20 among them wins"
     )  # fmt: skip
 
     @model_validator(mode="after")
     def _grid_in_range(self) -> SelectConfig:
         if self.id_dropout is not None and (not self.id_dropout or not all(0 <= v < 1 for v in self.id_dropout)):
             raise ValueError(f"select.id_dropout must be null or a non-empty list of values in [0, 1), got {self.id_dropout}")
+        adjustments = self.popularity_adjustments
+        if adjustments is not None and (not adjustments or min(adjustments) < 0):
+            raise ValueError(f"select.popularity_adjustments must be null or a non-empty list of values ≥ 0, got {adjustments}")
         for name in ("tail_shares", "new_shares", "exposure_penalties"):
             values = getattr(self, name)
             if not values or min(values) < 0 or (name != "exposure_penalties" and max(values) > 0.5):

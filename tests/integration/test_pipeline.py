@@ -60,14 +60,22 @@ def test_tiny_pipeline_trains_caches_and_evaluates(ray_cluster, tiny_encoder, tm
     assert again.stderr.count("reusing") == 4 and again.stderr.count("fit: start") == 1, again.stderr[-2000:]
     assert "ndcg@10" in again.stdout and "select: shelves" in again.stderr
     second = read_bundle(tmp_path / "bundle2")
-    fits = second.manifest["metrics"]["selection"]["fit"]
-    assert [row["id_dropout"] for row in fits["grid"]] == [0.0, 0.3]
-    kept = fits["chosen"]["id_dropout"]
-    assert second.config.ranker.id_dropout == second.config.retriever.id_dropout == kept
-    assert f"select: id_dropout {kept:g} of 2 fits" in again.stderr
-    ranked = next(row for row in fits["grid"] if row["id_dropout"] == kept)  # the kept fit is the one served
+    fits = second.manifest["metrics"]["selection"]["fit"]  # every fit at every popularity adjustment γ
+    gammas = TrainConfig().select.popularity_adjustments
+    assert [(row["id_dropout"], row["popularity_adjustment"]) for row in fits["grid"]] == [
+        (d, g) for d in (0.0, 0.3) for g in gammas]
+    kept = fits["chosen"]
+    assert second.config.ranker.id_dropout == second.config.retriever.id_dropout == kept["id_dropout"]
+    assert second.config.ranker.popularity_adjustment == kept["popularity_adjustment"]
+    assert (f"select: id_dropout {kept['id_dropout']:g}, popularity_adjustment {kept['popularity_adjustment']:g} "
+            f"of 2 fits × {len(gammas)} adjustments") in again.stderr
+    ranked = next(row for row in fits["grid"] if {k: row[k] for k in kept} == kept)  # the kept point is served
     own_valid = evaluate(PipelineRecommender(own_lists(load_pipeline(second))), data, "valid").metrics
     assert own_valid["ndcg@10"] == pytest.approx(ranked["ndcg@10"], abs=1e-5)
+    assert own_valid["tail_recall@20"] == pytest.approx(ranked["tail_recall@20"], abs=1e-5, nan_ok=True)
+    first_fit = bundle.manifest["metrics"]["selection"]["fit"]  # tiny.yaml: one fit, the γ grid on it
+    assert [row["popularity_adjustment"] for row in first_fit["grid"]] == gammas
+    assert bundle.config.ranker.popularity_adjustment == first_fit["chosen"]["popularity_adjustment"]
     # ... and logs the run to MLflow beside the bundle: config, each epoch's fit metrics, the α-sweep plot
     import mlflow
 

@@ -1,17 +1,28 @@
-"""Shelves chosen on validation: the grid, the rule, and grid metrics equal to a plain evaluation."""
+"""Choices on validation: the shelves' grid and rule, the popularity adjustment, and grid metrics equal to
+plain evaluations."""
 
 import dataclasses
 import math
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
 from longtail.bundle import read_bundle
 from longtail.config import SelectConfig
 from longtail.eval.evaluate import evaluate
-from longtail.recommend.build import load_pipeline
+from longtail.recommend.build import load_pipeline, own_lists
 from longtail.recommend.recommender import PipelineRecommender
-from longtail.train.select import ShelfPoint, choose, grid, grid_metrics, sample_users, select_shelves
+from longtail.train.select import (
+    ShelfPoint,
+    choose,
+    choose_fit_point,
+    grid,
+    grid_metrics,
+    sample_users,
+    select_shelves,
+    variant_metrics,
+)
 from tests.conftest import clustered_split
 
 
@@ -87,8 +98,6 @@ def test_select_shelves_reports_the_grid_and_a_chosen_point_of_it(tiny_bundle):
 
 
 def test_the_fit_choice_keeps_the_tail_among_fits_tied_on_ndcg():
-    from longtail.train.pipeline import choose_fit_point
-
     rows = [{"id_dropout": 0.0, "ndcg@10": 0.0599, "tail_recall@20": 0.10, "coverage@20": 0.70},
             {"id_dropout": 0.3, "ndcg@10": 0.0590, "tail_recall@20": 0.12, "coverage@20": 0.80}]  # fmt: skip
     assert choose_fit_point(rows, 0.02) == 1  # 1.5% less ndcg@10 buys 20% more tail: a tie, the tail wins
@@ -110,3 +119,51 @@ def test_each_fit_candidate_sets_both_stages_id_dropout_and_nothing_else():
     assert candidate.ranker.id_dropout == candidate.retriever.id_dropout == 0.3
     assert candidate.model_copy(update={"ranker": base.ranker, "retriever": base.retriever}) == base
     assert base.ranker.id_dropout == 0.0  # the default config is untouched
+
+
+def test_popularity_adjusted_variants_equal_plain_evaluations_and_move_lists_to_the_tail(tiny_bundle):
+    pipe = own_lists(load_pipeline(read_bundle(tiny_bundle)))
+    data = clustered_split()
+    users = sample_users(data, "valid", None)
+    variants = [dataclasses.replace(pipe, popularity_penalty=g) for g in (0.0, 0.5, 50.0)]
+    got = variant_metrics(pipe, variants, data, users)
+    for variant, metrics in zip(variants, got, strict=True):  # one ranking pass, the same lists as evaluate's
+        assert metrics == pytest.approx(evaluate(PipelineRecommender(variant), data, "valid").metrics, nan_ok=True)
+    # a penalty on log(1 + train count) moves rarer items up the lists; a huge one orders by rarity
+    history = data.histories(("train",)).rows(users)
+    top = [PipelineRecommender(v).recommend(users, history, 5) for v in variants]  # (users, 5) each
+    popularity = [np.log1p(data.train_counts()[t[t >= 0]]).mean() for t in top]
+    assert popularity[0] > popularity[1] > popularity[2]
+
+
+def test_the_joint_fit_and_adjustment_rule_spends_at_most_the_tolerance_on_ndcg():
+    rows = [{"popularity_adjustment": g, "ndcg@10": n, "tail_recall@20": t, "coverage@20": c}
+            for g, n, t, c in ((0.0, 0.100, 0.05, 0.4), (0.2, 0.099, 0.07, 0.5), (0.5, 0.097, 0.09, 0.6),
+                               (1.0, 0.090, 0.12, 0.8))]  # fmt: skip
+    assert choose_fit_point(rows, 0.02) == 1  # 0.5 costs 3%: outside
+    assert choose_fit_point(rows, 0.05) == 2
+    assert choose_fit_point(rows, 0.0) == 0
+
+
+def test_the_adjustment_lowers_popular_items_and_keeps_padding():
+    from longtail.recommend.pipeline import adjust_for_popularity
+
+    scores = np.array([[1.0, 1.0, -np.inf], [0.5, 0.2, 0.1]])
+    counts = np.array([[100, 0, 5], [10, 10, 0]])
+    out = adjust_for_popularity(scores, counts, 0.1)
+    assert out[0, 1] == 1.0 and out[0, 0] == pytest.approx(1.0 - 0.1 * np.log(101)) and out[0, 2] == -np.inf
+    assert np.argmax(out[1]) == 0 and adjust_for_popularity(scores, counts, 0.0) is scores
+    assert np.argmax(adjust_for_popularity(scores, counts, 1.0)[1]) == 2  # enough of it lifts the untouched item
+
+
+def test_own_lists_keep_the_adjustment_and_bundles_apply_the_chosen_one(tiny_bundle):
+    from longtail.config import RankerConfig
+    from longtail.recommend.build import popularity_penalty_of
+
+    pipe = dataclasses.replace(load_pipeline(read_bundle(tiny_bundle)), popularity_penalty=0.2, boost=0.5)
+    own = own_lists(pipe)
+    assert own.popularity_penalty == 0.2 and own.boost == 0.0  # a model setting, not a re-rank knob
+    ranker = RankerConfig(temperature=0.5, popularity_adjustment=0.4)
+    assert popularity_penalty_of(ranker) == pytest.approx(0.2) and popularity_penalty_of(ranker, 1.0) == 0.5
+    with pytest.raises(ValidationError, match="popularity_adjustments"):
+        SelectConfig(popularity_adjustments=[])

@@ -81,13 +81,27 @@ def test_tail_boost_one_ranks_by_rarity(ranker):
     assert counts == sorted(counts) and counts[0] == ranker.counts.min()
 
 
-def test_explanations_sum_to_the_score(ranker):
+@pytest.mark.parametrize("adjustment", [None, 0.8])
+def test_explanations_sum_to_the_score(ranker, adjustment):
+    ranker.configure(RankerKnobs(popularity_adjustment=adjustment))
     history, _ = ranker.history("u4", False, [])
     [ranked] = ranker.recommend([Query("u4", history, 3, explain=True)])
     for item in ranked.items:
         parts = item["explanation"]["contributions"]
+        assert ("popularity" in parts) == (adjustment is not None)  # the tiny bundle's own γ is 0
         assert sum(parts.values()) == pytest.approx(item["score"], abs=1e-4)
         assert {b["item_id"] for b in item["explanation"]["because"]} <= {ranker.item_ids[h] for h in history}
+
+
+def test_popularity_adjustment_knob_lowers_popular_items_and_none_restores_the_bundles(ranker):
+    history, _ = ranker.history("u2", False, [])
+    first = ranker.recommend([Query("u2", history, 5)])[0].items
+    ranker.configure(RankerKnobs(popularity_adjustment=50.0))
+    rare = ranker.recommend([Query("u2", history, 5)])[0].items
+    counts = [[ranker.counts[ranker.index[i["item_id"]]] for i in items] for items in (first, rare)]
+    assert sum(counts[1]) < sum(counts[0]) and counts[1] == sorted(counts[1])  # γ huge: rarest first
+    ranker.configure(RankerKnobs())
+    assert ranker.recommend([Query("u2", history, 5)])[0].items == first
 
 
 def test_new_items_become_recommendable_with_graph_neighbours(ranker):

@@ -9,7 +9,7 @@ import torch
 from scipy import sparse
 
 from longtail.bundle import Bundle, load_models
-from longtail.config import RerankConfig, RetrievalConfig
+from longtail.config import RankerConfig, RerankConfig, RetrievalConfig
 from longtail.model.hybrid import HybridRanker
 from longtail.model.rerank import Shelves
 from longtail.model.retriever import FactorizedRetriever
@@ -37,16 +37,23 @@ def shelves_of(rerank: RerankConfig) -> Shelves:
 
 def make_pipeline(retriever: FactorizedRetriever, ranker: HybridRanker, vectors: np.ndarray, graph: sparse.csr_matrix,
                   train_counts: np.ndarray, retrieval: RetrievalConfig, rerank: RerankConfig | None = None,
-                  index: ItemIndex | None = None, seed: int = 0, history_strengths: bool = True) -> Pipeline:  # fmt: skip
+                  index: ItemIndex | None = None, seed: int = 0, history_strengths: bool = True,
+                  popularity_penalty: float = 0.0) -> Pipeline:  # fmt: skip
     """A pipeline over trained models; ``rerank`` None means the model's own lists (no boost, no shelves);
-    ``history_strengths``: the models read the histories' event strengths (``events.in_history``)."""
+    ``history_strengths``: the models read the histories' event strengths (``events.in_history``);
+    ``popularity_penalty``: τ·γ of the ranker's post-hoc popularity adjustment (``popularity_penalty_of``)."""
     rerank = rerank or RerankConfig()
     return Pipeline(
         retriever.eval(), ranker.eval(), index or build_index(retriever, retrieval, seed),
         np.asarray(vectors, dtype=np.float32), sparse.csr_matrix(graph, dtype=np.float32), np.asarray(train_counts),
         retrieval, shelves_of(rerank), rerank.tail_boost, rerank.exploration, np.random.default_rng(seed),
-        history_strengths,
+        history_strengths, popularity_penalty,
     )  # fmt: skip
+
+
+def popularity_penalty_of(ranker: RankerConfig, adjustment: float | None = None) -> float:
+    """The score-unit penalty per log(1 + train count): γ·τ, since the ranker's logits are score / τ."""
+    return (ranker.popularity_adjustment if adjustment is None else adjustment) * ranker.temperature
 
 
 def load_pipeline(bundle: Bundle, retrieval: RetrievalConfig | None = None) -> Pipeline:
@@ -60,11 +67,12 @@ def load_pipeline(bundle: Bundle, retrieval: RetrievalConfig | None = None) -> P
         kind = choose_kind(cfg.retrieval.index, len(bundle.item_ids), cfg.retrieval.exact_below)
         index = ItemIndex.from_bytes(kind, bundle.index_bytes, retrieval.nprobe, retrieval.ef_search)
     return make_pipeline(retriever, ranker, bundle.vectors, bundle.graph, bundle.train_counts, retrieval, cfg.rerank,
-                         index, cfg.ranker.seed, cfg.events.in_history)  # fmt: skip
+                         index, cfg.ranker.seed, cfg.events.in_history, popularity_penalty_of(cfg.ranker))  # fmt: skip
 
 
 def own_lists(p: Pipeline) -> Pipeline:
-    """The same pipeline without the score knobs and shelves: the model's own lists."""
+    """The same pipeline without the score knobs and shelves: the model's own lists (its popularity
+    adjustment stays: it is part of the model's score, chosen on valid like its weights)."""
     return dataclasses.replace(p, shelves=Shelves(), boost=0.0, exploration=0.0)
 
 

@@ -6,7 +6,8 @@
    and never-touched items nearest the history by text. ``retrieval.candidates = None`` is exact: every
    item is a candidate (small catalogs, tests).
 2. ``rank``: the target-aware hybrid ranker scores each user's candidates only (tensors grow with
-   candidates × history, never with catalog × history), then the score knobs (tail boost, exploration).
+   candidates × history, never with catalog × history), less the post-hoc popularity adjustment (part of
+   the model's own lists), then the score knobs (tail boost, exploration).
 3. ``arrange``: top-k, or the shelves (reserved tail / new-item slots with exposure damping).
 
 ``longtail eval``, ``longtail recommend`` (also as a Ray Data job) and the Serve Ranker all call
@@ -82,6 +83,7 @@ class Pipeline:
     exploration: float = 0.0  # 0-1
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
     history_strengths: bool = True  # the models read event strengths of the history (events.in_history)
+    popularity_penalty: float = 0.0  # the ranker's scores lose this · log(1 + train count): τ·γ of ranker.popularity_adjustment
 
     def __post_init__(self) -> None:
         self.refresh()
@@ -192,10 +194,30 @@ def rank(p: Pipeline, batch: Batch, candidates: np.ndarray, boost: float | None 
         cand = torch.from_numpy(np.where(candidates >= 0, candidates, p.n_items)).to(device)
         out = _on_cpu(p.ranker(torch.from_numpy(recent).to(device), cand, strength))
         scores = np.where(candidates >= 0, out.score.numpy().astype(np.float64), -np.inf)  # (b, C)
+    return score_knobs(p, candidates, scores, boost), out, recent
+
+
+def score_knobs(p: Pipeline, candidates: np.ndarray, scores: np.ndarray, boost: float | None = None) -> np.ndarray:
+    """The ranker's scores (b, C) of ``candidates`` after the popularity adjustment and the score knobs (tail
+    boost, or ``boost`` when given; exploration)."""
     safe = np.maximum(candidates, 0)
-    scores = tail_boost(scores, np.asarray(p.train_counts)[safe], p.boost if boost is None else boost)
-    scores = explore(scores, p.tail[safe], p.exploration, p.rng)
-    return scores, out, recent
+    counts = np.asarray(p.train_counts)[safe]
+    scores = adjust_for_popularity(scores, counts, p.popularity_penalty)
+    scores = tail_boost(scores, counts, p.boost if boost is None else boost)
+    return explore(scores, p.tail[safe], p.exploration, p.rng)
+
+
+def popularity_terms(p: Pipeline, candidates: np.ndarray) -> np.ndarray | None:
+    """(b, C) what the popularity adjustment adds to each candidate's score (≤ 0), or None when it is off."""
+    if not p.popularity_penalty:
+        return None
+    return -p.popularity_penalty * np.log1p(np.asarray(p.train_counts)[np.maximum(candidates, 0)])
+
+
+def adjust_for_popularity(scores: np.ndarray, counts: np.ndarray, penalty: float) -> np.ndarray:
+    """Post-hoc logit adjustment: scores (b, C) less ``penalty``·log(1 + train count) of each candidate (b, C).
+    A never-touched item loses nothing; -inf (padding, excluded) stays -inf."""
+    return scores - penalty * np.log1p(counts) if penalty else scores
 
 
 def _on_cpu(out: HybridOutput) -> HybridOutput:

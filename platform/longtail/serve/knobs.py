@@ -39,6 +39,9 @@ class AppArgs(Strict):
 class RankerKnobs(Strict):
     alpha: float | None = Field(None, ge=0.0, le=1.0, description="text+graph vs CF mix; null: as trained")
     beta: float | None = Field(None, ge=0.0, le=1.0, description="graph share of the text side; null: as trained")
+    popularity_adjustment: float | None = Field(
+        None, ge=0.0, description="γ: scores / τ lose γ·log(1 + train count); null: the bundle's (chosen on valid)"
+    )
     tail_boost: float = Field(0.0, ge=0.0, le=1.0, description="default rarity blend (requests may override)")
     exploration: float = Field(0.0, ge=0.0, le=1.0, description="random lift of tail items (Gumbel weight)")
     tail_share: float | None = Field(None, ge=0.0, le=1.0, description="list share kept for tail items; null: bundle's")

@@ -22,8 +22,8 @@ from longtail.data.events import event_strengths
 from longtail.model.explain import explain
 from longtail.model.graph import topk_rows
 from longtail.model.rerank import Shelves
-from longtail.recommend.build import load_pipeline
-from longtail.recommend.pipeline import Batch, grow, recommend
+from longtail.recommend.build import load_pipeline, popularity_penalty_of
+from longtail.recommend.pipeline import Batch, grow, popularity_terms, recommend
 from longtail.serve.knobs import RankerKnobs
 from longtail.serve.store import StoredItem
 
@@ -60,6 +60,7 @@ class ServingRanker:
         self.text_k = bundle.config.graph.text_k or 20
         self.trained = (self.pipeline.ranker.alpha.fixed, self.pipeline.ranker.beta.fixed, self.pipeline.shelves,
                         self.pipeline.retrieval)  # fmt: skip
+        self.ranker_config = bundle.config.ranker  # τ and the trained popularity adjustment γ
         self._index_popularity()
         self.events = bundle.config.events
         self.histories, self.history_strengths = _bundle_histories(bundle, self.index)
@@ -102,6 +103,7 @@ class ServingRanker:
         candidates = {None: retrieval.candidates, "exact": None}.get(knobs.candidates, knobs.candidates)
         p.retrieval = retrieval.model_copy(update={"candidates": candidates})
         p.boost, p.exploration, p.rng = knobs.tail_boost, knobs.exploration, self.rng
+        p.popularity_penalty = popularity_penalty_of(self.ranker_config, knobs.popularity_adjustment)
 
     @property
     def shelves(self) -> Shelves:
@@ -176,7 +178,8 @@ class ServingRanker:
         lists = recommend(self.pipeline, batch, k, self.exposure, record=False, boost=boost)
         notes = None
         if any(q.explain for q in queries):
-            notes = explain(lists.ranked, lists.recent, lists.columns, np.asarray(self.item_ids, dtype=object))
+            notes = explain(lists.ranked, lists.recent, lists.columns, np.asarray(self.item_ids, dtype=object),
+                            popularity=popularity_terms(self.pipeline, lists.candidates))  # fmt: skip
         out = []
         for row, q in enumerate(queries):
             keep = lists.items[row] >= 0

@@ -34,13 +34,13 @@ from longtail.eval.evaluate import EvalResult, evaluate
 from longtail.eval.report import plot_alpha_sweep
 from longtail.model.factory import build_graph, build_ranker, build_retriever
 from longtail.model.graph import item_entity_matrix
-from longtail.recommend.build import build_index, make_pipeline, own_lists, shelves_of
+from longtail.recommend.build import build_index, make_pipeline, own_lists, popularity_penalty_of, shelves_of
 from longtail.recommend.pipeline import Pipeline
 from longtail.recommend.recommender import PipelineRecommender, RetrieverRecommender
 from longtail.train.embed import embed_catalog
 from longtail.train.finetune import finetune
 from longtail.train.fit import fit_models
-from longtail.train.select import select_shelves
+from longtail.train.select import FIT_KEYS, choose_fit_point, sample_users, select_shelves, variant_metrics
 
 Log = Callable[[str], None]
 
@@ -74,7 +74,7 @@ def trained_pipeline(config: TrainConfig, vectors: np.ndarray, graph: sparse.csr
     retriever.load_state_dict(retriever_state)
     index = build_index(retriever, config.retrieval, config.ranker.seed)
     return make_pipeline(retriever, ranker, vectors, graph, train_counts, config.retrieval, config.rerank, index,
-                         config.ranker.seed, config.events.in_history)  # fmt: skip
+                         config.ranker.seed, config.events.in_history, popularity_penalty_of(config.ranker))  # fmt: skip
 
 
 def choose_shelves(config: TrainConfig, pipe: Pipeline, data: SplitData, log: Log = print
@@ -97,6 +97,11 @@ def candidate_knobs(config: TrainConfig) -> dict[str, int | None]:
     """The retrieval knobs that change which candidates the per-epoch validation ranks (so the fit)."""
     return config.retrieval.model_dump(include={"candidates", "graph_candidates", "graph_recent", "tail_candidates",
                                                 "new_candidates"})  # fmt: skip
+
+
+def fitted_ranker_knobs(config: TrainConfig) -> dict:
+    """The ranker knobs that change its fit (the post-hoc popularity adjustment is applied after it)."""
+    return config.ranker.model_dump(exclude={"popularity_adjustment"})
 
 
 def evaluate_pipeline(pipe: Pipeline, data: SplitData, parts: tuple[str, ...] = ("valid", "test"),
@@ -199,7 +204,7 @@ def prepare_stages(data_dir: Path, config: TrainConfig, work: Path, log: Log = p
 
 def fit_stage(config: TrainConfig, stages: Stages, log: Log = print) -> tuple[dict[str, dict], list[dict]]:
     """Both stages' weights and the fit's per-epoch history, reused when this config's fit exists."""
-    key = digest(stages.key, config.ranker, config.retriever, candidate_knobs(config), config.events)
+    key = digest(stages.key, fitted_ranker_knobs(config), config.retriever, candidate_knobs(config), config.events)
     paths = {name: stages.work / f"{name}-{key}.safetensors" for name in ("retriever", "ranker")}
     history_path = stages.work / f"fit-{key}.json"
     if all(path.is_file() for path in paths.values()):
@@ -224,43 +229,40 @@ def with_id_dropout(config: TrainConfig, value: float) -> TrainConfig:
 
 def choose_fit(config: TrainConfig, stages: Stages, log: Log = print
                ) -> tuple[TrainConfig, dict[str, dict], list[dict], Pipeline, dict]:  # fmt: skip
-    """One fit per ``select.id_dropout`` value, each scored by its own lists on valid (the seeded
-    ``select.users`` sample); the rule of ``choose_fit_point`` keeps one. Returns its config, weights,
-    history and pipeline, and the record for the manifest."""
+    """One fit per ``select.id_dropout`` value (or the config's one fit when null); each fit's own lists are
+    scored on valid (the seeded ``select.users`` sample) at every popularity adjustment γ of
+    ``select.popularity_adjustments`` (one ranking pass per fit; null: the config's γ), and the rule of
+    ``choose_fit_point`` keeps one (fit, γ) over the joint grid. Returns its config, weights, history and
+    pipeline, and the record for the manifest (``metrics.selection.fit``)."""
     started, rows, fits = time.time(), [], []
-    users = config.select.users
-    for value in config.select.id_dropout:
-        candidate = with_id_dropout(config, value)
+    select = config.select
+    users = sample_users(stages.data, "valid", select.users, config.ranker.seed)
+    adjustments = list(dict.fromkeys(select.popularity_adjustments or [config.ranker.popularity_adjustment]))
+    for value in select.id_dropout if select.id_dropout is not None else [None]:
+        candidate = config if value is None else with_id_dropout(config, value)
         states, history = fit_stage(candidate, stages, log)
         pipe = trained_pipeline(candidate, stages.vectors, stages.graph, stages.data.train_counts(),
                                 states["retriever"], states["ranker"])  # fmt: skip
-        valid = evaluate(PipelineRecommender(own_lists(pipe)), stages.data, "valid", max_users=users).metrics
-        rows.append({"id_dropout": value, **{k: _rounded(valid[k]) for k in FIT_KEYS}, "epochs": len(history)})
+        variants = [dataclasses.replace(own_lists(pipe), popularity_penalty=popularity_penalty_of(candidate.ranker, g))
+                    for g in adjustments]  # fmt: skip
+        for gamma, valid in zip(adjustments, variant_metrics(pipe, variants, stages.data, users), strict=True):
+            rows.append({"id_dropout": candidate.ranker.id_dropout, "popularity_adjustment": gamma,
+                         **{k: _rounded(valid[k]) for k in FIT_KEYS}, "epochs": len(history)})  # fmt: skip
+            log(f"select: id_dropout {candidate.ranker.id_dropout:g}, popularity_adjustment {gamma:g}: valid ndcg@10 "
+                f"{valid['ndcg@10']:.4f}, own tail_recall@20 {valid['tail_recall@20']:.4f}, coverage@20 "
+                f"{valid['coverage@20']:.4f}")  # fmt: skip
         fits.append((candidate, states, history, pipe))
-        log(f"select: id_dropout {value:g}: valid ndcg@10 {valid['ndcg@10']:.4f}, own tail_recall@20 "
-            f"{valid['tail_recall@20']:.4f}, coverage@20 {valid['coverage@20']:.4f}")  # fmt: skip
-    best = choose_fit_point(rows, config.select.ndcg_tolerance)
-    log(f"select: id_dropout {rows[best]['id_dropout']:g} of {len(rows)} fits ({time.time() - started:.0f} s)")
-    record = {"chosen": {"id_dropout": rows[best]["id_dropout"]}, "grid": rows,
-              "rule": f"own lists on valid ({users or 'all'} users): ndcg@10 within {config.select.ndcg_tolerance:g} "
-                      "(relative) of the best tie; the most tail_recall@20 wins, then coverage@20"}  # fmt: skip
-    return (*fits[best], record)
-
-
-FIT_KEYS = ("ndcg@10", "recall@20", "tail_recall@20", "cold_recall@20", "coverage@20")
-
-
-def choose_fit_point(rows: list[dict], ndcg_tolerance: float) -> int:
-    """Index of the kept fit: within ``ndcg_tolerance`` of the best valid ndcg@10, the most tail_recall@20,
-    then coverage@20, then ndcg@10 (NaN never wins)."""
-
-    def num(x: float | None) -> float:
-        return -1.0 if x is None or x != x else float(x)
-
-    top = max(num(r["ndcg@10"]) for r in rows)
-    tied = [j for j, r in enumerate(rows) if num(r["ndcg@10"]) >= top * (1 - ndcg_tolerance) - 1e-12]
-    return max(tied, key=lambda j: (num(rows[j]["tail_recall@20"]), num(rows[j]["coverage@20"]),
-                                    num(rows[j]["ndcg@10"])))  # fmt: skip
+    best = choose_fit_point(rows, select.ndcg_tolerance)
+    fit = fits[best // len(adjustments)]
+    chosen = {k: rows[best][k] for k in ("id_dropout", "popularity_adjustment")}
+    log(f"select: id_dropout {chosen['id_dropout']:g}, popularity_adjustment {chosen['popularity_adjustment']:g} of "
+        f"{len(fits)} fits × {len(adjustments)} adjustments ({time.time() - started:.0f} s)")  # fmt: skip
+    config = fit[0].model_copy(update={"ranker": fit[0].ranker.model_copy(update=chosen)})
+    pipe = dataclasses.replace(fit[3], popularity_penalty=popularity_penalty_of(config.ranker))
+    record = {"chosen": chosen, "grid": rows,
+              "rule": f"own lists on valid ({len(users)} users): ndcg@10 within {select.ndcg_tolerance:g} (relative) "
+                      "of the best tie; the most tail_recall@20 wins, then coverage@20"}  # fmt: skip
+    return config, fit[1], fit[2], pipe, record
 
 
 def _rounded(x: float) -> float | None:
@@ -276,7 +278,7 @@ def train_pipeline(data_dir: Path, config: TrainConfig, out: Path, log: Log = pr
     )  # shared by sibling bundles
     data, encoder_dir, vectors, graph = stages.data, stages.encoder_dir, stages.vectors, stages.graph
     fingerprint = read_manifest(data_dir)["fingerprint"]
-    if config.select.id_dropout is not None:
+    if config.select.id_dropout is not None or config.select.popularity_adjustments is not None:
         config, states, history, pipe, fit_selection = choose_fit(config, stages, log)
     else:
         states, history = fit_stage(config, stages, log)

@@ -1,6 +1,14 @@
-"""Shelves chosen on the dataset's own validation part (``select:``), so the defaults fit any dataset.
+"""Choices made on the dataset's own validation part (``select:``), so the defaults fit any dataset: the
+fit and the ranker's popularity adjustment, then the shelves (``select_shelves``).
 
-The grid arranges one set of ranked candidates per batch (retrieve and rank once), so trying every
+Fit and popularity adjustment (``longtail.train.pipeline.choose_fit``): the ranker is trained with logits
+score / τ (+ η·log π while training); ranking by score / τ − γ·log(1 + train count) is the post-hoc logit
+adjustment of Menon et al. (ICLR 2021), which moves the lists towards the tail without a refit. Every γ
+re-scores the same candidates of one ranking pass (``variant_metrics``); ``choose_fit_point`` keeps one
+(fit, γ): rows whose own lists reach within ``ndcg_tolerance`` (relative) of the best valid ndcg@10 tie,
+and the most tail_recall@20 wins, then coverage@20.
+
+Shelves (``select_shelves``): the grid arranges one set of ranked candidates per batch (retrieve and rank once), so trying every
 (tail_share, new_share, exposure_penalty) point costs a fraction of one evaluation. Only points with
 tail_share + new_share ≤ 0.5 are tried: the first half of a 20-item list stays the model's own ranking,
 so ndcg@10 cannot move and the choice trades recall@20 for the tail only.
@@ -29,7 +37,7 @@ from longtail.data.encoded import SplitData
 from longtail.data.splits import popularity_buckets
 from longtail.eval.metrics import compute_metrics
 from longtail.model.rerank import Shelves
-from longtail.recommend.pipeline import Batch, Pipeline, arrange_lists, rank, retrieve
+from longtail.recommend.pipeline import Batch, Pipeline, arrange_lists, rank, retrieve, score_knobs
 
 K = 20  # list length of the metrics the rule reads
 
@@ -66,11 +74,20 @@ def sample_users(data: SplitData, part: str, max_users: int | None, seed: int = 
 def grid_metrics(pipe: Pipeline, data: SplitData, points: list[ShelfPoint], users: np.ndarray,
                  batch_users: int = 256) -> list[dict[str, float]]:  # fmt: skip
     """Valid metrics of every point's lists for ``users`` (history: train), one retrieve + rank per batch;
-    the pipeline's score knobs (tail boost, exploration) stay on, only its shelves are replaced."""
-    base = dataclasses.replace(pipe, shelves=Shelves())
-    variants = [dataclasses.replace(base, shelves=p.shelves) for p in points]
-    exposures = [np.zeros(pipe.n_items) for _ in points]  # each point's own evaluation pass
-    topk = np.full((len(points), len(users), K), -1, dtype=np.int64)
+    the pipeline's score knobs (popularity adjustment, tail boost, exploration) stay on, only its shelves
+    are replaced."""
+    return variant_metrics(pipe, [dataclasses.replace(pipe, shelves=p.shelves) for p in points], data, users,
+                           batch_users)  # fmt: skip
+
+
+def variant_metrics(pipe: Pipeline, variants: list[Pipeline], data: SplitData, users: np.ndarray,
+                    batch_users: int = 256) -> list[dict[str, float]]:  # fmt: skip
+    """Valid metrics of the lists of each variant of ``pipe`` — the same models, index and retrieval, other
+    shelves or popularity penalty — for ``users`` (history: train). Retrieval and the ranker's forward run
+    once per batch; each variant re-scores (its penalty) and arranges (its shelves) the same candidates."""
+    base = dataclasses.replace(pipe, shelves=Shelves(), popularity_penalty=0.0, boost=0.0, exploration=0.0)
+    exposures = [np.zeros(pipe.n_items) for _ in variants]  # each variant's own evaluation pass
+    topk = np.full((len(variants), len(users), K), -1, dtype=np.int64)
     histories = data.histories(("train",))
     for start in range(0, len(users), batch_users):
         rows = np.arange(start, min(start + batch_users, len(users)))
@@ -78,12 +95,13 @@ def grid_metrics(pipe: Pipeline, data: SplitData, points: list[ShelfPoint], user
         candidates = retrieve(base, batch, K)
         scores, _, _ = rank(base, batch, candidates)
         for j, variant in enumerate(variants):
-            columns = arrange_lists(variant, batch, candidates, scores, K, exposures[j])
+            adjusted = score_knobs(variant, candidates, scores)
+            columns = arrange_lists(variant, batch, candidates, adjusted, K, exposures[j])
             items = np.take_along_axis(candidates, np.maximum(columns, 0), 1)
             topk[j, rows] = np.where(columns >= 0, items, -1)
     targets = data.histories(("valid",)).to_csr(data.n_items)[users]
     buckets = popularity_buckets(data.train_counts())
-    return [compute_metrics(topk[j], targets, buckets) for j in range(len(points))]
+    return [compute_metrics(topk[j], targets, buckets) for j in range(len(variants))]
 
 
 def choose(points: list[ShelfPoint], metrics: list[dict[str, float]], recall_budget: float,
@@ -103,8 +121,20 @@ def choose(points: list[ShelfPoint], metrics: list[dict[str, float]], recall_bud
                                     _num(metrics[j]["tail_recall@20"])))  # fmt: skip
 
 
-def _num(x: float) -> float:
-    return -1.0 if x != x else float(x)  # NaN (no eligible user) never wins
+FIT_KEYS = ("ndcg@10", "recall@20", "tail_recall@20", "cold_recall@20", "coverage@20")
+
+
+def choose_fit_point(rows: list[dict], ndcg_tolerance: float) -> int:
+    """Index of the kept row: within ``ndcg_tolerance`` of the best valid ndcg@10, the most tail_recall@20,
+    then coverage@20, then ndcg@10 (NaN never wins)."""
+    top = max(_num(r["ndcg@10"]) for r in rows)
+    tied = [j for j, r in enumerate(rows) if _num(r["ndcg@10"]) >= top * (1 - ndcg_tolerance) - 1e-12]
+    return max(tied, key=lambda j: (_num(rows[j]["tail_recall@20"]), _num(rows[j]["coverage@20"]),
+                                    _num(rows[j]["ndcg@10"])))  # fmt: skip
+
+
+def _num(x: float | None) -> float:
+    return -1.0 if x is None or x != x else float(x)  # NaN (no eligible user) never wins
 
 
 def select_shelves(pipe: Pipeline, data: SplitData, select: SelectConfig, seed: int = 0) -> dict:
@@ -114,8 +144,7 @@ def select_shelves(pipe: Pipeline, data: SplitData, select: SelectConfig, seed: 
     metrics = grid_metrics(pipe, data, points, users)
     floor = select.min_new_share if pipe.new.any() else 0.0
     best = choose(points, metrics, select.recall_budget, select.tail_tolerance, select.min_coverage, floor)
-    keep = ("ndcg@10", "recall@20", "tail_recall@20", "cold_recall@20", "coverage@20")
-    rows = [dataclasses.asdict(p) | {k: _json(m[k]) for k in keep} for p, m in zip(points, metrics, strict=True)]
+    rows = [dataclasses.asdict(p) | {k: _json(m[k]) for k in FIT_KEYS} for p, m in zip(points, metrics, strict=True)]
     return {
         "chosen": dataclasses.asdict(points[best]),
         "rule": f"recall@20 ≥ {1 - select.recall_budget:g} × own lists'; new_share ≥ {floor:g}; coverage@20 ≥ "
