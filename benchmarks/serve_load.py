@@ -5,7 +5,8 @@ new-item time-to-recommendable, and autoscaling of the ranker under sustained lo
 
 Starts its own head (`ray start --head`, stopped at the end), deploys serve_configs/ranker.yaml with
 the bundle plus benchmarks/empty_app.py as a second application, and drives both with the same
-asyncio load generator in the same run. Writes reports/bench/serve.json and serve-autoscaling.png.
+asyncio load generator in the same run, at the config's replica counts; the autoscaling phase then
+redeploys the ranking deployment to scale from one replica. Writes reports/bench/serve.json and serve-autoscaling.png.
 """
 
 from __future__ import annotations
@@ -114,6 +115,16 @@ def interleaved(url: str, bodies: list[dict], concurrency: int, seconds: float, 
             "rounds": per_round}  # fmt: skip
 
 
+def redeploy(served: dict, change) -> None:
+    """``serve deploy`` the running app's config again after ``change(config)``."""
+    path = served["work"] / "serve.yaml"
+    config = yaml.safe_load(path.read_text())
+    change(config)
+    path.write_text(yaml.safe_dump(config))
+    head = served["head"]
+    cli("serve", "deploy", str(path), "--address", head["dashboard"], env=head["env"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", type=Path, required=True)
@@ -134,14 +145,18 @@ def main() -> None:
         split_ranker(shipped)
     ranking = ranking_deployment(shipped)
 
-    def tweak(config: dict) -> None:
+    def tweak(config: dict) -> None:  # the shipped replica counts while throughput is measured
         if args.split:
             split_ranker(config)
-        # from one replica (the shipped min of 2 is for rolling updates), to see it scale up and back
-        deployment(config, ranking)["autoscaling_config"].update({"min_replicas": 1, "upscale_delay_s": 3,
-                                                                   "downscale_delay_s": 15})  # fmt: skip
         config["applications"].append({"name": "empty", "route_prefix": "/empty",
                                        "import_path": "benchmarks.empty_app:build", "args": {}})  # fmt: skip
+
+    def scale_from_one(config: dict) -> None:
+        """For the autoscaling phase only: from one replica (the shipped min of 2 is for rolling updates), to
+        see it scale up and back. Measuring throughput while the replica count moves (it fell back to one
+        in each idle window of the interleaving) made the ratio a figure of the autoscaler's delays."""
+        deployment(config, ranking)["autoscaling_config"].update({"min_replicas": 1, "upscale_delay_s": 3,
+                                                                   "downscale_delay_s": 15})  # fmt: skip
 
     results: dict = {"concurrency": args.concurrency, "seconds": args.seconds, "bundle": str(args.bundle),
                      "cpus": os.cpu_count(), "config": str(args.config), "ranking_deployment": ranking,
@@ -166,6 +181,7 @@ def main() -> None:
         results["event_freshness"] = freshness(url, users)
         results["new_item_time"] = new_item_time(url)
         print(json.dumps({k: results[k] for k in ("event_freshness", "new_item_time")}, indent=2))
+        redeploy(served, scale_from_one)  # autoscaling settings change in place: no replica restarts
         for _ in range(60):  # start the autoscaling phase from one replica: idle until scaled down
             if ranker_replicas(head, ranking) == 1:
                 break

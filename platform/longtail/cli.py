@@ -336,7 +336,7 @@ def train_cmd(
         console.print(f"training without {gone} forgotten users: {data_dir}")
     connect()
     bundle = train_pipeline(
-        data_dir, cfg, out, log=lambda m: console.print(f"[train] {m}", markup=False, highlight=False)
+        data_dir, cfg, out, log=lambda m: console.print(f"[train] {m}", markup=False, highlight=False, soft_wrap=True)
     )
     metrics = read_manifest_metrics(bundle)
     rows = [EvalResult(f"hybrid/{part}", part, 0, metrics[part]) for part in ("valid", "test")]
@@ -396,8 +396,8 @@ def tune_cmd(
         callbacks.append(TrialTracker(uri, experiment))
     result = run_sweep(params, base, data, out, goal, samples, concurrency, cpus_per_trial, gpus_per_trial,
                        resume=resume, seed=seed, stages=stages, callbacks=callbacks,
-                       log=lambda m: console.print(f"[tune] {m}", markup=False, highlight=False))  # fmt: skip
-    stdout.print(markdown_table(result.trials), markup=False, highlight=False)
+                       log=lambda m: console.print(f"[tune] {m}", markup=False, highlight=False, soft_wrap=True))  # fmt: skip
+    stdout.print(markdown_table(result.trials), markup=False, highlight=False, soft_wrap=True)
     stdout.print(f"best config: {result.best_config}\ntrials: {result.table}\nPareto front: {result.pareto_plot}")
     if uri is not None:
         from longtail.tracking import log_sweep_summary

@@ -224,8 +224,8 @@ class SelectConfig(StrictModel):
         "null = the config's ranker/retriever id_dropout, one fit"
     )  # fmt: skip
     popularity_adjustments: list[float] | None = Field(
-        [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0], description="ranker.popularity_adjustment values tried on the kept fit "
-        "(no refit: one ranking pass), the ndcg_tolerance rule keeps one; null = the config's value"
+        [0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0], description="ranker.popularity_adjustment values tried on "
+        "every fit (no refit: one ranking pass each), the ndcg_tolerance rule keeps one; null = the config's value"
     )  # fmt: skip
     ndcg_tolerance: float = Field(
         0.02, ge=0.0, le=1.0, description="fits (and popularity adjustments) this close (relative) to the best valid "
