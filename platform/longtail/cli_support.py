@@ -69,11 +69,14 @@ def report_term_shares(pipe, split_data: SplitData, part: str, out: Path) -> Pat
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"part": part, "users": len(users), "buckets": table}, indent=2))
     view = Table(title=f"score terms over the served {part} lists (mean share of |score|; mean contribution)")
-    for column in ("bucket", "listed", *TERMS):
+    adjusted = pipe.popularity_penalty > 0  # the post-hoc popularity adjustment: its mean contribution
+    for column in ("bucket", "listed", *TERMS, *(("popularity",) if adjusted else ())):
         view.add_column(column, justify="left" if column == "bucket" else "right")
     for name, row in table.items():
-        view.add_row(name, str(row["items"]), *(f"{row[f'share_{t}']:.2f} ({row[f'mean_{t}']:+.3f})"
-                                               if row["items"] else "-" for t in TERMS))  # fmt: skip
+        cells = [f"{row[f'share_{t}']:.2f} ({row[f'mean_{t}']:+.3f})" if row["items"] else "-" for t in TERMS]
+        if adjusted:
+            cells.append(f"({row['mean_popularity']:+.3f})" if row["items"] else "-")
+        view.add_row(name, str(row["items"]), *cells)
     stdout.print(view)
     plot = plot_term_shares(table, path.with_suffix(".png"), f"score terms, served {part} lists")
     stdout.print(f"terms: {path}  plot: {plot}")

@@ -214,7 +214,8 @@ class SelectConfig(StrictModel):
         0.6, ge=0.0, le=1.0, description="only points reaching this valid coverage@20, where any does; null = off"
     )
     min_new_share: float = Field(
-        0.1, ge=0.0, le=0.5, description="new_share never below this while the catalog has never-touched items"
+        0.1, ge=0.0, le=0.5, description="new_share never below this (nor below the never-touched items' share of the "
+        "catalog, rounded up to new_shares) while the catalog has never-touched items"
     )
     users: int | None = Field(
         20000, ge=1, description="valid users sampled (seeded) for the choices; null = all"

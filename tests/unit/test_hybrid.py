@@ -19,7 +19,7 @@ from longtail.model.ranker_train import (
     sampled_softmax_loss,
     train_epoch,
 )
-from longtail.model.rerank import _zscore, explore, tail_boost
+from longtail.model.rerank import explore, tail_boost, zscore
 from tests.conftest import clustered_split
 
 
@@ -192,7 +192,7 @@ def test_rerank_knobs():
     tail = np.array([False, True, True])
     assert np.array_equal(explore(scores, tail, 0.0, np.random.default_rng(0)), scores)
     out = explore(np.repeat(scores, 50, axis=0), tail, 1.0, np.random.default_rng(0))
-    assert np.allclose(out[:, 0], _zscore(scores, axis=1)[0, 0])  # head items are never lifted
+    assert np.allclose(out[:, 0], zscore(scores, axis=1)[0, 0])  # head items are never lifted
     assert out[:, 1:].std(0).min() > 0.5  # tail items get noise, so their order varies across users
     assert (np.argmax(out, axis=1) != 0).any()
 

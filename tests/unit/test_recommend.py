@@ -147,3 +147,27 @@ def test_request_memory_does_not_grow_with_the_catalog():
     small, large = request_memory(4_000), request_memory(40_000)
     assert large[0] < 1.25 * small[0] + 65_536, (small, large)  # numpy: candidates × history, not catalog
     assert large[1] < 1.1 * small[1], (small, large)  # torch: the largest tensor is candidates × history
+
+
+def test_the_new_item_shelf_orders_by_text_profile_and_ranker_score_together(tiny_bundle):
+    import dataclasses
+
+    from longtail.bundle import read_bundle
+    from longtail.model.rerank import zscore
+    from longtail.recommend.build import load_pipeline
+    from longtail.recommend.pipeline import Batch, new_item_scores, text_profile
+
+    pipe = load_pipeline(read_bundle(tiny_bundle))
+    counts = np.asarray(pipe.train_counts).copy()
+    counts[[3, 5, 7]] = 0  # three never-touched items
+    pipe = dataclasses.replace(pipe, train_counts=counts)
+    batch = Batch.of(clustered_split().histories(("train",)).rows(np.arange(2)))
+    candidates = np.array([[3, 4, 5, 7, -1], [5, 7, 1, 2, 3]])
+    scores = np.array([[0.1, 9.0, 2.0, 1.0, -np.inf], [3.0, 0.5, 1.0, 1.0, 7.0]])
+    got = new_item_scores(pipe, batch, candidates, scores)
+    assert np.isinf(got[0, [1, 4]]).all() and np.isinf(got[1, [2, 3]]).all()  # only never-touched candidates
+    profile = text_profile(pipe, batch)
+    row = np.array([3, 5, 7])
+    cosine = pipe.text_vectors[row] @ profile[0]
+    expected = zscore(cosine.astype(np.float64)) + zscore(np.array([0.1, 2.0, 1.0]))
+    assert np.allclose(got[0, [0, 2, 3]], expected, atol=1e-3)  # close cosines: z amplifies float32 rounding

@@ -167,3 +167,14 @@ def test_own_lists_keep_the_adjustment_and_bundles_apply_the_chosen_one(tiny_bun
     assert popularity_penalty_of(ranker) == pytest.approx(0.2) and popularity_penalty_of(ranker, 1.0) == 0.5
     with pytest.raises(ValidationError, match="popularity_adjustments"):
         SelectConfig(popularity_adjustments=[])
+
+
+def test_the_new_item_floor_grows_with_the_never_touched_share_of_the_catalog():
+    from longtail.train.select import new_share_floor
+
+    select = SelectConfig(new_shares=[0.0, 0.1, 0.2], min_new_share=0.1)
+    assert new_share_floor(select, 0.0) == 0.0  # nothing new: no floor
+    assert new_share_floor(select, 0.04) == 0.1  # a few new items: min_new_share
+    assert new_share_floor(select, 0.137) == 0.2  # a cold split: their share, rounded up to the grid
+    assert new_share_floor(select, 0.6) == 0.2  # beyond the grid: its largest value
+    assert new_share_floor(SelectConfig(new_shares=[0.0, 0.1, 0.2], min_new_share=0.0), 0.05) == 0.1

@@ -21,7 +21,7 @@ import numpy as np
 from longtail.eval.ranking import top_k
 
 
-def _zscore(x: np.ndarray, axis: int | None = None) -> np.ndarray:
+def zscore(x: np.ndarray, axis: int | None = None) -> np.ndarray:
     """(x − mean) / std over the finite entries (along ``axis``); non-finite entries stay non-finite."""
     finite = np.isfinite(x)
     keep = axis is not None
@@ -40,8 +40,8 @@ def tail_boost(scores: np.ndarray, train_counts: np.ndarray, weight: float) -> n
     if weight == 0.0:
         return scores
     counts = np.broadcast_to(train_counts, scores.shape).astype(np.float64)
-    rarity = _zscore(np.where(np.isfinite(scores), -np.log1p(counts), np.nan), axis=1)  # (b, c)
-    out = (1.0 - weight) * _zscore(scores.astype(np.float64), axis=1) + weight * rarity
+    rarity = zscore(np.where(np.isfinite(scores), -np.log1p(counts), np.nan), axis=1)  # (b, c)
+    out = (1.0 - weight) * zscore(scores.astype(np.float64), axis=1) + weight * rarity
     return np.where(np.isfinite(scores), out, scores)
 
 
@@ -52,7 +52,7 @@ def explore(scores: np.ndarray, tail: np.ndarray, weight: float, rng: np.random.
     if weight == 0.0:
         return scores
     noise = rng.gumbel(size=scores.shape) * np.broadcast_to(tail, scores.shape)
-    out = _zscore(scores.astype(np.float64), axis=1) + weight * noise
+    out = zscore(scores.astype(np.float64), axis=1) + weight * noise
     return np.where(np.isfinite(scores), out, scores)
 
 
@@ -115,10 +115,10 @@ def arrange(
         real = items >= 0
         safe = np.where(real, items, 0)
         open_ = np.isfinite(s) & real  # (c,) still available
-        z = _zscore(np.where(open_, s, -np.inf))
+        z = zscore(np.where(open_, s, -np.inf))
         picks = _best(np.where(open_, s, -np.inf), n_top)
         open_[picks] = False
-        z_new = z if new_scores is None else _zscore(np.where(np.isfinite(s), new_scores[row], -np.inf))
+        z_new = z if new_scores is None else zscore(np.where(np.isfinite(s), new_scores[row], -np.inf))
         damping = shelves.exposure_penalty * np.log1p(exposure[safe])  # (c,)
         for share, mask, zz in ((n_tail, tail[safe], z), (n_new, new[safe], z_new)):
             if share:

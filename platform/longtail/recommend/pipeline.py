@@ -28,7 +28,7 @@ from longtail.data.encoded import Histories
 from longtail.data.splits import popularity_buckets
 from longtail.model.factory import graph_tensor
 from longtail.model.hybrid import HybridOutput, HybridRanker, extend_catalog
-from longtail.model.rerank import Shelves, arrange, explore, tail_boost
+from longtail.model.rerank import Shelves, arrange, explore, tail_boost, zscore
 from longtail.model.retriever import FactorizedRetriever, extend_retriever
 from longtail.recommend.channels import graph_neighbours, merge
 from longtail.recommend.index import ItemIndex, choose_kind
@@ -227,13 +227,23 @@ def _on_cpu(out: HybridOutput) -> HybridOutput:
 def arrange_lists(p: Pipeline, batch: Batch, candidates: np.ndarray, scores: np.ndarray, k: int,
                   exposure: np.ndarray, record: bool = True) -> np.ndarray:  # fmt: skip
     """(b, k) columns into ``candidates``: top-k, or the shelves when they are on."""
-    new_scores = None
-    if p.shelves.new_share > 0:  # the new-item shelf is ordered by the text profile, of new candidates only
-        profile = text_profile(p, batch)  # (b, d_t)
-        rows, cols = np.nonzero((candidates >= 0) & p.new[np.maximum(candidates, 0)])
-        new_scores = np.full(candidates.shape, -np.inf)
-        new_scores[rows, cols] = np.einsum("ed,ed->e", profile[rows], p.text_vectors[candidates[rows, cols]])
+    new_scores = new_item_scores(p, batch, candidates, scores) if p.shelves.new_share > 0 else None
     return arrange(candidates, scores, k, p.tail, p.new, p.shelves, exposure, new_scores, record)
+
+
+def new_item_scores(p: Pipeline, batch: Batch, candidates: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """(b, C) the order of the new-item shelf, -inf for candidates that are not never-touched: z(cosine of the
+    user's text profile with the item's text) + z(the ranker's score), z over the user's new candidates.
+
+    Measured on the warm splits' valid never-touched targets (the only ones valid holds), the sum beat the
+    text profile alone at every shelf size tried (amazon2014-toy, 146 targets: cold_recall@20 0.33 against
+    0.29 at new_share 0.2; ML-100K, 33 targets: 0.24 against 0.18), and the ranker alone on ML-100K."""
+    profile = text_profile(p, batch)  # (b, d_t)
+    rows, cols = np.nonzero((candidates >= 0) & p.new[np.maximum(candidates, 0)])
+    cosine = np.full(candidates.shape, -np.inf)
+    cosine[rows, cols] = np.einsum("ed,ed->e", profile[rows], p.text_vectors[candidates[rows, cols]])
+    ranked = np.where(np.isfinite(cosine), scores, -np.inf)
+    return zscore(cosine, axis=1) + zscore(ranked, axis=1)
 
 
 def recommend(p: Pipeline, batch: Batch, k: int, exposure: np.ndarray | None = None, record: bool = True,

@@ -3,7 +3,9 @@
 For every listed item the ranker's score is the sum of three contributions, α(1−β)·s_text,
 αβ·s_assoc and (1−α)·s_cf. A term's share of an item's score is |contribution| over the sum of the three
 |contributions|; the table averages it over the listed items of each popularity bucket (head, tail,
-cold = never touched in train; cold items are tail items too), next to the mean signed contribution.
+cold = never touched in train; cold items are tail items too), next to the mean signed contribution. The
+post-hoc popularity adjustment (−τ·γ·log(1 + train count), added to the ranked score after the ranker) is
+reported beside them as its mean contribution (``mean_popularity``), not as a share of the ranker's score.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ def term_shares(pipe: Pipeline, histories: Histories, users: np.ndarray, k: int 
     item, part = np.concatenate(items), np.concatenate(parts)  # (m,), (m, 3)
     keep = (item >= 0) & ~np.isnan(part).any(1)
     item, part = item[keep], part[keep]
+    adjustment = -pipe.popularity_penalty * np.log1p(np.asarray(pipe.train_counts)[item])  # (m,)
     magnitude = np.abs(part)
     share = magnitude / np.maximum(magnitude.sum(1, keepdims=True), 1e-12)  # (m, 3)
     buckets = popularity_buckets(pipe.train_counts)
@@ -51,5 +54,6 @@ def term_shares(pipe: Pipeline, histories: Histories, users: np.ndarray, k: int 
         for j, term in enumerate(TERMS):
             row[f"share_{term}"] = float(share[mask, j].mean()) if mask.any() else float("nan")
             row[f"mean_{term}"] = float(part[mask, j].mean()) if mask.any() else float("nan")
+        row["mean_popularity"] = float(adjustment[mask].mean()) if mask.any() else float("nan")
         table[name] = row
     return table

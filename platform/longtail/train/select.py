@@ -15,10 +15,13 @@ so ndcg@10 cannot move and the choice trades recall@20 for the tail only.
 
 Rule, in order:
 1. feasible: valid recall@20 ≥ (1 − recall_budget) × the own lists';
-2. while the catalog has never-touched items, only points with new_share ≥ ``min_new_share``: a list
-   that can never show a new item breaks the platform's promise, and valid holds too few never-touched
-   targets to price the new-item shelf (ML-100K: 33 among 943 users, amazon2014-toy: 28 among 5,000), so
-   it would drop the shelf as pure cost; valid chooses among the shares above the floor;
+2. while the catalog has never-touched items, only points with new_share ≥ the floor: ``min_new_share``, or
+   the never-touched items' share of the catalog (rounded up to a ``new_shares`` value) where that is
+   larger — a catalog where a tenth of the items is new shows them in at least a tenth of every list. A
+   list that can never show a new item breaks the platform's promise, and valid holds too few
+   never-touched targets to price the new-item shelf (ML-100K: 33 among 943 users, amazon2014-toy: 28
+   among 5,000; none on a cold split, whose new items have no valid data), so it would drop the shelf as
+   pure cost; valid chooses among the shares above the floor;
 3. if any remaining point reaches coverage@20 ≥ ``min_coverage``, only those;
 4. those within ``tail_tolerance`` (relative) of the best valid tail_recall@20 (never-touched items count
    as tail) tie; the most cold_recall@20 wins, then coverage@20.
@@ -137,12 +140,22 @@ def _num(x: float | None) -> float:
     return -1.0 if x is None or x != x else float(x)  # NaN (no eligible user) never wins
 
 
+def new_share_floor(select: SelectConfig, new_fraction: float) -> float:
+    """The least new_share while ``new_fraction`` of the catalog is never-touched (0 when none is): never-touched
+    items get at least their share of the catalog in every list — the smallest ``select.new_shares`` value
+    that reaches it (the largest when none does) — and at least ``select.min_new_share``."""
+    if new_fraction <= 0:
+        return 0.0
+    proportional = min((v for v in select.new_shares if v >= new_fraction - 1e-9), default=max(select.new_shares))
+    return max(select.min_new_share, proportional)
+
+
 def select_shelves(pipe: Pipeline, data: SplitData, select: SelectConfig, seed: int = 0) -> dict:
     """Try the grid on valid; returns ``{"chosen": {...}, "rule": ..., "users": n, "grid": [...]}``."""
     points = grid(select)
     users = sample_users(data, "valid", select.users, seed)
     metrics = grid_metrics(pipe, data, points, users)
-    floor = select.min_new_share if pipe.new.any() else 0.0
+    floor = new_share_floor(select, float(np.mean(pipe.new)))
     best = choose(points, metrics, select.recall_budget, select.tail_tolerance, select.min_coverage, floor)
     rows = [dataclasses.asdict(p) | {k: _json(m[k]) for k in FIT_KEYS} for p, m in zip(points, metrics, strict=True)]
     return {
