@@ -130,10 +130,14 @@ def write_bundle(
         )
         pq.write_table(histories, tmp / "histories.parquet")
         files = {str(p.relative_to(tmp)): file_sha256(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        # the version names what a server reads: the files and the config (the shelves and the popularity
+        # adjustment chosen on valid live in the config only; the same weights with another choice are
+        # another version, never a silently kept old one)
+        named = {"files": files, "config": config, "data": data}
         manifest = {
             "format_version": FORMAT_VERSION,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "version": hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16],
+            "version": hashlib.sha256(json.dumps(named, sort_keys=True, default=str).encode()).hexdigest()[:16],
             "config": config,
             "data": data,
             "metrics": metrics,

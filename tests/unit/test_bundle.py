@@ -117,7 +117,7 @@ def test_manifest_entries_outside_the_bundle_are_refused(bundle, tmp_path):
         (path / "manifest.json").write_text(json.dumps(manifest))
 
 
-def _rewrite(path, data, vectors, graph, model, retriever, seed_metric: float, publish=None):
+def _rewrite(path, data, vectors, graph, model, retriever, seed_metric: float, publish=None, config=None):
     """Write another version to the same ``path`` (different ranker weights: a different version)."""
     import longtail.bundle as bundle_module
 
@@ -129,7 +129,7 @@ def _rewrite(path, data, vectors, graph, model, retriever, seed_metric: float, p
             path, encoder_dir=path / "encoder", item_ids=data.item_ids, texts=data.item_text,
             train_counts=data.train_counts(), vectors=vectors, graph=graph, ranker_state=state,
             retriever_state=retriever.state_dict(), histories=pa.table({"user_id": ["u0"], "item_id": ["1"], "timestamp": [1.0]}),
-            config=CONFIG, data={"split": "warm"}, metrics={},
+            config=config or CONFIG, data={"split": "warm"}, metrics={},
         )  # fmt: skip
     finally:
         if publish is not None:
@@ -153,6 +153,15 @@ def test_versions_are_immutable_directories_behind_an_atomic_symlink(bundle):
         _rewrite(path, data, vectors, graph, model, retriever, 2.0, publish=interrupted)
     assert read_bundle(path).version == second  # the served version is intact
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".bundle.")]  # no half-written leftovers
+
+
+def test_the_same_files_with_another_config_are_another_version(bundle):
+    path, data, vectors, graph, model, retriever, _ = bundle
+    first = read_bundle(_rewrite(path, data, vectors, graph, model, retriever, 5.0)).version
+    assert read_bundle(_rewrite(path, data, vectors, graph, model, retriever, 5.0)).version == first  # same content
+    shelves = {**CONFIG, "rerank": {**CONFIG.get("rerank", {}), "tail_share": 0.3}}  # a choice made on valid
+    moved = read_bundle(_rewrite(path, data, vectors, graph, model, retriever, 5.0, config=shelves))
+    assert moved.version != first and moved.config.rerank.tail_share == 0.3  # served, not the old manifest's
 
 
 def test_a_plain_bundle_directory_from_before_is_moved_aside_not_deleted(bundle, tmp_path):
