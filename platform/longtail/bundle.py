@@ -18,7 +18,8 @@ refused with an error naming it, and so is a manifest entry that points outside 
 Versions: ``write_bundle(out)`` writes an immutable directory ``<out>@<version>`` beside ``out`` and then
 points the symlink ``out`` at it in one atomic rename, so a reader of ``out`` sees the old version or the
 new one, never a half-written or missing bundle; replicas that resolved ``out`` keep their version's files.
-Old versions stay until deleted (``rm -r <out>@<version>`` once nothing serves them).
+Old versions stay until deleted (``rm -r <out>@<version>`` once nothing serves them). The version is a
+hash of the files' sha256, the config and the data record: the same run twice is one version.
 """
 
 from __future__ import annotations
@@ -165,7 +166,7 @@ def publish_version(tmp: Path, out: Path, version: str) -> Path:
         aside = out.parent / f"{out.name}@{old}"
         os.replace(out, aside if not aside.exists() else out.parent / f"{out.name}@{old}-{time.time_ns()}")
     if target.exists():
-        shutil.rmtree(tmp)  # the same files again: the version names its content
+        shutil.rmtree(tmp)  # the same files and config again: the version names its content
     else:
         os.replace(tmp, target)
     link = out.parent / f".{out.name}.link-{os.getpid()}"
