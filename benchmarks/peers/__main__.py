@@ -28,7 +28,7 @@ from pathlib import Path
 from longtail.data import ImportOptions, import_source, read_manifest, write_dataset
 from longtail.data.encoded import Interactions, SplitData, load_split_data
 from longtail.eval.evaluate import EvalResult, evaluate
-from longtail.eval.report import markdown_table, plot_deciles
+from longtail.eval.report import markdown_table, place_labels, plot_deciles
 from longtail.model.base import Recommender
 
 KEYS = ("ndcg@10", "recall@20", "tail_recall@20", "cold_recall@20", "coverage@20")
@@ -174,14 +174,14 @@ def plot_tradeoff(results: list[EvalResult], path: Path, title: str) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.8))
-    for r in results:
-        x, y = r.metrics["ndcg@10"], r.metrics["tail_recall@20"]
-        ax.scatter(x, y, s=40)
-        ax.annotate(r.model, (x, y), textcoords="offset points", xytext=(4, 4), fontsize=8)
     xs = [r.metrics["ndcg@10"] for r in results]
     ys = [r.metrics["tail_recall@20"] for r in results]
-    ax.set_xlim(0, max(xs) * 1.55)  # room for the labels right of the points
-    ax.set_ylim(-0.005, max(ys) * 1.15 + 0.005)
+    for x, y in zip(xs, ys, strict=True):
+        ax.scatter(x, y, s=40)
+    ax.set_xlim(0, max(xs) * 1.75)  # room for the labels right of the points
+    pad = 0.08 * max(max(ys), 1e-3)
+    ax.set_ylim(-pad, max(ys) * 1.15 + pad)  # relative: food's tail recall is 0.004
+    place_labels(ax, list(zip(xs, ys, strict=True)), [r.model for r in results])  # no label on another
     ax.set_xlabel("ndcg@10 (test)")
     ax.set_ylabel("tail_recall@20 (test)")
     ax.set_title(title)
