@@ -174,7 +174,7 @@ def write_tiny_bundle(out: Path, encoder_dir: Path, epochs: int = 1) -> Path:
     return write_bundle(
         out, encoder_dir=encoder_dir, item_ids=data.item_ids, texts=data.item_text, train_counts=counts,
         vectors=vectors, graph=graph, ranker_state=model.state_dict(), retriever_state=retriever.state_dict(),
-        histories=histories,
+        histories=histories, recent_counts=data.recent_counts(config.ranker.trend_window),
         config=config.model_dump(), data={"path": "clustered"}, metrics={},
     )  # fmt: skip
 

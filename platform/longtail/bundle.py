@@ -2,7 +2,8 @@
 
     manifest.json       format version, resolved config, data fingerprint, metrics, sha256 of every file
     encoder/            Hugging Face model directory (safetensors) + tokenizer + pooling/head
-    items.parquet       item_id, text, train_count, vector — in catalog order (the vocabulary)
+    items.parquet       item_id, text, train_count, recent_count, vector — in catalog order (the vocabulary);
+                        recent_count: train interactions in the newest ``ranker.trend_window`` of train
     graph.parquet       src, dst, weight: the item graph's edges (catalog indices)
     ranker.safetensors  hybrid ranker weights (the second stage)
     retriever.safetensors  factorized retriever weights (the first stage)
@@ -65,6 +66,7 @@ class Bundle:
     item_ids: np.ndarray  # (n,) str, catalog order
     texts: np.ndarray  # (n,) str
     train_counts: np.ndarray  # (n,) int64
+    recent_counts: np.ndarray | None  # (n,) int64 over the newest ranker.trend_window of train; None in older bundles
     vectors: np.ndarray  # (n, d) float32
     graph: sparse.csr_matrix  # (n, n)
     ranker_state: dict[str, torch.Tensor]
@@ -108,6 +110,7 @@ def write_bundle(
     data: dict[str, Any],
     metrics: dict[str, Any],
     index_bytes: bytes | None = None,
+    recent_counts: np.ndarray | None = None,
 ) -> Path:
     """Write a complete bundle atomically (temporary sibling, then rename) and return its path."""
     out = Path(out)
@@ -118,6 +121,8 @@ def write_bundle(
         items = vectors_table(np.asarray(item_ids, dtype=str), vectors)
         items = items.add_column(1, "text", pa.array([str(t) for t in texts], pa.string()))
         items = items.add_column(2, "train_count", pa.array(np.asarray(train_counts, dtype=np.int64)))
+        if recent_counts is not None:
+            items = items.add_column(3, "recent_count", pa.array(np.asarray(recent_counts, dtype=np.int64)))
         pq.write_table(items, tmp / "items.parquet")
         coo = graph.tocoo()
         pq.write_table(pa.table({"src": coo.row.astype(np.int64), "dst": coo.col.astype(np.int64),
@@ -229,7 +234,9 @@ def read_bundle(path: Path) -> Bundle:
         path=path, manifest=manifest, config=config,
         item_ids=np.asarray(items.column("item_id").to_pylist(), dtype=object),
         texts=np.asarray(items.column("text").to_pylist(), dtype=object),
-        train_counts=items.column("train_count").to_numpy(), vectors=vectors_of(items), graph=graph,
+        train_counts=items.column("train_count").to_numpy(),
+        recent_counts=items.column("recent_count").to_numpy() if "recent_count" in items.column_names else None,
+        vectors=vectors_of(items), graph=graph,
         ranker_state=load_file(str(path / "ranker.safetensors")),
         retriever_state=load_file(str(path / "retriever.safetensors")),
         index_bytes=index.read_bytes() if INDEX_FILE in manifest["files"] else None,

@@ -69,7 +69,7 @@ def report_term_shares(pipe, split_data: SplitData, part: str, out: Path) -> Pat
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"part": part, "users": len(users), "buckets": table}, indent=2))
     view = Table(title=f"score terms over the served {part} lists (mean share of |score|; mean contribution)")
-    adjusted = pipe.popularity_penalty > 0  # the post-hoc popularity adjustment: its mean contribution
+    adjusted = pipe.popularity_penalty > 0 or pipe.trend_bonus > 0  # the post-hoc popularity terms: their mean
     for column in ("bucket", "listed", *TERMS, *(("popularity",) if adjusted else ())):
         view.add_column(column, justify="left" if column == "bucket" else "right")
     for name, row in table.items():

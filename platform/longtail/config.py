@@ -135,6 +135,13 @@ class RankerConfig(StrictModel):
         0.0, ge=0.0, description="γ: ranking orders by score / τ − γ·log(1 + train count) (post-hoc logit adjustment; "
         "not trained, chosen on valid by select.popularity_adjustments)"
     )  # fmt: skip
+    trend_boost: float = Field(
+        0.0, ge=0.0, description="δ: ranking adds δ·log(1 + recent count) to score / τ, the count over the newest "
+        "trend_window of train (post-hoc like γ: not trained, chosen on valid by select.trend_boosts)"
+    )  # fmt: skip
+    trend_window: float = Field(
+        0.3, gt=0.0, le=1.0, description="share of the newest train interactions whose counts are recent (trend_boost)"
+    )
     patience: int = Field(2, ge=1, description="epochs without valid ndcg@10 gain before stopping")
     valid_users: int | None = Field(
         2000, ge=1, description="users sampled (seeded) for each epoch's validation; null = all"
@@ -228,6 +235,10 @@ class SelectConfig(StrictModel):
         [0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0], description="ranker.popularity_adjustment values tried on "
         "every fit (no refit: one ranking pass each), the ndcg_tolerance rule keeps one; null = the config's value"
     )  # fmt: skip
+    trend_boosts: list[float] | None = Field(
+        [0.0, 0.25, 0.5, 1.0], description="ranker.trend_boost values tried with every popularity adjustment (same "
+        "ranking pass); null = the config's value"
+    )  # fmt: skip
     ndcg_tolerance: float = Field(
         0.02, ge=0.0, le=1.0, description="fits (and popularity adjustments) this close (relative) to the best valid "
         "ndcg@10 tie; the most own-list tail_recall@20 among them wins"
@@ -240,6 +251,8 @@ class SelectConfig(StrictModel):
         adjustments = self.popularity_adjustments
         if adjustments is not None and (not adjustments or min(adjustments) < 0):
             raise ValueError(f"select.popularity_adjustments must be null or a non-empty list of values ≥ 0, got {adjustments}")
+        if self.trend_boosts is not None and (not self.trend_boosts or min(self.trend_boosts) < 0):
+            raise ValueError(f"select.trend_boosts must be null or a non-empty list of values ≥ 0, got {self.trend_boosts}")
         for name in ("tail_shares", "new_shares", "exposure_penalties"):
             values = getattr(self, name)
             if not values or min(values) < 0 or (name != "exposure_penalties" and max(values) > 0.5):

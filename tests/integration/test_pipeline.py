@@ -60,21 +60,25 @@ def test_tiny_pipeline_trains_caches_and_evaluates(ray_cluster, tiny_encoder, tm
     assert again.stderr.count("reusing") == 4 and again.stderr.count("fit: start") == 1, again.stderr[-2000:]
     assert "ndcg@10" in again.stdout and "select: shelves" in again.stderr
     second = read_bundle(tmp_path / "bundle2")
-    fits = second.manifest["metrics"]["selection"]["fit"]  # every fit at every popularity adjustment γ
-    gammas = TrainConfig().select.popularity_adjustments
-    assert [(row["id_dropout"], row["popularity_adjustment"]) for row in fits["grid"]] == [
-        (d, g) for d in (0.0, 0.3) for g in gammas]
+    fits = second.manifest["metrics"]["selection"]["fit"]  # every fit at every (γ, δ)
+    gammas, deltas = TrainConfig().select.popularity_adjustments, TrainConfig().select.trend_boosts
+    assert [(row["id_dropout"], row["popularity_adjustment"], row["trend_boost"]) for row in fits["grid"]] == [
+        (d, g, t) for d in (0.0, 0.3) for t in deltas for g in gammas]
     kept = fits["chosen"]
     assert second.config.ranker.id_dropout == second.config.retriever.id_dropout == kept["id_dropout"]
     assert second.config.ranker.popularity_adjustment == kept["popularity_adjustment"]
-    assert (f"select: id_dropout {kept['id_dropout']:g}, popularity_adjustment {kept['popularity_adjustment']:g} "
-            f"of 2 fits × {len(gammas)} adjustments") in again.stderr
+    assert second.config.ranker.trend_boost == kept["trend_boost"]
+    assert (f"select: id_dropout {kept['id_dropout']:g}, popularity_adjustment {kept['popularity_adjustment']:g}, "
+            f"trend_boost {kept['trend_boost']:g} of 2 fits × {len(gammas)} adjustments × {len(deltas)} trend boosts"
+            ) in again.stderr
+    recent = load_split_data(data_dir, "warm").recent_counts(second.config.ranker.trend_window)
+    assert (second.recent_counts == recent).all()  # the bundle carries the trend term's counts
     ranked = next(row for row in fits["grid"] if {k: row[k] for k in kept} == kept)  # the kept point is served
     own_valid = evaluate(PipelineRecommender(own_lists(load_pipeline(second))), data, "valid").metrics
     assert own_valid["ndcg@10"] == pytest.approx(ranked["ndcg@10"], abs=1e-5)
     assert own_valid["tail_recall@20"] == pytest.approx(ranked["tail_recall@20"], abs=1e-5, nan_ok=True)
-    first_fit = bundle.manifest["metrics"]["selection"]["fit"]  # tiny.yaml: one fit, the γ grid on it
-    assert [row["popularity_adjustment"] for row in first_fit["grid"]] == gammas
+    first_fit = bundle.manifest["metrics"]["selection"]["fit"]  # tiny.yaml: one fit, the (γ, δ) grid on it
+    assert [row["popularity_adjustment"] for row in first_fit["grid"]] == gammas * len(deltas)
     assert bundle.config.ranker.popularity_adjustment == first_fit["chosen"]["popularity_adjustment"]
     # ... and logs the run to MLflow beside the bundle: config, each epoch's fit metrics, the α-sweep plot
     import mlflow

@@ -145,15 +145,53 @@ def test_the_joint_fit_and_adjustment_rule_spends_at_most_the_tolerance_on_ndcg(
     assert choose_fit_point(rows, 0.0) == 0
 
 
-def test_the_adjustment_lowers_popular_items_and_keeps_padding():
-    from longtail.recommend.pipeline import adjust_for_popularity
+def test_the_trend_term_is_kept_only_where_it_loses_neither_ndcg_nor_tail():
+    from longtail.train.select import choose_fit_trend_point
 
-    scores = np.array([[1.0, 1.0, -np.inf], [0.5, 0.2, 0.1]])
-    counts = np.array([[100, 0, 5], [10, 10, 0]])
-    out = adjust_for_popularity(scores, counts, 0.1)
-    assert out[0, 1] == 1.0 and out[0, 0] == pytest.approx(1.0 - 0.1 * np.log(101)) and out[0, 2] == -np.inf
-    assert np.argmax(out[1]) == 0 and adjust_for_popularity(scores, counts, 0.0) is scores
-    assert np.argmax(adjust_for_popularity(scores, counts, 1.0)[1]) == 2  # enough of it lifts the untouched item
+    def row(g, d, n, t):
+        return {"popularity_adjustment": g, "trend_boost": d, "ndcg@10": n, "tail_recall@20": t, "coverage@20": 0.5}
+
+    plain = [row(0.0, 0.0, 0.100, 0.05), row(0.2, 0.0, 0.099, 0.07), row(0.5, 0.0, 0.097, 0.09)]
+    accurate = row(0.2, 0.5, 0.110, 0.06)  # more ndcg, less tail: the best-ndcg rule would move the window to it
+    assert choose_fit_point([*plain, accurate], 0.02) == 3
+    assert choose_fit_trend_point([*plain, accurate], 0.02) == 1  # the pick without the trend term stays
+    both = row(0.5, 0.25, 0.100, 0.08)  # ≥ on both counts: replaces it
+    tail_only = row(1.0, 0.25, 0.098, 0.10)  # more tail but less ndcg than the plain pick: not taken
+    assert choose_fit_trend_point([*plain, accurate, tail_only, both], 0.02) == 5
+    assert choose_fit_trend_point([accurate, both], 0.02) == 0  # no trend-free row: the plain rule over all
+
+
+def test_the_adjustment_lowers_popular_items_the_trend_lifts_recent_ones_and_padding_stays(tiny_bundle):
+    from longtail.recommend.pipeline import score_knobs
+
+    pipe = own_lists(load_pipeline(read_bundle(tiny_bundle)))
+    counts = np.zeros(pipe.n_items, np.int64)
+    counts[:3] = [100, 0, 5]
+    recent = np.zeros(pipe.n_items, np.int64)
+    recent[:3] = [0, 0, 5]  # item 2 is what is popular lately
+    pipe = dataclasses.replace(pipe, train_counts=counts, recent_counts=recent, popularity_penalty=0.0, trend_bonus=0.0)
+    candidates = np.array([[0, 1, 2, -1]])
+    scores = np.array([[1.0, 1.0, 1.0, -np.inf]])
+    assert score_knobs(pipe, candidates, scores) is scores  # both off: untouched
+    out = score_knobs(dataclasses.replace(pipe, popularity_penalty=0.1), candidates, scores)
+    assert out[0, 1] == 1.0 and out[0, 0] == pytest.approx(1.0 - 0.1 * np.log(101)) and out[0, 3] == -np.inf
+    assert np.argmax(out[0]) == 1  # the untouched item loses nothing
+    trend = score_knobs(dataclasses.replace(pipe, trend_bonus=0.2), candidates, scores)
+    assert trend[0, 2] == pytest.approx(1.0 + 0.2 * np.log(6)) and trend[0, :2].tolist() == [1.0, 1.0]
+    both = score_knobs(dataclasses.replace(pipe, popularity_penalty=0.1, trend_bonus=0.2), candidates, scores)
+    assert np.argmax(both[0]) == 2 and both[0, 3] == -np.inf  # popular overall loses, popular lately wins
+
+
+def test_recent_counts_count_the_newest_share_of_train():
+    data = clustered_split()
+    stamps = np.asarray(data.train.timestamps)
+    assert (data.recent_counts(1.0) == data.train_counts()).all()
+    recent = data.recent_counts(0.3)
+    newest = stamps >= np.quantile(stamps, 0.7, method="higher")
+    assert recent.sum() == newest.sum() and 0 < recent.sum() < len(stamps)
+    assert (recent <= data.train_counts()).all()
+    with pytest.raises(ValueError, match="window"):
+        data.recent_counts(0.0)
 
 
 def test_own_lists_keep_the_adjustment_and_bundles_apply_the_chosen_one(tiny_bundle):
@@ -167,6 +205,8 @@ def test_own_lists_keep_the_adjustment_and_bundles_apply_the_chosen_one(tiny_bun
     assert popularity_penalty_of(ranker) == pytest.approx(0.2) and popularity_penalty_of(ranker, 1.0) == 0.5
     with pytest.raises(ValidationError, match="popularity_adjustments"):
         SelectConfig(popularity_adjustments=[])
+    with pytest.raises(ValidationError, match="trend_boosts"):
+        SelectConfig(trend_boosts=[-0.5])
 
 
 def test_the_new_item_floor_grows_with_the_never_touched_share_of_the_catalog():

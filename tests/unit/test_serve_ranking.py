@@ -104,6 +104,19 @@ def test_popularity_adjustment_knob_lowers_popular_items_and_none_restores_the_b
     assert ranker.recommend([Query("u2", history, 5)])[0].items == first
 
 
+def test_trend_boost_knob_lifts_lately_popular_items_and_none_restores_the_bundles(ranker):
+    recent = ranker.pipeline.recent_counts
+    assert recent is not None and recent.sum() > 0  # the bundle carries the newest share of train's counts
+    history, _ = ranker.history("u2", False, [])
+    first = ranker.recommend([Query("u2", history, 5)])[0].items
+    ranker.configure(RankerKnobs(trend_boost=50.0))
+    trending = ranker.recommend([Query("u2", history, 5)])[0].items
+    lately = [[recent[ranker.index[i["item_id"]]] for i in items] for items in (first, trending)]
+    assert sum(lately[1]) > sum(lately[0]) and lately[1] == sorted(lately[1], reverse=True)  # δ huge: trend first
+    ranker.configure(RankerKnobs())
+    assert ranker.recommend([Query("u2", history, 5)])[0].items == first
+
+
 def test_new_items_become_recommendable_with_graph_neighbours(ranker):
     n = ranker.n_items
     old_history, _ = ranker.history("u5", False, [])

@@ -141,6 +141,17 @@ class SplitData:
         """Train interactions per catalog item, (n_items,)."""
         return np.bincount(self.train.items, minlength=self.n_items)
 
+    def recent_counts(self, window: float) -> np.ndarray:
+        """Train interactions per catalog item among the newest ``window`` share of train (by timestamp;
+        every interaction at the cut counts), (n_items,): what is popular now rather than overall."""
+        if not 0.0 < window <= 1.0:
+            raise ValueError(f"window must be in (0, 1], got {window}")
+        stamps = np.asarray(self.train.timestamps, dtype=np.float64)
+        if len(stamps) == 0:
+            return np.zeros(self.n_items, dtype=np.int64)
+        cut = np.quantile(stamps, 1.0 - window, method="higher")
+        return np.bincount(self.train.items[stamps >= cut], minlength=self.n_items)
+
     def histories(self, parts: Sequence[str] = ("train",)) -> Histories:
         """Every user's history made of the given parts, in time order."""
         return Histories.from_interactions(Interactions.concat([self.part(p) for p in parts]), self.n_users)

@@ -38,22 +38,29 @@ def shelves_of(rerank: RerankConfig) -> Shelves:
 def make_pipeline(retriever: FactorizedRetriever, ranker: HybridRanker, vectors: np.ndarray, graph: sparse.csr_matrix,
                   train_counts: np.ndarray, retrieval: RetrievalConfig, rerank: RerankConfig | None = None,
                   index: ItemIndex | None = None, seed: int = 0, history_strengths: bool = True,
-                  popularity_penalty: float = 0.0) -> Pipeline:  # fmt: skip
+                  popularity_penalty: float = 0.0, recent_counts: np.ndarray | None = None,
+                  trend_bonus: float = 0.0) -> Pipeline:  # fmt: skip
     """A pipeline over trained models; ``rerank`` None means the model's own lists (no boost, no shelves);
     ``history_strengths``: the models read the histories' event strengths (``events.in_history``);
-    ``popularity_penalty``: τ·γ of the ranker's post-hoc popularity adjustment (``popularity_penalty_of``)."""
+    ``popularity_penalty``: τ·γ of the ranker's post-hoc popularity adjustment (``popularity_penalty_of``);
+    ``recent_counts`` (n,) and ``trend_bonus`` τ·δ: its trend term (``trend_bonus_of``)."""
     rerank = rerank or RerankConfig()
     return Pipeline(
         retriever.eval(), ranker.eval(), index or build_index(retriever, retrieval, seed),
         np.asarray(vectors, dtype=np.float32), sparse.csr_matrix(graph, dtype=np.float32), np.asarray(train_counts),
         retrieval, shelves_of(rerank), rerank.tail_boost, rerank.exploration, np.random.default_rng(seed),
-        history_strengths, popularity_penalty,
+        history_strengths, popularity_penalty, None if recent_counts is None else np.asarray(recent_counts), trend_bonus,
     )  # fmt: skip
 
 
 def popularity_penalty_of(ranker: RankerConfig, adjustment: float | None = None) -> float:
     """The score-unit penalty per log(1 + train count): γ·τ, since the ranker's logits are score / τ."""
     return (ranker.popularity_adjustment if adjustment is None else adjustment) * ranker.temperature
+
+
+def trend_bonus_of(ranker: RankerConfig, boost: float | None = None) -> float:
+    """The score-unit bonus per log(1 + recent count): δ·τ."""
+    return (ranker.trend_boost if boost is None else boost) * ranker.temperature
 
 
 def load_pipeline(bundle: Bundle, retrieval: RetrievalConfig | None = None) -> Pipeline:
@@ -67,7 +74,8 @@ def load_pipeline(bundle: Bundle, retrieval: RetrievalConfig | None = None) -> P
         kind = choose_kind(cfg.retrieval.index, len(bundle.item_ids), cfg.retrieval.exact_below)
         index = ItemIndex.from_bytes(kind, bundle.index_bytes, retrieval.nprobe, retrieval.ef_search)
     return make_pipeline(retriever, ranker, bundle.vectors, bundle.graph, bundle.train_counts, retrieval, cfg.rerank,
-                         index, cfg.ranker.seed, cfg.events.in_history, popularity_penalty_of(cfg.ranker))  # fmt: skip
+                         index, cfg.ranker.seed, cfg.events.in_history, popularity_penalty_of(cfg.ranker),
+                         bundle.recent_counts, trend_bonus_of(cfg.ranker))  # fmt: skip
 
 
 def own_lists(p: Pipeline) -> Pipeline:

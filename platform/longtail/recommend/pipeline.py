@@ -6,8 +6,9 @@
    and never-touched items nearest the history by text. ``retrieval.candidates = None`` is exact: every
    item is a candidate (small catalogs, tests).
 2. ``rank``: the target-aware hybrid ranker scores each user's candidates only (tensors grow with
-   candidates × history, never with catalog × history), less the post-hoc popularity adjustment (part of
-   the model's own lists), then the score knobs (tail boost, exploration).
+   candidates × history, never with catalog × history), plus the post-hoc popularity terms (part of the
+   model's own lists: −γ·log(1 + train count) + δ·log(1 + recent count)), then the score knobs (tail
+   boost, exploration).
 3. ``arrange``: top-k, or the shelves (reserved tail / new-item slots with exposure damping).
 
 ``longtail eval``, ``longtail recommend`` (also as a Ray Data job) and the Serve Ranker all call
@@ -84,6 +85,8 @@ class Pipeline:
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
     history_strengths: bool = True  # the models read event strengths of the history (events.in_history)
     popularity_penalty: float = 0.0  # the ranker's scores lose this · log(1 + train count): τ·γ of ranker.popularity_adjustment
+    recent_counts: np.ndarray | None = None  # (n,) train counts over the newest ranker.trend_window of train
+    trend_bonus: float = 0.0  # the ranker's scores gain this · log(1 + recent count): τ·δ of ranker.trend_boost
 
     def __post_init__(self) -> None:
         self.refresh()
@@ -198,26 +201,28 @@ def rank(p: Pipeline, batch: Batch, candidates: np.ndarray, boost: float | None 
 
 
 def score_knobs(p: Pipeline, candidates: np.ndarray, scores: np.ndarray, boost: float | None = None) -> np.ndarray:
-    """The ranker's scores (b, C) of ``candidates`` after the popularity adjustment and the score knobs (tail
+    """The ranker's scores (b, C) of ``candidates`` after the popularity terms and the score knobs (tail
     boost, or ``boost`` when given; exploration)."""
     safe = np.maximum(candidates, 0)
     counts = np.asarray(p.train_counts)[safe]
-    scores = adjust_for_popularity(scores, counts, p.popularity_penalty)
+    terms = popularity_terms(p, candidates)
+    scores = scores if terms is None else scores + terms  # -inf (padding, excluded) stays -inf
     scores = tail_boost(scores, counts, p.boost if boost is None else boost)
     return explore(scores, p.tail[safe], p.exploration, p.rng)
 
 
 def popularity_terms(p: Pipeline, candidates: np.ndarray) -> np.ndarray | None:
-    """(b, C) what the popularity adjustment adds to each candidate's score (≤ 0), or None when it is off."""
-    if not p.popularity_penalty:
-        return None
-    return -p.popularity_penalty * np.log1p(np.asarray(p.train_counts)[np.maximum(candidates, 0)])
-
-
-def adjust_for_popularity(scores: np.ndarray, counts: np.ndarray, penalty: float) -> np.ndarray:
-    """Post-hoc logit adjustment: scores (b, C) less ``penalty``·log(1 + train count) of each candidate (b, C).
-    A never-touched item loses nothing; -inf (padding, excluded) stays -inf."""
-    return scores - penalty * np.log1p(counts) if penalty else scores
+    """What the post-hoc popularity terms add to each candidate's score, (b, C) or like ``candidates``:
+    −τγ·log(1 + train count) (the logit adjustment) + τδ·log(1 + recent count) (the trend: what is popular
+    in the newest part of train); None when both are off. A never-touched item gets 0."""
+    safe = np.maximum(candidates, 0)
+    terms = None
+    if p.popularity_penalty:
+        terms = -p.popularity_penalty * np.log1p(np.asarray(p.train_counts)[safe])
+    if p.trend_bonus and p.recent_counts is not None:
+        trend = p.trend_bonus * np.log1p(np.asarray(p.recent_counts)[safe])
+        terms = trend if terms is None else terms + trend
+    return terms
 
 
 def _on_cpu(out: HybridOutput) -> HybridOutput:
@@ -277,6 +282,8 @@ def grow(p: Pipeline, new_vectors: np.ndarray, graph: sparse.csr_matrix) -> None
         p.index.add(p.retriever.item_vectors(torch.arange(n, n + m)).numpy())
     p.text_vectors, p.graph = vectors, graph
     p.train_counts = np.concatenate([p.train_counts, np.zeros(m, np.int64)])
+    if p.recent_counts is not None:
+        p.recent_counts = np.concatenate([p.recent_counts, np.zeros(m, np.int64)])
     pool = p.new_index
     p.tail = ~popularity_buckets(p.train_counts)["head"]
     p.new = np.concatenate([p.new, np.ones(m, bool)])

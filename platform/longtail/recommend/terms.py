@@ -4,8 +4,9 @@ For every listed item the ranker's score is the sum of three contributions, α(1
 αβ·s_assoc and (1−α)·s_cf. A term's share of an item's score is |contribution| over the sum of the three
 |contributions|; the table averages it over the listed items of each popularity bucket (head, tail,
 cold = never touched in train; cold items are tail items too), next to the mean signed contribution. The
-post-hoc popularity adjustment (−τ·γ·log(1 + train count), added to the ranked score after the ranker) is
-reported beside them as its mean contribution (``mean_popularity``), not as a share of the ranker's score.
+post-hoc popularity terms (−τ·γ·log(1 + train count) + τ·δ·log(1 + recent count), added to the ranked score
+after the ranker) are reported beside them as their mean contribution (``mean_popularity``), not as a share
+of the ranker's score.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import numpy as np
 
 from longtail.data.encoded import Histories
 from longtail.data.splits import popularity_buckets
-from longtail.recommend.pipeline import Batch, Pipeline, recommend
+from longtail.recommend.pipeline import Batch, Pipeline, popularity_terms, recommend
 
 TERMS = ("text", "assoc", "cf")
 
@@ -43,7 +44,8 @@ def term_shares(pipe: Pipeline, histories: Histories, users: np.ndarray, k: int 
     item, part = np.concatenate(items), np.concatenate(parts)  # (m,), (m, 3)
     keep = (item >= 0) & ~np.isnan(part).any(1)
     item, part = item[keep], part[keep]
-    adjustment = -pipe.popularity_penalty * np.log1p(np.asarray(pipe.train_counts)[item])  # (m,)
+    adjustment = popularity_terms(pipe, item)  # (m,) or None
+    adjustment = np.zeros(len(item)) if adjustment is None else adjustment
     magnitude = np.abs(part)
     share = magnitude / np.maximum(magnitude.sum(1, keepdims=True), 1e-12)  # (m, 3)
     buckets = popularity_buckets(pipe.train_counts)

@@ -42,6 +42,9 @@ class RankerKnobs(Strict):
     popularity_adjustment: float | None = Field(
         None, ge=0.0, description="γ: scores / τ lose γ·log(1 + train count); null: the bundle's (chosen on valid)"
     )
+    trend_boost: float | None = Field(
+        None, ge=0.0, description="δ: scores / τ gain δ·log(1 + recent train count); null: the bundle's (chosen on valid)"
+    )
     tail_boost: float = Field(0.0, ge=0.0, le=1.0, description="default rarity blend (requests may override)")
     exploration: float = Field(0.0, ge=0.0, le=1.0, description="random lift of tail items (Gumbel weight)")
     tail_share: float | None = Field(None, ge=0.0, le=1.0, description="list share kept for tail items; null: bundle's")

@@ -22,7 +22,7 @@ from longtail.data.events import event_strengths
 from longtail.model.explain import explain
 from longtail.model.graph import topk_rows
 from longtail.model.rerank import Shelves
-from longtail.recommend.build import load_pipeline, popularity_penalty_of
+from longtail.recommend.build import load_pipeline, popularity_penalty_of, trend_bonus_of
 from longtail.recommend.pipeline import Batch, grow, popularity_terms, recommend
 from longtail.serve.knobs import RankerKnobs
 from longtail.serve.store import StoredItem
@@ -60,7 +60,7 @@ class ServingRanker:
         self.text_k = bundle.config.graph.text_k or 20
         self.trained = (self.pipeline.ranker.alpha.fixed, self.pipeline.ranker.beta.fixed, self.pipeline.shelves,
                         self.pipeline.retrieval)  # fmt: skip
-        self.ranker_config = bundle.config.ranker  # τ and the trained popularity adjustment γ
+        self.ranker_config = bundle.config.ranker  # τ and the popularity adjustment γ and trend boost δ chosen on valid
         self._index_popularity()
         self.events = bundle.config.events
         self.histories, self.history_strengths = _bundle_histories(bundle, self.index)
@@ -104,6 +104,7 @@ class ServingRanker:
         p.retrieval = retrieval.model_copy(update={"candidates": candidates})
         p.boost, p.exploration, p.rng = knobs.tail_boost, knobs.exploration, self.rng
         p.popularity_penalty = popularity_penalty_of(self.ranker_config, knobs.popularity_adjustment)
+        p.trend_bonus = trend_bonus_of(self.ranker_config, knobs.trend_boost)
 
     @property
     def shelves(self) -> Shelves:

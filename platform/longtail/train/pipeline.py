@@ -34,13 +34,27 @@ from longtail.eval.evaluate import EvalResult, evaluate
 from longtail.eval.report import plot_alpha_sweep
 from longtail.model.factory import build_graph, build_ranker, build_retriever
 from longtail.model.graph import item_entity_matrix
-from longtail.recommend.build import build_index, make_pipeline, own_lists, popularity_penalty_of, shelves_of
+from longtail.recommend.build import (
+    build_index,
+    make_pipeline,
+    own_lists,
+    popularity_penalty_of,
+    shelves_of,
+    trend_bonus_of,
+)
 from longtail.recommend.pipeline import Pipeline
 from longtail.recommend.recommender import PipelineRecommender, RetrieverRecommender
 from longtail.train.embed import embed_catalog
 from longtail.train.finetune import finetune
 from longtail.train.fit import fit_models
-from longtail.train.select import FIT_KEYS, choose_fit_point, sample_users, select_shelves, variant_metrics
+from longtail.train.select import (
+    FIT_KEYS,
+    choose_fit_point,
+    choose_fit_trend_point,
+    sample_users,
+    select_shelves,
+    variant_metrics,
+)
 
 Log = Callable[[str], None]
 
@@ -65,8 +79,9 @@ def item_entities(data_dir: Path, data: SplitData) -> sparse.csr_matrix | None:
 
 
 def trained_pipeline(config: TrainConfig, vectors: np.ndarray, graph: sparse.csr_matrix, train_counts: np.ndarray,
-                     retriever_state: dict, ranker_state: dict) -> Pipeline:  # fmt: skip
-    """Both stages rebuilt from their weights (strictly), the MIPS index built, the config's shelves on."""
+                     retriever_state: dict, ranker_state: dict, recent_counts: np.ndarray | None = None) -> Pipeline:  # fmt: skip
+    """Both stages rebuilt from their weights (strictly), the MIPS index built, the config's shelves on;
+    ``recent_counts`` (n,): the trend term's counts (``SplitData.recent_counts``), None: no trend term."""
     ranker = build_ranker(config.ranker, vectors, graph, train_counts)
     ranker.load_state_dict(ranker_state)
     retriever = build_retriever(config.retriever, config.ranker.max_history, vectors, graph, train_counts,
@@ -74,7 +89,8 @@ def trained_pipeline(config: TrainConfig, vectors: np.ndarray, graph: sparse.csr
     retriever.load_state_dict(retriever_state)
     index = build_index(retriever, config.retrieval, config.ranker.seed)
     return make_pipeline(retriever, ranker, vectors, graph, train_counts, config.retrieval, config.rerank, index,
-                         config.ranker.seed, config.events.in_history, popularity_penalty_of(config.ranker))  # fmt: skip
+                         config.ranker.seed, config.events.in_history, popularity_penalty_of(config.ranker),
+                         recent_counts, trend_bonus_of(config.ranker))  # fmt: skip
 
 
 def choose_shelves(config: TrainConfig, pipe: Pipeline, data: SplitData, log: Log = print
@@ -100,8 +116,8 @@ def candidate_knobs(config: TrainConfig) -> dict[str, int | None]:
 
 
 def fitted_ranker_knobs(config: TrainConfig) -> dict:
-    """The ranker knobs that change its fit (the post-hoc popularity adjustment is applied after it)."""
-    return config.ranker.model_dump(exclude={"popularity_adjustment"})
+    """The ranker knobs that change its fit (the post-hoc popularity terms are applied after it)."""
+    return config.ranker.model_dump(exclude={"popularity_adjustment", "trend_boost", "trend_window"})
 
 
 def evaluate_pipeline(pipe: Pipeline, data: SplitData, parts: tuple[str, ...] = ("valid", "test"),
@@ -230,38 +246,51 @@ def with_id_dropout(config: TrainConfig, value: float) -> TrainConfig:
 def choose_fit(config: TrainConfig, stages: Stages, log: Log = print
                ) -> tuple[TrainConfig, dict[str, dict], list[dict], Pipeline, dict]:  # fmt: skip
     """One fit per ``select.id_dropout`` value (or the config's one fit when null); each fit's own lists are
-    scored on valid (the seeded ``select.users`` sample) at every popularity adjustment γ of
-    ``select.popularity_adjustments`` (one ranking pass per fit; null: the config's γ), and the rule of
-    ``choose_fit_point`` keeps one (fit, γ) over the joint grid. Returns its config, weights, history and
-    pipeline, and the record for the manifest (``metrics.selection.fit``)."""
+    scored on valid (the seeded ``select.users`` sample) at every pair of popularity adjustment γ
+    (``select.popularity_adjustments``) and trend boost δ (``select.trend_boosts``) — one ranking pass per
+    fit; null lists: the config's value — and the rule of ``choose_fit_trend_point`` keeps one (fit, γ, δ) over the
+    joint grid. Returns its config, weights, history and pipeline, and the record for the manifest
+    (``metrics.selection.fit``)."""
     started, rows, fits = time.time(), [], []
     select = config.select
     users = sample_users(stages.data, "valid", select.users, config.ranker.seed)
     adjustments = list(dict.fromkeys(select.popularity_adjustments or [config.ranker.popularity_adjustment]))
+    boosts = list(dict.fromkeys(select.trend_boosts or [config.ranker.trend_boost]))
+    recent = stages.data.recent_counts(config.ranker.trend_window)
+    points = [(g, d) for d in boosts for g in adjustments]
     for value in select.id_dropout if select.id_dropout is not None else [None]:
         candidate = config if value is None else with_id_dropout(config, value)
         states, history = fit_stage(candidate, stages, log)
         pipe = trained_pipeline(candidate, stages.vectors, stages.graph, stages.data.train_counts(),
-                                states["retriever"], states["ranker"])  # fmt: skip
-        variants = [dataclasses.replace(own_lists(pipe), popularity_penalty=popularity_penalty_of(candidate.ranker, g))
-                    for g in adjustments]  # fmt: skip
-        for gamma, valid in zip(adjustments, variant_metrics(pipe, variants, stages.data, users), strict=True):
-            rows.append({"id_dropout": candidate.ranker.id_dropout, "popularity_adjustment": gamma,
+                                states["retriever"], states["ranker"], recent)  # fmt: skip
+        variants = [dataclasses.replace(own_lists(pipe), popularity_penalty=popularity_penalty_of(candidate.ranker, g),
+                                        trend_bonus=trend_bonus_of(candidate.ranker, d)) for g, d in points]  # fmt: skip
+        first = len(rows)
+        for (gamma, delta), valid in zip(points, variant_metrics(pipe, variants, stages.data, users), strict=True):
+            rows.append({"id_dropout": candidate.ranker.id_dropout, "popularity_adjustment": gamma, "trend_boost": delta,
                          **{k: _rounded(valid[k]) for k in FIT_KEYS}, "epochs": len(history)})  # fmt: skip
-            log(f"select: id_dropout {candidate.ranker.id_dropout:g}, popularity_adjustment {gamma:g}: valid ndcg@10 "
-                f"{valid['ndcg@10']:.4f}, own tail_recall@20 {valid['tail_recall@20']:.4f}, coverage@20 "
-                f"{valid['coverage@20']:.4f}")  # fmt: skip
+        for delta in boosts:  # one line per trend boost: its best γ under the rule, and the γ = first value row
+            mine = [r for r in rows[first:] if r["trend_boost"] == delta]
+            top = mine[choose_fit_point(mine, select.ndcg_tolerance)]
+            log(f"select: id_dropout {candidate.ranker.id_dropout:g}, trend_boost {delta:g}: popularity_adjustment "
+                f"{mine[0]['popularity_adjustment']:g} → valid ndcg@10 {mine[0]['ndcg@10']}, own tail_recall@20 "
+                f"{mine[0]['tail_recall@20']}; its pick {top['popularity_adjustment']:g} → {top['ndcg@10']}, "
+                f"{top['tail_recall@20']} (coverage@20 {top['coverage@20']})")  # fmt: skip
         fits.append((candidate, states, history, pipe))
-    best = choose_fit_point(rows, select.ndcg_tolerance)
-    fit = fits[best // len(adjustments)]
-    chosen = {k: rows[best][k] for k in ("id_dropout", "popularity_adjustment")}
-    log(f"select: id_dropout {chosen['id_dropout']:g}, popularity_adjustment {chosen['popularity_adjustment']:g} of "
-        f"{len(fits)} fits × {len(adjustments)} adjustments ({time.time() - started:.0f} s)")  # fmt: skip
+    best = choose_fit_trend_point(rows, select.ndcg_tolerance)
+    fit = fits[best // len(points)]
+    chosen = {k: rows[best][k] for k in ("id_dropout", "popularity_adjustment", "trend_boost")}
+    log(f"select: id_dropout {chosen['id_dropout']:g}, popularity_adjustment {chosen['popularity_adjustment']:g}, "
+        f"trend_boost {chosen['trend_boost']:g} of {len(fits)} fits × {len(adjustments)} adjustments × {len(boosts)} "
+        f"trend boosts ({time.time() - started:.0f} s)")  # fmt: skip
     config = fit[0].model_copy(update={"ranker": fit[0].ranker.model_copy(update=chosen)})
-    pipe = dataclasses.replace(fit[3], popularity_penalty=popularity_penalty_of(config.ranker))
+    pipe = dataclasses.replace(fit[3], popularity_penalty=popularity_penalty_of(config.ranker),
+                               trend_bonus=trend_bonus_of(config.ranker))  # fmt: skip
     record = {"chosen": chosen, "grid": rows,
               "rule": f"own lists on valid ({len(users)} users): ndcg@10 within {select.ndcg_tolerance:g} (relative) "
-                      "of the best tie; the most tail_recall@20 wins, then coverage@20"}  # fmt: skip
+                      "of the best tie; the most tail_recall@20 wins, then coverage@20 — over the rows without the "
+                      "trend term (trend_boost 0); a trend row replaces that pick only where its ndcg@10 and "
+                      "tail_recall@20 are both at least as high (the most tail_recall@20 among those)"}  # fmt: skip
     return config, fit[1], fit[2], pipe, record
 
 
@@ -278,11 +307,13 @@ def train_pipeline(data_dir: Path, config: TrainConfig, out: Path, log: Log = pr
     )  # shared by sibling bundles
     data, encoder_dir, vectors, graph = stages.data, stages.encoder_dir, stages.vectors, stages.graph
     fingerprint = read_manifest(data_dir)["fingerprint"]
-    if config.select.id_dropout is not None or config.select.popularity_adjustments is not None:
+    select = config.select
+    if select.id_dropout is not None or select.popularity_adjustments is not None or select.trend_boosts is not None:
         config, states, history, pipe, fit_selection = choose_fit(config, stages, log)
     else:
         states, history = fit_stage(config, stages, log)
-        pipe = trained_pipeline(config, vectors, graph, data.train_counts(), states["retriever"], states["ranker"])
+        pipe = trained_pipeline(config, vectors, graph, data.train_counts(), states["retriever"], states["ranker"],
+                                data.recent_counts(config.ranker.trend_window))  # fmt: skip
         fit_selection = None
     log(f"index: {pipe.index.kind} over {pipe.index.n_items} items")
     selection = None
@@ -307,7 +338,7 @@ def train_pipeline(data_dir: Path, config: TrainConfig, out: Path, log: Log = pr
         vectors=vectors, graph=graph, ranker_state=states["ranker"], retriever_state=states["retriever"],
         histories=histories, config=config.model_dump(), metrics=metrics,
         data={"path": str(data_dir), "fingerprint": fingerprint, "split": config.split},
-        index_bytes=None if pipe.index.kind == "exact" else pipe.index.to_bytes(),
+        index_bytes=None if pipe.index.kind == "exact" else pipe.index.to_bytes(), recent_counts=pipe.recent_counts,
     )  # fmt: skip
     sweep = [(p["alpha"], p["ndcg@10"], p["tail_recall@20"]) for p in metrics["alpha_sweep_test"]]
     plot = plot_alpha_sweep(

@@ -111,7 +111,7 @@ def run_trial(params: dict[str, Any], job: SweepJob) -> None:
                         config.resources, run_name=f"fit-{trial_id}", callbacks=[ObjectiveCallback(job.objective)],
                         events=config.events)  # fmt: skip
     pipe = trained_pipeline(config, stages.vectors, stages.graph, stages.data.train_counts(), result.retriever_state,
-                            result.ranker_state)  # fmt: skip
+                            result.ranker_state, stages.data.recent_counts(config.ranker.trend_window))  # fmt: skip
     final = {part: evaluate(PipelineRecommender(pipe), stages.data, part).metrics for part in ("valid", "test")}
     report = {f"{part}_{name}": final[part][name] for part in final for name in METRICS}
     report["objective"] = job.objective.value(report)
