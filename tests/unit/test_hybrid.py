@@ -56,6 +56,43 @@ def test_score_equals_the_formula(setup):
     assert torch.isclose(out.assoc[0, 7], kappa * (r * dense[[0, 1, 2], 7]).sum(), atol=1e-5)
 
 
+def test_scoring_tables_give_the_autograd_path_numbers_and_follow_weight_updates(setup):
+    data, vectors, graph = setup
+    n = data.n_items
+    model = build_ranker(RankerConfig(dim=8, heads=2, max_history=4, dropout=0.0), vectors, graph,
+                         data.train_counts()).eval()  # fmt: skip
+    history = torch.tensor([[0, 1, 2, n], [5, n, n, n], [n, n, n, n]])  # the last user has no history
+    candidates = torch.tensor([[3, 4, 7, n], [0, 9, 11, 2], [1, 2, 3, 4]])  # n pads a short row
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+    seen = []
+    for _ in range(2):  # the tables are rebuilt after a step changes the weights (validation mid-training)
+        with torch.no_grad():
+            fast = model(history, candidates)  # gathers rows of the per-item tables
+        seen.append(fast.score)
+        slow = model(history, candidates)  # projects candidates and history (autograd on)
+        for name in ("score", "text", "cf", "assoc", "text_attention", "cf_attention"):
+            assert torch.allclose(getattr(fast, name), getattr(slow, name).detach(), atol=1e-6), name
+        optimizer.zero_grad()
+        (-model(history[:2], candidates[:2]).score[:, 0].sum()).backward()  # users with a history train
+        optimizer.step()
+    assert not torch.allclose(seen[0], seen[1])  # the step moved the scores, and the tables followed it
+
+
+def test_graph_reach_is_the_same_through_the_dense_buffer_and_the_sorted_path(setup):
+    data, vectors, graph = setup
+    n = data.n_items
+    model = build_ranker(RankerConfig(dim=8, max_history=4), vectors, graph, data.train_counts()).eval()
+    history = torch.tensor([[0, 1, 2, n], [5, 6, n, n]])
+    mask = history < n
+    everything = torch.arange(n + 1).expand(2, n + 1)  # c·L ≥ n + 1: the dense buffer
+    few = torch.tensor([[1, 3, n], [4, 0, 7]])  # c·L < n + 1: sorted entries
+    assert few.shape[1] * 4 < n + 1 <= everything.shape[1] * 4
+    with torch.no_grad():
+        dense, sparse_ = model.assoc(history, mask, everything), model.assoc(history, mask, few)
+    assert torch.allclose(torch.gather(dense, 1, few), sparse_, atol=1e-6)
+    assert (dense[:, n] == 0).all() and (dense > 0).any()  # padding reaches nothing; the history reaches items
+
+
 def test_per_user_candidates_score_like_the_whole_catalog(setup):
     data, vectors, graph = setup
     model = build_ranker(RankerConfig(dim=8, max_history=4, heads=2, dropout=0.0, alpha=None, beta=None), vectors,

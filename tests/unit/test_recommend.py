@@ -52,6 +52,27 @@ def test_index_kinds_find_the_best_items_and_honour_exclusions(vectors, kind):
         assert np.array_equal(again.search(queries, 10), index.search(queries, 10))
 
 
+@pytest.mark.parametrize("kind", ["exact", "ivf"])
+def test_search_many_equals_one_search_per_request(vectors, kind):
+    index = ItemIndex.build(vectors, kind, nprobe=64)
+    queries = np.random.default_rng(2).normal(size=(6, 16)).astype(np.float32)
+    exclude = sparse.csr_matrix((np.ones(12), (np.repeat(np.arange(6), 2), np.arange(12) * 5)), shape=(6, 3000))
+    allowed = np.zeros(3000, bool)
+    allowed[1::3] = True
+    wanted = [(40, None), (15, allowed), (2999, allowed)]  # the last asks for more than the subset holds
+    for ordered in (True, False):
+        got = index.search_many(queries, wanted, exclude, ordered=ordered)
+        for (k, subset), rows in zip(wanted, got, strict=True):
+            alone = index.search(queries, k, exclude, allowed=subset)
+            assert rows.shape == alone.shape
+            if ordered:
+                assert np.array_equal(rows, alone)
+            else:  # the same ids per row, real ids before the -1 padding
+                assert all(set(a) == set(b) for a, b in zip(rows, alone, strict=True))
+                assert all((r[: (r >= 0).sum()] >= 0).all() for r in rows)
+    assert (got[2] == -1).any() and allowed[got[2][got[2] >= 0]].all()
+
+
 def test_channels_return_what_they_promise():
     graph = sparse.csr_matrix(np.array([[0, 0.7, 0.3, 0], [0.5, 0, 0, 0.5], [1, 0, 0, 0], [0, 1, 0, 0]], np.float32))
     recent = np.array([[2, 0], [3, -1]])  # user 0: newest is 0; user 1: only 3

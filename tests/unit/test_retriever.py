@@ -56,6 +56,21 @@ def test_factorized_score_equals_the_formula_term_by_term(setup):
     assert (out.alpha[order[1:]] <= out.alpha[order[:-1]] + 1e-6).all()
 
 
+def test_read_out_block_computes_only_the_newest_position_and_matches_the_full_block(setup):
+    data, _, _, _, model = setup
+    block, n = model.blocks[-1], data.n_items
+    x = torch.randn(3, 4, 8)
+    history = torch.tensor([[0, 1, 2, n], [5, n, n, n], [3, 4, 6, 7]])
+    mask = history < n
+    blocked = torch.ones(4, 4, dtype=torch.bool).triu(1)[None] | ~mask[:, None, :]
+    blocked[:, :, 0] = False
+    blocked = blocked.repeat_interleave(model.heads, dim=0)
+    newest = mask.sum(1) - 1
+    with torch.no_grad():
+        full = block(x, blocked)[torch.arange(3), newest]
+        assert torch.allclose(block.at(x, blocked, newest), full, atol=1e-5)
+
+
 def test_user_tower_ignores_padding_and_reads_order(setup):
     data, _, _, _, model = setup
     n = data.n_items

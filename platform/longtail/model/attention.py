@@ -35,11 +35,12 @@ class TargetAttention(nn.Module):
         self.recency = nn.Parameter(torch.zeros(heads, max_history))
 
     def weights(self, cand: torch.Tensor, hist: torch.Tensor, mask: torch.Tensor,
-                strength: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+                strength: torch.Tensor | None = None, projected: bool = False) -> torch.Tensor:  # fmt: skip
         """Attention of each candidate over each history: (b, c, L).
 
         cand: (c, d) shared or (b, c, d) per-user candidate features; hist: (b, L, d); mask: (b, L) true
-        for real items; strength: (b, L) positive event strengths, or None (all 1).
+        for real items; strength: (b, L) positive event strengths, or None (all 1). ``projected``: cand and
+        hist are already W_q x and W_k x (per-item tables, for scoring).
         """
         b, length, _ = hist.shape
         c = cand.shape[-2]
@@ -49,13 +50,16 @@ class TargetAttention(nn.Module):
             return w[:, None, :].expand(b, c, length)
         # every pass over the (b, h, c, L) logits counts (it is the ranker's largest tensor): the 1/√dh
         # scale goes into the (smaller) keys, recency and padding into one (b, h, 1, L) bias
-        k = self.key(hist).view(b, length, self.heads, self.head_dim) / math.sqrt(self.head_dim)  # (b, L, h, dh)
+        q, k = (cand, hist) if projected else (self.query(cand), self.key(hist))
+        k = k.reshape(b, length, self.heads, self.head_dim) / math.sqrt(self.head_dim)  # (b, L, h, dh)
         k = k.permute(0, 2, 3, 1)  # (b, h, dh, L)
         if cand.dim() == 2:
-            q = self.query(cand).view(c, self.heads, self.head_dim).transpose(0, 1)  # (h, c, dh)
+            q = q.reshape(c, self.heads, self.head_dim).transpose(0, 1)  # (h, c, dh)
             logits = torch.matmul(q[None], k)  # (b, h, c, L)
+        elif self.heads == 1:
+            logits = torch.matmul(q, k[:, 0])[:, None]  # (b, 1, c, L): no per-head copy of the queries
         else:
-            q = self.query(cand).view(b, c, self.heads, self.head_dim).transpose(1, 2)  # (b, h, c, dh)
+            q = q.reshape(b, c, self.heads, self.head_dim).transpose(1, 2)  # (b, h, c, dh)
             logits = torch.matmul(q, k)  # (b, h, c, L)
         from_end = (mask.sum(1, keepdim=True) - 1 - torch.arange(length, device=mask.device)).clamp(0, None)
         bias = self.recency[:, from_end.clamp(max=self.recency.shape[1] - 1)].permute(1, 0, 2)  # (b, h, L)
@@ -76,10 +80,11 @@ class TargetAttention(nn.Module):
         hist_vec: torch.Tensor,
         mask: torch.Tensor,
         strength: torch.Tensor | None = None,
+        projected: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(scores (b, c), weights (b, c, L)) for candidates (c, d) or (b, c, d) against histories (b, L, d);
-        strength (b, L) or None."""
-        w = self.weights(cand_feat, hist_feat, mask, strength)  # (b, c, L)
+        strength (b, L) or None; ``projected``: the features are already W_q x (candidates) and W_k x (history)."""
+        w = self.weights(cand_feat, hist_feat, mask, strength, projected)  # (b, c, L)
         pattern = "cd,bld->bcl" if cand_vec.dim() == 2 else "bcd,bld->bcl"
         sim = torch.einsum(pattern, cand_vec, hist_vec)  # (b, c, L)
         return (w * sim).sum(-1), w

@@ -30,8 +30,19 @@ from torch import nn
 
 from longtail.model.attention import TargetAttention
 from longtail.model.gates import PopularityGate, standardised_log_counts
+from longtail.model.gather import rows
 
 EDGE_KEY = 1 << 32  # an edge (src, dst) is the key src·2³² + dst: sorted once, searched per request
+
+
+@dataclass
+class ItemTable:
+    """One attention view's per-item inputs for scoring, (n + 1, dim) each with a zero padding row: the
+    value vector y (text projection or ID embedding), its query W_q y and key W_k y."""
+
+    value: torch.Tensor
+    query: torch.Tensor
+    key: torch.Tensor
 
 
 @dataclass
@@ -121,13 +132,13 @@ class HybridRanker(nn.Module):
     def item_text(self, items: torch.Tensor) -> torch.Tensor:
         """Projected text vectors (…, dim); padding maps to zeros."""
         safe = items.clamp(0, self.n_items - 1)
-        out = self.projected_text()[safe] if not torch.is_grad_enabled() else self.text_proj(self.text_vectors[safe])
+        out = rows(self.projected_text(), safe) if not torch.is_grad_enabled() else self.text_proj(rows(self.text_vectors, safe))
         return out * (items < self.n_items).unsqueeze(-1)
 
     def item_id(self, items: torch.Tensor, known: torch.Tensor | None = None) -> torch.Tensor:
         """ID embeddings (…, dim); zero for padding and for items without a train interaction (or, with
         ``known`` (n + 1, 1), for the items it zeroes)."""
-        return self.item_emb(items) * (self.known if known is None else known)[items]
+        return self.item_emb(items) * rows(self.known if known is None else known, items)
 
     def _known_this_step(self) -> torch.Tensor | None:
         """ID dropout: while training, each item loses its ID vector for this step with chance ``id_dropout``
@@ -147,9 +158,26 @@ class HybridRanker(nn.Module):
             self._text_key = key
         return self._text_cache
 
+    def item_tables(self) -> tuple[ItemTable, ItemTable]:
+        """(text view, CF view) tables of every item for scoring without autograd, so a request gathers rows
+        instead of projecting its candidates and history; cached while the weights they read are unchanged."""
+        weights = (self.text_proj.weight, self.text_proj.bias, self.item_emb.weight, self.text_attn.query.weight,
+                   self.text_attn.key.weight, self.cf_attn.query.weight, self.cf_attn.key.weight)  # fmt: skip
+        key = (*((w._version, w.data_ptr()) for w in weights), self.text_vectors.data_ptr(), self.known.data_ptr())
+        if getattr(self, "_tables_key", None) != key:
+            with torch.no_grad():
+                pad = torch.zeros(1, self.text_proj.out_features, device=self.text_vectors.device)
+                text = torch.cat([self.text_proj(self.text_vectors), pad])  # (n + 1, dim)
+                ids = self.item_emb.weight * self.known  # (n + 1, dim): zero for padding and untouched items
+                self._tables = tuple(ItemTable(v, attn.query(v), attn.key(v))
+                                     for v, attn in ((text, self.text_attn), (ids, self.cf_attn)))  # fmt: skip
+            self._tables_key = key
+        return self._tables
+
     def _reach_of(self, history: torch.Tensor, r: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """Σ_l r_l A[h_l, c] for per-user candidates (b, c), reading only the graph rows of the history items
-        (b·L·degree entries), never a catalog-sized row."""
+        (b·L·degree entries), summed per (user, item) in a dense (b, n + 1) buffer while that is no larger than
+        the attention's (b, c, L) tensors, else by sorting the entries (no catalog-sized row per user)."""
         b, length = history.shape
         keys, n = self.edge_keys, self.n_items + 1
         src = history.reshape(-1)  # (b·L,)
@@ -159,6 +187,9 @@ class HybridRanker(nn.Module):
         pos = start[slot] + torch.arange(len(slot), device=keys.device) - (torch.cumsum(lengths, 0) - lengths)[slot]
         user_dst = torch.div(slot, length, rounding_mode="floor") * n + keys[pos] % EDGE_KEY  # (E,) user·n + dst
         weight = self.edge_weights[pos] * r.reshape(-1)[slot]
+        if n <= candidates.shape[-1] * length:  # a (b, n + 1) buffer no larger than the attention's (b, c, L): no sort
+            dense = torch.zeros(b * n, device=keys.device).index_add_(0, user_dst, weight)
+            return dense.view(b, n).gather(1, candidates)
         unique, inverse = torch.unique(user_dst, return_inverse=True)  # sorted
         reach = torch.zeros(len(unique), device=keys.device).index_add(0, inverse, weight)  # (U,)
         query = torch.arange(b, device=keys.device)[:, None] * n + candidates  # (b, c)
@@ -191,13 +222,21 @@ class HybridRanker(nn.Module):
         if candidates is None:
             candidates = torch.arange(self.n_items, device=history.device)
         mask = history < self.n_items  # (b, L)
-        hist_text = self.dropout(self.item_text(history))  # (b, L, dim)
-        cand_text = self.item_text(candidates)  # (c, dim) or (b, c, dim)
-        s_text, w_text = self.text_attn(cand_text, cand_text, hist_text, hist_text, mask, strength)
-        known = self._known_this_step()
-        hist_id = self.dropout(self.item_id(history, known))  # (b, L, dim)
-        cand_id = self.item_id(candidates, known)
-        s_cf, w_cf = self.cf_attn(cand_id, cand_id, hist_id, hist_id, mask, strength)
+        if not (self.training or torch.is_grad_enabled()):  # scoring: gather per-item tables, same numbers
+            text, ids = self.item_tables()
+            s_text, w_text = self.text_attn(rows(text.query, candidates), rows(text.value, candidates),
+                                            rows(text.key, history), rows(text.value, history), mask, strength,
+                                            projected=True)  # fmt: skip
+            s_cf, w_cf = self.cf_attn(rows(ids.query, candidates), rows(ids.value, candidates), rows(ids.key, history),
+                                      rows(ids.value, history), mask, strength, projected=True)  # fmt: skip
+        else:
+            hist_text = self.dropout(self.item_text(history))  # (b, L, dim)
+            cand_text = self.item_text(candidates)  # (c, dim) or (b, c, dim)
+            s_text, w_text = self.text_attn(cand_text, cand_text, hist_text, hist_text, mask, strength)
+            known = self._known_this_step()
+            hist_id = self.dropout(self.item_id(history, known))  # (b, L, dim)
+            cand_id = self.item_id(candidates, known)
+            s_cf, w_cf = self.cf_attn(cand_id, cand_id, hist_id, hist_id, mask, strength)
         s_assoc = self.assoc(history, mask, candidates, strength)
         z = self.pop_z[candidates.clamp(max=self.n_items - 1)]
         alpha, beta = self.alpha(z), self.beta(z)  # (c,) or (b, c)

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from longtail.model.gates import PopularityGate, standardised_log_counts
+from longtail.model.gather import rows
 
 
 @dataclass
@@ -53,6 +54,16 @@ class CausalBlock(nn.Module):
         h = self.norm1(x)
         x = x + self.attn(h, h, h, attn_mask=blocked, need_weights=False)[0]
         return x + self.mlp(self.norm2(x))
+
+    def at(self, x: torch.Tensor, blocked: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
+        """``forward(x, blocked)[i, position[i]]`` (b, dim), computing that one position's query only (the
+        read-out block: the other positions' outputs would be thrown away)."""
+        b, length, _ = x.shape
+        rows = torch.arange(b, device=x.device)
+        h = self.norm1(x)
+        mask = blocked.view(b, -1, length, length)[rows, :, position].reshape(-1, 1, length)  # (b·heads, 1, L)
+        y = x[rows, position] + self.attn(h[rows, position][:, None], h, h, attn_mask=mask, need_weights=False)[0][:, 0]
+        return y + self.mlp(self.norm2(y))
 
 
 class FactorizedRetriever(nn.Module):
@@ -101,7 +112,7 @@ class FactorizedRetriever(nn.Module):
     def item_text(self, items: torch.Tensor) -> torch.Tensor:
         """t_i (…, dim); zeros for padding."""
         safe = items.clamp(0, self.n_items - 1)
-        out = self._projected()[0][safe] if not torch.is_grad_enabled() else self.text_proj(self.text_vectors[safe])
+        out = rows(self._projected()[0], safe) if not torch.is_grad_enabled() else self.text_proj(rows(self.text_vectors, safe))
         return out * (items < self.n_items).unsqueeze(-1)
 
     def _projected(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,7 +138,7 @@ class FactorizedRetriever(nn.Module):
 
     def item_id(self, items: torch.Tensor, known: torch.Tensor | None = None) -> torch.Tensor:
         """e_i (…, dim); zero for padding and for items without a train interaction (or that ``known`` zeroes)."""
-        return self.item_emb(items) * (self.known if known is None else known)[items]
+        return self.item_emb(items) * rows(self.known if known is None else known, items)
 
     def gates(self, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.pop_z[items.clamp(max=self.n_items - 1)]
@@ -147,7 +158,7 @@ class FactorizedRetriever(nn.Module):
         """(p_u, r_u, c_u), each (b, dim), for histories (b, L) oldest first, padded with ``n_items``;
         strength (b, L): event strengths, which weigh the association term's ρ (the sequence encoder reads
         the items only)."""
-        b, length = history.shape
+        length = history.shape[1]
         mask = history < self.n_items  # (b, L)
         n_real = mask.sum(1)  # (b,)
         from_end = (n_real[:, None] - 1 - torch.arange(length, device=history.device)).clamp(0, self.max_history - 1)
@@ -157,9 +168,9 @@ class FactorizedRetriever(nn.Module):
         blocked = causal[None] | ~mask[:, None, :]  # (b, L, L)
         blocked[:, :, 0] = False  # position 0 is always visible: an empty history never meets an all-masked row
         blocked = blocked.repeat_interleave(self.heads, dim=0)  # (b·heads, L, L)
-        for block in self.blocks:
+        for block in self.blocks[:-1]:
             x = block(x, blocked)
-        last = self.norm(x[torch.arange(b, device=history.device), (n_real - 1).clamp_min(0)])  # (b, dim)
+        last = self.norm(self.blocks[-1].at(x, blocked, (n_real - 1).clamp_min(0)))  # (b, dim) the newest position
         rho = torch.exp(-nn.functional.softplus(self.assoc_decay) * from_end.float()) * mask  # (b, L)
         if strength is not None:
             rho = rho * strength
@@ -168,9 +179,9 @@ class FactorizedRetriever(nn.Module):
         if torch.is_grad_enabled():
             if self.compacted:
                 raise RuntimeError("a compacted retriever scores only (no raw neighbour text to train on)")
-            reach = self.text_proj(torch.einsum("bl,bld->bd", rho, self.neighbour_text[safe]))  # W_t Σ_l ρ_l g_{h_l}
+            reach = self.text_proj(torch.einsum("bl,bld->bd", rho, rows(self.neighbour_text, safe)))  # W_t Σ_l ρ_l g_{h_l}
         else:
-            reach = torch.einsum("bl,bld->bd", rho, self._projected()[1][safe])  # the same, from the cache
+            reach = torch.einsum("bl,bld->bd", rho, rows(self._projected()[1], safe))  # the same, from the cache
         r_u = self.assoc_proj(reach)
         real = (n_real > 0)[:, None]  # an empty history has no vector: it scores 0 everywhere
         return self.text_head(last) * real, r_u, self.cf_head(last) * real

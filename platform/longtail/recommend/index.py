@@ -94,13 +94,24 @@ class ItemIndex:
         ``exclude`` (b, n) marks each row's items that may not be returned; ``allowed`` (n,) bool restricts
         every row to a subset of the catalog.
         """
+        return self.search_many(queries, [(k, allowed)], exclude)[0]
+
+    def search_many(self, queries: np.ndarray, wanted: list[tuple[int, np.ndarray | None]],
+                    exclude: sparse.csr_matrix | None = None, ordered: bool = True) -> list[np.ndarray]:  # fmt: skip
+        """``search`` for several (k, allowed) pairs over the same queries: the exact kind scores the catalog
+        once for all of them. ``ordered=False``: each row's ids in any order (real ids first, then -1), which
+        saves the exact kind a sort."""
         b, n = len(queries), self.n_items
-        k = min(k, n)
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        if self.faiss is None and b and n:
+            return self._exact(queries, [(min(k, n), allowed) for k, allowed in wanted], exclude, ordered)
+        return [self._search(queries, min(k, n), exclude, allowed) for k, allowed in wanted]
+
+    def _search(self, queries: np.ndarray, k: int, exclude: sparse.csr_matrix | None,
+                allowed: np.ndarray | None) -> np.ndarray:  # fmt: skip
+        b, n = len(queries), self.n_items
         if b == 0 or k == 0:
             return np.full((b, k), -1, dtype=np.int64)
-        queries = np.ascontiguousarray(queries, dtype=np.float32)
-        if self.faiss is None:
-            return self._exact(queries, k, exclude, allowed)
         extra = 0 if exclude is None else int(np.diff(exclude.indptr).max(initial=0))
         fetch = min(n, k + extra)
         params = self._params(allowed, fetch)
@@ -110,16 +121,32 @@ class ItemIndex:
         order = np.argsort(ids < 0, axis=1, kind="stable")  # real ids first, in their search order
         return np.take_along_axis(ids, order, 1)[:, :k]
 
-    def _exact(self, queries: np.ndarray, k: int, exclude, allowed) -> np.ndarray:
+    def _exact(self, queries: np.ndarray, wanted: list[tuple[int, np.ndarray | None]], exclude,
+               ordered: bool) -> list[np.ndarray]:  # fmt: skip
+        out = []
         with torch.no_grad():
             scores = torch.from_numpy(queries) @ self.vectors.T  # (b, n)
-            if allowed is not None:
-                scores[:, torch.from_numpy(~np.asarray(allowed, bool))] = -torch.inf
             if exclude is not None:
                 rows = np.repeat(np.arange(len(queries)), np.diff(exclude.indptr))
                 scores[torch.from_numpy(rows), torch.from_numpy(exclude.indices.astype(np.int64))] = -torch.inf
-            values, ids = torch.topk(scores, k, dim=1)
-        return torch.where(torch.isinf(values), -1, ids).numpy()
+            for k, allowed in wanted:
+                if k == 0:
+                    out.append(np.full((len(queries), 0), -1, dtype=np.int64))
+                    continue
+                subset = scores if allowed is None else scores + self._allowed_bias(allowed)
+                values, ids = torch.topk(subset, k, dim=1, sorted=ordered)
+                ids = torch.where(torch.isinf(values), -1, ids).numpy()
+                if not ordered:  # real ids first: -1 only where the row ran out
+                    ids = np.take_along_axis(ids, np.argsort(ids < 0, axis=1, kind="stable"), 1)
+                out.append(ids)
+        return out
+
+    def _allowed_bias(self, allowed: np.ndarray) -> torch.Tensor:
+        """(n,) 0 for allowed items, -inf for the rest; built once per mask (the tail mask is reused per request)."""
+        if getattr(self, "_bias_of", None) is not allowed:
+            self._bias_of = allowed
+            self._bias = torch.where(torch.from_numpy(np.asarray(allowed, bool)), 0.0, -torch.inf)
+        return self._bias
 
     def _params(self, allowed: np.ndarray | None, fetch: int):
         selector = None

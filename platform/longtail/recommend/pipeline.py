@@ -41,6 +41,7 @@ class Batch:
 
     histories: Histories  # row r = user r of the batch, oldest first
     exclude_seen: np.ndarray  # (b,) bool
+    memo: dict = field(default_factory=dict, repr=False, compare=False)  # what stages derive from it, computed once
 
     @classmethod
     def of(cls, histories: Histories, exclude_seen: bool = True) -> Batch:
@@ -60,6 +61,12 @@ class Batch:
 
     def excluded(self, n_items: int) -> sparse.csr_matrix:
         """(b, n) items that may not be recommended: the history, for rows that exclude it."""
+        key = ("excluded", n_items)
+        if key not in self.memo:
+            self.memo[key] = self._excluded(n_items)
+        return self.memo[key]
+
+    def _excluded(self, n_items: int) -> sparse.csr_matrix:
         h = self.histories
         if self.exclude_seen.all():
             return h.to_csr(n_items)
@@ -121,7 +128,8 @@ class Lists:
 @torch.no_grad()
 def user_vectors(p: Pipeline, recent: np.ndarray, strength: np.ndarray | None = None) -> np.ndarray:
     """The retriever's q_u (b, 3·dim) for histories (b, L) padded with n_items, strengths (b, L) or None."""
-    p.retriever.eval()
+    if p.retriever.training:  # a recursive .eval() per call costs as much as a small layer
+        p.retriever.eval()
     device = _device(p.retriever)
     s = None if strength is None else torch.from_numpy(strength).to(device)
     return p.retriever.user_vectors(torch.from_numpy(recent).to(device), s).cpu().numpy()
@@ -143,7 +151,18 @@ def _device(model: torch.nn.Module) -> torch.device:
 
 
 def text_profile(p: Pipeline, batch: Batch) -> np.ndarray:
-    """(b, d_t) unit mean text vector of each user's whole history (strength-weighted when strengths count)."""
+    """(b, d_t) unit mean text vector of each user's whole history (strength-weighted when strengths count);
+    computed once per batch and catalog (the new-item channel and shelf both read it)."""
+    key = ("text_profile", p.history_strengths)
+    known = batch.memo.get(key)
+    if known is not None and known[0] is p.text_vectors:
+        return known[1]
+    profile = _text_profile(p, batch)
+    batch.memo[key] = (p.text_vectors, profile)
+    return profile
+
+
+def _text_profile(p: Pipeline, batch: Batch) -> np.ndarray:
     h = batch.histories
     if p.history_strengths and h.strengths is not None:
         weighted = sparse.csr_matrix((h.strengths.astype(np.float32), h.items, h.indptr), shape=(len(batch), p.n_items))
@@ -153,16 +172,20 @@ def text_profile(p: Pipeline, batch: Batch) -> np.ndarray:
     return profile / np.maximum(np.linalg.norm(profile, axis=1, keepdims=True), 1e-12)
 
 
-def channels(p: Pipeline, batch: Batch, k: int = 0, excluded: sparse.csr_matrix | None = None) -> dict[str, np.ndarray]:
+def channels(p: Pipeline, batch: Batch, k: int = 0, excluded: sparse.csr_matrix | None = None,
+             ordered: bool = True) -> dict[str, np.ndarray]:  # fmt: skip
     """Each candidate channel's (b, k_c) lists, -1 padded: ``mips`` (the retriever over every item, at least k),
     ``tail`` (the retriever over tail items), ``graph`` (neighbours of the newest items), ``new`` (never-touched
-    items by text). The MIPS channels already skip excluded items; ``merge`` drops them from the others."""
+    items by text). The MIPS channels already skip excluded items; ``merge`` drops them from the others.
+    ``ordered=False``: the MIPS channels' rows in any order (``merge`` sorts by catalog index anyway)."""
     r = p.retrieval
     excluded = batch.excluded(p.n_items) if excluded is None else excluded
     q = _query(p, batch)
-    out = {"mips": p.index.search(q, max(r.candidates or 0, k), excluded)}
+    wanted = [(max(r.candidates or 0, k), None)] + ([(r.tail_candidates, p.tail)] if r.tail_candidates else [])
+    found = p.index.search_many(q, wanted, excluded, ordered)  # one scoring of the catalog for both
+    out = {"mips": found[0]}
     if r.tail_candidates:
-        out["tail"] = p.index.search(q, r.tail_candidates, excluded, allowed=p.tail)
+        out["tail"] = found[1]
     if r.graph_candidates:
         out["graph"] = graph_neighbours(p.graph, batch.recent(r.graph_recent, -1), r.graph_candidates)
     if r.new_candidates and p.new_index is not None:
@@ -176,14 +199,15 @@ def retrieve(p: Pipeline, batch: Batch, k: int = 0) -> np.ndarray:
     if p.retrieval.candidates is None:  # exact: every item (``rank`` scores them all, excluded ones get -inf)
         return np.broadcast_to(np.arange(p.n_items), (len(batch), p.n_items))
     excluded = batch.excluded(p.n_items)
-    return merge(list(channels(p, batch, k, excluded).values()), excluded)
+    return merge(list(channels(p, batch, k, excluded, ordered=False).values()), excluded)
 
 
 @torch.no_grad()
 def rank(p: Pipeline, batch: Batch, candidates: np.ndarray, boost: float | None = None
          ) -> tuple[np.ndarray, HybridOutput, np.ndarray]:  # fmt: skip
     """(scores (b, C) with -inf for padding, the ranker's output, the history it read (b, L))."""
-    p.ranker.eval()
+    if p.ranker.training:
+        p.ranker.eval()
     recent = batch.recent(p.ranker.max_history, p.n_items)
     device = _device(p.ranker)
     strength = strengths(p, batch, p.ranker.max_history)

@@ -135,7 +135,7 @@ class Ingress:
         replicas work at once and the autoscaler sees the load)."""
         return await self._read("recommend_many", requests)
 
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01, max_concurrent_batches=1)
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.025, max_concurrent_batches=1)
     async def _recommend_local(self, requests: list[dict]) -> list[dict]:
         """The same, ranked in-process: one batch at a time, so requests that arrive while one is ranked
         all join the next (batch 8 costs a third per user of batch 1 on the ML-100K bundle)."""

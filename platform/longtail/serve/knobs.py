@@ -71,7 +71,7 @@ class RankerKnobs(Strict):
 class IngressKnobs(Strict):
     max_k: int = Field(100, ge=1, le=MAX_K, description="largest k a request may ask for")
     recommend_batch_size: int = Field(16, ge=1, le=256, description="concurrent /recommend requests sent as one ranker call")
-    recommend_batch_wait_s: float = Field(0.01, ge=0.0, le=1.0, description="wait for a /recommend batch to fill")
+    recommend_batch_wait_s: float = Field(0.025, ge=0.0, le=1.0, description="wait for a /recommend batch to fill")
     ranker: RankerKnobs | None = Field(None, description="the in-process ranker's knobs (ranker_deployment: false)")
 
 
