@@ -9,6 +9,7 @@ import torch
 
 from longtail.config import GraphConfig, RankerConfig
 from longtail.data.encoded import Histories, Interactions
+from longtail.model import hybrid
 from longtail.model.attention import TargetAttention
 from longtail.model.explain import explain
 from longtail.model.factory import build_graph, build_ranker
@@ -56,7 +57,7 @@ def test_score_equals_the_formula(setup):
     assert torch.isclose(out.assoc[0, 7], kappa * (r * dense[[0, 1, 2], 7]).sum(), atol=1e-5)
 
 
-def test_scoring_tables_give_the_autograd_path_numbers_and_follow_weight_updates(setup):
+def test_scoring_tables_give_the_autograd_path_numbers_and_follow_weight_updates(setup, monkeypatch):
     data, vectors, graph = setup
     n = data.n_items
     model = build_ranker(RankerConfig(dim=8, heads=2, max_history=4, dropout=0.0), vectors, graph,
@@ -76,6 +77,12 @@ def test_scoring_tables_give_the_autograd_path_numbers_and_follow_weight_updates
         (-model(history[:2], candidates[:2]).score[:, 0].sum()).backward()  # users with a history train
         optimizer.step()
     assert not torch.allclose(seen[0], seen[1])  # the step moved the scores, and the tables followed it
+    monkeypatch.setattr(hybrid, "TABLES_MAX_BYTES", 0)  # a catalog too large for tables: the projecting path
+    del model._tables, model._tables_key
+    with torch.no_grad():
+        big = model(history, candidates)
+    assert not hasattr(model, "_tables")  # no tables were built
+    assert torch.allclose(big.score, model(history, candidates).score.detach(), atol=1e-6)
 
 
 def test_graph_reach_is_the_same_through_the_dense_buffer_and_the_sorted_path(setup):

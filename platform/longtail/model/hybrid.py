@@ -33,6 +33,8 @@ from longtail.model.gates import PopularityGate, standardised_log_counts
 from longtail.model.gather import rows
 
 EDGE_KEY = 1 << 32  # an edge (src, dst) is the key src·2³² + dst: sorted once, searched per request
+TABLES_MAX_BYTES = 64 << 20  # scoring tables (6 of (n + 1, dim)) up to this size: 43k items at dim 64; larger
+# catalogs project each request's candidates instead (at 1M items the tables would add 1.5 GB per replica)
 
 
 @dataclass
@@ -222,7 +224,8 @@ class HybridRanker(nn.Module):
         if candidates is None:
             candidates = torch.arange(self.n_items, device=history.device)
         mask = history < self.n_items  # (b, L)
-        if not (self.training or torch.is_grad_enabled()):  # scoring: gather per-item tables, same numbers
+        tables_fit = 6 * (self.n_items + 1) * self.text_proj.out_features * 4 <= TABLES_MAX_BYTES
+        if not (self.training or torch.is_grad_enabled()) and tables_fit:  # scoring: gather table rows, same numbers
             text, ids = self.item_tables()
             s_text, w_text = self.text_attn(rows(text.query, candidates), rows(text.value, candidates),
                                             rows(text.key, history), rows(text.value, history), mask, strength,

@@ -59,10 +59,10 @@ class CausalBlock(nn.Module):
         """``forward(x, blocked)[i, position[i]]`` (b, dim), computing that one position's query only (the
         read-out block: the other positions' outputs would be thrown away)."""
         b, length, _ = x.shape
-        rows = torch.arange(b, device=x.device)
+        users = torch.arange(b, device=x.device)
         h = self.norm1(x)
-        mask = blocked.view(b, -1, length, length)[rows, :, position].reshape(-1, 1, length)  # (b·heads, 1, L)
-        y = x[rows, position] + self.attn(h[rows, position][:, None], h, h, attn_mask=mask, need_weights=False)[0][:, 0]
+        mask = blocked.view(b, -1, length, length)[users, :, position].reshape(-1, 1, length)  # (b·heads, 1, L)
+        y = x[users, position] + self.attn(h[users, position][:, None], h, h, attn_mask=mask, need_weights=False)[0][:, 0]
         return y + self.mlp(self.norm2(y))
 
 
