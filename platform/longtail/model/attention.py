@@ -65,9 +65,12 @@ class TargetAttention(nn.Module):
         bias = self.recency[:, from_end.clamp(max=self.recency.shape[1] - 1)].permute(1, 0, 2)  # (b, h, L)
         if strength is not None:
             bias = bias + torch.log(strength)[:, None, :]
-        bias = bias.masked_fill(~mask[:, None, :], float("-inf"))[:, :, None, :]  # (b, h, 1, L)
+        empty = ~mask.any(1)  # (b,) no real item: such a history scores 0
+        # padding gets -inf, except in an empty history, whose softmax over -inf only would be NaN (in backward
+        # too, spoiling every gradient of the batch); its weights are zeroed below instead
+        blocked = ~mask[:, None, :] & ~empty[:, None, None]  # (b, 1, L)
+        bias = bias.masked_fill(blocked, float("-inf"))[:, :, None, :]  # (b, h, 1, L)
         w = torch.softmax(logits + bias, dim=-1).mean(1)  # (b, c, L)
-        empty = ~mask.any(1)  # (b,) no real item: softmax over -inf only is NaN; such a history scores 0
         if empty.any():
             w = w.masked_fill(empty[:, None, None], 0.0)
         return w
