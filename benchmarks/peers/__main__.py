@@ -2,7 +2,7 @@
 
     python -m benchmarks.peers --data DATA [--format csv] [--split warm] [--bundle BUNDLE]
         [--rerank tail_share=0.2 ...] [--only als,bpr,...] [--skip-sasrec | --sasrec-json FILE]
-        [--out reports/bench]
+        [--users N] [--out reports/bench]
 
 `--data` is a dataset prepared by `longtail data prepare`, or a source directory in any importer format
 (give `--format`; it is imported into OUT/peers-data first). Every peer with hyper-parameters runs a
@@ -12,6 +12,10 @@ scoring time (the hybrid, SASRec, the text profile, item-kNN's history · simila
 train+valid history at test time. SASRec is RecBole's, run in its own environment (`sasrec.py`).
 Writes peers-SPLIT.{json,md}, a tail_recall@20 vs ndcg@10 plot, recall@20 by popularity decile and the
 valid ndcg@10 curves of the peers trained until it stopped rising (SASRec, LightGCN).
+
+`--users N` is for catalogs where those two cannot train on every user in a reasonable time: they fit on
+a seeded sample of N users' interactions (`users.py`), every row of the run is scored on those N users
+(popularity buckets from the whole train part), and the files are named peers-SPLIT-usersN.
 """
 
 from __future__ import annotations
@@ -25,11 +29,16 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
+from benchmarks.peers.users import restricted, sample_users
 from longtail.data import ImportOptions, import_source, read_manifest, write_dataset
 from longtail.data.encoded import Interactions, SplitData, load_split_data
 from longtail.eval.evaluate import EvalResult, evaluate
 from longtail.eval.report import markdown_table, place_labels, plot_deciles
 from longtail.model.base import Recommender
+
+SAMPLED = ("lightgcn", "sasrec")  # the peers that fit on the user sample under --users
 
 KEYS = ("ndcg@10", "recall@20", "tail_recall@20", "cold_recall@20", "coverage@20")
 
@@ -81,14 +90,17 @@ def with_valid_in_train(data: SplitData) -> SplitData:
     return dataclasses.replace(data, train=Interactions.concat([data.train, data.valid]))
 
 
-def tune(name: str, factory, points: list[dict], data: SplitData) -> dict:
-    """Grid on valid, refit of the best point on train+valid, test."""
+def tune(name: str, factory, points: list[dict], data: SplitData, fit_data: SplitData | None = None,
+         among: np.ndarray | None = None) -> dict:  # fmt: skip
+    """Grid on valid, refit of the best point on train+valid, test. ``fit_data`` (default ``data``) is what
+    the model trains on; ``among`` the users it is scored on (default: every user with a target)."""
+    fit_data = data if fit_data is None else fit_data
     log = []
     for params in points:
         t0 = time.time()
         model = factory(**params)
-        model.fit(data)
-        valid = evaluate(model, data, "valid")
+        model.fit(fit_data)
+        valid = evaluate(model, data, "valid", among=among)
         row = {"params": params, "valid": valid, "seconds": round(time.time() - t0, 1)}
         if getattr(model, "curve", None):  # trained until valid stopped rising: the refit trains that long
             row |= {"best_epoch": model.best_epoch, "curve": model.curve}
@@ -97,22 +109,22 @@ def tune(name: str, factory, points: list[dict], data: SplitData) -> dict:
     best = max(log, key=lambda row: row["valid"].metrics["ndcg@10"])
     refit = best["params"] | ({"epochs": best["best_epoch"], "early_stop": False} if "best_epoch" in best else {})
     model = factory(**refit)
-    model.fit(with_valid_in_train(data))
-    test = evaluate(model, data, "test")
+    model.fit(with_valid_in_train(fit_data))
+    test = evaluate(model, data, "test", among=among)
     return {"params": refit, "valid": best["valid"], "test": test,
             "grid": [{"params": r["params"], "valid_ndcg@10": round(r["valid"].metrics["ndcg@10"], 4),
                       "seconds": r["seconds"], **{k: r[k] for k in ("best_epoch", "curve") if k in r}}
                      for r in log]}  # fmt: skip
 
 
-def fixed(make: Callable[[], Recommender], data: SplitData) -> dict:
+def fixed(make: Callable[[], Recommender], data: SplitData, among: np.ndarray | None = None) -> dict:
     """A model without a grid, made fresh per part (re-rankers count exposure per pass): fit on train,
-    valid and test (test reads train+valid history)."""
+    valid and test (test reads train+valid history), scored on ``among`` (default: every user)."""
     results = {}
     for part in ("valid", "test"):
         model = make()
         model.fit(data)
-        results[part] = evaluate(model, data, part)
+        results[part] = evaluate(model, data, part, among=among)
     return {"params": {}, **results}
 
 
@@ -126,7 +138,8 @@ def frozen_text(data: SplitData) -> Recommender:
     return TextMeanProfile(vectors, "text, frozen encoder")
 
 
-def hybrid_rows(bundle: Path, data: SplitData, rerank_overrides: list[str]) -> dict[str, dict]:
+def hybrid_rows(bundle: Path, data: SplitData, rerank_overrides: list[str], among: np.ndarray | None = None
+                ) -> dict[str, dict]:  # fmt: skip
     """The bundle's two-stage pipeline on its own lists, re-ranked as served (the bundle's `rerank`, with
     ``rerank_overrides`` such as ``tail_share=0.2``) when that re-rank does anything, and its retriever alone."""
     from longtail.bundle import check_catalog, read_bundle
@@ -140,10 +153,10 @@ def hybrid_rows(bundle: Path, data: SplitData, rerank_overrides: list[str]) -> d
     rerank = RerankConfig(**{**loaded.config.rerank.model_dump(), **dict(kv.split("=", 1) for kv in rerank_overrides)})
     served = dataclasses.replace(pipe, shelves=shelves_of(rerank), boost=rerank.tail_boost)
     label = f"longtail hybrid + shelves {rerank.tail_share}/{rerank.new_share}/λ {rerank.exposure_penalty}"
-    rows = {"hybrid": fixed(lambda: PipelineRecommender(own_lists(pipe), "longtail hybrid (own lists)"), data),
-            "retriever": fixed(lambda: RetrieverRecommender(pipe, "longtail retriever (first stage)"), data)}  # fmt: skip
+    rows = {"hybrid": fixed(lambda: PipelineRecommender(own_lists(pipe), "longtail hybrid (own lists)"), data, among),
+            "retriever": fixed(lambda: RetrieverRecommender(pipe, "longtail retriever (first stage)"), data, among)}  # fmt: skip
     if served.shelves.active or served.boost > 0:  # one recommender per pass: exposure counts start at zero
-        rows["hybrid + shelves"] = fixed(lambda: PipelineRecommender(served, label), data)
+        rows["hybrid + shelves"] = fixed(lambda: PipelineRecommender(served, label), data, among)
     return rows
 
 
@@ -217,15 +230,17 @@ def plot_curves(rows: dict[str, dict], path: Path, title: str) -> Path | None:
     return path
 
 
-def write_reports(rows: dict[str, dict], stem: Path, data_dir: Path, split: str) -> None:
+def write_reports(rows: dict[str, dict], stem: Path, data_dir: Path, split: str, users: int | None = None) -> None:
     """JSON, Markdown table and both plots of the rows so far (rewritten after every model)."""
     tests = [row["test"] for row in rows.values()]
     table = markdown_table(tests)
     title = f"{read_manifest(data_dir).get('source', data_dir)}, {split} split, test"
+    title += "" if users is None else f", {users} sampled users"
     stem.with_suffix(".md").write_text(f"# Peers: {title}\n\n{table}\n")
     report = {name: {"params": row["params"], "grid": row.get("grid"), "valid": row["valid"].to_json(),
                      "test": row["test"].to_json()} for name, row in rows.items()}  # fmt: skip
-    stem.with_suffix(".json").write_text(json.dumps({"data": str(data_dir), "split": split, "models": report}, indent=2))
+    summary = {"data": str(data_dir), "split": split, "users": users, "models": report}
+    stem.with_suffix(".json").write_text(json.dumps(summary, indent=2))
     plot_tradeoff(tests, Path(f"{stem}-tradeoff.png"), title)
     plot_deciles(tests, Path(f"{stem}-deciles.png"), f"recall@20 by popularity decile ({title})")
     plot_curves(rows, Path(f"{stem}-curves.png"), f"valid curves ({title})")
@@ -236,13 +251,13 @@ def write_reports(rows: dict[str, dict], stem: Path, data_dir: Path, split: str)
 class Rows(dict):
     """The table's rows; every new row rewrites the reports, so a long run that stops keeps what it has."""
 
-    def __init__(self, stem: Path, data_dir: Path, split: str) -> None:
+    def __init__(self, stem: Path, data_dir: Path, split: str, users: int | None = None) -> None:
         super().__init__()
-        self.stem, self.data_dir, self.split = stem, data_dir, split
+        self.stem, self.data_dir, self.split, self.users = stem, data_dir, split, users
 
     def __setitem__(self, name: str, row: dict) -> None:
         super().__setitem__(name, row)
-        write_reports(self, self.stem, self.data_dir, self.split)
+        write_reports(self, self.stem, self.data_dir, self.split, self.users)
 
 
 def main() -> None:
@@ -261,6 +276,8 @@ def main() -> None:
     ap.add_argument("--sasrec-venv", type=Path, default=Path(".venv-recbole"))
     ap.add_argument("--sasrec-dropouts", default="0.2,0.5", help="SASRec's grid (hidden = attention dropout)")
     ap.add_argument("--out", type=Path, default=Path("reports/bench"))
+    ap.add_argument("--users", type=int, default=None, metavar="N",
+                    help=f"fit {' and '.join(SAMPLED)} on a seeded sample of N users and score every row on them")
     ap.add_argument("--merge", action="store_true",
                     help="keep the rows of an earlier run's OUT/peers-SPLIT.json that this run does not redo")
     args = ap.parse_args()
@@ -272,24 +289,27 @@ def main() -> None:
     def on(name: str) -> bool:
         return wanted is None or name in wanted
 
-    rows = Rows(args.out / f"peers-{args.split}", data_dir, args.split)
+    among = None if args.users is None else sample_users(data, args.users)
+    sampled = data if among is None else restricted(data, among)
+    suffix = "" if args.users is None else f"-users{args.users}"
+    rows = Rows(args.out / f"peers-{args.split}{suffix}", data_dir, args.split, args.users)
     if args.merge and rows.stem.with_suffix(".json").is_file():
         for name, row in json.loads(rows.stem.with_suffix(".json").read_text())["models"].items():
             dict.__setitem__(rows, name, {**row, "valid": from_json(row["valid"]), "test": from_json(row["test"])})
     if on("hybrid") and args.bundle is not None:
-        for name, row in hybrid_rows(args.bundle, data, args.rerank).items():
+        for name, row in hybrid_rows(args.bundle, data, args.rerank, among).items():
             rows[name] = row
     if on("mostpop"):
         from longtail.model.baselines import MostPop
 
-        rows["mostpop"] = fixed(MostPop, data)
+        rows["mostpop"] = fixed(MostPop, data, among)
     if on("text") and data.item_text is not None:
         text_model = frozen_text(data)
-        rows["text"] = fixed(lambda: text_model, data)
+        rows["text"] = fixed(lambda: text_model, data, among)
     for name, (factory, points) in peer_grids().items():
         if on(name):
             try:
-                rows[name] = tune(name, factory, points, data)
+                rows[name] = tune(name, factory, points, data, sampled if name in SAMPLED else data, among)
             except ModuleNotFoundError as missing:  # e.g. LightFM, whose build breaks on some setuptools
                 if wanted is not None:
                     raise
@@ -301,8 +321,8 @@ def main() -> None:
             out = json.loads(args.sasrec_json.read_text())
         else:
             spec = os.environ.get("TORCH_SPEC", "torch==2.13.0")
-            out = run_sasrec(data_dir, args.split, args.out / f"sasrec-{args.split}.json", args.sasrec_venv, spec, 2,
-                             args.sasrec_dropouts)  # fmt: skip
+            out = run_sasrec(data_dir, args.split, args.out / f"sasrec-{args.split}{suffix}.json", args.sasrec_venv,
+                             spec, 2, args.sasrec_dropouts, args.users)  # fmt: skip
         rows["sasrec"] = {"params": out["chosen"], "valid": from_json(out["valid"]), "test": from_json(out["test"]),
                           "grid": [{k: g[k] for k in ("params", "best_epoch", "valid_ndcg@10", "curve")} for g in out["grid"]]}  # fmt: skip
 

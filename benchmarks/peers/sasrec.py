@@ -39,11 +39,14 @@ def ensure_venv(path: Path, torch_spec: str) -> Path:
 
 
 def run_sasrec(data: Path, split: str, out: Path, venv_path: Path, torch_spec: str, threads: int,
-               dropouts: str = "0.2,0.5") -> dict:  # fmt: skip
-    """Grid on valid, test of the best config; the runner's JSON (one entry per part and config)."""
+               dropouts: str = "0.2,0.5", users: int | None = None) -> dict:  # fmt: skip
+    """Grid on valid, test of the best config; the runner's JSON (one entry per part and config).
+    ``users``: fit on a seeded sample of that many users and score on them (``users.py``)."""
     python = ensure_venv(venv_path, torch_spec)
     cmd = [str(python), "-m", "benchmarks.peers.sasrec_runner", "--data", str(data), "--split", split,
            "--out", str(out), "--threads", str(threads), "--dropouts", dropouts]  # fmt: skip
+    if users is not None:
+        cmd += ["--users", str(users)]
     # `-m` from the repository root finds the runner in this checkout's benchmarks/
     subprocess.run(cmd, check=True, cwd=ROOT, stdout=sys.stdout, stderr=sys.stderr)  # nosec B603
     return json.loads(out.read_text())

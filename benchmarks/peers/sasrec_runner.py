@@ -6,7 +6,8 @@ RecBole supplies the model (`recbole.model.sequential_recommender.SASRec`, its d
 from `SASRec.yaml`, its loss); longtail supplies the split (`load_split_data`) and the evaluation
 (`evaluate`, full ranking). Training examples are RecBole's sequential augmentation of each user's train
 history (every prefix of at most MAX_ITEM_LIST_LENGTH items predicts the next item); valid ndcg@10 picks
-the epoch and the grid point; at test time the model reads train+valid history.
+the epoch and the grid point; at test time the model reads train+valid history. ``--users N`` trains on
+a seeded sample of N users' prefixes and scores those users only (``users.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import torch
 import yaml
 from recbole.model.sequential_recommender.sasrec import SASRec
 
+from benchmarks.peers.users import restricted, sample_users
 from longtail.data.encoded import Histories, SplitData, load_split_data
 from longtail.eval.evaluate import evaluate
 from longtail.model.base import ScoringRecommender
@@ -92,15 +94,16 @@ class RecBoleSASRec(ScoringRecommender):
         return scores[:, 1:].numpy().astype(np.float32)
 
 
-def train(data: SplitData, params: dict, max_epochs: int, patience: int, seed: int,
-          per_epoch: int) -> tuple[SASRec, dict]:  # fmt: skip
+def train(data: SplitData, params: dict, max_epochs: int, patience: int, seed: int, per_epoch: int,
+          among: np.ndarray | None = None) -> tuple[SASRec, dict]:  # fmt: skip
     """Adam on RecBole's CE loss, ``per_epoch`` sampled (prefix, next item) examples per epoch (a full pass
-    over ML-100K's 80k prefixes takes ~3.5 min on 2 cores); the epoch with the best valid ndcg@10 is kept."""
+    over ML-100K's 80k prefixes takes ~3.5 min on 2 cores); the epoch with the best valid ndcg@10 is kept.
+    ``among``: train on these users' prefixes only and score them only."""
     torch.manual_seed(seed)
     config = {**recbole_defaults(), **FIELDS, **params}
     model = SASRec(config, Catalog(data.n_items))
     optim = torch.optim.Adam(model.parameters(), lr=params.get("learning_rate", 1e-3))
-    seqs, lens, targets = augmented(data.histories(("train",)))
+    seqs, lens, targets = augmented((data if among is None else restricted(data, among)).histories(("train",)))
     rng = np.random.default_rng(seed)
     best, best_state, best_epoch, curve = -1.0, None, 0, []
     for epoch in range(1, max_epochs + 1):
@@ -115,7 +118,7 @@ def train(data: SplitData, params: dict, max_epochs: int, patience: int, seed: i
             loss.backward()
             optim.step()
             total += float(loss.detach()) * len(idx)
-        ndcg = evaluate(RecBoleSASRec(model), data, "valid").metrics["ndcg@10"]
+        ndcg = evaluate(RecBoleSASRec(model), data, "valid", among=among).metrics["ndcg@10"]
         curve.append({"epoch": epoch, "loss": round(total / len(order), 4), "valid_ndcg@10": round(ndcg, 4)})
         print(f"[sasrec] {params} epoch {epoch}: loss {total / len(order):.4f}, valid ndcg@10 {ndcg:.4f} "
               f"({time.time() - t0:.0f} s)", flush=True)  # fmt: skip
@@ -139,18 +142,21 @@ def main() -> None:
     ap.add_argument("--examples-per-epoch", type=int, default=16384)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--users", type=int, default=None, help="train on a seeded sample of N users, score them")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data = load_split_data(args.data, args.split)
     grid = [{"hidden_dropout_prob": float(d), "attn_dropout_prob": float(d)} for d in args.dropouts.split(",")]
-    runs = [train(data, p, args.max_epochs, args.patience, args.seed, args.examples_per_epoch) for p in grid]
+    among = None if args.users is None else sample_users(data, args.users)
+    runs = [train(data, p, args.max_epochs, args.patience, args.seed, args.examples_per_epoch, among) for p in grid]
     model, chosen = max(runs, key=lambda run: run[1]["valid_ndcg@10"])
     rec = RecBoleSASRec(model)
     result = {
         "grid": [info for _, info in runs],
         "chosen": chosen["params"],
-        "valid": evaluate(rec, data, "valid").to_json(),
-        "test": evaluate(rec, data, "test").to_json(),
+        "users": None if among is None else len(among),
+        "valid": evaluate(rec, data, "valid", among=among).to_json(),
+        "test": evaluate(rec, data, "test", among=among).to_json(),
     }
     args.out.write_text(json.dumps(result, indent=2))
     print(f"[sasrec] chosen {chosen['params']} (epoch {chosen['best_epoch']}); wrote {args.out}", flush=True)

@@ -76,15 +76,19 @@ def evaluate(
     progress: ProgressCallback | None = None,
     max_users: int | None = None,
     seed: int = 0,
+    among: np.ndarray | None = None,
 ) -> EvalResult:
     """Rank the full catalog for every user with a target in ``part`` and compute every metric.
 
     ``max_users`` evaluates a seeded random sample of that many users instead (e.g. per-epoch validation
-    of a large dataset); reported figures use every user.
+    of a large dataset); reported figures use every user. ``among`` (user indices) keeps only those users
+    (e.g. a peer fit on a sample of users); popularity buckets stay those of ``data``'s whole train part.
     """
     histories = data.histories(history_parts(part))
     targets_all = data.histories((part,)).to_csr(data.n_items)  # (n_users, n_items)
     users = np.flatnonzero(np.diff(targets_all.indptr) > 0)
+    if among is not None:
+        users = np.intersect1d(users, among)
     if max_users is not None and len(users) > max_users:
         users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
     topk = rank(model, data, users, histories, k=20, progress=progress)
