@@ -212,7 +212,7 @@ class SelectConfig(StrictModel):
     new_shares: list[float] = Field([0.0, 0.1, 0.2], description="new_share values tried")
     exposure_penalties: list[float] = Field([0.0, 0.5, 1.0], description="exposure_penalty values tried")
     recall_budget: float = Field(
-        0.2, ge=0.0, le=1.0, description="share of the own lists' valid recall@20 the shelves may cost"
+        0.25, ge=0.0, le=1.0, description="share of the own lists' valid recall@20 the shelves may cost"
     )
     tail_tolerance: float = Field(
         0.02, ge=0.0, le=1.0, description="points this close (relative) to the best valid tail_recall@20 tie"
