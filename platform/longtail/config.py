@@ -210,7 +210,10 @@ class SelectConfig(StrictModel):
     shelves: bool = Field(True, description="choose rerank.tail_share, new_share and exposure_penalty on valid")
     tail_shares: list[float] = Field([0.0, 0.1, 0.2, 0.3, 0.4], description="tail_share values tried")
     new_shares: list[float] = Field([0.0, 0.1, 0.2], description="new_share values tried")
-    exposure_penalties: list[float] = Field([0.0, 0.5, 1.0], description="exposure_penalty values tried")
+    exposure_penalties: list[float] = Field(
+        [0.0, 0.1, 0.25, 0.5, 1.0], description="exposure_penalty values tried (the small ones find the least spreading "
+        "that still reaches min_coverage: on a dense catalog every step of λ costs tail_recall@20)"
+    )  # fmt: skip
     recall_budget: float = Field(
         0.25, ge=0.0, le=1.0, description="share of the own lists' valid recall@20 the shelves may cost"
     )
@@ -240,7 +243,7 @@ class SelectConfig(StrictModel):
         "ranking pass); null = the config's value"
     )  # fmt: skip
     ndcg_tolerance: float = Field(
-        0.02, ge=0.0, le=1.0, description="fits (and popularity adjustments) this close (relative) to the best valid "
+        0.05, ge=0.0, le=1.0, description="fits (and popularity adjustments) this close (relative) to the best valid "
         "ndcg@10 tie; the most own-list tail_recall@20 among them wins"
     )  # fmt: skip
 

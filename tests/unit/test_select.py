@@ -218,3 +218,30 @@ def test_the_new_item_floor_grows_with_the_never_touched_share_of_the_catalog():
     assert new_share_floor(select, 0.137) == 0.2  # a cold split: their share, rounded up to the grid
     assert new_share_floor(select, 0.6) == 0.2  # beyond the grid: its largest value
     assert new_share_floor(SelectConfig(new_shares=[0.0, 0.1, 0.2], min_new_share=0.0), 0.05) == 0.1
+
+
+def test_the_default_rules_trade_a_few_percent_of_ndcg_and_the_least_spreading_for_the_tail():
+    """ML-100K's recorded valid figures (the current code's draw): the defaults keep γ 0.3 (4.5% less ndcg@10
+    for a third more tail; at a 2% tolerance the rule stopped at γ 0.1) and, of the 0.4 / 0.1 shelves, the
+    smallest exposure penalty that reaches the coverage floor (at the old grid [0, 0.5, 1]: λ 0.5)."""
+    select = SelectConfig()
+    fit = [{"popularity_adjustment": g, "ndcg@10": n, "tail_recall@20": t, "coverage@20": c}
+           for g, n, t, c in ((0.0, 0.194273, 0.084184, 0.467), (0.1, 0.191324, 0.092484, 0.489),
+                              (0.2, 0.188955, 0.100582, 0.518), (0.3, 0.185511, 0.112369, 0.554),
+                              (0.5, 0.176225, 0.131120, 0.625))]  # fmt: skip
+    assert fit[choose_fit_point(fit, select.ndcg_tolerance)]["popularity_adjustment"] == 0.3
+    assert fit[choose_fit_point(fit, 0.02)]["popularity_adjustment"] == 0.1
+    shelves = {(0.0, 0.0, 0.0): (0.273615, 0.112369, 0.0, 0.553508),  # recall, tail, cold, coverage @20
+               (0.4, 0.1, 0.0): (0.227151, 0.170499, 0.058824, 0.585612),
+               (0.4, 0.1, 0.1): (0.222812, 0.163330, 0.058824, 0.637337),
+               (0.4, 0.1, 0.25): (0.220874, 0.155530, 0.117647, 0.719382),
+               (0.4, 0.1, 0.5): (0.215898, 0.143262, 0.176471, 0.824614),
+               (0.4, 0.1, 1.0): (0.211490, 0.136828, 0.176471, 0.958383)}  # fmt: skip
+    assert {lam for *_, lam in shelves} <= set(select.exposure_penalties)
+    points = [ShelfPoint(*key) for key in shelves]
+    metrics = [dict(zip(("recall@20", "tail_recall@20", "cold_recall@20", "coverage@20"), v, strict=True))
+               for v in shelves.values()]  # fmt: skip
+    args = (select.recall_budget, select.tail_tolerance, select.min_coverage, select.min_new_share)
+    assert points[choose(points, metrics, *args)] == ShelfPoint(0.4, 0.1, 0.1)
+    old = [j for j, p in enumerate(points) if p.exposure_penalty in (0.0, 0.5, 1.0)]
+    assert points[old[choose([points[j] for j in old], [metrics[j] for j in old], *args)]] == ShelfPoint(0.4, 0.1, 0.5)
