@@ -222,7 +222,7 @@ def test_the_new_item_floor_grows_with_the_never_touched_share_of_the_catalog():
 
 def test_the_default_rules_trade_a_few_percent_of_ndcg_and_the_least_spreading_for_the_tail():
     """ML-100K's recorded valid figures (the current code's draw): the defaults keep γ 0.3 (4.5% less ndcg@10
-    for a third more tail; at a 2% tolerance the rule stopped at γ 0.1) and, of the 0.4 / 0.1 shelves, the
+    for a third more tail than γ 0; at a 2% tolerance the rule stopped at γ 0.1) and, of the 0.4 / 0.1 shelves, the
     smallest exposure penalty that reaches the coverage floor (at the old grid [0, 0.5, 1]: λ 0.5)."""
     select = SelectConfig()
     fit = [{"popularity_adjustment": g, "ndcg@10": n, "tail_recall@20": t, "coverage@20": c}
