@@ -3,23 +3,36 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Torch goes in first, on its own: left to resolve deepspeed's dependency pip would pick a multi-GB
-# CUDA build. GPU users override, e.g. `make TORCH_SPEC='torch==2.13.0 --index-url ...' install`.
-TORCH_SPEC ?= torch==2.13.0
+# CUDA build. The default is the CPU build pinned with its hash; GPU users override, e.g.
+# `make TORCH_SPEC='torch==2.13.0 --index-url https://download.pytorch.org/whl/cu126' install`.
+# Everything else comes from requirements/lock.txt, every package pinned with its hashes (`make lock`).
+TORCH_SPEC ?= --no-deps --require-hashes -r requirements/torch-cpu.txt
 DATA ?= data/ml-100k
 REPORTS ?= reports
 BUNDLE ?= bundles/ml100k
 CONFIG ?= train_configs/ml100k-cpu.yaml
 
-.PHONY: install demo test test-fast lint bench soak audit clean postgres prometheus
+.PHONY: install lock demo test test-fast lint bench soak audit clean postgres prometheus
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml requirements/lock.txt requirements/torch-cpu.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --upgrade pip setuptools wheel
 	$(BIN)/pip install $(TORCH_SPEC)
-	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install --no-deps --require-hashes -r requirements/lock.txt
+	$(BIN)/pip install --no-deps --no-build-isolation -e .
+	$(BIN)/pip check
 	touch $@
+
+# Re-resolve the lock (needs PyPI; minutes): pip-tools in a throwaway venv, the CPU torch as the resolution's
+# torch, then torch split out into requirements/torch-cpu.txt.
+lock:
+	$(PYTHON) -m venv /tmp/longtail-lock && /tmp/longtail-lock/bin/pip install -q 'pip-tools>=7.5'
+	echo 'torch==2.13.0+cpu' > /tmp/longtail-lock/torch.txt
+	/tmp/longtail-lock/bin/pip-compile --generate-hashes --allow-unsafe --extra dev --strip-extras \
+		--no-emit-index-url --no-emit-find-links -c /tmp/longtail-lock/torch.txt \
+		--output-file /tmp/longtail-lock/compiled.txt pyproject.toml
+	$(PYTHON) requirements/split_lock.py /tmp/longtail-lock/compiled.txt requirements/lock.txt requirements/torch-cpu.txt
 
 # The main job on the embedded default data: prepare ML-100K, train the whole chain into a bundle,
 # evaluate it next to the baselines (table + plots), and show three users' recommendations explained.
@@ -68,7 +81,7 @@ test: install postgres prometheus
 	$(BIN)/python -m pytest -q --durations=12 tests
 
 # The inner loop: every test not marked `integration` (no Ray cluster, no Serve app), under 2 minutes.
-test-fast: install postgres
+test-fast: install postgres prometheus
 	$(BIN)/ruff check platform tests benchmarks
 	$(BIN)/python -m pytest -q -m "not integration and not network" tests
 

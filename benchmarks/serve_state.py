@@ -136,8 +136,8 @@ def new_version(source: Path, out: Path, seed: int) -> str:
               for k, v in b.ranker_state.items()}  # fmt: skip
     write_bundle(out, encoder_dir=b.encoder_dir, item_ids=b.item_ids, texts=b.texts, train_counts=b.train_counts,
                  vectors=b.vectors, graph=b.graph, ranker_state=ranker, retriever_state=b.retriever_state,
-                 histories=b.histories, config=b.manifest["config"], data=b.manifest["data"],
-                 metrics=b.manifest["metrics"], index_bytes=b.index_bytes)  # fmt: skip
+                 histories=b.histories, config=b.manifest.config.model_dump(), data=b.manifest.data,
+                 metrics=b.manifest.metrics, index_bytes=b.index_bytes)  # fmt: skip
     return read_bundle(out).version
 
 

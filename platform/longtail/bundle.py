@@ -15,6 +15,11 @@
 
 No pickle anywhere: loading never executes code. A file whose sha256 differs from the manifest is
 refused with an error naming it, and so is a manifest entry that points outside the bundle.
+``read_manifest`` (the manifest alone, typed and checked) and ``read_bundle`` (everything) are the only
+readers of a bundle's files.
+
+Permissions: files 0640 and directories 0750 (``histories.parquet`` holds personal data): the writer and
+its group, e.g. the serving user's, read a bundle; other users of the machine cannot.
 
 Versions: ``write_bundle(out)`` writes an immutable directory ``<out>@<version>`` beside ``out`` and then
 points the symlink ``out`` at it in one atomic rename, so a reader of ``out`` sees the old version or the
@@ -47,6 +52,7 @@ from longtail.data.vectors import vectors_of, vectors_table
 from longtail.files import file_sha256
 
 FORMAT_VERSION = 2  # 2: two-stage (retriever + ranker); 1 had the ranker only
+FILE_MODE, DIR_MODE = 0o640, 0o750
 FILES = ("items.parquet", "graph.parquet", "ranker.safetensors", "retriever.safetensors", "vocab.parquet",
          "histories.parquet")
 INDEX_FILE = "index.faiss"
@@ -56,13 +62,37 @@ class BundleError(ValueError):
     """A bundle that is missing, of another format, or altered since it was written."""
 
 
+@dataclass(frozen=True)
+class Manifest:
+    """A bundle's manifest, checked: format, file hashes, and its config validated as a ``TrainConfig``."""
+
+    path: Path  # the bundle directory
+    version: str
+    created: str
+    config: TrainConfig
+    data: dict[str, Any]  # where it was trained: dataset path, fingerprint, split
+    metrics: dict[str, Any]  # valid/test metrics of the served lists, own lists and retriever; selection
+    files: dict[str, str]  # relative path → sha256
+
+    @property
+    def encoder_id(self) -> str:
+        """Fingerprint of the bundle's text encoder (its files' sha256): item vectors stored while serving are
+        keyed by it, so a bundle with another encoder never mixes in vectors it did not make."""
+        files = {k: v for k, v in self.files.items() if k.startswith("encoder/")}
+        return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+
+    def as_dict(self) -> dict[str, Any]:
+        """The manifest as written (JSON-able)."""
+        return {"format_version": FORMAT_VERSION, "created": self.created, "version": self.version,
+                "config": self.config.model_dump(), "data": self.data, "metrics": self.metrics, "files": self.files}  # fmt: skip
+
+
 @dataclass
 class Bundle:
     """Everything scoring needs, loaded and verified; ``config`` is the validated train config it was made with."""
 
     path: Path
-    manifest: dict[str, Any]
-    config: TrainConfig
+    manifest: Manifest
     item_ids: np.ndarray  # (n,) str, catalog order
     texts: np.ndarray  # (n,) str
     train_counts: np.ndarray  # (n,) int64
@@ -75,8 +105,12 @@ class Bundle:
     histories: pa.Table  # user_id, item_id, timestamp[, weight, event_type]
 
     @property
+    def config(self) -> TrainConfig:
+        return self.manifest.config
+
+    @property
     def version(self) -> str:
-        return str(self.manifest["version"])
+        return self.manifest.version
 
     @property
     def encoder_dir(self) -> Path:
@@ -84,14 +118,7 @@ class Bundle:
 
     @property
     def encoder_id(self) -> str:
-        return encoder_id(self.manifest)
-
-
-def encoder_id(manifest: dict[str, Any]) -> str:
-    """Fingerprint of the bundle's text encoder (its files' sha256): item vectors stored while serving are
-    keyed by it, so a bundle with another encoder never mixes in vectors it did not make."""
-    files = {k: v for k, v in manifest["files"].items() if k.startswith("encoder/")}
-    return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()[:16]
+        return self.manifest.encoder_id
 
 
 def write_bundle(
@@ -163,11 +190,11 @@ def publish_version(tmp: Path, out: Path, version: str) -> Path:
     ``<out>@<its version>`` (nothing is deleted). Returns ``out``.
     """
     target = out.parent / f"{out.name}@{version}"
-    os.chmod(tmp, 0o755)  # mkdtemp's 0700 would hide the bundle from a serving user other than its writer
+    restrict(tmp)
     if out.exists() and not out.is_symlink():
         if not (out / "manifest.json").is_file():
             raise BundleError(f"{out}: exists and is not a bundle; refusing to replace it")
-        old = json.loads((out / "manifest.json").read_text()).get("version", "old")
+        old = read_manifest(out, verify=False).version
         aside = out.parent / f"{out.name}@{old}"
         os.replace(out, aside if not aside.exists() else out.parent / f"{out.name}@{old}-{time.time_ns()}")
     if target.exists():
@@ -181,22 +208,58 @@ def publish_version(tmp: Path, out: Path, version: str) -> Path:
     return out
 
 
-def verify_bundle(path: Path) -> dict[str, Any]:
-    """The manifest, after checking the format and the sha256 of every listed file."""
+def restrict(directory: Path) -> None:
+    """Owner and group only: files ``FILE_MODE``, directories ``DIR_MODE`` (the tree and its root)."""
+    for item in directory.rglob("*"):
+        if not item.is_symlink():
+            os.chmod(item, DIR_MODE if item.is_dir() else FILE_MODE)
+    os.chmod(directory, DIR_MODE)
+
+
+def read_manifest(path: Path, verify: bool = True) -> Manifest:
+    """A bundle's manifest, checked: its format, its fields' types, its config (a valid ``TrainConfig``) and,
+    with ``verify``, the sha256 of every listed file. Reads no weights."""
     path = Path(path)
     manifest_path = path / "manifest.json"
     if not manifest_path.is_file():
         raise BundleError(f"{path}: not a bundle (no manifest.json)")
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError as err:
+        raw = json.loads(manifest_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise BundleError(f"{manifest_path}: not valid JSON ({err})") from None
-    if manifest.get("format_version") != FORMAT_VERSION:
-        raise BundleError(
-            f"{manifest_path}: format_version {manifest.get('format_version')!r}, expected {FORMAT_VERSION}"
-        )
+    if not isinstance(raw, dict):
+        raise BundleError(f"{manifest_path}: expected a JSON object, found {type(raw).__name__}")
+    if raw.get("format_version") != FORMAT_VERSION:
+        raise BundleError(f"{manifest_path}: format_version {raw.get('format_version')!r}, expected {FORMAT_VERSION}")
+    expected = {"version": str, "config": dict, "data": dict, "metrics": dict, "files": dict}
+    for key, kind in expected.items():
+        if not isinstance(raw.get(key), kind):
+            found = "nothing" if key not in raw else type(raw[key]).__name__
+            raise BundleError(f"{manifest_path}: field {key!r} must be a JSON {_json_kind(kind)}, found {found}")
+    files = raw["files"]
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise BundleError(f"{manifest_path}: field 'files' must map file names to sha256 strings")
+    if verify:
+        _verify_files(path, manifest_path, files)
+    try:
+        config = TrainConfig.model_validate(raw["config"])
+    except ValueError as err:
+        raise BundleError(f"{manifest_path}: its config is not a valid train config: {err}") from None
+    return Manifest(path, raw["version"], str(raw.get("created", "")), config, raw["data"], raw["metrics"], files)
+
+
+def _json_kind(kind: type) -> str:
+    return {str: "string", dict: "object"}[kind]
+
+
+def verify_bundle(path: Path) -> Manifest:
+    """The manifest, after checking the format and the sha256 of every listed file (``read_manifest``)."""
+    return read_manifest(path, verify=True)
+
+
+def _verify_files(path: Path, manifest_path: Path, files: dict[str, str]) -> None:
     root = path.resolve()
-    for rel, expected in manifest["files"].items():
+    for rel, expected in files.items():
         file = path / rel
         if Path(rel).is_absolute() or root not in (root / rel).resolve().parents:
             raise BundleError(f"{manifest_path}: file entry {rel!r} points outside the bundle; refusing to load")
@@ -208,20 +271,21 @@ def verify_bundle(path: Path) -> dict[str, Any]:
                 f"{file}: sha256 {actual} does not match the manifest's {expected}; refusing to load"
             )
     for name in FILES:
-        if name not in manifest["files"]:
+        if name not in files:
             raise BundleError(f"{path}: the manifest lists no {name}")
-    return manifest
+
+
+def read_item_ids(path: Path) -> np.ndarray:
+    """(n,) the bundle's item ids in catalog order (``vocab.parquet``), after ``read_manifest`` checked it."""
+    read_manifest(path)
+    return np.asarray(pq.read_table(Path(path) / "vocab.parquet").column("item_id").to_pylist(), dtype=object)
 
 
 def read_bundle(path: Path) -> Bundle:
     """Verify and load a bundle (no code is executed: Parquet, JSON, safetensors and FAISS's index format);
     its config is validated here, once, so every reader gets a ``TrainConfig``."""
     path = Path(path)
-    manifest = verify_bundle(path)
-    try:
-        config = TrainConfig.model_validate(manifest["config"])
-    except ValueError as err:
-        raise BundleError(f"{path / 'manifest.json'}: its config is not a valid train config: {err}") from None
+    manifest = read_manifest(path)
     items = pq.read_table(path / "items.parquet")
     n = items.num_rows
     edges = pq.read_table(path / "graph.parquet")
@@ -231,7 +295,7 @@ def read_bundle(path: Path) -> Bundle:
     )
     index = path / INDEX_FILE
     return Bundle(
-        path=path, manifest=manifest, config=config,
+        path=path, manifest=manifest,
         item_ids=np.asarray(items.column("item_id").to_pylist(), dtype=object),
         texts=np.asarray(items.column("text").to_pylist(), dtype=object),
         train_counts=items.column("train_count").to_numpy(),
@@ -239,7 +303,7 @@ def read_bundle(path: Path) -> Bundle:
         vectors=vectors_of(items), graph=graph,
         ranker_state=load_file(str(path / "ranker.safetensors")),
         retriever_state=load_file(str(path / "retriever.safetensors")),
-        index_bytes=index.read_bytes() if INDEX_FILE in manifest["files"] else None,
+        index_bytes=index.read_bytes() if INDEX_FILE in manifest.files else None,
         histories=pq.read_table(path / "histories.parquet"),
     )  # fmt: skip
 

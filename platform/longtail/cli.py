@@ -24,7 +24,7 @@ from longtail.cli_support import (
 from longtail.config import BaselinesConfig, ConfigError, TrainConfig, load_config
 from longtail.data import DataError, ImportOptions, import_source, load_named, read_manifest, write_dataset
 from longtail.data.encoded import SplitData, load_split_data
-from longtail.serve.store import StoreError
+from longtail.store import StoreError
 
 app = typer.Typer(
     help="longtail: surface the long tail of a catalog.", no_args_is_help=True, pretty_exceptions_enable=False
@@ -63,6 +63,22 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise typer.Exit(2) from None
 
     return wrapper
+
+
+FORGET_HELP = "Leave these users out: a store (its erased users) or a file of user ids; their data is not read."
+
+
+def without_forgotten(data: Path, forget: str | None, work: Path) -> tuple[Path, set[str]]:
+    """The dataset to read: ``data``, or with ``--forget`` its version without those users (cached under
+    ``work/.longtail-data``), and the users left out."""
+    if not forget:
+        return data, set()
+    from longtail.cli_support import forgotten_dataset
+    from longtail.console import console
+
+    version, gone = forgotten_dataset(data, forget, work / ".longtail-data")
+    console.print(f"without {len(gone)} forgotten users: {version}")
+    return version, gone
 
 
 def parse_mapping(pairs: list[str]) -> dict[str, str]:
@@ -146,16 +162,37 @@ def data_forget(
 def store_init(store: Annotated[str, typer.Argument(help="SQLite file path, or postgresql://user@host:port/db.")]) -> None:
     """Create the store's tables (idempotent); the Serve app refuses a store that does not exist."""
     from longtail.console import console
-    from longtail.serve.store import open_store
+    from longtail.store import is_postgres, open_store
 
+    if not is_postgres(store):
+        Path(store).expanduser().parent.mkdir(parents=True, exist_ok=True)
     console.print(f"store ready: {open_store(store, create=True).describe()}")
+
+
+@store_app.command("migrate")
+@friendly
+def store_migrate(
+    source: Annotated[str, typer.Argument(help="The store to copy: a SQLite file of any schema, or a postgresql:// URL.")],
+    destination: Annotated[
+        str, typer.Argument(help="A new SQLite file (or SOURCE itself: upgrade in place), or an empty PostgreSQL database.")
+    ],
+) -> None:
+    """Copy a store into a new one of the current schema: events, items, vectors and erasures are kept."""
+    from longtail.console import console
+    from longtail.store.migrate import migrate
+
+    done = migrate(source, destination)
+    rows = ", ".join(f"{n} {table}" for table, n in done.rows.items())
+    console.print(f"migrated schema {done.source_schema} → {done.destination}: {rows}")
+    if done.backup is not None:
+        console.print(f"the old file is kept as {done.backup}")
 
 
 @store_app.command("erased")
 @friendly
 def store_erased(store: Annotated[str, typer.Argument(help="SQLite file path, or postgresql:// URL.")]) -> None:
     """Print the erased users' ids, one per line (input for `longtail data forget --users`)."""
-    from longtail.serve.store import open_store
+    from longtail.store import open_store
 
     for user in sorted(open_store(store).erased_users()):
         typer.echo(user)
@@ -192,6 +229,7 @@ def eval_cmd(
     split: Annotated[str, typer.Option(help="Split name: warm, cold or given.")] = "warm",
     part: Annotated[Part, typer.Option(help="Part to evaluate.")] = Part.test,
     config: Annotated[Path | None, typer.Option(help="Train config YAML (its baselines section).")] = None,
+    forget: Annotated[str | None, typer.Option(help=FORGET_HELP)] = None,
     overrides: Annotated[
         list[str] | None, typer.Argument(help="KEY=VALUE overrides, e.g. baselines.bpr.epochs=10")
     ] = None,
@@ -204,6 +242,7 @@ def eval_cmd(
 
     names = model or ([] if bundle else ["mostpop"])
     cfg = load_config(TrainConfig, config, overrides).baselines
+    data, _ = without_forgotten(data, forget, out.parent)
     split_data = load_split_data(data, split, bundle_events(bundle))
     results = []
     if bundle is not None:  # served lists, the model's own lists, the retriever alone
@@ -246,6 +285,7 @@ def recommend_cmd(
     ] = None,
     actors: Annotated[int, typer.Option(min=1, help="Ranker actors of the Ray Data job.")] = 2,
     config: Annotated[Path | None, typer.Option(help="Train config YAML (its baselines section).")] = None,
+    forget: Annotated[str | None, typer.Option(help=FORGET_HELP)] = None,
     overrides: Annotated[list[str] | None, typer.Argument(help="KEY=VALUE overrides.")] = None,
 ) -> None:
     """Write top-k lists, one JSON line per user, seen items excluded."""
@@ -253,8 +293,9 @@ def recommend_cmd(
     from longtail.eval.evaluate import history_parts, rank
 
     cfg = load_config(TrainConfig, config, overrides).baselines
+    data, gone = without_forgotten(data, forget, out.parent)
     split_data = load_split_data(data, split, bundle_events(bundle))
-    chosen = select_users(users, split_data, part.value)
+    chosen = select_users(users, split_data, part.value, gone)
     histories = split_data.histories(history_parts(part.value))
     notes = None
     if bundle is not None and explain:
@@ -333,7 +374,7 @@ def train_cmd(
         from longtail.cli_support import forgotten_dataset
 
         data_dir, gone = forgotten_dataset(data_dir, forget, out.parent / ".longtail-data")
-        console.print(f"training without {gone} forgotten users: {data_dir}")
+        console.print(f"training without {len(gone)} forgotten users: {data_dir}")
     connect()
     bundle = train_pipeline(
         data_dir, cfg, out, log=lambda m: console.print(f"[train] {m}", markup=False, highlight=False, soft_wrap=True)
@@ -379,7 +420,8 @@ def tune_cmd(
     from longtail.console import out as stdout
     from longtail.train.cluster import connect
     from longtail.tune.space import load_space
-    from longtail.tune.sweep import Objective, markdown_table, run_sweep
+    from longtail.tune.sweep import run_sweep
+    from longtail.tune.trials import Objective, markdown_table
 
     params = load_space(space)
     base = load_config(TrainConfig, config, overrides)
@@ -408,7 +450,9 @@ def tune_cmd(
 
 def read_manifest_metrics(bundle: Path) -> dict:
     """The metrics stored in a bundle's manifest."""
-    return json.loads((Path(bundle) / "manifest.json").read_text())["metrics"]
+    from longtail.bundle import read_manifest as read_bundle_manifest
+
+    return read_bundle_manifest(bundle, verify=False).metrics
 
 
 @app.command("finetune")

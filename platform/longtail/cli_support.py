@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -24,17 +23,10 @@ def bundle_pipeline(bundle: Path, split_data: SplitData, data: Path):
 
 
 def bundle_events(bundle: Path | None):
-    """The ``EventsConfig`` a bundle was trained with (how its data's events count), or None without a bundle
-    or a readable manifest (``read_bundle`` then says what is wrong)."""
-    from longtail.config import TrainConfig
+    """The ``EventsConfig`` a bundle was trained with (how its data's events count), or None without a bundle."""
+    from longtail.bundle import read_manifest
 
-    manifest = None if bundle is None else Path(bundle) / "manifest.json"
-    if manifest is None or not manifest.is_file():
-        return None
-    try:
-        return TrainConfig.model_validate(json.loads(manifest.read_text()).get("config", {})).events
-    except (ValueError, TypeError):
-        return None
+    return None if bundle is None else read_manifest(bundle, verify=False).config.events
 
 
 def bundle_recommenders(pipe) -> list:
@@ -83,8 +75,9 @@ def report_term_shares(pipe, split_data: SplitData, part: str, out: Path) -> Pat
     return path
 
 
-def select_users(users: str, split_data: SplitData, part: str) -> np.ndarray:
-    """User indices for --users all|test|valid|FILE (unknown ids in a file are an error naming the line)."""
+def select_users(users: str, split_data: SplitData, part: str, forgotten: set[str] = frozenset()) -> np.ndarray:
+    """User indices for --users all|test|valid|FILE (unknown ids in a file are an error naming the line;
+    ``forgotten`` users, absent from a forgotten dataset, are skipped)."""
     if users == "all":
         return np.arange(split_data.n_users)
     if users in ("test", "valid"):
@@ -97,6 +90,7 @@ def select_users(users: str, split_data: SplitData, part: str) -> np.ndarray:
         raise ConfigError(
             f"--users {users!r}: expected all, test, valid or a file of user ids (one per line)"
         )
+    wanted = [u for u in wanted if u not in forgotten]
     codes = encode(wanted, split_data.user_ids)
     if (codes < 0).any():
         bad = int(np.argmax(codes < 0))
@@ -146,28 +140,23 @@ def forgotten_users(source: str) -> set[str]:
     """User ids to leave out: a store's erased users (postgresql:// URL or a SQLite store file), else a
     text file of ids."""
     from longtail.data.forget import read_user_ids
-    from longtail.serve.store import open_store
+    from longtail.store import is_postgres, is_store_file, open_store
 
-    path = Path(source)
-    if source.startswith(("postgresql://", "postgres://")) or (
-        path.is_file() and _head(path) == b"SQLite format 3\x00"
-    ):
+    if is_postgres(source) or is_store_file(Path(source)):
         return set(open_store(source).erased_users())
-    return read_user_ids(path)
+    return read_user_ids(Path(source))
 
 
-def _head(path: Path) -> bytes:
-    with path.open("rb") as file:
-        return file.read(16)
-
-
-def forgotten_dataset(data_dir: Path, source: str, work: Path) -> tuple[Path, int]:
-    """The dataset version without ``source``'s users (written under ``work`` once per set of users);
-    returns its directory and how many users were forgotten."""
-    from longtail.data.forget import forget_users, users_digest
+def forgotten_dataset(data_dir: Path, source: str, work: Path) -> tuple[Path, set[str]]:
+    """The dataset version without ``source``'s users and the users forgotten. Written under ``work`` once
+    per source dataset (its fingerprint: a re-import into the same directory is another source) and set of
+    users, and reused only when its manifest names that source."""
+    from longtail.data import read_manifest
+    from longtail.data.forget import forget_users, forgotten_source, users_digest
 
     gone = forgotten_users(source)
-    out = Path(work) / f"{Path(data_dir).name}-forget-{users_digest(gone)}"
-    if not (out / "manifest.json").is_file():
+    fingerprint = read_manifest(data_dir)["fingerprint"]
+    out = Path(work) / f"{Path(data_dir).name}-{fingerprint[:12]}-forget-{users_digest(gone)}"
+    if not (out / "manifest.json").is_file() or read_manifest(out)["source"] != forgotten_source(fingerprint, gone):
         forget_users(data_dir, gone, out)
-    return out, len(gone)
+    return out, gone

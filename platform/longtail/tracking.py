@@ -71,20 +71,22 @@ def log_train_run(uri: str, bundle: Path, plots: Iterable[Path] = (), experiment
     and ``plots`` as artifacts. Returns the run id."""
     import mlflow
 
+    from longtail.bundle import read_manifest
+
     quiet()
     bundle = Path(bundle)
-    manifest = json.loads((bundle / "manifest.json").read_text())
-    metrics = manifest["metrics"]
+    manifest = read_manifest(bundle, verify=False)
+    metrics = manifest.metrics
     client = mlflow.MlflowClient(tracking_uri=uri)
     found = client.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found else client.create_experiment(experiment)
     version = bundle.resolve().name.rsplit("@", 1)[-1]
     run = client.create_run(experiment_id, run_name=f"{bundle.name}@{version}",
                             tags={"bundle": str(bundle.resolve()), "bundle_version": version,
-                                  "data": manifest.get("data", {}).get("path", ""),
-                                  "data_fingerprint": manifest.get("data", {}).get("fingerprint", "")})  # fmt: skip
+                                  "data": manifest.data.get("path", ""),
+                                  "data_fingerprint": manifest.data.get("fingerprint", "")})  # fmt: skip
     run_id = run.info.run_id
-    params = flat(manifest["config"])
+    params = flat(manifest.config.model_dump())
     for selected in metrics.get("selection", {}).values():  # the fit's (id_dropout) and the shelves' choices
         params.update({f"selected.{k}": v for k, v in selected.get("chosen", {}).items()})
     items = list(params.items())

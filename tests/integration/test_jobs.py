@@ -3,7 +3,6 @@ its Ray Train workers land on both nodes, and the bundle comes out whole."""
 
 from __future__ import annotations
 
-import json
 import re
 import sys
 import time
@@ -49,7 +48,7 @@ def test_job_submit_trains_across_two_nodes(tiny_encoder, tmp_path, monkeypatch)
     # the metrics the job wrote down are what the bundle gives here (same split, same code)
     pipe = load_pipeline(read_bundle(bundle))
     here = evaluate(PipelineRecommender(pipe), load_split_data(data, "warm"), "test").metrics
-    assert here == pytest.approx(manifest["metrics"]["test"], abs=1e-6, nan_ok=True)
+    assert here == pytest.approx(manifest.metrics["test"], abs=1e-6, nan_ok=True)
     assert 0 < here["ndcg@10"] <= here["hit@10"] <= 1
     assert not (bundle.parent / "mlflow.db").exists()  # --no-mlflow
-    assert json.loads((bundle / "manifest.json").read_text())["config"]["resources"]["num_workers"] == 2
+    assert manifest.config.resources.num_workers == 2

@@ -32,7 +32,7 @@ def test_tiny_pipeline_trains_caches_and_evaluates(ray_cluster, tiny_encoder, tm
     logs: list[str] = []
     bundle_dir = train_pipeline(data_dir, cfg, tmp_path / "bundle", log=logs.append)
     bundle = read_bundle(bundle_dir)
-    metrics = bundle.manifest["metrics"]
+    metrics = bundle.manifest.metrics
     assert set(metrics["test"]) >= {"ndcg@10", "tail_recall@20", "coverage@20"}
     assert set(metrics["own_lists"]) == set(metrics["retriever"]) == {"valid", "test"}
     assert (bundle_dir / "encoder" / "model.safetensors").is_file() and (bundle_dir / "retriever.safetensors").is_file()
@@ -60,7 +60,7 @@ def test_tiny_pipeline_trains_caches_and_evaluates(ray_cluster, tiny_encoder, tm
     assert again.stderr.count("reusing") == 4 and again.stderr.count("fit: start") == 1, again.stderr[-2000:]
     assert "ndcg@10" in again.stdout and "select: shelves" in again.stderr
     second = read_bundle(tmp_path / "bundle2")
-    fits = second.manifest["metrics"]["selection"]["fit"]  # every fit at every (γ, δ)
+    fits = second.manifest.metrics["selection"]["fit"]  # every fit at every (γ, δ)
     gammas, deltas = TrainConfig().select.popularity_adjustments, TrainConfig().select.trend_boosts
     assert [(row["id_dropout"], row["popularity_adjustment"], row["trend_boost"]) for row in fits["grid"]] == [
         (d, g, t) for d in (0.0, 0.3) for t in deltas for g in gammas]
@@ -77,7 +77,7 @@ def test_tiny_pipeline_trains_caches_and_evaluates(ray_cluster, tiny_encoder, tm
     own_valid = evaluate(PipelineRecommender(own_lists(load_pipeline(second))), data, "valid").metrics
     assert own_valid["ndcg@10"] == pytest.approx(ranked["ndcg@10"], abs=1e-5)
     assert own_valid["tail_recall@20"] == pytest.approx(ranked["tail_recall@20"], abs=1e-5, nan_ok=True)
-    first_fit = bundle.manifest["metrics"]["selection"]["fit"]  # tiny.yaml: one fit, the (γ, δ) grid on it
+    first_fit = bundle.manifest.metrics["selection"]["fit"]  # tiny.yaml: one fit, the (γ, δ) grid on it
     assert [row["popularity_adjustment"] for row in first_fit["grid"]] == gammas * len(deltas)
     assert bundle.config.ranker.popularity_adjustment == first_fit["chosen"]["popularity_adjustment"]
     # ... and logs the run to MLflow beside the bundle: config, each epoch's fit metrics, the α-sweep plot
@@ -87,12 +87,12 @@ def test_tiny_pipeline_trains_caches_and_evaluates(ray_cluster, tiny_encoder, tm
     [run] = client.search_runs([client.get_experiment_by_name("longtail-train").experiment_id])
     assert run.data.params["ranker.epochs"] == "2" and "mlflow: run" in again.stderr
     fit_epochs = client.get_metric_history(run.info.run_id, "fit/valid_ndcg_at_10")
-    assert [m.step for m in fit_epochs] == [int(h["epoch"]) for h in second.manifest["metrics"]["fit_history"]]
-    assert run.data.metrics["test/ndcg_at_10"] == pytest.approx(second.manifest["metrics"]["test"]["ndcg@10"])
+    assert [m.step for m in fit_epochs] == [int(h["epoch"]) for h in second.manifest.metrics["fit_history"]]
+    assert run.data.metrics["test/ndcg_at_10"] == pytest.approx(second.manifest.metrics["test"]["ndcg@10"])
     assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == ["plots/bundle2-alpha-sweep.png"]
-    chosen = second.manifest["metrics"]["selection"]["shelves"]["chosen"]
+    chosen = second.manifest.metrics["selection"]["shelves"]["chosen"]
     assert second.config.rerank.model_dump(include=set(chosen)) == chosen
-    assert len(second.manifest["metrics"]["selection"]["shelves"]["grid"]) > 1
+    assert len(second.manifest.metrics["selection"]["shelves"]["grid"]) > 1
     # the CLI evaluates the bundle next to a baseline
     report = tmp_path / "report.json"
     subprocess.run([str(cli), "eval", "--bundle", str(bundle_dir), "--model", "mostpop", "--data", str(data_dir),

@@ -45,7 +45,7 @@ def test_round_trip(bundle):
     b = read_bundle(path)
     assert list(b.item_ids) == list(data.item_ids) and np.allclose(b.vectors, vectors)
     assert (b.graph != graph).nnz == 0
-    assert b.config.retriever.dim == 8 and b.version == b.manifest["version"]  # a typed config, read once
+    assert b.config.retriever.dim == 8 and b.version == b.manifest.version  # a typed config, read once
     again_retriever, again = load_models(b)
     hist = torch.tensor([[0, 1, 2]])
     model.eval(), retriever.eval()
@@ -174,3 +174,31 @@ def test_a_plain_bundle_directory_from_before_is_moved_aside_not_deleted(bundle,
     _rewrite(plain, data, vectors, graph, model, retriever, 3.0)
     assert plain.is_symlink() and read_bundle(plain).version != old_version
     assert read_bundle(tmp_path / f"old-layout@{old_version}").version == old_version
+
+
+def test_a_manifest_of_the_wrong_shape_is_a_bundle_error_naming_the_field(tmp_path, tiny_bundle):
+    import json
+    import shutil
+
+    from longtail.bundle import BundleError, read_manifest
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_bundle.resolve(), copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    (copy / "manifest.json").write_text(json.dumps({**manifest, "files": list(manifest["files"])}))
+    with pytest.raises(BundleError, match="field 'files' must be a JSON object, found list"):
+        read_manifest(copy)
+    (copy / "manifest.json").write_text("[1, 2]")
+    with pytest.raises(BundleError, match="expected a JSON object"):
+        read_manifest(copy)
+
+
+def test_a_written_bundle_is_readable_by_owner_and_group_only(tiny_bundle):
+    """histories.parquet is personal data: no file of a bundle is readable by other users."""
+    import stat
+
+    version = tiny_bundle.resolve()
+    modes = {p.relative_to(version).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in version.rglob("*")}
+    assert modes["histories.parquet"] == 0o640 and modes["ranker.safetensors"] == 0o640
+    assert all(mode & 0o007 == 0 for mode in modes.values()), modes
+    assert stat.S_IMODE(version.stat().st_mode) == 0o750

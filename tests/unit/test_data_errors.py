@@ -211,3 +211,17 @@ def test_refuses_to_overwrite_a_directory_that_is_not_a_dataset(tmp_path, recbol
     ds = import_source(recbole_dir, "recbole", ImportOptions())
     expect("not a longtail dataset", lambda: write_dataset(ds, out, source="toy"))
     assert (out / "notes.txt").read_text() == "keep me"
+
+
+def test_a_float_id_too_large_to_be_exact_is_a_data_error_not_a_traceback(tmp_path):
+    f = tmp_path / "interactions.parquet"
+    pq.write_table(pa.table({"user_id": ["u1", "u1"], "item_id": [2.0, 1e20], "timestamp": [1.0, 2.0]}), f)
+    err = expect("too large to be an exact integer", import_source, f, "parquet", ImportOptions())
+    assert "row 2, column 'item_id'" in str(err) and "1e+20" in str(err)
+
+
+def test_a_template_without_placeholders_on_an_id_and_text_items_file_is_refused(tmp_path):
+    write(tmp_path / "src" / "interactions.csv", "user_id,item_id,timestamp\nu1,a,1\nu1,b,2\nu2,a,3\n")
+    write(tmp_path / "src" / "items.csv", "item_id,text\na,Alpha\nb,Beta\n")
+    err = expect("names no column", import_source, tmp_path / "src", "csv", ImportOptions(template="plain"))
+    assert "items.csv" in str(err) and "'plain'" in str(err)

@@ -93,3 +93,18 @@ def test_hub_names_can_pin_a_revision_and_paths_pass_through(tiny_encoder):
     assert hub_revision(str(tiny_encoder)) == (str(tiny_encoder), None)
     with pytest.raises(ValueError, match="ORG/MODEL@REVISION"):
         hub_revision("org/model@")
+
+
+def test_the_default_encoders_files_are_checked_against_their_pinned_sha256(tmp_path):
+    import shutil
+
+    from longtail.model.encoder import EncoderWeightsError, default_encoder_path, verify_default_weights
+
+    shipped = default_encoder_path()  # the installed package passes
+    copy = tmp_path / "model"
+    shutil.copytree(shipped, copy)
+    verify_default_weights(copy)
+    (copy / "config.json").write_text((copy / "config.json").read_text().replace("384", "385", 1))
+    verify_default_weights.cache_clear()
+    with pytest.raises(EncoderWeightsError, match=r"config.json: sha256 .* expected 953f9c0d"):
+        verify_default_weights(copy)

@@ -11,7 +11,7 @@ from longtail.model.hybrid import extend_catalog
 from longtail.recommend.pipeline import Batch, retrieve
 from longtail.serve.knobs import RankerKnobs
 from longtail.serve.ranking import Query, ServingRanker
-from longtail.serve.store import StoredItem
+from longtail.store import StoredItem
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ def test_unknown_and_erased_users_get_cold_start_with_tail_exploration(ranker):
     history, known = ranker.history("stranger", False, [])
     assert history == [] and not known
     ranker.configure(RankerKnobs(cold_start_tail_share=0.4))
-    [ranked] = ranker.recommend([Query("stranger", history, 10, known_user=False)])
+    [ranked] = ranker.recommend([Query("stranger", history, 10)])
     reasons = [i["reason"] for i in ranked.items]
     assert ranked.strategy == "cold_start" and len(ranked.items) == 10
     assert reasons.count("explore") == 4 and all(i["tail"] for i in ranked.items if i["reason"] == "explore")

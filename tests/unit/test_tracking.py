@@ -39,7 +39,8 @@ def bundle(tmp_path):
                         {"epoch": 2.0, "train_loss": 2.5, "valid_ndcg@10": 0.2}],
         "selection": {"shelves": {"chosen": {"tail_share": 0.3, "new_share": 0.1, "exposure_penalty": 0.5}}},
     }  # fmt: skip
-    manifest = {"config": TrainConfig().model_dump(), "metrics": metrics, "data": {"path": "/d", "fingerprint": "f"}}
+    manifest = {"format_version": 2, "version": "v1", "config": TrainConfig().model_dump(), "metrics": metrics,
+                "data": {"path": "/d", "fingerprint": "f"}, "files": {}}  # fmt: skip
     (out / "manifest.json").write_text(json.dumps(manifest))
     return out
 

@@ -30,6 +30,12 @@ def users_digest(users: set[str]) -> str:
     return hashlib.sha256("\n".join(sorted(users)).encode()).hexdigest()[:12]
 
 
+def forgotten_source(fingerprint: str, users: set[str]) -> str:
+    """The ``source`` a forgotten dataset's manifest records: the source dataset's fingerprint and the users'
+    digest (never the ids)."""
+    return f"forget({fingerprint[:16]}, {len(users)} users, {users_digest(users)})"
+
+
 def _without(table: pa.Table, users: pa.Array) -> pa.Table:
     return table.filter(pc.invert(pc.is_in(table.column("user_id"), value_set=users)))
 
@@ -49,5 +55,4 @@ def forget_users(data_dir: Path, users: set[str], out: Path) -> dict:
     dataset = Dataset(read_table(data_dir, "items"), kept, read_table(data_dir, "kg"), read_table(data_dir, "kg_link"), given,
                       stats={**manifest.get("import", {}), "forgotten_users": len(users),
                              "forgotten_interactions": interactions.num_rows - kept.num_rows})  # fmt: skip
-    source = f"forget({manifest['fingerprint'][:16]}, {len(users)} users)"
-    return write_dataset(dataset, out, source=source, seed=int(manifest.get("cold_seed", 2024)))
+    return write_dataset(dataset, out, source=forgotten_source(manifest["fingerprint"], users), seed=int(manifest.get("cold_seed", 2024)))

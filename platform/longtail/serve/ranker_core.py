@@ -2,15 +2,20 @@
 items, and the per-replica metrics. The Ranker deployment wraps one; with ``ranker_deployment: false``
 each Ingress replica holds one and ranks in-process (one Serve hop less per request).
 
-Pipeline work runs in a worker thread, one call at a time (the pipeline's catalog, exposure window and
-random state are not thread-safe), so the replica's event loop keeps accepting requests meanwhile.
+Pipeline work (ranking, neighbours, text search, catalog growth) runs in one thread of its own, one call
+at a time (the pipeline's catalog, exposure window and random state are not thread-safe), so the replica's
+event loop keeps accepting requests meanwhile and store waits, which run in the store's own pool, never
+queue behind it.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -18,8 +23,11 @@ import torch
 from longtail.bundle import read_bundle
 from longtail.serve.knobs import RankerKnobs
 from longtail.serve.metrics import ServeMetrics
+from longtail.serve.pooled_store import PooledStore
 from longtail.serve.ranking import Query, ServingRanker
-from longtail.serve.store import open_store
+from longtail.store import StoredItem
+
+T = TypeVar("T")
 
 
 class EncoderMismatch(ValueError):
@@ -29,56 +37,62 @@ class EncoderMismatch(ValueError):
 class RankerCore:
     """Catalog, graph and hybrid ranker in memory; users' histories from the bundle plus the store."""
 
-    def __init__(self, bundle: str, store: str, store_timeout_s: float, metrics_dir: str, torch_threads: int,
-                 replica: str, deployment: str | None) -> None:  # fmt: skip
-        torch.set_num_threads(torch_threads)
+    def __init__(self, bundle: Path, store: PooledStore, metrics: ServeMetrics, replica: str = "local") -> None:
         loaded = read_bundle(Path(bundle))
         self.ranker = ServingRanker(loaded)
         self.encoder_id = loaded.encoder_id
         self.stored_history = RankerKnobs().stored_history
-        self.store = open_store(store, timeout_s=store_timeout_s)
-        self.metrics = ServeMetrics.open(metrics_dir)
+        self.store = store
+        self.metrics = metrics
         self.metrics.bundle.labels(self.ranker.version).set(1)
-        if deployment is not None:  # in an Ingress replica, that replica is counted already
-            self.metrics.replicas.labels(deployment).set(1)
         self.replica = replica
-        self.lock = asyncio.Lock()  # one pipeline call at a time (created on the replica's event loop)
-        self._apply_items(self.store.items_after(0, self.encoder_id))
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="longtail-pipeline")
+        self._lock: asyncio.Lock | None = None  # made on the replica's event loop, at its first call
+        self._apply_items(store.store.items_after(0, self.encoder_id))
 
     @property
     def version(self) -> str:
         return self.ranker.version
 
+    @property
+    def lock(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
     def configure(self, knobs: RankerKnobs) -> None:
         self.ranker.configure(knobs)
         self.stored_history = knobs.stored_history
 
-    def _apply_items(self, items) -> None:
+    async def _in_thread(self, fn: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    def _apply_items(self, items: list[StoredItem]) -> None:
         if self.ranker.add_items(items):
             self.metrics.catalog_size.set(self.ranker.n_items)
 
     async def _sync_items(self) -> None:
         """Pick up items any ingress stored since the last look (cheap when there are none); under the lock."""
-        items = await asyncio.to_thread(self.store.items_after, self.ranker.last_item_seq, self.encoder_id)
+        items = await self.store.items_after(self.ranker.last_item_seq, self.encoder_id)
         if items:
-            await asyncio.to_thread(self._apply_items, items)
+            await self._in_thread(self._apply_items, items)
 
     async def recommend_many(self, requests: list[dict]) -> list[dict]:
         """RecommendRequest dicts → ranked lists in request order, scored in one pipeline pass."""
         users = sorted({r["user_id"] for r in requests})
-        stored = await asyncio.to_thread(self.store.histories, users, self.stored_history)
+        stored = await self.store.histories(users, self.stored_history)
         async with self.lock:
             await self._sync_items()
-            return await asyncio.to_thread(self._rank, requests, stored)
+            return await self._in_thread(self._rank, requests, stored)
 
     def _rank(self, requests: list[dict], stored: dict) -> list[dict]:
         queries = []
         for r in requests:
             got = stored[r["user_id"]]
-            history, strengths, known = self.ranker.weighted_history(r["user_id"], got.erased, got.items, got.types,
-                                                                     got.weights)  # fmt: skip
-            queries.append(Query(r["user_id"], history, r["k"], r["exclude_seen"], r.get("tail_boost"),
-                                 r.get("explain", False), known, strengths))  # fmt: skip
+            history, strengths, _ = self.ranker.weighted_history(r["user_id"], got.erased, got.items, got.types, got.weights)
+            queries.append(
+                Query(r["user_id"], history, r["k"], r["exclude_seen"], r.get("tail_boost"), r.get("explain", False), strengths)
+            )
         ranked = self.ranker.recommend(queries)
         for result in ranked:
             self.metrics.lists.labels(result.strategy).inc()
@@ -91,8 +105,11 @@ class RankerCore:
         """Neighbours of an item (``items`` None when the catalog has no such item), with the version."""
         async with self.lock:
             await self._sync_items()
-            items = self.ranker.similar(item_id, k) if item_id in self.ranker.index else None
+            items = await self._in_thread(self._similar, item_id, k)
         return {"items": items, "bundle_version": self.ranker.version}
+
+    def _similar(self, item_id: str, k: int) -> list[dict] | None:
+        return self.ranker.similar(item_id, k) if item_id in self.ranker.index else None
 
     async def search(self, vector: list[float], k: int, encoder: str) -> dict:
         """Items nearest to a text vector made by ``encoder``; refused when it is not this bundle's."""
@@ -100,10 +117,15 @@ class RankerCore:
             raise EncoderMismatch(f"vector from encoder {encoder}, this ranker's bundle has {self.encoder_id}")
         async with self.lock:
             await self._sync_items()
-            items = self.ranker.search(np.asarray(vector, dtype=np.float32), k)
+            items = await self._in_thread(self.ranker.search, np.asarray(vector, dtype=np.float32), k)
         return {"items": items, "bundle_version": self.ranker.version}
 
     async def catalog(self) -> dict:
         async with self.lock:
             await self._sync_items()
         return {"version": self.ranker.version, "items": self.ranker.n_items}
+
+
+def set_torch_threads(threads: int) -> None:
+    """Intra-op threads of this replica's torch (scoring one batch needs few)."""
+    torch.set_num_threads(threads)

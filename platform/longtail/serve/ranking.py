@@ -25,7 +25,7 @@ from longtail.model.rerank import Shelves
 from longtail.recommend.build import load_pipeline, popularity_penalty_of, trend_bonus_of
 from longtail.recommend.pipeline import Batch, grow, popularity_terms, recommend
 from longtail.serve.knobs import RankerKnobs
-from longtail.serve.store import StoredItem
+from longtail.store import StoredItem
 
 
 @dataclass
@@ -38,7 +38,6 @@ class Query:
     exclude_seen: bool = True
     tail_boost: float | None = None  # None: the knob's value
     explain: bool = False
-    known_user: bool = True
     strengths: list[float] | None = None  # event strength of each history item; None: all 1
 
 
@@ -59,7 +58,7 @@ class ServingRanker:
         self.pipeline = load_pipeline(bundle)
         self.text_k = bundle.config.graph.text_k or 20
         self.trained = (self.pipeline.ranker.alpha.fixed, self.pipeline.ranker.beta.fixed, self.pipeline.shelves,
-                        self.pipeline.retrieval)  # fmt: skip
+                        self.pipeline.retrieval, self.pipeline.boost, self.pipeline.exploration)  # fmt: skip
         self.ranker_config = bundle.config.ranker  # τ and the popularity adjustment γ and trend boost δ chosen on valid
         self._index_popularity()
         self.events = bundle.config.events
@@ -90,7 +89,7 @@ class ServingRanker:
     def configure(self, knobs: RankerKnobs) -> None:
         """Apply run-time knobs; α/β/shelves/candidates of None restore the bundle's."""
         self.knobs = knobs
-        alpha, beta, shelves, retrieval = self.trained
+        alpha, beta, shelves, retrieval, boost, exploration = self.trained
         tail = shelves.tail_share if knobs.tail_share is None else knobs.tail_share
         p = self.pipeline
         p.shelves = Shelves(
@@ -102,7 +101,9 @@ class ServingRanker:
         p.ranker.beta.fixed = beta if knobs.beta is None else knobs.beta
         candidates = {None: retrieval.candidates, "exact": None}.get(knobs.candidates, knobs.candidates)
         p.retrieval = retrieval.model_copy(update={"candidates": candidates})
-        p.boost, p.exploration, p.rng = knobs.tail_boost, knobs.exploration, self.rng
+        p.boost = boost if knobs.tail_boost is None else knobs.tail_boost
+        p.exploration = exploration if knobs.exploration is None else knobs.exploration
+        p.rng = self.rng
         p.popularity_penalty = popularity_penalty_of(self.ranker_config, knobs.popularity_adjustment)
         p.trend_bonus = trend_bonus_of(self.ranker_config, knobs.trend_boost)
 

@@ -1,6 +1,12 @@
 """The fine-tuning loop that runs on every Ray Train worker: DeepSpeed engine, checkpoints, resume.
 
 Reads only its ``config`` argument (a ``FinetuneJob`` as a dict); data arrives as Ray Data shards.
+
+Checkpoints hold no pickle (they live in shared storage another job or user may write): the encoder's
+weights as safetensors (ZeRO-3 shards gathered first) and the step counts as JSON. A restarted worker group
+loads the weights before DeepSpeed builds its optimizer and continues at the saved micro-step with the
+learning-rate schedule where it was; AdamW's moment estimates start over (DeepSpeed's own checkpoints,
+which keep them, are ``torch.load`` pickles).
 """
 
 from __future__ import annotations
@@ -18,13 +24,14 @@ import ray.train
 import torch
 import torch.distributed as dist
 from pydantic import BaseModel, ConfigDict
+from safetensors.torch import load_file, save_file
 
 from longtail.config import EncoderConfig, FinetuneConfig
 from longtail.model.contrastive import in_batch_accuracy, info_nce
 from longtail.model.encoder import load_encoder, load_tokenizer, save_encoder, tokenize
 
 STATE_FILE = "state.json"
-DS_TAG = "ds"
+WEIGHTS_FILE = "weights.safetensors"
 LOG_EVERY = 10
 
 
@@ -95,13 +102,25 @@ def _validate(engine, tokenizer, job: FinetuneJob) -> dict[str, float]:
     return {"valid_loss": sums[0].item() / n, "valid_accuracy": sums[1].item() / n}
 
 
-def _save_checkpoint(engine, step: int, metrics: dict[str, float]) -> None:
-    """All ranks write their DeepSpeed shards; Ray merges the directories into one checkpoint."""
-    with tempfile.TemporaryDirectory() as tmp:
-        engine.save_checkpoint(tmp, tag=DS_TAG)
+def _gathered(engine, zero_stage: int):
+    """A context in which every rank sees the module's full parameters (ZeRO-3 partitions them)."""
+    import deepspeed
+
+    if zero_stage != 3:
+        return contextlib.nullcontext()
+    return deepspeed.zero.GatheredParameters(list(engine.module.parameters()), modifier_rank=None)
+
+
+def _save_checkpoint(engine, step: int, metrics: dict[str, float], zero_stage: int) -> None:
+    """Rank 0 writes the weights (safetensors) and the step counts (JSON); every rank reports."""
+    with _gathered(engine, zero_stage), tempfile.TemporaryDirectory() as tmp:
         if ray.train.get_context().get_world_rank() == 0:
-            Path(tmp, STATE_FILE).write_text(json.dumps({"micro_step": step}))
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+            weights = {k: v.detach().float().cpu().contiguous() for k, v in engine.module.state_dict().items()}
+            save_file(weights, str(Path(tmp, WEIGHTS_FILE)))
+            Path(tmp, STATE_FILE).write_text(json.dumps({"micro_step": step, "optimizer_steps": engine.global_steps}))
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
+        else:
+            ray.train.report(metrics)
 
 
 def _save_final(engine, tokenizer, job: FinetuneJob, metrics: dict[str, float]) -> None:
@@ -124,6 +143,23 @@ def _save_final(engine, tokenizer, job: FinetuneJob, metrics: dict[str, float]) 
             ray.train.report(metrics)
 
 
+def _resume(encoder, job: FinetuneJob) -> tuple[int, int]:
+    """Load the last checkpoint's weights into ``encoder`` (not yet wrapped by DeepSpeed); returns (micro-step
+    to continue from, optimizer steps taken). A finished run's checkpoint holds the final encoder: its weights,
+    and every step done."""
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return 0, 0
+    with checkpoint.as_directory() as ckpt:
+        if (Path(ckpt) / "encoder").is_dir():
+            encoder.load_state_dict(load_encoder(str(Path(ckpt) / "encoder")).state_dict())
+            done = job.micro_steps_per_epoch * job.epochs
+            return done, done // job.finetune.grad_accum
+        encoder.load_state_dict(load_file(str(Path(ckpt, WEIGHTS_FILE))))
+        state = json.loads(Path(ckpt, STATE_FILE).read_text())
+        return int(state["micro_step"]), int(state["optimizer_steps"])
+
+
 def finetune_loop(config: dict[str, Any]) -> None:
     """Ray Train worker entry point."""
     import deepspeed
@@ -135,28 +171,16 @@ def finetune_loop(config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.manual_seed(ft.seed)
     encoder = load_encoder(job.encoder.name, job.encoder.pooling, job.encoder.projection_dim)
+    start, optimizer_steps = _resume(encoder, job)  # weights in place before DeepSpeed copies them
     encoder.train_top_layers(ft.train_top_layers)
     tokenizer = load_tokenizer(job.encoder.name)
     trainable = [p for p in encoder.parameters() if p.requires_grad]
     engine, _, _, _ = deepspeed.initialize(
         model=encoder, model_parameters=trainable, config=job.deepspeed, dist_init_required=False
     )
-    start = 0
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as ckpt:
-            if (Path(ckpt) / "encoder").is_dir():  # the run had finished: take its weights, train nothing
-                start = job.micro_steps_per_epoch * job.epochs
-                finished = load_encoder(str(Path(ckpt) / "encoder")).state_dict()
-                params = list(engine.module.parameters())
-                gather = (
-                    deepspeed.zero.GatheredParameters(params, modifier_rank=0) if ft.zero_stage == 3 else None
-                )
-                with gather or contextlib.nullcontext():
-                    engine.module.load_state_dict(finished)
-            else:
-                engine.load_checkpoint(ckpt, tag=DS_TAG)
-                start = json.loads(Path(ckpt, STATE_FILE).read_text())["micro_step"]
+    if optimizer_steps:  # the schedule continues where the checkpoint was
+        engine.global_steps = optimizer_steps
+        engine.lr_scheduler.step(optimizer_steps - 1)
     total = job.micro_steps_per_epoch * job.epochs
     shard = ray.train.get_dataset_shard("train")
     engine.train()
@@ -203,7 +227,7 @@ def finetune_loop(config: dict[str, Any]) -> None:
             metrics.update(_validate(engine, tokenizer, job))
             loss_sum, loss_n = 0.0, 0
         if epoch_end or (boundary and step % (ft.checkpoint_every * ft.grad_accum) == 0):
-            _save_checkpoint(engine, step, metrics)
+            _save_checkpoint(engine, step, metrics, ft.zero_stage)
     if step < total and step >= start:
         raise RuntimeError(f"rank {rank}: train shard ran out after {step} of {total} micro-steps")
     _save_final(engine, tokenizer, job, metrics)

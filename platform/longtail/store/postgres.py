@@ -1,23 +1,34 @@
 """``Store`` on PostgreSQL (psycopg 3): one state for every node of a multi-node Serve cluster.
 
-Chosen by ``store: postgresql://user@host:port/db`` in the app args (a password goes in the standard
-``PGPASSWORD``/``~/.pgpass``, not the config). One connection per thread, opened lazily and reopened after a
-connection failure. Event inserts take ``erased_users`` in SHARE mode and erasure takes it in ROW EXCLUSIVE
-mode, so batches run concurrently with each other but never with an erasure; vector inserts lock their
-table so sequence numbers commit in order (``items_after`` pages on them and must never skip one).
+Chosen by ``store: postgresql://user@host:port/db`` in the app args. A password inside the URL is refused
+(the URL travels in deploy args, logs and the dashboard): it goes in the standard ``PGPASSWORD``,
+``PGPASSFILE`` or ``~/.pgpass``. A server that is not on loopback is reached with ``sslmode=require`` unless
+the URL says otherwise (``?sslmode=verify-full`` with ``sslrootcert=…`` for a certificate check,
+``?sslmode=disable`` on a trusted private network).
+
+One connection per thread, opened lazily and reopened after a connection failure (the Serve app calls the
+store from a bounded pool of threads, so a replica holds at most that many connections). Event inserts take
+``erased_users`` in SHARE mode and erasure takes it in ROW EXCLUSIVE mode, so batches run concurrently with
+each other but never with an erasure; one ``event_id`` arriving in two batches at once is resolved by
+retrying the later batch (it then sees the first as stored: a duplicate, or a conflict). Reads run in
+REPEATABLE READ, so a read of several tables sees one snapshot (an erasure never shows half done). Vector
+inserts lock their table so sequence numbers commit in order (``items_after`` pages on them and must never
+skip one).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import numpy as np
 
-from longtail.serve.store import (
+from longtail.store.base import (
+    COLUMNS,
     SCHEMA_VERSION,
     Event,
     EventsAdded,
@@ -48,12 +59,45 @@ SCHEMA = [
 ]
 
 
+WRITE_RETRIES = 3  # a batch that lost a race for an event_id to a concurrent batch is run again
+
+
+def connection_options(url: str) -> dict[str, str]:
+    """The libpq parameters of a store URL, checked: no password inside it, and TLS required for a server
+    that is not on loopback unless the URL sets ``sslmode`` itself."""
+    from psycopg import conninfo
+
+    try:
+        params = conninfo.conninfo_to_dict(url)
+    except Exception as err:  # psycopg.ProgrammingError: a malformed URL
+        raise StoreError(f"store URL is not a valid PostgreSQL URL: {' '.join(str(err).split())}") from None
+    if params.get("password"):
+        raise StoreError(
+            "the store URL holds a password; it would travel in deploy args, logs and the dashboard. Remove it "
+            "and set PGPASSWORD, PGPASSFILE or ~/.pgpass on every node instead"
+        )
+    hosts = [h for h in str(params.get("host", "")).split(",") if h]
+    if "sslmode" not in params and hosts and not all(_local_host(h) for h in hosts):
+        params["sslmode"] = "require"
+    return {k: str(v) for k, v in params.items()}
+
+
+def _local_host(host: str) -> bool:
+    if host.startswith("/") or host == "localhost":  # a Unix socket directory, or loopback by name
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
 class PostgresStore:
     def __init__(self, url: str, create: bool = False, timeout_s: float = 5.0) -> None:
         import psycopg
 
         self._psycopg = psycopg
         self.url, self.timeout_s = url, timeout_s
+        self.params = connection_options(url)
         self._local = threading.local()
         if create:
             with self._write() as cur:
@@ -65,15 +109,19 @@ class PostgresStore:
         self._check_schema()
 
     def describe(self) -> str:
-        info = self._psycopg.conninfo.conninfo_to_dict(self.url)
-        return f"postgresql://{info.get('user', '')}@{info.get('host', '')}:{info.get('port', '')}/{info.get('dbname', '')}"
+        p = self.params
+        return f"postgresql://{p.get('user', '')}@{p.get('host', '')}:{p.get('port', '')}/{p.get('dbname', '')}"
 
     # ---- connections and transactions -----------------------------------------------------------
     def _connection(self):
         conn = getattr(self._local, "conn", None)
         if conn is None or conn.closed or conn.broken:
-            conn = self._psycopg.connect(self.url, connect_timeout=max(1, int(self.timeout_s)), autocommit=False,
-                                         options=f"-c lock_timeout={int(self.timeout_s * 1000)}")  # fmt: skip
+            conn = self._psycopg.connect(
+                **self.params,
+                connect_timeout=max(1, int(self.timeout_s)),
+                autocommit=False,
+                options=f"-c lock_timeout={int(self.timeout_s * 1000)}",
+            )
             self._local.conn = conn
         return conn
 
@@ -83,8 +131,8 @@ class PostgresStore:
         try:
             conn = self._connection()
             with conn.transaction(), conn.cursor() as cur:
-                if read_only:
-                    cur.execute("SET TRANSACTION READ ONLY")
+                if read_only:  # one snapshot for all of a read's statements
+                    cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                 yield cur
         except errors as err:
             raise StoreUnavailable(f"{self.describe()}: {' '.join(str(err).split())}; retry") from err
@@ -106,11 +154,25 @@ class PostgresStore:
         if not exists:
             raise StoreError(f"no longtail store in {self.describe()}: create it with `longtail store init URL` "
                              "(or set create_store: true in the app's args)")  # fmt: skip
-        if version is None or int(version[0]) != SCHEMA_VERSION:
-            raise StoreError(f"{self.describe()}: not a longtail store of schema {SCHEMA_VERSION} ({version})")
+        if version is None:
+            raise StoreError(f"{self.describe()}: not a longtail store of schema {SCHEMA_VERSION} (no schema version)")
+        if int(version[0]) != SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.describe()}: a store of schema {version[0]}, this longtail reads schema {SCHEMA_VERSION}; "
+                "migrate it into a new database with `longtail store migrate OLD NEW`"
+            )
 
     # ---- events ---------------------------------------------------------------------------------
     def add_events(self, events: list[Event]) -> EventsAdded:
+        for attempt in range(WRITE_RETRIES + 1):
+            try:
+                return self._add_events(events)
+            except self._psycopg.errors.UniqueViolation as err:  # a concurrent batch stored one of these ids first
+                if attempt == WRITE_RETRIES:
+                    raise StoreUnavailable(f"{self.describe()}: event ids keep colliding ({err}); retry") from err
+        raise AssertionError("unreachable")
+
+    def _add_events(self, events: list[Event]) -> EventsAdded:
         ids = sorted({e.event_id for e in events})
         users = sorted({e.user_id for e in events})
         with self._write() as cur:
@@ -206,6 +268,42 @@ class PostgresStore:
         with self._read() as cur:
             cur.execute("SELECT item_id FROM items WHERE item_id = ANY(%s)", (sorted(set(item_ids)),))
             return {r[0] for r in cur.fetchall()}
+
+
+    # ---- migration ------------------------------------------------------------------------------
+    def dump(self, chunk: int = 10_000) -> Iterator[tuple[str, list[tuple]]]:
+        with self._read() as cur:  # REPEATABLE READ: one snapshot for every table
+            for table, columns in COLUMNS.items():
+                order = " ORDER BY seq" if "seq" in columns else ""
+                cur.execute(f"SELECT {', '.join(columns)} FROM {table}{order}")  # nosec B608: fixed names
+                while rows := cur.fetchmany(chunk):
+                    yield table, [_portable(table, row) for row in rows]
+
+    def restore(self, chunks: Iterable[tuple[str, list[tuple]]]) -> dict[str, int]:
+        counts = dict.fromkeys(COLUMNS, 0)
+        with self._write() as cur:
+            for table in COLUMNS:
+                cur.execute(f"SELECT 1 FROM {table} LIMIT 1")  # nosec B608: fixed names
+                if cur.fetchone():
+                    raise StoreError(f"{self.describe()}: not empty; a migration writes into a new store only")
+            for table, rows in chunks:
+                columns = COLUMNS[table]
+                marks = ", ".join(["%s"] * len(columns))
+                cur.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)  # nosec B608
+                counts[table] += len(rows)
+            for table in ("events", "items", "item_vectors"):  # the serial columns continue after the copied rows
+                cur.execute(
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'seq'), COALESCE(MAX(seq), 0) + 1, false) "
+                    f"FROM {table}"  # nosec B608: fixed names
+                )
+        return counts
+
+
+def _portable(table: str, row: tuple) -> tuple:
+    """A row as both backends insert it (bytea as bytes)."""
+    if table == "item_vectors":
+        return (*row[:3], bytes(row[3]))
+    return tuple(row)
 
 
 def _blob(vector: np.ndarray) -> bytes:

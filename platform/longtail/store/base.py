@@ -1,12 +1,6 @@
-"""The serving state store: user events, items added at run time, item vectors per encoder, erasures.
+"""The store's contract: what both backends (``longtail.store.sqlite``, ``longtail.store.postgres``) keep.
 
-``Store`` is what every replica uses; ``open_store`` picks the implementation from the config's ``store:``
-string: a ``postgresql://`` URL → ``PostgresStore`` (one store for every node of a cluster), anything else →
-``SqliteStore`` on that file (the embedded default, one machine). A store is created explicitly
-(``longtail store init STORE``, or ``create_store: true`` in the app args): opening a store that does not
-exist is an error, so a mistyped or unmounted path never serves from a silently created empty store.
-
-Rules both implementations keep (``tests/unit/test_serve_store.py`` runs against both):
+Rules both implementations keep (``tests/unit/test_store.py`` runs against both):
 - ``add_events`` is one transaction: every event of a batch is stored, or none.
 - An ``event_id`` is an idempotency key: resending the same event is a duplicate (ignored); reusing an
   ``event_id`` with another payload is a ``EventConflict`` and the batch stores nothing.
@@ -20,12 +14,22 @@ Rules both implementations keep (``tests/unit/test_serve_store.py`` runs against
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
 
 SCHEMA_VERSION = 2
+# what a migration copies, table by table, in this column order (``Store.dump`` / ``Store.restore``)
+COLUMNS = {
+    "events": ("seq", "event_id", "user_id", "item_id", "type", "weight", "timestamp", "stamped", "arrived_at"),
+    "items": ("seq", "item_id", "text", "fields"),
+    "item_vectors": ("seq", "item_id", "encoder", "vector"),
+    "erased_users": ("user_id", "erased_at"),
+    "erased_events": ("event_hash",),
+}
+TABLES = tuple(COLUMNS)
 
 
 class StoreError(RuntimeError):
@@ -127,16 +131,13 @@ class Store(Protocol):
         """Where the store is, without secrets (for logs and errors)."""
         ...
 
+    def dump(self, chunk: int = 10_000) -> Iterator[tuple[str, list[tuple]]]:
+        """Every row of every table (``TABLES``, columns in ``COLUMNS`` order), in chunks, from one snapshot."""
+        ...
 
-def open_store(spec: str, create: bool = False, timeout_s: float = 5.0) -> Store:
-    """The store a config names: ``postgresql://…`` (or ``postgres://``) or a SQLite file path."""
-    if spec.startswith(("postgresql://", "postgres://")):
-        from longtail.serve.postgres_store import PostgresStore
-
-        return PostgresStore(spec, create=create, timeout_s=timeout_s)
-    from longtail.serve.sqlite_store import SqliteStore
-
-    return SqliteStore(spec, create=create, timeout_s=timeout_s)
+    def restore(self, chunks: Iterable[tuple[str, list[tuple]]]) -> dict[str, int]:
+        """Insert ``dump``'s rows into this store, which must be empty, in one transaction; rows per table."""
+        ...
 
 
 def event_hash(event_id: str) -> str:

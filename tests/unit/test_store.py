@@ -16,8 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from longtail.serve.sqlite_store import SqliteStore
-from longtail.serve.store import (
+from longtail.store import (
     Event,
     EventConflict,
     EventsAdded,
@@ -26,6 +25,7 @@ from longtail.serve.store import (
     StoreUnavailable,
     open_store,
 )
+from longtail.store.sqlite import SqliteStore
 from tests.postgres_server import fresh_database
 
 BACKENDS = ["sqlite", "postgresql"]
@@ -199,3 +199,160 @@ def test_concurrent_writers_in_other_processes_lose_nothing(spec):
         p.join(120)
     assert all(p.exitcode == 0 for p in procs)
     assert len(open_store(spec).histories(["u"], 1000)["u"].items) == 150
+
+
+# ---- PostgreSQL under concurrency (real races, forced by table locks another client holds) -----------------
+def _waiting_on(url: str, table: str, n: int, timeout: float = 10.0) -> None:
+    """Block until ``n`` sessions wait for a lock on ``table``."""
+    import psycopg
+
+    deadline = time.time() + timeout
+    with psycopg.connect(url, autocommit=True) as conn:
+        while time.time() < deadline:
+            waiting = conn.execute(
+                "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                "WHERE NOT l.granted AND c.relname = %s", (table,)
+            ).fetchone()[0]  # fmt: skip
+            if waiting >= n:
+                return
+            time.sleep(0.02)
+    raise AssertionError(f"{n} sessions never waited on {table}")
+
+
+def test_one_event_id_in_two_concurrent_batches_is_stored_once_without_an_error(postgres_url):
+    """Two replicas get the same event at once: both look it up (absent), then both insert. The later one
+    used to fail with UniqueViolation (a 500); it now runs again and finds a duplicate."""
+    import psycopg
+
+    spec = fresh_database(postgres_url, f"race_{next(_count)}")
+    open_store(spec, create=True)
+    results: list = []
+
+    def add() -> None:
+        try:
+            results.append(open_store(spec).add_events([ev("same", item="a", t=5.0)]))
+        except Exception as err:
+            results.append(err)
+
+    with psycopg.connect(spec) as blocker, blocker.transaction():
+        blocker.execute("LOCK TABLE events IN SHARE MODE")  # lookups pass, inserts wait
+        threads = [threading.Thread(target=add) for _ in range(2)]
+        for t in threads:
+            t.start()
+        _waiting_on(spec, "events", 2)  # both looked the id up and wait to insert it
+    for t in threads:
+        t.join(30)
+    assert sorted(results, key=repr) == [EventsAdded(0, 1, 0), EventsAdded(1, 0, 0)], results
+    assert open_store(spec).histories(["u"], 10)["u"].items == ["a"]
+
+
+def test_a_history_read_sees_an_erasure_whole_or_not_at_all(postgres_url):
+    """histories() reads the erasure table, then the events. An erasure committing between the two used to
+    show as 'not erased, no events' (so the bundle's history of the user came back); one snapshot now."""
+    import psycopg
+
+    spec = fresh_database(postgres_url, f"snapshot_{next(_count)}")
+    store = open_store(spec, create=True)
+    store.add_events([ev("e1", user="x", item="a"), ev("e2", user="x", item="b", t=2.0)])
+    got: list = []
+    with psycopg.connect(spec) as eraser:
+        with eraser.transaction():
+            eraser.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")  # the reader's second statement waits
+            reader = threading.Thread(target=lambda: got.append(open_store(spec).histories(["x"], 10)["x"]))
+            reader.start()
+            _waiting_on(spec, "events", 1)  # it has read erased_users already
+            eraser.execute("DELETE FROM events WHERE user_id = 'x'")  # what erase_user writes, committed now
+            eraser.execute("INSERT INTO erased_users VALUES ('x', 10.0)")
+        reader.join(30)
+    (seen,) = got
+    assert (seen.erased, seen.items) == (False, ["a", "b"])  # the state before the erasure, whole
+    after = store.histories(["x"], 10)["x"]
+    assert (after.erased, after.items) == (True, [])  # and after it
+
+
+def test_a_store_url_with_a_password_is_refused_and_remote_servers_need_tls():
+    from longtail.store.postgres import connection_options
+
+    with pytest.raises(StoreError, match="PGPASSWORD"):
+        open_store("postgresql://app:hunter2@db.internal:5432/longtail")
+    assert connection_options("postgresql://app@db.internal/longtail")["sslmode"] == "require"
+    assert connection_options("postgresql://app@db.internal/longtail?sslmode=verify-full")["sslmode"] == "verify-full"
+    assert "sslmode" not in connection_options("postgresql://app@127.0.0.1:5432/longtail")
+    assert "sslmode" not in connection_options("postgresql://app@localhost/longtail")
+
+
+# ---- migration ---------------------------------------------------------------------------------------------
+SCHEMA_1 = """
+CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE, user_id TEXT NOT NULL,
+    item_id TEXT NOT NULL, type TEXT NOT NULL, timestamp REAL NOT NULL);
+CREATE INDEX events_by_user ON events (user_id, timestamp, seq);
+CREATE TABLE items (seq INTEGER PRIMARY KEY AUTOINCREMENT, item_id TEXT NOT NULL UNIQUE, text TEXT NOT NULL,
+    fields TEXT NOT NULL, vector BLOB NOT NULL);
+CREATE TABLE erased_users (user_id TEXT PRIMARY KEY, erased_at REAL NOT NULL);
+"""
+
+
+def write_schema1_store(path) -> None:
+    """A store as the first longtail wrote it (no meta table, one vector per item, no tombstones)."""
+    conn = sqlite3.connect(path)
+    conn.executescript(SCHEMA_1)
+    conn.executemany("INSERT INTO events (event_id, user_id, item_id, type, timestamp) VALUES (?, ?, ?, ?, ?)",
+                     [("e1", "u", "a", "view", 1.0), ("e2", "u", "b", "click", 2.0), ("g1", "gone", "a", "view", 1.0)])  # fmt: skip
+    conn.execute("INSERT INTO items (item_id, text, fields, vector) VALUES ('n1', 'new', '{}', ?)",
+                 (np.ones(2, np.float32).tobytes(),))  # fmt: skip
+    conn.execute("DELETE FROM events WHERE user_id = 'gone'")
+    conn.execute("INSERT INTO erased_users VALUES ('gone', 50.0)")
+    conn.commit()
+    conn.close()
+
+
+def test_an_older_store_is_refused_with_the_migration_and_migrated_keeping_everything(tmp_path, postgres_url):
+    from longtail.store.migrate import migrate
+
+    old = tmp_path / "old.sqlite"
+    write_schema1_store(old)
+    with pytest.raises(StoreError, match="longtail store migrate"):
+        open_store(str(old))
+    with pytest.raises(StoreError, match="longtail store migrate"):
+        open_store(str(old), create=True)  # never silently re-created either
+    done = migrate(str(old), str(tmp_path / "new.sqlite"))
+    assert done.source_schema == 1 and done.rows["events"] == 2 and done.rows["erased_users"] == 1
+    new = open_store(str(tmp_path / "new.sqlite"))
+    assert new.histories(["u"], 10)["u"].items == ["a", "b"] and new.erased_users() == {"gone": 50.0}
+    assert new.add_events([ev("g2", user="gone", t=40.0)]).erased == 1  # still erased: sent before, refused
+    assert new.items_missing_vectors("enc") == [("n1", "new")]  # re-encoded by the serving encoder
+    assert new.add_events([ev("e3", item="c", t=3.0)]).stored == 1  # sequences go on after the copied rows
+    # in place: the old file kept aside
+    again = migrate(str(old), str(old))
+    assert again.backup is not None and again.backup.is_file() and open_store(str(old)).histories(["u"], 9)["u"].items == ["a", "b"]
+
+
+def _everything(store: Store) -> dict:
+    rows: dict = {}
+    for table, chunk in store.dump(chunk=2):
+        rows.setdefault(table, []).extend(chunk)
+    return rows
+
+
+def test_sqlite_to_postgres_and_back_keeps_events_items_vectors_and_erasures(tmp_path, postgres_url):
+    from longtail.store.migrate import migrate
+
+    source = open_store(str(tmp_path / "a.sqlite"), create=True)
+    source.add_events([ev("e1", weight=2.0), ev("e2", item="b", t=2.0, stamped=False), ev("x1", user="x")])
+    source.add_item("n1", "new", {"k": 1}, "enc-A", np.array([1, 2], np.float32))
+    source.add_vectors("enc-B", {"n1": np.ones(3, np.float32)})
+    source.erase_user("x")
+    pg = fresh_database(postgres_url, f"migrate_{next(_count)}")
+    assert migrate(str(tmp_path / "a.sqlite"), pg).rows == {"events": 2, "items": 1, "item_vectors": 2,
+                                                            "erased_users": 1, "erased_events": 1}  # fmt: skip
+    with pytest.raises(StoreError, match="not empty"):
+        migrate(str(tmp_path / "a.sqlite"), pg)
+    migrate(pg, str(tmp_path / "b.sqlite"))
+    everything = _everything(source)
+    assert _everything(open_store(pg)) == everything == _everything(open_store(str(tmp_path / "b.sqlite")))
+    on_pg = open_store(pg)
+    assert on_pg.add_events([ev("x1", user="x", t=1e9)]).erased == 1  # a replay of an erased event: refused
+    assert on_pg.add_item("n2", "more", {}, "enc-A", np.zeros(2, np.float32))  # serial columns go on
+    assert [i.item_id for i in on_pg.items_after(0, "enc-A")] == ["n1", "n2"]
+    with pytest.raises(StoreError, match="exists"):
+        migrate(pg, str(tmp_path / "a.sqlite"))

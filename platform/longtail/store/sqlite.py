@@ -12,13 +12,14 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from longtail.serve.store import (
+from longtail.store.base import (
+    COLUMNS,
     SCHEMA_VERSION,
     Event,
     EventsAdded,
@@ -124,13 +125,14 @@ class SqliteStore:
         with self._read() as conn:
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
             version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() if "meta" in tables else None
-        if version is None and "events" in tables:
-            raise StoreError(f"{self.path}: a store of an older longtail (schema 1, before atomic batches and "
-                             "erasure tombstones); start a new store with `longtail store init` (the old file "
-                             "stays readable with sqlite3)")  # fmt: skip
-        if version is None or int(version[0]) != SCHEMA_VERSION:
-            found = "no longtail tables" if version is None else f"schema {version[0]}"
-            raise StoreError(f"{self.path}: not a longtail store of schema {SCHEMA_VERSION} ({found})")
+        found = sqlite_schema(tables, version)
+        if found is None:
+            raise StoreError(f"{self.path}: not a longtail store of schema {SCHEMA_VERSION} (no longtail tables)")
+        if found != SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path}: a store of schema {found}, this longtail reads schema {SCHEMA_VERSION}; migrate it "
+                f"(events, items and erasures are kept): `longtail store migrate {self.path} {self.path}`"
+            )
 
     # ---- events ---------------------------------------------------------------------------------
     def add_events(self, events: list[Event]) -> EventsAdded:
@@ -219,6 +221,43 @@ class SqliteStore:
     def known_items(self, item_ids: list[str]) -> set[str]:
         with self._read() as conn:
             return {r[0] for r in _select_in(conn, "SELECT item_id FROM items WHERE item_id IN ({})", sorted(set(item_ids)))}
+
+
+    # ---- migration ------------------------------------------------------------------------------
+    def dump(self, chunk: int = 10_000) -> Iterator[tuple[str, list[tuple]]]:
+        with self._read() as conn:  # one snapshot for every table
+            for table, columns in COLUMNS.items():
+                order = " ORDER BY seq" if "seq" in columns else ""
+                cursor = conn.execute(f"SELECT {', '.join(columns)} FROM {table}{order}")  # nosec B608: fixed names
+                while rows := cursor.fetchmany(chunk):
+                    yield table, [_portable(table, row) for row in rows]
+
+    def restore(self, chunks: Iterable[tuple[str, list[tuple]]]) -> dict[str, int]:
+        counts = dict.fromkeys(COLUMNS, 0)
+        with self._write() as conn:
+            if any(conn.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone() for t in COLUMNS):  # nosec B608
+                raise StoreError(f"{self.path}: not empty; a migration writes into a new store only")
+            for table, rows in chunks:
+                columns = COLUMNS[table]
+                marks = ", ".join("?" * len(columns))
+                conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)  # nosec B608
+                counts[table] += len(rows)
+        return counts
+
+
+def sqlite_schema(tables: set[str], version: tuple | None) -> int | None:
+    """The schema of a SQLite file with these tables and ``meta.schema_version`` row: 1 for the first store
+    (events, items with their vector, erased users; no meta table), None when it is no longtail store."""
+    if version is not None:
+        return int(version[0])
+    return 1 if {"events", "items", "erased_users"} <= tables else None
+
+
+def _portable(table: str, row: tuple) -> tuple:
+    """A row as both backends insert it (SQLite's 0/1 booleans as bool)."""
+    if table == "events":
+        return (*row[:7], bool(row[7]), row[8])
+    return row
 
 
 def _select_in(conn: sqlite3.Connection, sql: str, values: list, extra: tuple = ()) -> list[tuple]:
