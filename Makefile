@@ -12,7 +12,7 @@ REPORTS ?= reports
 BUNDLE ?= bundles/ml100k
 CONFIG ?= train_configs/ml100k-cpu.yaml
 
-.PHONY: install lock demo test test-fast lint bench soak audit clean postgres prometheus
+.PHONY: install lock check demo test test-fast lint bench soak audit clean postgres prometheus
 
 install: $(VENV)/.installed
 
@@ -76,13 +76,19 @@ prometheus:
 		{ [ "$$(id -u)" = 0 ] && apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q prometheus; } || \
 		{ echo "Prometheus missing: run 'sudo apt-get install prometheus'"; exit 1; }
 
-test: install postgres prometheus
-	$(BIN)/ruff check platform tests benchmarks
+CODE := platform tests benchmarks harness
+
+# Style and types first (ruff's lint and format, mypy over the model core), then every test.
+check: install
+	$(BIN)/ruff check $(CODE)
+	$(BIN)/ruff format --check $(CODE)
+	$(BIN)/mypy
+
+test: install postgres prometheus check
 	$(BIN)/python -m pytest -q --durations=12 tests
 
 # The inner loop: every test not marked `integration` (no Ray cluster, no Serve app), under 2 minutes.
-test-fast: install postgres prometheus
-	$(BIN)/ruff check platform tests benchmarks
+test-fast: install postgres prometheus check
 	$(BIN)/python -m pytest -q -m "not integration and not network" tests
 
 # Security: bandit over the package (offline) and pip-audit of the installed environment (needs the
@@ -92,9 +98,7 @@ audit: install
 	$(BIN)/bandit -q -r platform/longtail
 	$(BIN)/pip-audit --skip-editable
 
-lint: install
-	$(BIN)/ruff check platform tests benchmarks
-	$(BIN)/ruff format --check platform tests benchmarks
+lint: check
 
 clean:
 	rm -rf $(VENV) $(REPORTS) data .pytest_cache

@@ -49,9 +49,19 @@ def drive(app, pieces: int, piece: bytes) -> tuple[int, float]:
         if message["type"] == "http.response.start":
             status[0] = message["status"]
 
-    scope = {"type": "http", "method": "POST", "path": "/events", "raw_path": b"/events", "query_string": b"",
-             "headers": [(b"content-type", b"application/json")], "http_version": "1.1", "scheme": "http",
-             "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1), "root_path": ""}  # fmt: skip
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/events",
+        "raw_path": b"/events",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json")],
+        "http_version": "1.1",
+        "scheme": "http",
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 1),
+        "root_path": "",
+    }
     started = time.perf_counter()
     asyncio.run(app(scope, receive, send))
     return status[0], time.perf_counter() - started
@@ -59,10 +69,13 @@ def drive(app, pieces: int, piece: bytes) -> tuple[int, float]:
 
 def flood(port: int, pieces: int, piece: bytes, pace_s: float) -> dict:
     """A chunked POST /events of ``pieces`` chunks over a raw socket, each followed by ``pace_s`` of quiet;
-    stops sending once an answer arrives. (status, chunks sent, seconds from the first chunk to the answer)."""
+    stops sending once an answer arrives. (status, chunks sent, seconds from the first chunk to the
+    answer)."""
     with socket.create_connection(("127.0.0.1", port), timeout=120) as conn:
-        conn.sendall(b"POST /events HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n")  # fmt: skip
+        conn.sendall(
+            b"POST /events HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
         chunk = b"%x\r\n%s\r\n" % (len(piece), piece)
         started, sent = time.perf_counter(), 0
         conn.setblocking(False)
@@ -120,15 +133,21 @@ async def load_with_headers(url: str, bodies: list[dict], headers: dict, running
 
     await asyncio.gather(*(client(i) for i in range(4)))
     lat = np.asarray(latencies or [0.0])
-    return {"requests": len(latencies), "errors": errors, "p50_ms": round(float(np.percentile(lat, 50)) * 1e3, 1),
-            "p99_ms": round(float(np.percentile(lat, 99)) * 1e3, 1)}  # fmt: skip
+    return {
+        "requests": len(latencies),
+        "errors": errors,
+        "p50_ms": round(float(np.percentile(lat, 50)) * 1e3, 1),
+        "p99_ms": round(float(np.percentile(lat, 99)) * 1e3, 1),
+    }
 
 
 def in_process(bundle: Path, work: Path, pieces: int, piece: bytes, pace_s: float) -> dict:
     store = PooledStore(open_store(str(work / "state.sqlite"), create=True))
     metrics = ServeMetrics.open(work / "metrics")
     recommender = LocalRecommender.open(bundle, store, metrics)
-    app = create_app(recommender, store, Tokens(b"bench-write-token", READ.encode()), Limits(), metrics=metrics)
+    app = create_app(
+        recommender, store, Tokens(b"bench-write-token", READ.encode()), Limits(), metrics=metrics
+    )
     direct = {}
     for n in (pieces // 5, pieces):
         status, seconds = drive(app, n, piece)
@@ -148,8 +167,14 @@ def in_process(bundle: Path, work: Path, pieces: int, piece: bytes, pace_s: floa
     server.should_exit = True
     thread.join(30)
     recommender.encoder.stop()
-    return {"direct": direct, "uvicorn": {"without_flood": quiet["recommend"], "with_flood": loud["recommend"],
-                                          "flood": loud["flood"]}}  # fmt: skip
+    return {
+        "direct": direct,
+        "uvicorn": {
+            "without_flood": quiet["recommend"],
+            "with_flood": loud["recommend"],
+            "flood": loud["flood"],
+        },
+    }
 
 
 def live(bundle: Path, work: Path, pieces: int, piece: bytes, pace_s: float) -> dict:
@@ -159,7 +184,9 @@ def live(bundle: Path, work: Path, pieces: int, piece: bytes, pace_s: float) -> 
     with serve_app(bundle, work / "live", open_reads) as app:
         port = int(app["url"].rsplit(":", 1)[1])
         users = bundle_users(bundle)[:200]
-        asyncio.run(load(app["url"] + "/recommend", [{"user_id": u, "k": 20} for u in users], 4, 5))  # warm-up
+        asyncio.run(
+            load(app["url"] + "/recommend", [{"user_id": u, "k": 20} for u in users], 4, 5)
+        )  # warm-up
         quiet = under_load(app["url"], users, {}, lambda: (time.sleep(10), {})[1])
         loud = under_load(app["url"], users, {}, lambda: flood(port, pieces, piece, pace_s))
     return {"without_flood": quiet["recommend"], "with_flood": loud["recommend"], "flood": loud["flood"]}
@@ -171,8 +198,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("reports/bench"))
     parser.add_argument("--pieces", type=int, default=50_000)
     parser.add_argument("--piece-bytes", type=int, default=10)
-    parser.add_argument("--pace-s", type=float, default=0.0002, help="quiet after each chunk (one ASGI message each)")
-    parser.add_argument("--live", action="store_true", help="also through Ray Serve's proxy (starts a Ray head)")
+    parser.add_argument(
+        "--pace-s", type=float, default=0.0002, help="quiet after each chunk (one ASGI message each)"
+    )
+    parser.add_argument(
+        "--live", action="store_true", help="also through Ray Serve's proxy (starts a Ray head)"
+    )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     work = args.out / "body-flood"
@@ -180,9 +211,16 @@ def main() -> None:
     for stale in work.glob("state.sqlite*"):
         stale.unlink()
     piece = b"x" * args.piece_bytes
-    report = {"pieces": args.pieces, "piece_bytes": args.piece_bytes, "pace_s": args.pace_s,
-              "limits": {"max_body_bytes": Limits().max_body_bytes, "max_body_messages": Limits().max_body_messages},
-              "in_process": in_process(args.bundle, work, args.pieces, piece, args.pace_s)}  # fmt: skip
+    report = {
+        "pieces": args.pieces,
+        "piece_bytes": args.piece_bytes,
+        "pace_s": args.pace_s,
+        "limits": {
+            "max_body_bytes": Limits().max_body_bytes,
+            "max_body_messages": Limits().max_body_messages,
+        },
+        "in_process": in_process(args.bundle, work, args.pieces, piece, args.pace_s),
+    }
     if args.live:
         report["live"] = live(args.bundle, work, args.pieces, piece, args.pace_s)
     (args.out / "body-flood.json").write_text(json.dumps(report, indent=2))

@@ -22,7 +22,6 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import dataclasses
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -37,7 +36,11 @@ from longtail.recommend.pipeline import Batch, arrange_lists, rank, retrieve
 KEYS = ("ndcg@10", "recall@20", "tail_recall@20", "cold_recall@20", "coverage@20", "aplt@20")
 TARGETS = {"tail_recall@20": 0.12, "coverage@20": 0.6}  # both splits
 COLD_TARGET = 0.10  # cold_recall@20 on the cold split
-GRID = {"tail_share": (0.2, 0.3, 0.4), "new_share": (0.0, 0.1, 0.2), "exposure_penalty": (0.0, 0.25, 0.5, 1.0)}
+GRID = {
+    "tail_share": (0.2, 0.3, 0.4),
+    "new_share": (0.0, 0.1, 0.2),
+    "exposure_penalty": (0.0, 0.25, 0.5, 1.0),
+}
 
 
 class Ranked:
@@ -47,7 +50,7 @@ class Ranked:
         self.pipe, self.cache = own_lists(pipe), {}
 
     def with_shelves(self, rerank: RerankConfig):
-        memo, pipe = self, dataclasses.replace(self.pipe, shelves=shelves_of(rerank))
+        memo, pipe = self, self.pipe.with_knobs(shelves=shelves_of(rerank))
 
         class Arranged:
             name = "hybrid"
@@ -97,10 +100,20 @@ def main() -> None:
         print(json.dumps(points[-1]), flush=True)
     chosen = [p for p in points if p["eligible"]]
     best = max(chosen or points, key=lambda p: sum(v["recall@20"] for v in p["valid"].values()))
-    report = {"grid": points, "targets": {**TARGETS, "cold_recall@20 (cold split)": COLD_TARGET},
-              "chosen": best["shelves"], "any_eligible": bool(chosen), "test": {}}  # fmt: skip
-    for label, rerank in (("no shelves", RerankConfig()), ("chosen shelves", RerankConfig(**best["shelves"]))):
-        report["test"][label] = {s: metrics_of(ranked, data, rerank, "test") for s, (ranked, data) in splits.items()}
+    report = {
+        "grid": points,
+        "targets": {**TARGETS, "cold_recall@20 (cold split)": COLD_TARGET},
+        "chosen": best["shelves"],
+        "any_eligible": bool(chosen),
+        "test": {},
+    }
+    for label, rerank in (
+        ("no shelves", RerankConfig()),
+        ("chosen shelves", RerankConfig(**best["shelves"])),
+    ):
+        report["test"][label] = {
+            s: metrics_of(ranked, data, rerank, "test") for s, (ranked, data) in splits.items()
+        }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=1))
     lines = ["| shelves | split | " + " | ".join(KEYS) + " |", "|---|---|" + "---:|" * len(KEYS)]
@@ -114,8 +127,14 @@ def main() -> None:
         xs = [p["valid"][split]["recall@20"] for p in points]
         ys = [p["valid"][split]["tail_recall@20"] for p in points]
         ax.scatter(xs, ys, marker=marker, alpha=0.6, label=f"{split} valid, grid")
-        ax.scatter([best["valid"][split]["recall@20"]], [best["valid"][split]["tail_recall@20"]], marker=marker,
-                   s=120, facecolors="none", edgecolors="red")  # fmt: skip
+        ax.scatter(
+            [best["valid"][split]["recall@20"]],
+            [best["valid"][split]["tail_recall@20"]],
+            marker=marker,
+            s=120,
+            facecolors="none",
+            edgecolors="red",
+        )
     ax.axhline(TARGETS["tail_recall@20"], color="grey", linestyle=":", label="tail target")
     ax.set_xlabel("valid recall@20")
     ax.set_ylabel("valid tail_recall@20")

@@ -20,13 +20,13 @@ from pathlib import Path
 
 import ray
 
+from benchmarks.peers.text_profile import TextMeanProfile
 from benchmarks.plain_finetune import plain_finetune
 from longtail.config import TrainConfig, load_config
 from longtail.data.encoded import SplitData, load_split_data
 from longtail.data.vectors import vectors_of
 from longtail.eval.evaluate import evaluate
 from longtail.model.encoder import embed_texts, load_encoder, load_tokenizer
-from longtail.model.text_profile import TextMeanProfile
 from longtail.train.embed import embed_catalog
 from longtail.train.finetune import build_pairs, finetune
 
@@ -58,8 +58,12 @@ def quality(data_dir: Path, cfg: TrainConfig, work: Path) -> dict:
             data.item_ids, data.item_text, str(result.encoder_dir), cfg.encoder.max_length, cfg.embed
         )
         after = text_metrics(data, vectors_of(table), f"finetuned/{split}")
-        report[split] = {"frozen": before, "finetuned": after, "finetune_seconds": round(seconds, 1),
-                         "finetune_metrics": result.metrics}  # fmt: skip
+        report[split] = {
+            "frozen": before,
+            "finetuned": after,
+            "finetune_seconds": round(seconds, 1),
+            "finetune_metrics": result.metrics,
+        }
     cold_ratio = (
         report["cold"]["finetuned"]["test"]["cold_recall@20"]
         / report["cold"]["frozen"]["test"]["cold_recall@20"]
@@ -87,8 +91,14 @@ def finetune_speed(data: SplitData, cfg: TrainConfig, work: Path, steps: int, th
     _, plain_sps = plain_finetune(pairs, pairs_cfg, threads=threads, max_steps=steps)
     ray_result = finetune(data, pairs_cfg, work / "speed-encoder", run_name=f"bench-speed-{int(time.time())}")
     ray_sps = ray_result.metrics["samples_per_s"]
-    return {"ray_train_deepspeed": round(ray_sps, 2), "plain_torch": round(plain_sps, 2),
-            "ratio": round(ray_sps / plain_sps, 3), "steps": steps, "micro_batch": micro, "threads": threads}  # fmt: skip
+    return {
+        "ray_train_deepspeed": round(ray_sps, 2),
+        "plain_torch": round(plain_sps, 2),
+        "ratio": round(ray_sps / plain_sps, 3),
+        "steps": steps,
+        "micro_batch": micro,
+        "threads": threads,
+    }
 
 
 def embed_speed(data: SplitData, cfg: TrainConfig, threads: int = 2) -> dict:
@@ -103,15 +113,22 @@ def embed_speed(data: SplitData, cfg: TrainConfig, threads: int = 2) -> dict:
     embed_texts(enc, tok, texts, cfg.encoder.max_length, cfg.embed.batch_size)
     plain_s = time.perf_counter() - t
     actors = max(1, min(cfg.embed.actors, threads))
-    embed_cfg = cfg.embed.model_copy(update={"actors": actors, "cpus_per_actor": cfg.embed.cpus_per_actor or
-                                             float(threads // actors)})  # fmt: skip
+    embed_cfg = cfg.embed.model_copy(
+        update={"actors": actors, "cpus_per_actor": cfg.embed.cpus_per_actor or float(threads // actors)}
+    )
     t = time.perf_counter()
     embed_catalog(data.item_ids, data.item_text, cfg.encoder.name, cfg.encoder.max_length, embed_cfg)
     ray_s = time.perf_counter() - t
-    return {"ray_data": round(len(texts) / ray_s, 1), "plain_loop": round(len(texts) / plain_s, 1),
-            "ratio": round(plain_s / ray_s, 3), "items": len(texts), "actors": actors, "threads": threads,
-            "batch_size": cfg.embed.batch_size,
-            "note": "both times include loading the encoder; Ray Data's also starting its actors"}  # fmt: skip
+    return {
+        "ray_data": round(len(texts) / ray_s, 1),
+        "plain_loop": round(len(texts) / plain_s, 1),
+        "ratio": round(plain_s / ray_s, 3),
+        "items": len(texts),
+        "actors": actors,
+        "threads": threads,
+        "batch_size": cfg.embed.batch_size,
+        "note": "both times include loading the encoder; Ray Data's also starting its actors",
+    }
 
 
 def main() -> None:
@@ -119,7 +136,9 @@ def main() -> None:
     parser.add_argument("--data", type=Path, required=True)
     parser.add_argument("--config", type=Path, default=Path("train_configs/ml100k-cpu.yaml"))
     parser.add_argument("--out", type=Path, default=Path("reports/bench/language_model.json"))
-    parser.add_argument("--speed-steps", type=int, default=60, help="timed steps of each loop (30 left the ratio at ±5%%)")
+    parser.add_argument(
+        "--speed-steps", type=int, default=60, help="timed steps of each loop (30 left the ratio at ±5%%)"
+    )
     parser.add_argument("--skip-quality", action="store_true")
     parser.add_argument("--only", choices=("finetune", "embed"), help="one speed figure, no quality")
     parser.add_argument("overrides", nargs="*")

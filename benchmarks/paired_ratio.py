@@ -46,8 +46,12 @@ def interval(a: np.ndarray, b: np.ndarray, rounds: int, seed: int = 0) -> dict[s
     a, b = a[keep], b[keep]
     draws = np.random.default_rng(seed).integers(0, len(a), (rounds, len(a)))
     ratios = a[draws].mean(1) / b[draws].mean(1)
-    return {"ratio": float(a.mean() / b.mean()), "low": float(np.quantile(ratios, 0.05)),
-            "high": float(np.quantile(ratios, 0.95)), "users": len(a)}  # fmt: skip
+    return {
+        "ratio": float(a.mean() / b.mean()),
+        "low": float(np.quantile(ratios, 0.05)),
+        "high": float(np.quantile(ratios, 0.95)),
+        "users": len(a),
+    }
 
 
 def test_lists(model: Recommender, data: SplitData, users: np.ndarray) -> np.ndarray:
@@ -58,7 +62,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--bundle", type=Path, required=True)
-    ap.add_argument("--peers-json", type=Path, required=True, help="a `benchmarks.peers` output with --peer in it")
+    ap.add_argument(
+        "--peers-json", type=Path, required=True, help="a `benchmarks.peers` output with --peer in it"
+    )
     ap.add_argument("--peer", required=True, help=f"one of: {', '.join(peer_grids())}")
     ap.add_argument("--rounds", type=int, default=2000)
     ap.add_argument("--out", type=Path, default=Path("reports/bench/paired_ratio.json"))
@@ -72,20 +78,31 @@ def main() -> None:
     users = np.flatnonzero(np.diff(targets.indptr) > 0)
     targets = targets[users]
     tail = popularity_buckets(data.train_counts())["tail"]
-    ours = per_user(test_lists(PipelineRecommender(own_lists(load_pipeline(bundle)), "own lists"), data, users),
-                    targets, tail)  # fmt: skip
+    ours = per_user(
+        test_lists(PipelineRecommender(own_lists(load_pipeline(bundle)), "own lists"), data, users),
+        targets,
+        tail,
+    )
     factory, _ = peer_grids()[args.peer]
     peer = factory(**models[args.peer]["params"])
     peer.fit(with_valid_in_train(data))
     theirs = per_user(test_lists(peer, data, users), targets, tail)
-    result = {"data": str(args.data), "bundle": str(args.bundle), "peer": args.peer, "rounds": args.rounds,
-              **{key: interval(ours[key], theirs[key], args.rounds) for key in ours}}  # fmt: skip
+    result = {
+        "data": str(args.data),
+        "bundle": str(args.bundle),
+        "peer": args.peer,
+        "rounds": args.rounds,
+        **{key: interval(ours[key], theirs[key], args.rounds) for key in ours},
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     for key in ours:
         r = result[key]
-        print(f"{key}: own lists / {args.peer} = {r['ratio']:.3f} (90% {r['low']:.3f}–{r['high']:.3f}, "
-              f"{r['users']} users)", flush=True)  # fmt: skip
+        print(
+            f"{key}: own lists / {args.peer} = {r['ratio']:.3f} (90% {r['low']:.3f}–{r['high']:.3f}, "
+            f"{r['users']} users)",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

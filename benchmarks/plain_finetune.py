@@ -1,4 +1,5 @@
-"""A plain single-process torch fine-tuning loop: the reference the Ray Train + DeepSpeed path is timed against.
+"""A plain single-process torch fine-tuning loop: the reference the Ray Train + DeepSpeed path is timed
+against.
 
 Same model, objective, pairs and batch size as ``longtail.train.finetune``; no Ray, no DeepSpeed.
 """
@@ -43,10 +44,15 @@ def plain_finetune(
         va = encoder(**tokenize(tokenizer, list(cols["a_text"][sl]), enc_cfg.max_length))
         vp = encoder(**tokenize(tokenizer, list(cols["p_text"][sl]), enc_cfg.max_length))
         loss = info_nce(
-            va, vp, torch.as_tensor(cols["a_item"][sl]), torch.as_tensor(cols["p_item"][sl]),
-            torch.as_tensor(cols["log_q_a"][sl]).float(), torch.as_tensor(cols["log_q_p"][sl]).float(),
-            ft.temperature, ft.logq_weight,
-        )  # fmt: skip
+            va,
+            vp,
+            torch.as_tensor(cols["a_item"][sl]),
+            torch.as_tensor(cols["p_item"][sl]),
+            torch.as_tensor(cols["log_q_a"][sl]).float(),
+            torch.as_tensor(cols["log_q_p"][sl]).float(),
+            ft.temperature,
+            ft.logq_weight,
+        )
         opt.zero_grad()
         loss.backward()
         if ft.grad_clip:

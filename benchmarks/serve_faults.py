@@ -1,6 +1,7 @@
 """Fault script: ranking replicas killed (SIGKILL) under load; the share of requests that still succeed.
 
-    python -m benchmarks.serve_faults --bundle bundles/ml100k [--seconds 60] [--kills 2] [--concurrency 8] [--split]
+    python -m benchmarks.serve_faults --bundle bundles/ml100k [--seconds 60] [--kills 2] [--concurrency 8]
+    [--split]
 
 Deploys serve_configs/ranker.yaml on a head of its own with two replicas of the deployment that ranks,
 drives /recommend with a closed loop, and every `seconds / (kills + 1)` seconds kills one of its replica
@@ -72,7 +73,9 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--kills", type=int, default=2)
     ap.add_argument("--concurrency", type=int, default=8)
-    ap.add_argument("--split", action="store_true", help="a separate Ranker deployment (its replicas are killed)")
+    ap.add_argument(
+        "--split", action="store_true", help="a separate Ranker deployment (its replicas are killed)"
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "reports" / "bench")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -95,19 +98,31 @@ def main() -> None:
 
         async def run() -> dict:
             every = args.seconds / (args.kills + 1)
-            result, _ = await asyncio.gather(load(f"{url}/recommend", bodies, args.concurrency, args.seconds, statuses),
-                                             kill_replicas(head, name, args.kills, every, kills))  # fmt: skip
+            result, _ = await asyncio.gather(
+                load(f"{url}/recommend", bodies, args.concurrency, args.seconds, statuses),
+                kill_replicas(head, name, args.kills, every, kills),
+            )
             return result
 
         result = asyncio.run(run())
         retried = retries(url)
     ok = statuses.get(200, 0)
     total = sum(statuses.values())
-    report = {"killed": name, "seconds": args.seconds, "concurrency": args.concurrency, "kills": kills, "load": result,
-              "statuses": {str(k): v for k, v in statuses.items()}, "success_rate": round(ok / max(total, 1), 5),
-              "ingress_read_retries": retried, "goal_success_rate": 0.999}  # fmt: skip
+    report = {
+        "killed": name,
+        "seconds": args.seconds,
+        "concurrency": args.concurrency,
+        "kills": kills,
+        "load": result,
+        "statuses": {str(k): v for k, v in statuses.items()},
+        "success_rate": round(ok / max(total, 1), 5),
+        "ingress_read_retries": retried,
+        "goal_success_rate": 0.999,
+    }
     report["goal_reached"] = report["success_rate"] >= 0.999
-    (args.out / ("serve-faults-split.json" if args.split else "serve-faults.json")).write_text(json.dumps(report, indent=2))
+    (args.out / ("serve-faults-split.json" if args.split else "serve-faults.json")).write_text(
+        json.dumps(report, indent=2)
+    )
     print(json.dumps(report, indent=2))
 
 

@@ -19,7 +19,7 @@ import numpy as np
 import psutil
 import pyarrow.parquet as pq
 import yaml
-from tests.integration.ray_head import cli, free_port, ray_head
+from harness.ray_head import cli, free_port, ray_head
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,9 +30,14 @@ def bundle_users(bundle: Path) -> list[str]:
 
 
 @contextlib.contextmanager
-def serve_app(bundle: Path, work: Path, tweak: Callable[[dict], None] | None = None,
-              config_file: Path = ROOT / "serve_configs" / "ranker.yaml") -> Iterator[dict]:  # fmt: skip
-    """``config_file`` (serve_configs/ranker.yaml) with ``bundle`` (`auth: none`, a fresh SQLite store unless ``tweak`` sets
+def serve_app(
+    bundle: Path,
+    work: Path,
+    tweak: Callable[[dict], None] | None = None,
+    config_file: Path = ROOT / "serve_configs" / "ranker.yaml",
+) -> Iterator[dict]:
+    """``config_file`` (serve_configs/ranker.yaml) with ``bundle`` (`auth: none`, a fresh SQLite store unless
+    ``tweak`` sets
     another) on a head of its own, edited by ``tweak(config)``; yields {"url", "head", "work"} once /healthz
     answers; `ray stop` at the end."""
     work.mkdir(parents=True, exist_ok=True)
@@ -42,8 +47,14 @@ def serve_app(bundle: Path, work: Path, tweak: Callable[[dict], None] | None = N
     config = yaml.safe_load(config_file.read_text())
     config["http_options"]["port"] = port
     app = config["applications"][0]
-    app["args"].update({"bundle": str(bundle.resolve()), "store": str(work / "state.sqlite"), "auth": "none",
-                        "create_store": True})  # fmt: skip
+    app["args"].update(
+        {
+            "bundle": str(bundle.resolve()),
+            "store": str(work / "state.sqlite"),
+            "auth": "none",
+            "create_store": True,
+        }
+    )
     if tweak is not None:
         tweak(config)
     (work / "serve.yaml").write_text(yaml.safe_dump(config))
@@ -79,8 +90,12 @@ def split_ranker(config: dict) -> None:
     knobs = ingress["user_config"].pop("ranker", None) or {}
     scaling = ingress.pop("autoscaling_config", None)
     ingress["num_replicas"] = 2
-    ranker = {"name": "Ranker", "max_ongoing_requests": 32, "ray_actor_options": {"num_cpus": 0.25},
-              "user_config": {**knobs, "max_batch_size": 16, "batch_wait_timeout_s": 0.002}}  # fmt: skip
+    ranker = {
+        "name": "Ranker",
+        "max_ongoing_requests": 32,
+        "ray_actor_options": {"num_cpus": 0.25},
+        "user_config": {**knobs, "max_batch_size": 16, "batch_wait_timeout_s": 0.002},
+    }
     if scaling is not None:  # each Ranker call is an Ingress batch: one in flight per replica is busy
         ranker["autoscaling_config"] = {**scaling, "target_ongoing_requests": 1}
     else:
@@ -90,13 +105,23 @@ def split_ranker(config: dict) -> None:
 
 def summary(latencies: list[float], errors: int, wall: float) -> dict:
     lat = np.asarray(latencies) if latencies else np.zeros(1)
-    return {"requests": len(latencies), "errors": errors, "rps": round(len(latencies) / wall, 1),
-            "p50_ms": round(float(np.percentile(lat, 50)) * 1000, 2),
-            "p99_ms": round(float(np.percentile(lat, 99)) * 1000, 2)}  # fmt: skip
+    return {
+        "requests": len(latencies),
+        "errors": errors,
+        "rps": round(len(latencies) / wall, 1),
+        "p50_ms": round(float(np.percentile(lat, 50)) * 1000, 2),
+        "p99_ms": round(float(np.percentile(lat, 99)) * 1000, 2),
+    }
 
 
-async def load(url: str, bodies: list[dict], concurrency: int, seconds: float, statuses: dict | None = None,
-               latencies: list[float] | None = None) -> dict:  # fmt: skip
+async def load(
+    url: str,
+    bodies: list[dict],
+    concurrency: int,
+    seconds: float,
+    statuses: dict | None = None,
+    latencies: list[float] | None = None,
+) -> dict:
     """Closed-loop load: ``concurrency`` clients post bodies back to back for ``seconds``. A transport
     error counts as a failed request; ``statuses`` (when given) collects the count per status code;
     ``latencies`` (when given) receives every request's seconds."""
@@ -126,8 +151,14 @@ async def load(url: str, bodies: list[dict], concurrency: int, seconds: float, s
     return {**summary(latencies[before:], errors, wall), "wall_s": wall}
 
 
-async def paced_load(url: str, bodies: list[dict], rate: float, seconds: float, window_s: float,
-                     on_window: Callable[[dict], None]) -> list[dict]:  # fmt: skip
+async def paced_load(
+    url: str,
+    bodies: list[dict],
+    rate: float,
+    seconds: float,
+    window_s: float,
+    on_window: Callable[[dict], None],
+) -> list[dict]:
     """Open-loop load: requests start at ``rate`` per second whatever the latency (so a slow server meets
     a queue, as in production); every ``window_s`` the window's summary goes to ``on_window``."""
     rng, windows = random.Random(0), []
@@ -166,11 +197,27 @@ async def paced_load(url: str, bodies: list[dict], rate: float, seconds: float, 
 
 def replica_processes(head: dict, deployment_name: str) -> list[dict]:
     """Alive replica actors of a deployment: [{"actor_id", "pid", "name"}] (from `ray list actors`)."""
-    out = cli("ray", "list", "actors", "--address", head["dashboard"], "--format", "json", "--detail",
-              "--filter", "state=ALIVE", "--limit", "1000", env=head["env"]).stdout  # fmt: skip
+    out = cli(
+        "ray",
+        "list",
+        "actors",
+        "--address",
+        head["dashboard"],
+        "--format",
+        "json",
+        "--detail",
+        "--filter",
+        "state=ALIVE",
+        "--limit",
+        "1000",
+        env=head["env"],
+    ).stdout
     rows = json.loads(out[out.index("[") :])
-    return [{"actor_id": r["actor_id"], "pid": r["pid"], "name": r.get("name", "")}
-            for r in rows if r.get("class_name", "").endswith(f":{deployment_name}")]  # fmt: skip
+    return [
+        {"actor_id": r["actor_id"], "pid": r["pid"], "name": r.get("name", "")}
+        for r in rows
+        if r.get("class_name", "").endswith(f":{deployment_name}")
+    ]
 
 
 def rss_mb(pid: int) -> float:

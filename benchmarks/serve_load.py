@@ -6,7 +6,8 @@ new-item time-to-recommendable, and autoscaling of the ranker under sustained lo
 Starts its own head (`ray start --head`, stopped at the end), deploys serve_configs/ranker.yaml with
 the bundle plus benchmarks/empty_app.py as a second application, and drives both with the same
 asyncio load generator in the same run, at the config's replica counts; the autoscaling phase then
-redeploys the ranking deployment to scale from one replica. Writes reports/bench/serve.json and serve-autoscaling.png.
+redeploys the ranking deployment to scale from one replica. Writes reports/bench/serve.json and
+serve-autoscaling.png.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import yaml
-from tests.integration.ray_head import cli
+from harness.ray_head import cli
 
 from benchmarks.serve_harness import (
     ROOT,
@@ -43,9 +44,14 @@ def freshness(url: str, users: list[str], trials: int = 20) -> dict:
             user = users[t % len(users)]
             top = http.post(f"{url}/recommend", json={"user_id": user, "k": 1}).json()["items"][0]["item_id"]
             start = time.perf_counter()
-            http.post(f"{url}/events", json={"event_id": f"bench-{time.time_ns()}", "user_id": user,
-                                             "item_id": top, "type": "view"}).raise_for_status()  # fmt: skip
-            while top in [i["item_id"] for i in http.post(f"{url}/recommend", json={"user_id": user, "k": 20}).json()["items"]]:
+            http.post(
+                f"{url}/events",
+                json={"event_id": f"bench-{time.time_ns()}", "user_id": user, "item_id": top, "type": "view"},
+            ).raise_for_status()
+            while top in [
+                i["item_id"]
+                for i in http.post(f"{url}/recommend", json={"user_id": user, "k": 20}).json()["items"]
+            ]:
                 pass
             times.append(time.perf_counter() - start)
     return {"p50_ms": round(float(np.median(times)) * 1000, 2), "max_ms": round(max(times) * 1000, 2)}
@@ -59,10 +65,16 @@ def new_item_time(url: str, trials: int = 5, checks: int = 8) -> dict:
         for t in range(trials):
             item = f"bench-item-{time.time_ns()}-{t}"
             start = time.perf_counter()
-            http.post(f"{url}/items", json={"item_id": item, "text": f"a new film number {t} about space and love"}).raise_for_status()
+            http.post(
+                f"{url}/items", json={"item_id": item, "text": f"a new film number {t} about space and love"}
+            ).raise_for_status()
             ok = 0
             while ok < checks:
-                ok = ok + 1 if http.get(f"{url}/items/{item}/similar", params={"k": 5}).status_code == 200 else 0
+                ok = (
+                    ok + 1
+                    if http.get(f"{url}/items/{item}/similar", params={"k": 5}).status_code == 200
+                    else 0
+                )
             times.append(time.perf_counter() - start)
     return {"p50_s": round(float(np.median(times)), 3), "max_s": round(max(times), 3)}
 
@@ -73,15 +85,19 @@ def ranker_replicas(head: dict, name: str) -> int:
     return int(states.get("RUNNING", 0))
 
 
-def autoscaling(url: str, head: dict, name: str, bodies: list[dict], concurrency: int, load_s: float,
-                idle_s: float) -> list:  # fmt: skip
-    """(seconds, running replicas of the ranking deployment ``name``, phase) while under load and then idle."""
+def autoscaling(
+    url: str, head: dict, name: str, bodies: list[dict], concurrency: int, load_s: float, idle_s: float
+) -> list:
+    """(seconds, running replicas of the ranking deployment ``name``, phase) while under load and then
+    idle."""
     timeline: list[tuple[float, int, str]] = []
     start = time.time()
 
     async def watch(until: float, phase: str) -> None:
         while time.time() < until:
-            timeline.append((round(time.time() - start, 1), await asyncio.to_thread(ranker_replicas, head, name), phase))
+            timeline.append(
+                (round(time.time() - start, 1), await asyncio.to_thread(ranker_replicas, head, name), phase)
+            )
             await asyncio.sleep(2)
 
     async def run() -> None:
@@ -103,16 +119,21 @@ def interleaved(url: str, bodies: list[dict], concurrency: int, seconds: float, 
     for _ in range(rounds):
         rps = {}
         for name, path in (("empty", "/empty/recommend"), ("recommend", "/recommend")):
-            got = asyncio.run(load(f"{url}{path}", bodies, concurrency, seconds / rounds, latencies=latencies[name]))
+            got = asyncio.run(
+                load(f"{url}{path}", bodies, concurrency, seconds / rounds, latencies=latencies[name])
+            )
             counts[name][0] += got["requests"]
             counts[name][1] += got["wall_s"]
             counts[name][2] += got["errors"]
             rps[name] = got["rps"]
         per_round.append(round(rps["recommend"] / rps["empty"], 3))
     out = {name: {**summary(latencies[name], counts[name][2], counts[name][1])} for name in latencies}
-    return {**out, "throughput_ratio": round(out["recommend"]["rps"] / out["empty"]["rps"], 3),
-            "p99_ratio": round(out["recommend"]["p99_ms"] / out["empty"]["p99_ms"], 3),
-            "rounds": per_round}  # fmt: skip
+    return {
+        **out,
+        "throughput_ratio": round(out["recommend"]["rps"] / out["empty"]["rps"], 3),
+        "p99_ratio": round(out["recommend"]["p99_ms"] / out["empty"]["p99_ms"], 3),
+        "rounds": per_round,
+    }
 
 
 def redeploy(served: dict, change) -> None:
@@ -126,14 +147,18 @@ def redeploy(served: dict, change) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--bundle", type=Path, required=True)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=40, help="load per app, split over --rounds windows")
     parser.add_argument("--rounds", type=int, default=4, help="alternating empty / recommend windows")
     parser.add_argument("--ratio-only", action="store_true", help="only the throughput and p99 ratios")
     parser.add_argument("--config", type=Path, default=ROOT / "serve_configs" / "ranker.yaml")
-    parser.add_argument("--split", action="store_true", help="rank in a separate Ranker deployment (ranker_deployment: true)")
+    parser.add_argument(
+        "--split", action="store_true", help="rank in a separate Ranker deployment (ranker_deployment: true)"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "reports" / "bench")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -148,19 +173,32 @@ def main() -> None:
     def tweak(config: dict) -> None:  # the shipped replica counts while throughput is measured
         if args.split:
             split_ranker(config)
-        config["applications"].append({"name": "empty", "route_prefix": "/empty",
-                                       "import_path": "benchmarks.empty_app:build", "args": {}})  # fmt: skip
+        config["applications"].append(
+            {
+                "name": "empty",
+                "route_prefix": "/empty",
+                "import_path": "benchmarks.empty_app:build",
+                "args": {},
+            }
+        )
 
     def scale_from_one(config: dict) -> None:
         """For the autoscaling phase only: from one replica (the shipped min of 2 is for rolling updates), to
         see it scale up and back. Measuring throughput while the replica count moves (it fell back to one
         in each idle window of the interleaving) made the ratio a figure of the autoscaler's delays."""
-        deployment(config, ranking)["autoscaling_config"].update({"min_replicas": 1, "upscale_delay_s": 3,
-                                                                   "downscale_delay_s": 15})  # fmt: skip
+        deployment(config, ranking)["autoscaling_config"].update(
+            {"min_replicas": 1, "upscale_delay_s": 3, "downscale_delay_s": 15}
+        )
 
-    results: dict = {"concurrency": args.concurrency, "seconds": args.seconds, "bundle": str(args.bundle),
-                     "cpus": os.cpu_count(), "config": str(args.config), "ranking_deployment": ranking,
-                     "split": args.split}  # fmt: skip
+    results: dict = {
+        "concurrency": args.concurrency,
+        "seconds": args.seconds,
+        "bundle": str(args.bundle),
+        "cpus": os.cpu_count(),
+        "config": str(args.config),
+        "ranking_deployment": ranking,
+        "split": args.split,
+    }
     with serve_app(args.bundle, args.out / "serve-work", tweak, args.config) as served:
         url, head = served["url"], served["head"]
         for _ in range(120):
@@ -173,8 +211,12 @@ def main() -> None:
         asyncio.run(load(f"{url}/recommend", bodies, args.concurrency, 5))  # warm-up
         asyncio.run(load(f"{url}/empty/recommend", bodies, args.concurrency, 5))
         results.update(interleaved(url, bodies, args.concurrency, args.seconds, args.rounds))
-        print(json.dumps({k: results[k] for k in ("empty", "recommend", "throughput_ratio", "p99_ratio", "rounds")},
-                         indent=2))  # fmt: skip
+        print(
+            json.dumps(
+                {k: results[k] for k in ("empty", "recommend", "throughput_ratio", "p99_ratio", "rounds")},
+                indent=2,
+            )
+        )
         if args.ratio_only:
             (args.out / "serve-ratio.json").write_text(json.dumps(results, indent=2))
             return
@@ -187,9 +229,12 @@ def main() -> None:
                 break
             time.sleep(2)
         timeline = autoscaling(url, head, ranking, bodies, args.concurrency * 2, 60, 45)
-        results["autoscaling"] = {"timeline": timeline, "replicas_at_start": timeline[0][1],
-                                  "max_replicas_under_load": max(r for _, r, p in timeline if p == "load"),
-                                  "replicas_at_end": timeline[-1][1]}  # fmt: skip
+        results["autoscaling"] = {
+            "timeline": timeline,
+            "replicas_at_start": timeline[0][1],
+            "max_replicas_under_load": max(r for _, r, p in timeline if p == "load"),
+            "replicas_at_end": timeline[-1][1],
+        }
         print(json.dumps({k: v for k, v in results["autoscaling"].items() if k != "timeline"}))
     (args.out / "serve.json").write_text(json.dumps(results, indent=2))
     plot_timeline(timeline, ranking, args.out / "serve-autoscaling.png")
@@ -206,7 +251,11 @@ def plot_timeline(timeline: list, name: str, path: Path) -> None:
     ax.step([t for t, _, _ in timeline], [r for _, r, _ in timeline], where="post")
     load_end = max((t for t, _, p in timeline if p == "load"), default=0)
     ax.axvspan(0, load_end, alpha=0.15, label="sustained load")
-    ax.set(xlabel="seconds", ylabel=f"running {name} replicas", title=f"{name} autoscaling (the replicas that rank)")
+    ax.set(
+        xlabel="seconds",
+        ylabel=f"running {name} replicas",
+        title=f"{name} autoscaling (the replicas that rank)",
+    )
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -42,9 +42,19 @@ def group(proc: psutil.Process) -> str:
         title = " ".join(proc.cmdline())[:300]
     except psutil.Error:
         return "gone"
-    for key in ("ServeReplica:longtail:Ingress", "ServeReplica:longtail:Ranker", "ServeReplica:longtail:Encoder",
-                "ServeReplica:empty:Empty", "ProxyActor", "ServeController", "gcs_server", "raylet",
-                "dashboard", "log_monitor", "runtime_env"):  # fmt: skip
+    for key in (
+        "ServeReplica:longtail:Ingress",
+        "ServeReplica:longtail:Ranker",
+        "ServeReplica:longtail:Encoder",
+        "ServeReplica:empty:Empty",
+        "ProxyActor",
+        "ServeController",
+        "gcs_server",
+        "raylet",
+        "dashboard",
+        "log_monitor",
+        "runtime_env",
+    ):
         if key in title:
             return key.replace("ServeReplica:", "")
     return "other ray" if "ray" in title else "other"
@@ -70,18 +80,44 @@ def cpu_per_request(url: str, bodies: list[dict], concurrency: int, seconds: flo
     for pid, (name, t) in after.items():
         spent[name] += t - before.get(pid, (name, 0.0))[1]
     n = max(got["requests"], 1)
-    by_group = {k: round(v / n * 1000, 2) for k, v in sorted(spent.items(), key=lambda kv: -kv[1]) if v > 0.01}
-    return {"rps": got["rps"], "p50_ms": got["p50_ms"], "p99_ms": got["p99_ms"], "cpu_ms_per_request": by_group,
-            "cpu_ms_total": round(sum(spent.values()) / n * 1000, 2)}  # fmt: skip
+    by_group = {
+        k: round(v / n * 1000, 2) for k, v in sorted(spent.items(), key=lambda kv: -kv[1]) if v > 0.01
+    }
+    return {
+        "rps": got["rps"],
+        "p50_ms": got["p50_ms"],
+        "p99_ms": got["p99_ms"],
+        "cpu_ms_per_request": by_group,
+        "cpu_ms_total": round(sum(spent.values()) / n * 1000, 2),
+    }
 
 
 def py_spy(pids: list[int], seconds: float, out: Path) -> tuple[list[subprocess.Popen], list[Path]]:
     """Start py-spy on each pid (raw collapsed stacks, idle threads dropped); returns the processes and
     the files they write."""
     files = [out / f"pyspy-{pid}.txt" for pid in pids]
-    procs = [subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--duration",
-                               str(int(seconds)), "--rate", "200", "--format", "raw", "--output", str(f), "--nonblocking"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for pid, f in zip(pids, files, strict=True)]  # fmt: skip
+    procs = [
+        subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                "--pid",
+                str(pid),
+                "--duration",
+                str(int(seconds)),
+                "--rate",
+                "200",
+                "--format",
+                "raw",
+                "--output",
+                str(f),
+                "--nonblocking",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for pid, f in zip(pids, files, strict=True)
+    ]
     return procs, files
 
 
@@ -106,7 +142,9 @@ def hottest(files: list[Path], top: int = 25) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--bundle", type=Path, required=True)
     parser.add_argument("--config", type=Path, default=ROOT / "serve_configs" / "ranker.yaml")
     parser.add_argument("--concurrency", type=int, default=16)
@@ -118,8 +156,14 @@ def main() -> None:
     ranking = ranking_deployment(yaml.safe_load(args.config.read_text()))
 
     def add_empty(config: dict) -> None:
-        config["applications"].append({"name": "empty", "route_prefix": "/empty",
-                                       "import_path": "benchmarks.empty_app:build", "args": {}})  # fmt: skip
+        config["applications"].append(
+            {
+                "name": "empty",
+                "route_prefix": "/empty",
+                "import_path": "benchmarks.empty_app:build",
+                "args": {},
+            }
+        )
 
     results: dict = {"config": str(args.config), "concurrency": args.concurrency, "seconds": args.seconds}
     with serve_app(args.bundle, args.out / "profile-work", add_empty, args.config) as served:

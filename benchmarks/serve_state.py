@@ -7,7 +7,8 @@
 - replay: 100 users with events are erased, then every event is sent again; resurrected users (any event
   stored again, or a personal list instead of cold start) must be 0.
 - swap: 8 clients for 60 s while the bundle path is retrained into (a new version behind its symlink)
-  and the config's `bundle_version` set to it and `serve deploy`ed, twice: requests answered 200 / total (goal 100%), responses whose header and body
+  and the config's `bundle_version` set to it and `serve deploy`ed, twice: requests answered 200 / total
+  (goal 100%), responses whose header and body
   versions differ (mixed), and responses with an old version after a switch completed (stale; goal 0).
 - stores: events/s ingested in batches of 100 (4 clients) and /recommend p50/p99 (8 clients), alone and
   together, with the SQLite store and with a PostgreSQL server this script starts (initdb in a temp dir).
@@ -34,8 +35,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 import yaml
-from tests.integration.ray_head import cli
-from tests.postgres_server import fresh_database, postgres_server
+from harness.postgres_server import fresh_database, postgres_server
+from harness.ray_head import cli
 
 from benchmarks.serve_harness import ROOT, bundle_users, deployment, load, replica_processes, serve_app
 from longtail.bundle import read_bundle, write_bundle
@@ -59,8 +60,15 @@ def kill_ingress(bundle: Path, work: Path, seconds: float = 40, kills: int = 2) 
                 while not stop.is_set():
                     batch = f"c{client}b{n}"
                     n += 1
-                    events = [{"event_id": f"{batch}-{i}", "user_id": f"k{rng.randrange(500)}",
-                               "item_id": rng.choice(items), "type": "view"} for i in range(1000)]  # fmt: skip
+                    events = [
+                        {
+                            "event_id": f"{batch}-{i}",
+                            "user_id": f"k{rng.randrange(500)}",
+                            "item_id": rng.choice(items),
+                            "type": "view",
+                        }
+                        for i in range(1000)
+                    ]
                     try:
                         ok = http.post(url + "/events", json={"events": events}).status_code == 200
                     except httpx.HTTPError:
@@ -82,7 +90,9 @@ def kill_ingress(bundle: Path, work: Path, seconds: float = 40, kills: int = 2) 
         for t in threads:
             t.join()
     conn = sqlite3.connect(work / "kill" / "state.sqlite")
-    counts = dict(conn.execute("SELECT substr(event_id, 1, instr(event_id, '-') - 1), count(*) FROM events GROUP BY 1"))
+    counts = dict(
+        conn.execute("SELECT substr(event_id, 1, instr(event_id, '-') - 1), count(*) FROM events GROUP BY 1")
+    )
     out = {
         "batches_acknowledged": len(acked),
         "acknowledged_whole": sum(counts.get(b, 0) == 1000 for b in acked),
@@ -103,8 +113,17 @@ def replay_after_erasure(bundle: Path, work: Path, users: int = 100) -> dict:
     erased = known[:users]  # bundle users: their trained history must stop counting too
     kept = [f"keep{i}" for i in range(users)]
     now = time.time()
-    events = [{"event_id": f"r-{u}-{j}", "user_id": u, "item_id": rng.choice(items), "type": "view",
-               "timestamp": now - 1000 + j} for u in erased + kept for j in range(10)]  # fmt: skip
+    events = [
+        {
+            "event_id": f"r-{u}-{j}",
+            "user_id": u,
+            "item_id": rng.choice(items),
+            "type": "view",
+            "timestamp": now - 1000 + j,
+        }
+        for u in erased + kept
+        for j in range(10)
+    ]
     with serve_app(bundle, work / "replay") as app, httpx.Client(timeout=30) as http:
         url = app["url"]
         for start in range(0, len(events), 500):
@@ -115,14 +134,23 @@ def replay_after_erasure(bundle: Path, work: Path, users: int = 100) -> dict:
         for start in range(0, len(events), 500):
             got = http.post(url + "/events", json={"events": events[start : start + 500]}).json()
             replayed = {k: replayed[k] + got[k] for k in replayed}
-        personal = sum(http.post(url + "/recommend", json={"user_id": u, "k": 10}).json()["strategy"] != "cold_start"
-                       for u in erased)  # fmt: skip
+        personal = sum(
+            http.post(url + "/recommend", json={"user_id": u, "k": 10}).json()["strategy"] != "cold_start"
+            for u in erased
+        )
     conn = sqlite3.connect(work / "replay" / "state.sqlite")
     marks = ",".join("?" * len(erased))
-    stored_again = conn.execute(f"SELECT count(DISTINCT user_id) FROM events WHERE user_id IN ({marks})", erased).fetchone()[0]  # nosec B608
-    out = {"users_erased": users, "events_replayed": len(events), **{f"replay_{k}": v for k, v in replayed.items()},
-           "resurrected_users": max(stored_again, personal), "erased_users_with_events": stored_again,
-           "erased_users_with_personal_lists": personal}  # fmt: skip
+    stored_again = conn.execute(
+        f"SELECT count(DISTINCT user_id) FROM events WHERE user_id IN ({marks})", erased
+    ).fetchone()[0]  # nosec B608
+    out = {
+        "users_erased": users,
+        "events_replayed": len(events),
+        **{f"replay_{k}": v for k, v in replayed.items()},
+        "resurrected_users": max(stored_again, personal),
+        "erased_users_with_events": stored_again,
+        "erased_users_with_personal_lists": personal,
+    }
     print(f"[state] replay: {out}", flush=True)
     return out
 
@@ -132,12 +160,26 @@ def new_version(source: Path, out: Path, seed: int) -> str:
     """A retrain into ``out`` (the bundle's files with the ranker's weights nudged: a new version)."""
     b = read_bundle(source)
     g = torch.Generator().manual_seed(seed)
-    ranker = {k: v + 1e-4 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
-              for k, v in b.ranker_state.items()}  # fmt: skip
-    write_bundle(out, encoder_dir=b.encoder_dir, item_ids=b.item_ids, texts=b.texts, train_counts=b.train_counts,
-                 vectors=b.vectors, graph=b.graph, ranker_state=ranker, retriever_state=b.retriever_state,
-                 histories=b.histories, config=b.manifest.config.model_dump(), data=b.manifest.data,
-                 metrics=b.manifest.metrics, index_bytes=b.index_bytes)  # fmt: skip
+    ranker = {
+        k: v + 1e-4 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
+        for k, v in b.ranker_state.items()
+    }
+    write_bundle(
+        out,
+        encoder_dir=b.encoder_dir,
+        item_ids=b.item_ids,
+        texts=b.texts,
+        train_counts=b.train_counts,
+        vectors=b.vectors,
+        graph=b.graph,
+        ranker_state=ranker,
+        retriever_state=b.retriever_state,
+        histories=b.histories,
+        config=b.manifest.config.model_dump(),
+        data=b.manifest.data,
+        metrics=b.manifest.metrics,
+        index_bytes=b.index_bytes,
+    )
     return read_bundle(out).version
 
 
@@ -172,19 +214,38 @@ def hot_swap(bundle: Path, work: Path, seconds: float = 60, clients: int = 8) ->
         switches = []
         for n in (1, 2):
             time.sleep(max(0.0, began + n * seconds / 3 - time.time() - 10))
-            version = new_version(bundle, live, n)  # retrain into the served path (running replicas keep theirs)
+            version = new_version(
+                bundle, live, n
+            )  # retrain into the served path (running replicas keep theirs)
             config = yaml.safe_load((work / "swap" / "serve.yaml").read_text())
             config["applications"][0]["args"]["bundle_version"] = version  # the one line a user changes
             (work / "swap" / "serve.yaml").write_text(yaml.safe_dump(config))
             started = time.time()
-            cli("serve", "deploy", str(work / "swap" / "serve.yaml"), "--address", head["dashboard"], env=head["env"])
+            cli(
+                "serve",
+                "deploy",
+                str(work / "swap" / "serve.yaml"),
+                "--address",
+                head["dashboard"],
+                env=head["env"],
+            )
             while time.time() - started < 240:
-                status = cli("serve", "status", "--address", head["dashboard"], env=head["env"], check=False).stdout
-                if "UPDATING" not in status and httpx.get(url + "/healthz", timeout=30).json()["bundle_version"] == version:
+                status = cli(
+                    "serve", "status", "--address", head["dashboard"], env=head["env"], check=False
+                ).stdout
+                if (
+                    "UPDATING" not in status
+                    and httpx.get(url + "/healthz", timeout=30).json()["bundle_version"] == version
+                ):
                     break
                 time.sleep(0.5)
-            switches.append({"version": version, "deploy_at_s": round(started - began, 1),
-                             "completed_at_s": round(time.time() - began, 1)})  # fmt: skip
+            switches.append(
+                {
+                    "version": version,
+                    "deploy_at_s": round(started - began, 1),
+                    "completed_at_s": round(time.time() - began, 1),
+                }
+            )
             print(f"[state] swap {n}: {switches[-1]}", flush=True)
         time.sleep(max(5.0, began + seconds - time.time()))
         stop.set()
@@ -197,10 +258,18 @@ def hot_swap(bundle: Path, work: Path, seconds: float = 60, clients: int = 8) ->
     for s, until in zip(switches, bounds, strict=True):
         done = began + s["completed_at_s"]
         stale += sum(done < row[0] < until and row[2] != s["version"] for row in log)
-    out = {"clients": clients, "seconds": round(log[-1][0] - began, 1), "requests": len(log), "answered_200": ok,
-           "success_share": round(ok / max(len(log), 1), 5), "failed": {str(k): v for k, v in _count(r[1] for r in log if r[1] != 200).items()},
-           "mixed_version_responses": mixed, "stale_after_switch": stale, "versions": [first, *(s["version"] for s in switches)],
-           "switches": switches}  # fmt: skip
+    out = {
+        "clients": clients,
+        "seconds": round(log[-1][0] - began, 1),
+        "requests": len(log),
+        "answered_200": ok,
+        "success_share": round(ok / max(len(log), 1), 5),
+        "failed": {str(k): v for k, v in _count(r[1] for r in log if r[1] != 200).items()},
+        "mixed_version_responses": mixed,
+        "stale_after_switch": stale,
+        "versions": [first, *(s["version"] for s in switches)],
+        "switches": switches,
+    }
     plot_swap(log, began, switches, out["versions"], ROOT / "reports" / "bench" / "serve-state-swap.png")
     print(f"[state] swap: {out}", flush=True)
     return out
@@ -231,8 +300,11 @@ def plot_swap(log: list[tuple], began: float, switches: list[dict], versions: li
     for s in switches:
         ax.axvline(s["deploy_at_s"], color="grey", ls=":")
         ax.axvline(s["completed_at_s"], color="black", ls="--")
-    ax.set(xlabel="seconds (dotted: serve deploy; dashed: switch complete)", ylabel="answers per second",
-           title="Hot swap under load: answers by bundle version")  # fmt: skip
+    ax.set(
+        xlabel="seconds (dotted: serve deploy; dashed: switch complete)",
+        ylabel="answers per second",
+        title="Hot swap under load: answers by bundle version",
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -251,8 +323,15 @@ async def ingest(url: str, items: list[str], clients: int, seconds: float, tag: 
         async with httpx.AsyncClient(timeout=30) as http:
             while time.perf_counter() < deadline:
                 n += 1
-                batch = [{"event_id": f"{tag}-{c}-{n}-{i}", "user_id": f"s{rng.randrange(2000)}", "item_id": rng.choice(items),
-                          "type": "view"} for i in range(100)]  # fmt: skip
+                batch = [
+                    {
+                        "event_id": f"{tag}-{c}-{n}-{i}",
+                        "user_id": f"s{rng.randrange(2000)}",
+                        "item_id": rng.choice(items),
+                        "type": "view",
+                    }
+                    for i in range(100)
+                ]
                 start = time.perf_counter()
                 r = await http.post(url + "/events", json={"events": batch})
                 latencies.append(time.perf_counter() - start)
@@ -264,13 +343,18 @@ async def ingest(url: str, items: list[str], clients: int, seconds: float, tag: 
     began = time.perf_counter()
     await asyncio.gather(*(one(c) for c in range(clients)))
     wall = time.perf_counter() - began
-    return {"events_per_s": round(stored / wall, 1), "batch_p99_ms": round(float(np.percentile(latencies, 99)) * 1000, 1),
-            "errors": errors}  # fmt: skip
+    return {
+        "events_per_s": round(stored / wall, 1),
+        "batch_p99_ms": round(float(np.percentile(latencies, 99)) * 1000, 1),
+        "errors": errors,
+    }
 
 
 async def _together(url: str, items: list[str], bodies: list[dict], seconds: float, tag: str) -> list[dict]:
     """Ingest and /recommend load at the same time."""
-    return await asyncio.gather(ingest(url, items, 4, seconds, tag), load(url + "/recommend", bodies, 8, seconds))
+    return await asyncio.gather(
+        ingest(url, items, 4, seconds, tag), load(url + "/recommend", bodies, 8, seconds)
+    )
 
 
 def store_figures(bundle: Path, work: Path, seconds: float = 20) -> dict:
@@ -292,8 +376,12 @@ def store_figures(bundle: Path, work: Path, seconds: float = 20) -> dict:
                 rec = asyncio.run(load(url + "/recommend", bodies, 8, seconds))
 
                 mixed_ingest, mixed_rec = asyncio.run(_together(url, items, bodies, seconds, f"{name}-b"))
-            out[name] = {"ingest_alone": alone, "recommend_alone": rec, "ingest_with_recommend": mixed_ingest,
-                         "recommend_with_ingest": mixed_rec}  # fmt: skip
+            out[name] = {
+                "ingest_alone": alone,
+                "recommend_alone": rec,
+                "ingest_with_recommend": mixed_ingest,
+                "recommend_with_ingest": mixed_rec,
+            }
             print(f"[state] {name}: {out[name]}", flush=True)
     return out
 

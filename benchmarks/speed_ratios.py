@@ -39,7 +39,8 @@ from longtail.config import RetrievalConfig, TrainConfig
 from longtail.data.encoded import SplitData, load_split_data
 from longtail.eval.evaluate import evaluate, history_parts
 from longtail.model.factory import build_ranker, build_retriever
-from longtail.model.ranker_train import (
+from longtail.model.objective import (
+    LossSpec,
     NextItemObjective,
     next_item_examples,
     popularity_log_prior,
@@ -81,12 +82,21 @@ def stage_ratios(pipe, data: SplitData) -> dict:
     rec = PipelineRecommender(pipe)
     pipeline_s = timed(lambda: rec.recommend(np.arange(len(users)), hist, 20))
     raw20_s = matmul_topk(len(users), q.shape[1], pipe.n_items, 20)
-    return {"users": len(users), "items": pipe.n_items, "candidates": n_cand, "index": pipe.index.kind,
-            "dim": q.shape[1], "search_s": round(search_s, 4), "user_tower_s": round(tower_s, 4),
-            "matmul_topk_s": round(raw_s, 4), "pipeline_s": round(pipeline_s, 3), "matmul_top20_s": round(raw20_s, 4),
-            "retrieval_vs_matmul": round(raw_s / search_s, 3),
-            "retrieval_with_tower_vs_matmul": round(raw_s / (search_s + tower_s), 3),
-            "pipeline_vs_matmul": round(raw20_s / pipeline_s, 4)}  # fmt: skip
+    return {
+        "users": len(users),
+        "items": pipe.n_items,
+        "candidates": n_cand,
+        "index": pipe.index.kind,
+        "dim": q.shape[1],
+        "search_s": round(search_s, 4),
+        "user_tower_s": round(tower_s, 4),
+        "matmul_topk_s": round(raw_s, 4),
+        "pipeline_s": round(pipeline_s, 3),
+        "matmul_top20_s": round(raw20_s, 4),
+        "retrieval_vs_matmul": round(raw_s / search_s, 3),
+        "retrieval_with_tower_vs_matmul": round(raw_s / (search_s + tower_s), 3),
+        "pipeline_vs_matmul": round(raw20_s / pipeline_s, 4),
+    }
 
 
 def recall_ratio(pipe, data: SplitData, max_users: int | None) -> dict:
@@ -99,10 +109,15 @@ def recall_ratio(pipe, data: SplitData, max_users: int | None) -> dict:
     one = evaluate(PipelineRecommender(own_lists(exact(pipe))), data, "test", max_users=max_users)
     exact_s = time.perf_counter() - t
     keys = ("recall@20", "ndcg@10", "tail_recall@20", "coverage@20")
-    return {"users": two.n_users, "two_stage": {k: round(two.metrics[k], 4) for k in keys},
-            "exact": {k: round(one.metrics[k], 4) for k in keys}, "exact_s": round(exact_s, 1),
-            "two_stage_recall_ratio": round(two.metrics["recall@20"] / one.metrics["recall@20"], 4),
-            "eval_s": round(eval_s, 1), "eval_users": served.n_users}  # fmt: skip
+    return {
+        "users": two.n_users,
+        "two_stage": {k: round(two.metrics[k], 4) for k in keys},
+        "exact": {k: round(one.metrics[k], 4) for k in keys},
+        "exact_s": round(exact_s, 1),
+        "two_stage_recall_ratio": round(two.metrics["recall@20"] / one.metrics["recall@20"], 4),
+        "eval_s": round(eval_s, 1),
+        "eval_users": served.n_users,
+    }
 
 
 def epoch_cost(part: SplitData, vectors: np.ndarray, graph, cfg: TrainConfig) -> dict:
@@ -117,12 +132,30 @@ def epoch_cost(part: SplitData, vectors: np.ndarray, graph, cfg: TrainConfig) ->
     per_epoch = r.examples_per_epoch or default_examples_per_epoch(len(targets))
     take = np.random.default_rng(0).permutation(len(targets))[:per_epoch]
     share = torch.tensor(np.bincount(targets, minlength=part.n_items) / len(targets), dtype=torch.float32)
-    objective = NextItemObjective({"retriever": retriever, "ranker": ranker}, {}, share,
-                                  torch.tensor(popularity_log_prior(counts)), r.popularity_correction, r.temperature)  # fmt: skip
+    objective = NextItemObjective(
+        {"retriever": retriever, "ranker": ranker},
+        LossSpec(r.popularity_correction, r.temperature),
+        share,
+        torch.tensor(popularity_log_prior(counts)),
+    )
     optim = torch.optim.Adam(objective.parameters(), lr=r.lr)
-    epoch_s = timed(lambda: train_epoch(objective, torch.from_numpy(prefixes[take]), torch.from_numpy(targets[take]),
-                                        optim, r.batch_size, r.negatives, part.n_items, torch.Generator().manual_seed(0)))  # fmt: skip
-    return {"train_interactions": len(part.train), "examples_per_epoch": len(take), "epoch_s": round(epoch_s, 2)}
+    epoch_s = timed(
+        lambda: train_epoch(
+            objective,
+            torch.from_numpy(prefixes[take]),
+            torch.from_numpy(targets[take]),
+            optim,
+            r.batch_size,
+            r.negatives,
+            part.n_items,
+            torch.Generator().manual_seed(0),
+        )
+    )
+    return {
+        "train_interactions": len(part.train),
+        "examples_per_epoch": len(take),
+        "epoch_s": round(epoch_s, 2),
+    }
 
 
 def subset(data: SplitData, share: float, seed: int = 0) -> SplitData:
@@ -133,18 +166,22 @@ def subset(data: SplitData, share: float, seed: int = 0) -> SplitData:
         mask = keep[p.users]
         return type(p)(p.users[mask], p.items[mask], p.timestamps[mask])
 
-    return SplitData(data.item_ids, data.user_ids, part(data.train), part(data.valid), part(data.test), data.item_text)
+    return SplitData(
+        data.item_ids, data.user_ids, part(data.train), part(data.valid), part(data.test), data.item_text
+    )
 
 
 def rss_mib() -> tuple[float, float]:
     """(current, peak) resident memory of this process, MiB."""
-    status = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    status = dict(
+        line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line
+    )
     return int(status["VmRSS"].split()[0]) / 1024, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def catalog_worker(n: int, threads: int, requests: int, index: str) -> dict:
     """In a fresh process: build a synthetic pipeline of n items, time single requests, report RSS."""
-    from longtail.recommend.synthetic import synthetic_pipeline
+    from benchmarks.synthetic_pipeline import synthetic_pipeline
 
     torch.set_num_threads(threads)
     t = time.perf_counter()
@@ -157,9 +194,15 @@ def catalog_worker(n: int, threads: int, requests: int, index: str) -> dict:
         recommend(pipe, b, 20, exposure, record=False)  # warm
     lat = [timed(lambda b=b: recommend(pipe, b, 20, exposure, record=False)) for b in batches[5:]]
     current, peak = rss_mib()
-    return {"p50_ms": round(1000 * float(np.median(lat)), 2), "p99_ms": round(1000 * float(np.percentile(lat, 99)), 2),
-            "rss_mib": round(current), "peak_rss_mib": round(peak), "index": pipe.index.kind,
-            "build_s": round(build_s, 1), "requests": requests}  # fmt: skip
+    return {
+        "p50_ms": round(1000 * float(np.median(lat)), 2),
+        "p99_ms": round(1000 * float(np.percentile(lat, 99)), 2),
+        "rss_mib": round(current),
+        "peak_rss_mib": round(peak),
+        "index": pipe.index.kind,
+        "build_s": round(build_s, 1),
+        "requests": requests,
+    }
 
 
 def ann_choice(pipe, data: SplitData, users: int = 2000, queries: int = 300) -> dict:
@@ -185,8 +228,11 @@ def ann_choice(pipe, data: SplitData, users: int = 2000, queries: int = 300) -> 
 
     base = two_stage_recall(exact_index)
     out: dict = {"items": pipe.n_items, "users": len(sample), "candidates": n_cand}
-    variants = [("ivf", "nprobe", v) for v in (16, 48, 128)] + [("ivf_sq8", "nprobe", 48)] + [
-        ("hnsw", "ef_search", v) for v in (256, 512)]  # fmt: skip
+    variants = (
+        [("ivf", "nprobe", v) for v in (16, 48, 128)]
+        + [("ivf_sq8", "nprobe", 48)]
+        + [("hnsw", "ef_search", v) for v in (256, 512)]
+    )
     built: dict[str, tuple[ItemIndex, float]] = {}
     for kind, knob, value in variants:
         if kind not in built:
@@ -195,13 +241,24 @@ def ann_choice(pipe, data: SplitData, users: int = 2000, queries: int = 300) -> 
         index, build_s = built[kind]
         setattr(index, knob, value)
         found = index.search(q, n_cand, excluded)
-        recall = np.mean([len(set(a[a >= 0]) & set(b[b >= 0])) / max(int((b >= 0).sum()), 1)
-                          for a, b in zip(found, truth, strict=True)])  # fmt: skip
-        lat = [timed(lambda i=i, index=index: index.search(q[i : i + 1], n_cand, excluded[i])) for i in range(queries)]
+        recall = np.mean(
+            [
+                len(set(a[a >= 0]) & set(b[b >= 0])) / max(int((b >= 0).sum()), 1)
+                for a, b in zip(found, truth, strict=True)
+            ]
+        )
+        lat = [
+            timed(lambda i=i, index=index: index.search(q[i : i + 1], n_cand, excluded[i]))
+            for i in range(queries)
+        ]
         key = f"{kind} {knob}={value}"
-        out[key] = {"build_s": round(build_s, 1), "mips_recall": round(float(recall), 4),
-                    "p50_ms": round(1000 * float(np.median(lat)), 3), "p99_ms": round(1000 * float(np.percentile(lat, 99)), 3),
-                    "two_stage_recall_ratio": round(two_stage_recall(index) / base, 4)}  # fmt: skip
+        out[key] = {
+            "build_s": round(build_s, 1),
+            "mips_recall": round(float(recall), 4),
+            "p50_ms": round(1000 * float(np.median(lat)), 3),
+            "p99_ms": round(1000 * float(np.percentile(lat, 99)), 3),
+            "two_stage_recall_ratio": round(two_stage_recall(index) / base, 4),
+        }
         print(f"[speed] ann {key} {out[key]}", flush=True)
     return out
 
@@ -213,8 +270,19 @@ def _history(items: np.ndarray):
 
 
 def run_worker(n: int, threads: int, requests: int, index: str) -> dict:
-    cmd = [sys.executable, "-m", "benchmarks.speed_ratios", "--catalog-worker", str(n), "--threads", str(threads),
-           "--requests", str(requests), "--index", index]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "benchmarks.speed_ratios",
+        "--catalog-worker",
+        str(n),
+        "--threads",
+        str(threads),
+        "--requests",
+        str(requests),
+        "--index",
+        index,
+    ]
     done = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -230,10 +298,19 @@ def plot_catalog(rows: dict, path: Path) -> None:
     ax.plot(n, [r["p50_ms"] for r in rows.values()], marker="o", label="p50")
     ax.plot(n, [r["p99_ms"] for r in rows.values()], marker="o", label="p99")
     for x, r in zip(n, rows.values(), strict=True):
-        ax.annotate(f"{r['index']}, {r['rss_mib']} MiB", (x, r["p99_ms"]), textcoords="offset points", xytext=(4, 6),
-                    fontsize=8)  # fmt: skip
-    ax.set(xscale="log", xlabel="catalog items", ylabel="latency per request, ms",
-           title="Two-stage request latency by catalog size (2 threads)")  # fmt: skip
+        ax.annotate(
+            f"{r['index']}, {r['rss_mib']} MiB",
+            (x, r["p99_ms"]),
+            textcoords="offset points",
+            xytext=(4, 6),
+            fontsize=8,
+        )
+    ax.set(
+        xscale="log",
+        xlabel="catalog items",
+        ylabel="latency per request, ms",
+        title="Two-stage request latency by catalog size (2 threads)",
+    )
     ax.grid(alpha=0.3, which="both")
     ax.legend()
     fig.tight_layout()
@@ -277,8 +354,10 @@ def main() -> None:
             report["two_stage_recall_ratio"] = report["recall"]["two_stage_recall_ratio"]
             report["eval_s"] = report["recall"]["eval_s"]
         if "growth" not in skip:
-            report["train_growth"] = [{"share": s, **epoch_cost(subset(data, s), bundle.vectors, bundle.graph, bundle.config)}
-                                      for s in (0.25, 0.5, 1.0)]  # fmt: skip
+            report["train_growth"] = [
+                {"share": s, **epoch_cost(subset(data, s), bundle.vectors, bundle.graph, bundle.config)}
+                for s in (0.25, 0.5, 1.0)
+            ]
     if "catalog" not in skip:
         report["catalog"] = {}
         for n in (int(s) for s in args.sizes.split(",")):

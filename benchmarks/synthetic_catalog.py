@@ -19,21 +19,85 @@ from pathlib import Path
 import numpy as np
 
 CATEGORIES = {
-    "mouse": "computer", "keyboard": "computer", "monitor": "computer", "webcam": "computer",
-    "headphones": "audio", "speaker": "audio", "microphone": "audio", "earbuds": "audio",
-    "blender": "kitchen", "kettle": "kitchen", "toaster": "kitchen", "knife set": "kitchen",
-    "frying pan": "kitchen", "coffee grinder": "kitchen", "rice cooker": "kitchen", "mixing bowl": "kitchen",
-    "tent": "outdoor", "sleeping bag": "outdoor", "backpack": "outdoor", "headlamp": "outdoor",
-    "water bottle": "outdoor", "trekking poles": "outdoor", "camping stove": "outdoor", "hammock": "outdoor",
-    "yoga mat": "fitness", "dumbbell": "fitness", "jump rope": "fitness", "resistance band": "fitness",
-    "running shoes": "apparel", "rain jacket": "apparel", "wool socks": "apparel", "beanie": "apparel",
-    "desk lamp": "home", "throw pillow": "home", "bath towel": "home", "wall clock": "home",
-    "board game": "toys", "puzzle": "toys", "building blocks": "toys", "plush toy": "toys",
-}  # fmt: skip
-BRANDS = ["Norvik", "Altura", "Kestrel", "Brightwell", "Oakridge", "Zenko", "Pellar", "Vantor", "Lumio", "Craftmark",
-          "Ridgeline", "Solace", "Tidewater", "Halcyon", "Emberly", "Quillon", "Arcadia", "Fernhill"]  # fmt: skip
-ADJECTIVES = ["compact", "wireless", "ergonomic", "lightweight", "premium", "classic", "foldable", "heavy-duty",
-              "portable", "quiet", "waterproof", "insulated", "adjustable", "slim", "rechargeable", "eco"]  # fmt: skip
+    "mouse": "computer",
+    "keyboard": "computer",
+    "monitor": "computer",
+    "webcam": "computer",
+    "headphones": "audio",
+    "speaker": "audio",
+    "microphone": "audio",
+    "earbuds": "audio",
+    "blender": "kitchen",
+    "kettle": "kitchen",
+    "toaster": "kitchen",
+    "knife set": "kitchen",
+    "frying pan": "kitchen",
+    "coffee grinder": "kitchen",
+    "rice cooker": "kitchen",
+    "mixing bowl": "kitchen",
+    "tent": "outdoor",
+    "sleeping bag": "outdoor",
+    "backpack": "outdoor",
+    "headlamp": "outdoor",
+    "water bottle": "outdoor",
+    "trekking poles": "outdoor",
+    "camping stove": "outdoor",
+    "hammock": "outdoor",
+    "yoga mat": "fitness",
+    "dumbbell": "fitness",
+    "jump rope": "fitness",
+    "resistance band": "fitness",
+    "running shoes": "apparel",
+    "rain jacket": "apparel",
+    "wool socks": "apparel",
+    "beanie": "apparel",
+    "desk lamp": "home",
+    "throw pillow": "home",
+    "bath towel": "home",
+    "wall clock": "home",
+    "board game": "toys",
+    "puzzle": "toys",
+    "building blocks": "toys",
+    "plush toy": "toys",
+}
+BRANDS = [
+    "Norvik",
+    "Altura",
+    "Kestrel",
+    "Brightwell",
+    "Oakridge",
+    "Zenko",
+    "Pellar",
+    "Vantor",
+    "Lumio",
+    "Craftmark",
+    "Ridgeline",
+    "Solace",
+    "Tidewater",
+    "Halcyon",
+    "Emberly",
+    "Quillon",
+    "Arcadia",
+    "Fernhill",
+]
+ADJECTIVES = [
+    "compact",
+    "wireless",
+    "ergonomic",
+    "lightweight",
+    "premium",
+    "classic",
+    "foldable",
+    "heavy-duty",
+    "portable",
+    "quiet",
+    "waterproof",
+    "insulated",
+    "adjustable",
+    "slim",
+    "rechargeable",
+    "eco",
+]
 COLORS = ["black", "white", "grey", "navy", "forest green", "red", "sand", "teal", "charcoal", "orange"]
 PACKS = ["", "", "", ", 2-pack", ", 3-pack", ", set of 4", ", large", ", small", ", travel size"]
 
@@ -43,10 +107,14 @@ def make(n_items: int, n_interactions: int, seed: int) -> tuple[list[dict], list
     nouns = list(CATEGORIES)
     item_noun = rng.integers(0, len(nouns), n_items)
     items = [
-        {"item_id": f"P{i:06d}", "title": f"{rng.choice(BRANDS)} {rng.choice(ADJECTIVES)} {nouns[n]}, "
-         f"{rng.choice(COLORS)}{rng.choice(PACKS)}", "category": CATEGORIES[nouns[n]]}
+        {
+            "item_id": f"P{i:06d}",
+            "title": f"{rng.choice(BRANDS)} {rng.choice(ADJECTIVES)} {nouns[n]}, "
+            f"{rng.choice(COLORS)}{rng.choice(PACKS)}",
+            "category": CATEGORIES[nouns[n]],
+        }
         for i, n in enumerate(item_noun)
-    ]  # fmt: skip
+    ]
     by_noun = [np.flatnonzero(item_noun == n) for n in range(len(nouns))]
     weights = []
     for members in by_noun:  # Zipf popularity inside each product noun, random order of items

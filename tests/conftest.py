@@ -16,10 +16,17 @@ from longtail.data.splits import SplitTables
 # 4 users; u1 has 10 interactions, u2 5, u3 2 (stays in train), u4 3. Items 1..12; item 12 untouched.
 INTERACTIONS = [
     *[("u1", str(i), 100 + i) for i in range(1, 11)],
-    ("u2", "3", 50), ("u2", "1", 50), ("u2", "10", 50), ("u2", "2", 60), ("u2", "4", 70),
-    ("u3", "5", 10), ("u3", "6", 20),
-    ("u4", "7", 5), ("u4", "8", 6), ("u4", "9", 7),
-]  # fmt: skip
+    ("u2", "3", 50),
+    ("u2", "1", 50),
+    ("u2", "10", 50),
+    ("u2", "2", 60),
+    ("u2", "4", 70),
+    ("u3", "5", 10),
+    ("u3", "6", 20),
+    ("u4", "7", 5),
+    ("u4", "8", 6),
+    ("u4", "9", 7),
+]
 ITEMS = [(str(i), f"Movie {i}", str(1990 + i), "Drama Comedy" if i % 2 else "Action") for i in range(1, 13)]
 
 
@@ -42,8 +49,11 @@ def write_recbole(directory: Path, name: str = "toy") -> Path:
 def write_tabular(directory: Path, fmt: str) -> Path:
     """``interactions`` and ``items`` files in csv, parquet or jsonl with non-canonical column names."""
     directory.mkdir(parents=True, exist_ok=True)
-    inter = {"uid": [u for u, _, _ in INTERACTIONS], "iid": [i for _, i, _ in INTERACTIONS],
-             "ts": [float(t) for _, _, t in INTERACTIONS]}  # fmt: skip
+    inter = {
+        "uid": [u for u, _, _ in INTERACTIONS],
+        "iid": [i for _, i, _ in INTERACTIONS],
+        "ts": [float(t) for _, _, t in INTERACTIONS],
+    }
     items = {"iid": [r[0] for r in ITEMS], "title": [r[1] for r in ITEMS], "genres": [r[3] for r in ITEMS]}
     for name, cols in (("interactions", inter), ("items", items)):
         path = directory / f"{name}.{fmt}"
@@ -67,15 +77,22 @@ def recbole_dir(tmp_path: Path) -> Path:
 
 
 def write_tiny_encoder(directory: Path, hidden: int = 32) -> Path:
-    """A 2-layer BERT (hidden 32 unless told) with the packaged MiniLM tokenizer, as a Hugging Face directory."""
+    """A 2-layer BERT (hidden 32 unless told) with the packaged MiniLM tokenizer, as a Hugging Face
+    directory."""
     import torch
     from transformers import BertConfig, BertModel
 
     from longtail.model.encoder import DEFAULT_ENCODER, load_tokenizer
 
     torch.manual_seed(0)
-    config = BertConfig(vocab_size=30522, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=2 * hidden, max_position_embeddings=128)  # fmt: skip
+    config = BertConfig(
+        vocab_size=30522,
+        hidden_size=hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=128,
+    )
     BertModel(config).save_pretrained(directory, safe_serialization=True)
     load_tokenizer(DEFAULT_ENCODER).save_pretrained(directory)
     return directory
@@ -99,8 +116,15 @@ def clustered_split(n_users: int = 60, seed: int = 0) -> SplitData:
 
     def table(rs):
         u, i, t = zip(*rs, strict=True)
-        return pa.table({"user_id": u, "item_id": i, "timestamp": t, "weight": pa.array([1.0] * len(u), pa.float32()),
-                         "event_type": ["x"] * len(u)})  # fmt: skip
+        return pa.table(
+            {
+                "user_id": u,
+                "item_id": i,
+                "timestamp": t,
+                "weight": pa.array([1.0] * len(u), pa.float32()),
+                "event_type": ["x"] * len(u),
+            }
+        )
 
     tables = SplitTables(*(table(rows[p]) for p in ("train", "valid", "test")))
     words = ["drama", "comedy", "war", "romance", "noir", "space", "robots", "aliens", "heist", "western"]
@@ -118,11 +142,15 @@ def write_clustered_dataset(out: Path, n_users: int = 60) -> Path:
     users = np.concatenate([p.users for p in parts])
     items = np.concatenate([p.items for p in parts])
     stamps = np.concatenate([p.timestamps for p in parts])
-    interactions = pa.table({
-        "user_id": pa.array(data.user_ids[users].astype(str)), "item_id": pa.array(data.item_ids[items].astype(str)),
-        "timestamp": stamps, "weight": pa.array(np.ones(len(users)), pa.float32()),
-        "event_type": pa.array(["x"] * len(users)),
-    })  # fmt: skip
+    interactions = pa.table(
+        {
+            "user_id": pa.array(data.user_ids[users].astype(str)),
+            "item_id": pa.array(data.item_ids[items].astype(str)),
+            "timestamp": stamps,
+            "weight": pa.array(np.ones(len(users)), pa.float32()),
+            "event_type": pa.array(["x"] * len(users)),
+        }
+    )
     item_table = pa.table(
         {"item_id": pa.array(data.item_ids.astype(str)), "text": pa.array(data.item_text.astype(str))}
     )
@@ -130,9 +158,10 @@ def write_clustered_dataset(out: Path, n_users: int = 60) -> Path:
     return out
 
 
-def write_tiny_bundle(out: Path, encoder_dir: Path, epochs: int = 1) -> Path:
-    """A real bundle (write_bundle) over the clustered toy data: tiny encoder, text-kNN graph, ``epochs`` ranker
-    epochs (another count: another version)."""
+def write_tiny_bundle(out: Path, encoder_dir: Path, epochs: int = 1, rerank: dict | None = None) -> Path:
+    """A real bundle (write_bundle) over the clustered toy data: tiny encoder, text-kNN graph, ``epochs``
+    ranker
+    epochs (another count: another version), ``rerank`` the knobs it records as chosen."""
     import torch
 
     from longtail.bundle import write_bundle
@@ -140,7 +169,8 @@ def write_tiny_bundle(out: Path, encoder_dir: Path, epochs: int = 1) -> Path:
     from longtail.model.encoder import embed_texts, load_encoder, load_tokenizer
     from longtail.model.factory import build_ranker, build_retriever
     from longtail.model.graph import combine, text_knn
-    from longtail.model.ranker_train import (
+    from longtail.model.objective import (
+        LossSpec,
         NextItemObjective,
         next_item_examples,
         popularity_log_prior,
@@ -148,10 +178,17 @@ def write_tiny_bundle(out: Path, encoder_dir: Path, epochs: int = 1) -> Path:
     )
 
     data = clustered_split()
-    config = TrainConfig.model_validate({"encoder": {"name": str(encoder_dir), "max_length": 24},
-                                         "ranker": {"dim": 16, "max_history": 8, "negatives": 8},
-                                         "retriever": {"dim": 16, "layers": 1}})  # fmt: skip
-    vectors = embed_texts(load_encoder(str(encoder_dir)), load_tokenizer(str(encoder_dir)), list(data.item_text), 24)
+    config = TrainConfig.model_validate(
+        {
+            "encoder": {"name": str(encoder_dir), "max_length": 24},
+            "ranker": {"dim": 16, "max_history": 8, "negatives": 8},
+            "retriever": {"dim": 16, "layers": 1},
+            "rerank": rerank or {},
+        }
+    )
+    vectors = embed_texts(
+        load_encoder(str(encoder_dir)), load_tokenizer(str(encoder_dir)), list(data.item_text), 24
+    )
     graph = combine({"text": text_knn(vectors, 4)}, {"text": 1.0})
     counts = data.train_counts()
     model = build_ranker(config.ranker, vectors, graph, counts)
@@ -159,24 +196,48 @@ def write_tiny_bundle(out: Path, encoder_dir: Path, epochs: int = 1) -> Path:
     train = data.histories(("train",))
     prefixes, targets = next_item_examples(train, config.ranker.max_history, data.n_items)
     share = torch.as_tensor(np.bincount(targets, minlength=data.n_items) / len(targets), dtype=torch.float32)
-    objective = NextItemObjective({"retriever": retriever, "ranker": model}, {}, share,
-                                  torch.as_tensor(popularity_log_prior(counts)), 0.0, 1.0)  # fmt: skip
+    objective = NextItemObjective(
+        {"retriever": retriever, "ranker": model},
+        LossSpec(),
+        share,
+        torch.as_tensor(popularity_log_prior(counts)),
+    )
     optimizer, generator = torch.optim.Adam(objective.parameters(), 0.01), torch.Generator().manual_seed(0)
     for _ in range(epochs):
-        train_epoch(objective, torch.as_tensor(prefixes), torch.as_tensor(targets), optimizer, 32, 8, data.n_items,
-                    generator)  # fmt: skip
+        train_epoch(
+            objective,
+            torch.as_tensor(prefixes),
+            torch.as_tensor(targets),
+            optimizer,
+            32,
+            8,
+            data.n_items,
+            generator,
+        )
     parts = [data.train, data.valid]
-    histories = pa.table({
-        "user_id": pa.array(np.concatenate([data.user_ids[p.users] for p in parts]).astype(str)),
-        "item_id": pa.array(np.concatenate([data.item_ids[p.items] for p in parts]).astype(str)),
-        "timestamp": np.concatenate([p.timestamps for p in parts]).astype(np.float64),
-    })  # fmt: skip
+    histories = pa.table(
+        {
+            "user_id": pa.array(np.concatenate([data.user_ids[p.users] for p in parts]).astype(str)),
+            "item_id": pa.array(np.concatenate([data.item_ids[p.items] for p in parts]).astype(str)),
+            "timestamp": np.concatenate([p.timestamps for p in parts]).astype(np.float64),
+        }
+    )
     return write_bundle(
-        out, encoder_dir=encoder_dir, item_ids=data.item_ids, texts=data.item_text, train_counts=counts,
-        vectors=vectors, graph=graph, ranker_state=model.state_dict(), retriever_state=retriever.state_dict(),
-        histories=histories, recent_counts=data.recent_counts(config.ranker.trend_window),
-        config=config.model_dump(), data={"path": "clustered"}, metrics={},
-    )  # fmt: skip
+        out,
+        encoder_dir=encoder_dir,
+        item_ids=data.item_ids,
+        texts=data.item_text,
+        train_counts=counts,
+        vectors=vectors,
+        graph=graph,
+        ranker_state=model.state_dict(),
+        retriever_state=retriever.state_dict(),
+        histories=histories,
+        recent_counts=data.recent_counts(config.ranker.trend_window),
+        config=config.model_dump(),
+        data={"path": "clustered"},
+        metrics={},
+    )
 
 
 @pytest.fixture(scope="session")
@@ -187,7 +248,7 @@ def tiny_bundle(tmp_path_factory, tiny_encoder) -> Path:
 @pytest.fixture(scope="session")
 def postgres_url():
     """A real PostgreSQL server for the whole session (started here, stopped at the end)."""
-    from tests.postgres_server import postgres_server
+    from harness.postgres_server import postgres_server
 
     with postgres_server() as url:
         yield url

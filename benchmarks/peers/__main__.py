@@ -75,14 +75,18 @@ def peer_grids() -> dict[str, tuple[Callable[..., Recommender], list[dict]]]:
         return LightGCNPeer(**params)
 
     return {
-        "als": (implicit_factors("als"),
-                grid(factors=(64, 128), regularization=(0.01, 0.1), alpha=(1.0, 10.0), iterations=(15,))),
-        "bpr": (implicit_factors("bpr"),
-                grid(factors=(64, 128), learning_rate=(0.01, 0.05), regularization=(0.01,), iterations=(100,))),
+        "als": (
+            implicit_factors("als"),
+            grid(factors=(64, 128), regularization=(0.01, 0.1), alpha=(1.0, 10.0), iterations=(15,)),
+        ),
+        "bpr": (
+            implicit_factors("bpr"),
+            grid(factors=(64, 128), learning_rate=(0.01, 0.05), regularization=(0.01,), iterations=(100,)),
+        ),
         "itemknn": (item_knn, grid(weighting=("cosine", "bm25"), neighbours=(50, 200))),
         "lightfm": (lightfm, grid(no_components=(32, 64), epochs=(10, 30))),
         "lightgcn": (lightgcn, grid(num_layers=(3,), lr=(5e-3, 2e-2))),  # epochs: until valid stops rising
-    }  # fmt: skip
+    }
 
 
 def with_valid_in_train(data: SplitData) -> SplitData:
@@ -90,8 +94,14 @@ def with_valid_in_train(data: SplitData) -> SplitData:
     return dataclasses.replace(data, train=Interactions.concat([data.train, data.valid]))
 
 
-def tune(name: str, factory, points: list[dict], data: SplitData, fit_data: SplitData | None = None,
-         among: np.ndarray | None = None) -> dict:  # fmt: skip
+def tune(
+    name: str,
+    factory,
+    points: list[dict],
+    data: SplitData,
+    fit_data: SplitData | None = None,
+    among: np.ndarray | None = None,
+) -> dict:
     """Grid on valid, refit of the best point on train+valid, test. ``fit_data`` (default ``data``) is what
     the model trains on; ``among`` the users it is scored on (default: every user with a target)."""
     fit_data = data if fit_data is None else fit_data
@@ -105,16 +115,31 @@ def tune(name: str, factory, points: list[dict], data: SplitData, fit_data: Spli
         if getattr(model, "curve", None):  # trained until valid stopped rising: the refit trains that long
             row |= {"best_epoch": model.best_epoch, "curve": model.curve}
         log.append(row)
-        print(f"[{name}] {params}: valid ndcg@10 {valid.metrics['ndcg@10']:.4f} ({time.time() - t0:.0f} s)", flush=True)
+        print(
+            f"[{name}] {params}: valid ndcg@10 {valid.metrics['ndcg@10']:.4f} ({time.time() - t0:.0f} s)",
+            flush=True,
+        )
     best = max(log, key=lambda row: row["valid"].metrics["ndcg@10"])
-    refit = best["params"] | ({"epochs": best["best_epoch"], "early_stop": False} if "best_epoch" in best else {})
+    refit = best["params"] | (
+        {"epochs": best["best_epoch"], "early_stop": False} if "best_epoch" in best else {}
+    )
     model = factory(**refit)
     model.fit(with_valid_in_train(fit_data))
     test = evaluate(model, data, "test", among=among)
-    return {"params": refit, "valid": best["valid"], "test": test,
-            "grid": [{"params": r["params"], "valid_ndcg@10": round(r["valid"].metrics["ndcg@10"], 4),
-                      "seconds": r["seconds"], **{k: r[k] for k in ("best_epoch", "curve") if k in r}}
-                     for r in log]}  # fmt: skip
+    return {
+        "params": refit,
+        "valid": best["valid"],
+        "test": test,
+        "grid": [
+            {
+                "params": r["params"],
+                "valid_ndcg@10": round(r["valid"].metrics["ndcg@10"], 4),
+                "seconds": r["seconds"],
+                **{k: r[k] for k in ("best_epoch", "curve") if k in r},
+            }
+            for r in log
+        ],
+    }
 
 
 def fixed(make: Callable[[], Recommender], data: SplitData, among: np.ndarray | None = None) -> dict:
@@ -130,18 +155,20 @@ def fixed(make: Callable[[], Recommender], data: SplitData, among: np.ndarray | 
 
 def frozen_text(data: SplitData) -> Recommender:
     """Mean of history text vectors from the default encoder, frozen (no fine-tuning)."""
+    from benchmarks.peers.text_profile import TextMeanProfile
     from longtail.model.encoder import DEFAULT_ENCODER, embed_texts, load_encoder, load_tokenizer
-    from longtail.model.text_profile import TextMeanProfile
 
     encoder, tokenizer = load_encoder(DEFAULT_ENCODER), load_tokenizer(DEFAULT_ENCODER)
     vectors = embed_texts(encoder, tokenizer, list(data.item_text), 64)
     return TextMeanProfile(vectors, "text, frozen encoder")
 
 
-def hybrid_rows(bundle: Path, data: SplitData, rerank_overrides: list[str], among: np.ndarray | None = None
-                ) -> dict[str, dict]:  # fmt: skip
+def hybrid_rows(
+    bundle: Path, data: SplitData, rerank_overrides: list[str], among: np.ndarray | None = None
+) -> dict[str, dict]:
     """The bundle's two-stage pipeline on its own lists, re-ranked as served (the bundle's `rerank`, with
-    ``rerank_overrides`` such as ``tail_share=0.2``) when that re-rank does anything, and its retriever alone."""
+    ``rerank_overrides`` such as ``tail_share=0.2``) when that re-rank does anything, and its retriever
+    alone."""
     from longtail.bundle import check_catalog, read_bundle
     from longtail.config import RerankConfig
     from longtail.recommend.build import load_pipeline, own_lists, shelves_of
@@ -150,12 +177,22 @@ def hybrid_rows(bundle: Path, data: SplitData, rerank_overrides: list[str], amon
     loaded = read_bundle(bundle)
     check_catalog(loaded, data.item_ids, str(bundle))
     pipe = load_pipeline(loaded)
-    rerank = RerankConfig(**{**loaded.config.rerank.model_dump(), **dict(kv.split("=", 1) for kv in rerank_overrides)})
-    served = dataclasses.replace(pipe, shelves=shelves_of(rerank), boost=rerank.tail_boost)
+    rerank = RerankConfig(
+        **{**loaded.config.rerank.model_dump(), **dict(kv.split("=", 1) for kv in rerank_overrides)}
+    )
+    served = pipe.with_knobs(shelves=shelves_of(rerank), tail_boost=rerank.tail_boost)
     label = f"longtail hybrid + shelves {rerank.tail_share}/{rerank.new_share}/λ {rerank.exposure_penalty}"
-    rows = {"hybrid": fixed(lambda: PipelineRecommender(own_lists(pipe), "longtail hybrid (own lists)"), data, among),
-            "retriever": fixed(lambda: RetrieverRecommender(pipe, "longtail retriever (first stage)"), data, among)}  # fmt: skip
-    if served.shelves.active or served.boost > 0:  # one recommender per pass: exposure counts start at zero
+    rows = {
+        "hybrid": fixed(
+            lambda: PipelineRecommender(own_lists(pipe), "longtail hybrid (own lists)"), data, among
+        ),
+        "retriever": fixed(
+            lambda: RetrieverRecommender(pipe, "longtail retriever (first stage)"), data, among
+        ),
+    }
+    if (
+        served.knobs.shelves.active or served.knobs.tail_boost > 0
+    ):  # one recommender per pass: exposure counts start at zero
         rows["hybrid + shelves"] = fixed(lambda: PipelineRecommender(served, label), data, among)
     return rows
 
@@ -207,8 +244,12 @@ def plot_tradeoff(results: list[EvalResult], path: Path, title: str) -> Path:
 
 def plot_curves(rows: dict[str, dict], path: Path, title: str) -> Path | None:
     """Valid ndcg@10 by epoch of every grid point trained until it stopped rising (SASRec, LightGCN)."""
-    curves = [(f"{name} {point['params']}", point["curve"]) for name, row in rows.items()
-              for point in (row.get("grid") or []) if point.get("curve")]  # fmt: skip
+    curves = [
+        (f"{name} {point['params']}", point["curve"])
+        for name, row in rows.items()
+        for point in (row.get("grid") or [])
+        if point.get("curve")
+    ]
     if not curves:
         return None
     import matplotlib
@@ -230,15 +271,24 @@ def plot_curves(rows: dict[str, dict], path: Path, title: str) -> Path | None:
     return path
 
 
-def write_reports(rows: dict[str, dict], stem: Path, data_dir: Path, split: str, users: int | None = None) -> None:
+def write_reports(
+    rows: dict[str, dict], stem: Path, data_dir: Path, split: str, users: int | None = None
+) -> None:
     """JSON, Markdown table and both plots of the rows so far (rewritten after every model)."""
     tests = [row["test"] for row in rows.values()]
     table = markdown_table(tests)
     title = f"{read_manifest(data_dir).get('source', data_dir)}, {split} split, test"
     title += "" if users is None else f", {users} sampled users"
     stem.with_suffix(".md").write_text(f"# Peers: {title}\n\n{table}\n")
-    report = {name: {"params": row["params"], "grid": row.get("grid"), "valid": row["valid"].to_json(),
-                     "test": row["test"].to_json()} for name, row in rows.items()}  # fmt: skip
+    report = {
+        name: {
+            "params": row["params"],
+            "grid": row.get("grid"),
+            "valid": row["valid"].to_json(),
+            "test": row["test"].to_json(),
+        }
+        for name, row in rows.items()
+    }
     summary = {"data": str(data_dir), "split": split, "users": users, "models": report}
     stem.with_suffix(".json").write_text(json.dumps(summary, indent=2))
     plot_tradeoff(tests, Path(f"{stem}-tradeoff.png"), title)
@@ -265,21 +315,43 @@ def main() -> None:
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--format", default=None, help="importer format when --data is a source directory")
     ap.add_argument("--split", default="warm", choices=("warm", "cold"))
-    ap.add_argument("--bundle", type=Path, default=None, help="a `longtail train` bundle of this data and split")
-    ap.add_argument("--rerank", nargs="*", default=[], metavar="KEY=VALUE",
-                    help="override the bundle's rerank config, e.g. tail_share=0.2 new_share=0.2")
-    ap.add_argument("--only", default=None, help="comma-separated subset of: mostpop,text,als,bpr,itemknn,"
-                    "lightfm,lightgcn,sasrec,hybrid")  # fmt: skip
+    ap.add_argument(
+        "--bundle", type=Path, default=None, help="a `longtail train` bundle of this data and split"
+    )
+    ap.add_argument(
+        "--rerank",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override the bundle's rerank config, e.g. tail_share=0.2 new_share=0.2",
+    )
+    ap.add_argument(
+        "--only",
+        default=None,
+        help="comma-separated subset of: mostpop,text,als,bpr,itemknn,lightfm,lightgcn,sasrec,hybrid",
+    )
     ap.add_argument("--skip-sasrec", action="store_true")
-    ap.add_argument("--sasrec-json", type=Path, default=None,
-                    help="use a finished `benchmarks.peers.sasrec_runner` output instead of running it")
+    ap.add_argument(
+        "--sasrec-json",
+        type=Path,
+        default=None,
+        help="use a finished `benchmarks.peers.sasrec_runner` output instead of running it",
+    )
     ap.add_argument("--sasrec-venv", type=Path, default=Path(".venv-recbole"))
     ap.add_argument("--sasrec-dropouts", default="0.2,0.5", help="SASRec's grid (hidden = attention dropout)")
     ap.add_argument("--out", type=Path, default=Path("reports/bench"))
-    ap.add_argument("--users", type=int, default=None, metavar="N",
-                    help=f"fit {' and '.join(SAMPLED)} on a seeded sample of N users and score every row on them")
-    ap.add_argument("--merge", action="store_true",
-                    help="keep the rows of an earlier run's OUT/peers-SPLIT.json that this run does not redo")
+    ap.add_argument(
+        "--users",
+        type=int,
+        default=None,
+        metavar="N",
+        help=f"fit {' and '.join(SAMPLED)} on a seeded sample of N users and score every row on them",
+    )
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the rows of an earlier run's OUT/peers-SPLIT.json that this run does not redo",
+    )
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     data_dir = prepared(args.data, args.format, args.out)
@@ -295,7 +367,9 @@ def main() -> None:
     rows = Rows(args.out / f"peers-{args.split}{suffix}", data_dir, args.split, args.users)
     if args.merge and rows.stem.with_suffix(".json").is_file():
         for name, row in json.loads(rows.stem.with_suffix(".json").read_text())["models"].items():
-            dict.__setitem__(rows, name, {**row, "valid": from_json(row["valid"]), "test": from_json(row["test"])})
+            dict.__setitem__(
+                rows, name, {**row, "valid": from_json(row["valid"]), "test": from_json(row["test"])}
+            )
     if on("hybrid") and args.bundle is not None:
         for name, row in hybrid_rows(args.bundle, data, args.rerank, among).items():
             rows[name] = row
@@ -321,10 +395,24 @@ def main() -> None:
             out = json.loads(args.sasrec_json.read_text())
         else:
             spec = os.environ.get("TORCH_SPEC", "torch==2.13.0")
-            out = run_sasrec(data_dir, args.split, args.out / f"sasrec-{args.split}{suffix}.json", args.sasrec_venv,
-                             spec, 2, args.sasrec_dropouts, args.users)  # fmt: skip
-        rows["sasrec"] = {"params": out["chosen"], "valid": from_json(out["valid"]), "test": from_json(out["test"]),
-                          "grid": [{k: g[k] for k in ("params", "best_epoch", "valid_ndcg@10", "curve")} for g in out["grid"]]}  # fmt: skip
+            out = run_sasrec(
+                data_dir,
+                args.split,
+                args.out / f"sasrec-{args.split}{suffix}.json",
+                args.sasrec_venv,
+                spec,
+                2,
+                args.sasrec_dropouts,
+                args.users,
+            )
+        rows["sasrec"] = {
+            "params": out["chosen"],
+            "valid": from_json(out["valid"]),
+            "test": from_json(out["test"]),
+            "grid": [
+                {k: g[k] for k in ("params", "best_epoch", "valid_ndcg@10", "curve")} for g in out["grid"]
+            ],
+        }
 
     print(f"done: {len(rows)} models")
 

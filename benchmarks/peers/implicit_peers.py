@@ -46,4 +46,6 @@ class ImplicitItemKNN(ScoringRecommender):
         self.n_items = data.n_items
 
     def score(self, users: np.ndarray, histories: Histories) -> np.ndarray:
-        return np.asarray((histories.to_csr(self.n_items) @ self.model.similarity).todense(), dtype=np.float32)
+        return np.asarray(
+            (histories.to_csr(self.n_items) @ self.model.similarity).todense(), dtype=np.float32
+        )

@@ -23,9 +23,19 @@ from longtail.model.base import ScoringRecommender
 class LightGCNPeer(ScoringRecommender):
     """Users are nodes 0..U-1, items U..U+I-1; score = ⟨final user embedding, final item embedding⟩."""
 
-    def __init__(self, num_layers: int = 3, embedding_dim: int = 64, epochs: int = 1000, lr: float = 5e-3,
-                 batch_size: int = 4096, reg: float = 1e-4, seed: int = 0, early_stop: bool = True,
-                 eval_every: int = 10, patience: int = 3) -> None:  # fmt: skip
+    def __init__(
+        self,
+        num_layers: int = 3,
+        embedding_dim: int = 64,
+        epochs: int = 1000,
+        lr: float = 5e-3,
+        batch_size: int = 4096,
+        reg: float = 1e-4,
+        seed: int = 0,
+        early_stop: bool = True,
+        eval_every: int = 10,
+        patience: int = 3,
+    ) -> None:
         self.name = "lightgcn (torch-geometric)"
         self.num_layers, self.dim, self.epochs, self.lr = num_layers, embedding_dim, epochs, lr
         self.batch_size, self.reg, self.seed = batch_size, reg, seed
@@ -43,7 +53,9 @@ class LightGCNPeer(ScoringRecommender):
         i = torch.from_numpy(pairs[:, 1] + n_users)
         edge_index = torch.stack([torch.cat([u, i]), torch.cat([i, u])])  # (2, 2n), both directions
         n_nodes = n_users + n_items
-        adj = to_torch_csr_tensor(edge_index, size=(n_nodes, n_nodes))  # sparse propagation: ~4x scatter's speed
+        adj = to_torch_csr_tensor(
+            edge_index, size=(n_nodes, n_nodes)
+        )  # sparse propagation: ~4x scatter's speed
         model = LightGCN(n_nodes, self.dim, self.num_layers)
         optim = torch.optim.Adam(model.parameters(), lr=self.lr)
         best, since, t0 = -1.0, 0, time.time()
@@ -64,16 +76,24 @@ class LightGCNPeer(ScoringRecommender):
                 total += float(loss.detach()) * len(idx)
             if not self.early_stop:
                 if epoch % 50 == 0 or epoch == self.epochs:
-                    print(f"[lightgcn] lr {self.lr:g} epoch {epoch}/{self.epochs}: loss {total / len(order):.4f}",
-                          flush=True)  # fmt: skip
+                    print(
+                        f"[lightgcn] lr {self.lr:g} epoch {epoch}/{self.epochs}: loss "
+                        f"{total / len(order):.4f}",
+                        flush=True,
+                    )
                 continue
             if epoch % self.eval_every:
                 continue
             self._keep(model, adj, n_users)
             ndcg = evaluate(self, data, "valid").metrics["ndcg@10"]
-            self.curve.append({"epoch": epoch, "loss": round(total / len(order), 4), "valid_ndcg@10": round(ndcg, 4)})
-            print(f"[lightgcn] lr {self.lr:g} epoch {epoch}: loss {total / len(order):.4f}, valid ndcg@10 "
-                  f"{ndcg:.4f} ({time.time() - t0:.0f} s)", flush=True)  # fmt: skip
+            self.curve.append(
+                {"epoch": epoch, "loss": round(total / len(order), 4), "valid_ndcg@10": round(ndcg, 4)}
+            )
+            print(
+                f"[lightgcn] lr {self.lr:g} epoch {epoch}: loss {total / len(order):.4f}, valid ndcg@10 "
+                f"{ndcg:.4f} ({time.time() - t0:.0f} s)",
+                flush=True,
+            )
             if ndcg > best:
                 best, since, self.best_epoch = ndcg, 0, epoch
                 best_emb = (self.users, self.items)

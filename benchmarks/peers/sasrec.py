@@ -17,8 +17,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 RECBOLE = "recbole==1.2.1"
 # what RecBole 1.2.1 imports at `import recbole.model...` (its ray<=2.6.3 pin is left out on purpose)
-RECBOLE_IMPORTS = ["numpy", "scipy", "pandas", "tqdm", "colorlog==4.7.2", "colorama==0.4.4", "scikit-learn",
-                   "pyyaml", "tensorboard", "thop", "tabulate", "texttable", "psutil", "pyarrow", "pydantic>=2"]  # fmt: skip
+RECBOLE_IMPORTS = [
+    "numpy",
+    "scipy",
+    "pandas",
+    "tqdm",
+    "colorlog==4.7.2",
+    "colorama==0.4.4",
+    "scikit-learn",
+    "pyyaml",
+    "tensorboard",
+    "thop",
+    "tabulate",
+    "texttable",
+    "psutil",
+    "pyarrow",
+    "pydantic>=2",
+]
 
 
 def ensure_venv(path: Path, torch_spec: str) -> Path:
@@ -38,13 +53,34 @@ def ensure_venv(path: Path, torch_spec: str) -> Path:
     return python
 
 
-def run_sasrec(data: Path, split: str, out: Path, venv_path: Path, torch_spec: str, threads: int,
-               dropouts: str = "0.2,0.5", users: int | None = None) -> dict:  # fmt: skip
+def run_sasrec(
+    data: Path,
+    split: str,
+    out: Path,
+    venv_path: Path,
+    torch_spec: str,
+    threads: int,
+    dropouts: str = "0.2,0.5",
+    users: int | None = None,
+) -> dict:
     """Grid on valid, test of the best config; the runner's JSON (one entry per part and config).
     ``users``: fit on a seeded sample of that many users and score on them (``users.py``)."""
     python = ensure_venv(venv_path, torch_spec)
-    cmd = [str(python), "-m", "benchmarks.peers.sasrec_runner", "--data", str(data), "--split", split,
-           "--out", str(out), "--threads", str(threads), "--dropouts", dropouts]  # fmt: skip
+    cmd = [
+        str(python),
+        "-m",
+        "benchmarks.peers.sasrec_runner",
+        "--data",
+        str(data),
+        "--split",
+        split,
+        "--out",
+        str(out),
+        "--threads",
+        str(threads),
+        "--dropouts",
+        dropouts,
+    ]
     if users is not None:
         cmd += ["--users", str(users)]
     # `-m` from the repository root finds the runner in this checkout's benchmarks/

@@ -31,8 +31,15 @@ from longtail.model.base import ScoringRecommender
 
 MAX_LEN = 50  # RecBole's MAX_ITEM_LIST_LENGTH default
 DROPOUTS = (0.2, 0.5)  # the grid: hidden and attention dropout (RecBole's default is 0.5)
-FIELDS = {"USER_ID_FIELD": "user_id", "ITEM_ID_FIELD": "item_id", "LIST_SUFFIX": "_list", "NEG_PREFIX": "neg_",
-          "ITEM_LIST_LENGTH_FIELD": "item_length", "MAX_ITEM_LIST_LENGTH": MAX_LEN, "device": "cpu"}  # fmt: skip
+FIELDS = {
+    "USER_ID_FIELD": "user_id",
+    "ITEM_ID_FIELD": "item_id",
+    "LIST_SUFFIX": "_list",
+    "NEG_PREFIX": "neg_",
+    "ITEM_LIST_LENGTH_FIELD": "item_length",
+    "MAX_ITEM_LIST_LENGTH": MAX_LEN,
+    "device": "cpu",
+}
 SEQ, SEQ_LEN, POS = "item_id_list", "item_length", "item_id"
 FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
@@ -94,8 +101,15 @@ class RecBoleSASRec(ScoringRecommender):
         return scores[:, 1:].numpy().astype(np.float32)
 
 
-def train(data: SplitData, params: dict, max_epochs: int, patience: int, seed: int, per_epoch: int,
-          among: np.ndarray | None = None) -> tuple[SASRec, dict]:  # fmt: skip
+def train(
+    data: SplitData,
+    params: dict,
+    max_epochs: int,
+    patience: int,
+    seed: int,
+    per_epoch: int,
+    among: np.ndarray | None = None,
+) -> tuple[SASRec, dict]:
     """Adam on RecBole's CE loss, ``per_epoch`` sampled (prefix, next item) examples per epoch (a full pass
     over ML-100K's 80k prefixes takes ~3.5 min on 2 cores); the epoch with the best valid ndcg@10 is kept.
     ``among``: train on these users' prefixes only and score them only."""
@@ -103,7 +117,9 @@ def train(data: SplitData, params: dict, max_epochs: int, patience: int, seed: i
     config = {**recbole_defaults(), **FIELDS, **params}
     model = SASRec(config, Catalog(data.n_items))
     optim = torch.optim.Adam(model.parameters(), lr=params.get("learning_rate", 1e-3))
-    seqs, lens, targets = augmented((data if among is None else restricted(data, among)).histories(("train",)))
+    seqs, lens, targets = augmented(
+        (data if among is None else restricted(data, among)).histories(("train",))
+    )
     rng = np.random.default_rng(seed)
     best, best_state, best_epoch, curve = -1.0, None, 0, []
     for epoch in range(1, max_epochs + 1):
@@ -111,8 +127,11 @@ def train(data: SplitData, params: dict, max_epochs: int, patience: int, seed: i
         order, total, t0 = rng.permutation(len(targets))[:per_epoch], 0.0, time.time()
         for start in range(0, len(order), 2048):  # RecBole's train_batch_size
             idx = order[start : start + 2048]
-            batch = {SEQ: torch.from_numpy(seqs[idx]), SEQ_LEN: torch.from_numpy(lens[idx]),
-                     POS: torch.from_numpy(targets[idx])}  # fmt: skip
+            batch = {
+                SEQ: torch.from_numpy(seqs[idx]),
+                SEQ_LEN: torch.from_numpy(lens[idx]),
+                POS: torch.from_numpy(targets[idx]),
+            }
             loss = model.calculate_loss(batch)
             optim.zero_grad()
             loss.backward()
@@ -120,15 +139,23 @@ def train(data: SplitData, params: dict, max_epochs: int, patience: int, seed: i
             total += float(loss.detach()) * len(idx)
         ndcg = evaluate(RecBoleSASRec(model), data, "valid", among=among).metrics["ndcg@10"]
         curve.append({"epoch": epoch, "loss": round(total / len(order), 4), "valid_ndcg@10": round(ndcg, 4)})
-        print(f"[sasrec] {params} epoch {epoch}: loss {total / len(order):.4f}, valid ndcg@10 {ndcg:.4f} "
-              f"({time.time() - t0:.0f} s)", flush=True)  # fmt: skip
+        print(
+            f"[sasrec] {params} epoch {epoch}: loss {total / len(order):.4f}, valid ndcg@10 {ndcg:.4f} "
+            f"({time.time() - t0:.0f} s)",
+            flush=True,
+        )
         if ndcg > best:
             best, best_epoch = ndcg, epoch
             best_state = {k: v.clone() for k, v in model.state_dict().items()}
         elif epoch - best_epoch >= patience:
             break
     model.load_state_dict(best_state)
-    return model, {"params": params, "best_epoch": best_epoch, "valid_ndcg@10": round(best, 4), "curve": curve}
+    return model, {
+        "params": params,
+        "best_epoch": best_epoch,
+        "valid_ndcg@10": round(best, 4),
+        "curve": curve,
+    }
 
 
 def main() -> None:
@@ -146,9 +173,14 @@ def main() -> None:
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data = load_split_data(args.data, args.split)
-    grid = [{"hidden_dropout_prob": float(d), "attn_dropout_prob": float(d)} for d in args.dropouts.split(",")]
+    grid = [
+        {"hidden_dropout_prob": float(d), "attn_dropout_prob": float(d)} for d in args.dropouts.split(",")
+    ]
     among = None if args.users is None else sample_users(data, args.users)
-    runs = [train(data, p, args.max_epochs, args.patience, args.seed, args.examples_per_epoch, among) for p in grid]
+    runs = [
+        train(data, p, args.max_epochs, args.patience, args.seed, args.examples_per_epoch, among)
+        for p in grid
+    ]
     model, chosen = max(runs, key=lambda run: run[1]["valid_ndcg@10"])
     rec = RecBoleSASRec(model)
     result = {

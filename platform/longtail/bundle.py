@@ -10,7 +10,8 @@
     index.faiss         the retriever's FAISS index in FAISS's own binary format, for ivf/hnsw retrieval; an
                         exact index needs no file (it is the retriever's item vectors, rebuilt at load)
     vocab.parquet       item_id in catalog order (the index every other file refers to)
-    histories.parquet   user_id, item_id, timestamp[, weight, event_type]: the interactions the model was trained
+    histories.parquet   user_id, item_id, timestamp[, weight, event_type]: the interactions the model was
+    trained
                         and tuned on (weight and event_type give each one's strength, ``events``)
 
 No pickle anywhere: loading never executes code. A file whose sha256 differs from the manifest is
@@ -53,8 +54,14 @@ from longtail.files import file_sha256
 
 FORMAT_VERSION = 2  # 2: two-stage (retriever + ranker); 1 had the ranker only
 FILE_MODE, DIR_MODE = 0o640, 0o750
-FILES = ("items.parquet", "graph.parquet", "ranker.safetensors", "retriever.safetensors", "vocab.parquet",
-         "histories.parquet")
+FILES = (
+    "items.parquet",
+    "graph.parquet",
+    "ranker.safetensors",
+    "retriever.safetensors",
+    "vocab.parquet",
+    "histories.parquet",
+)
 INDEX_FILE = "index.faiss"
 
 
@@ -83,20 +90,30 @@ class Manifest:
 
     def as_dict(self) -> dict[str, Any]:
         """The manifest as written (JSON-able)."""
-        return {"format_version": FORMAT_VERSION, "created": self.created, "version": self.version,
-                "config": self.config.model_dump(), "data": self.data, "metrics": self.metrics, "files": self.files}  # fmt: skip
+        return {
+            "format_version": FORMAT_VERSION,
+            "created": self.created,
+            "version": self.version,
+            "config": self.config.model_dump(),
+            "data": self.data,
+            "metrics": self.metrics,
+            "files": self.files,
+        }
 
 
 @dataclass
 class Bundle:
-    """Everything scoring needs, loaded and verified; ``config`` is the validated train config it was made with."""
+    """Everything scoring needs, loaded and verified; ``config`` is the validated train config it was made
+    with."""
 
     path: Path
     manifest: Manifest
     item_ids: np.ndarray  # (n,) str, catalog order
     texts: np.ndarray  # (n,) str
     train_counts: np.ndarray  # (n,) int64
-    recent_counts: np.ndarray | None  # (n,) int64 over the newest ranker.trend_window of train; None in older bundles
+    recent_counts: (
+        np.ndarray | None
+    )  # (n,) int64 over the newest ranker.trend_window of train; None in older bundles
     vectors: np.ndarray  # (n, d) float32
     graph: sparse.csr_matrix  # (n, n)
     ranker_state: dict[str, torch.Tensor]
@@ -152,8 +169,16 @@ def write_bundle(
             items = items.add_column(3, "recent_count", pa.array(np.asarray(recent_counts, dtype=np.int64)))
         pq.write_table(items, tmp / "items.parquet")
         coo = graph.tocoo()
-        pq.write_table(pa.table({"src": coo.row.astype(np.int64), "dst": coo.col.astype(np.int64),
-                                 "weight": coo.data.astype(np.float32)}), tmp / "graph.parquet")  # fmt: skip
+        pq.write_table(
+            pa.table(
+                {
+                    "src": coo.row.astype(np.int64),
+                    "dst": coo.col.astype(np.int64),
+                    "weight": coo.data.astype(np.float32),
+                }
+            ),
+            tmp / "graph.parquet",
+        )
         save_file({k: v.contiguous() for k, v in ranker_state.items()}, str(tmp / "ranker.safetensors"))
         save_file({k: v.contiguous() for k, v in retriever_state.items()}, str(tmp / "retriever.safetensors"))
         if index_bytes is not None:
@@ -167,17 +192,18 @@ def write_bundle(
         # adjustment chosen on valid live in the config only; the same weights with another choice are
         # another version, never a silently kept old one)
         named = {"files": files, "config": config, "data": data}
+        version = hashlib.sha256(json.dumps(named, sort_keys=True, default=str).encode()).hexdigest()[:16]
         manifest = {
             "format_version": FORMAT_VERSION,
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "version": hashlib.sha256(json.dumps(named, sort_keys=True, default=str).encode()).hexdigest()[:16],
+            "version": version,
             "config": config,
             "data": data,
             "metrics": metrics,
             "files": files,
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        return publish_version(tmp, out, manifest["version"])
+        return publish_version(tmp, out, version)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -230,12 +256,16 @@ def read_manifest(path: Path, verify: bool = True) -> Manifest:
     if not isinstance(raw, dict):
         raise BundleError(f"{manifest_path}: expected a JSON object, found {type(raw).__name__}")
     if raw.get("format_version") != FORMAT_VERSION:
-        raise BundleError(f"{manifest_path}: format_version {raw.get('format_version')!r}, expected {FORMAT_VERSION}")
+        raise BundleError(
+            f"{manifest_path}: format_version {raw.get('format_version')!r}, expected {FORMAT_VERSION}"
+        )
     expected = {"version": str, "config": dict, "data": dict, "metrics": dict, "files": dict}
     for key, kind in expected.items():
         if not isinstance(raw.get(key), kind):
             found = "nothing" if key not in raw else type(raw[key]).__name__
-            raise BundleError(f"{manifest_path}: field {key!r} must be a JSON {_json_kind(kind)}, found {found}")
+            raise BundleError(
+                f"{manifest_path}: field {key!r} must be a JSON {_json_kind(kind)}, found {found}"
+            )
     files = raw["files"]
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
         raise BundleError(f"{manifest_path}: field 'files' must map file names to sha256 strings")
@@ -245,11 +275,13 @@ def read_manifest(path: Path, verify: bool = True) -> Manifest:
         config = TrainConfig.model_validate(raw["config"])
     except ValueError as err:
         raise BundleError(f"{manifest_path}: its config is not a valid train config: {err}") from None
-    return Manifest(path, raw["version"], str(raw.get("created", "")), config, raw["data"], raw["metrics"], files)
+    return Manifest(
+        path, raw["version"], str(raw.get("created", "")), config, raw["data"], raw["metrics"], files
+    )
 
 
 def _json_kind(kind: type) -> str:
-    return {str: "string", dict: "object"}[kind]
+    return "string" if kind is str else "object"
 
 
 def verify_bundle(path: Path) -> Manifest:
@@ -262,7 +294,9 @@ def _verify_files(path: Path, manifest_path: Path, files: dict[str, str]) -> Non
     for rel, expected in files.items():
         file = path / rel
         if Path(rel).is_absolute() or root not in (root / rel).resolve().parents:
-            raise BundleError(f"{manifest_path}: file entry {rel!r} points outside the bundle; refusing to load")
+            raise BundleError(
+                f"{manifest_path}: file entry {rel!r} points outside the bundle; refusing to load"
+            )
         if not file.is_file():
             raise BundleError(f"{file}: listed in the manifest but missing")
         actual = file_sha256(file)
@@ -295,17 +329,21 @@ def read_bundle(path: Path) -> Bundle:
     )
     index = path / INDEX_FILE
     return Bundle(
-        path=path, manifest=manifest,
+        path=path,
+        manifest=manifest,
         item_ids=np.asarray(items.column("item_id").to_pylist(), dtype=object),
         texts=np.asarray(items.column("text").to_pylist(), dtype=object),
         train_counts=items.column("train_count").to_numpy(),
-        recent_counts=items.column("recent_count").to_numpy() if "recent_count" in items.column_names else None,
-        vectors=vectors_of(items), graph=graph,
+        recent_counts=items.column("recent_count").to_numpy()
+        if "recent_count" in items.column_names
+        else None,
+        vectors=vectors_of(items),
+        graph=graph,
         ranker_state=load_file(str(path / "ranker.safetensors")),
         retriever_state=load_file(str(path / "retriever.safetensors")),
         index_bytes=index.read_bytes() if INDEX_FILE in manifest.files else None,
         histories=pq.read_table(path / "histories.parquet"),
-    )  # fmt: skip
+    )
 
 
 def load_models(bundle: Bundle):
@@ -315,14 +353,25 @@ def load_models(bundle: Bundle):
 
     cfg = bundle.config
     ranker = build_ranker(cfg.ranker, bundle.vectors, bundle.graph, bundle.train_counts)
-    retriever = build_retriever(cfg.retriever, cfg.ranker.max_history, bundle.vectors, bundle.graph,
-                                bundle.train_counts, cfg.ranker.seed)  # fmt: skip
-    for name, model, state in (("ranker", ranker, bundle.ranker_state), ("retriever", retriever, bundle.retriever_state)):
+    retriever = build_retriever(
+        cfg.retriever,
+        cfg.ranker.max_history,
+        bundle.vectors,
+        bundle.graph,
+        bundle.train_counts,
+        cfg.ranker.seed,
+    )
+    for name, model, state in (
+        ("ranker", ranker, bundle.ranker_state),
+        ("retriever", retriever, bundle.retriever_state),
+    ):
         try:
             model.load_state_dict(state, strict=True)
         except RuntimeError as err:
             detail = " ".join(str(err).split())
-            raise BundleError(f"{bundle.path / (name + '.safetensors')}: does not fit the config's {name}: {detail}") from None
+            raise BundleError(
+                f"{bundle.path / (name + '.safetensors')}: does not fit the config's {name}: {detail}"
+            ) from None
     return retriever.eval(), ranker.eval()
 
 
@@ -332,6 +381,7 @@ def check_catalog(bundle: Bundle, item_ids: np.ndarray, where: str) -> None:
         np.asarray(item_ids, str), bundle.item_ids.astype(str)
     ):
         raise BundleError(
-            f"{bundle.path}: its catalog ({len(bundle.item_ids)} items) differs from {where} ({len(item_ids)} items);"
+            f"{bundle.path}: its catalog ({len(bundle.item_ids)} items) differs from {where} "
+            f"({len(item_ids)} items);"
             " train a bundle on this dataset"
         )

@@ -65,7 +65,9 @@ def friendly(fn: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
-FORGET_HELP = "Leave these users out: a store (its erased users) or a file of user ids; their data is not read."
+FORGET_HELP = (
+    "Leave these users out: a store (its erased users) or a file of user ids; their data is not read."
+)
 
 
 def without_forgotten(data: Path, forget: str | None, work: Path) -> tuple[Path, set[str]]:
@@ -143,7 +145,9 @@ def data_prepare(
 @friendly
 def data_forget(
     data: Annotated[Path, typer.Option(help="Prepared dataset directory.")],
-    users: Annotated[str, typer.Option(help="A file of user ids (one per line), or a store whose erased users go.")],
+    users: Annotated[
+        str, typer.Option(help="A file of user ids (one per line), or a store whose erased users go.")
+    ],
     out: Annotated[Path, typer.Option(help="The new dataset directory (the source stays as it is).")],
 ) -> None:
     """Write a new dataset version without some users' interactions (e.g. everyone erased while serving)."""
@@ -153,13 +157,17 @@ def data_forget(
 
     gone = forgotten_users(users)
     manifest = forget_users(data, gone, out)
-    console.print(f"wrote {out}: {len(gone)} users forgotten, "
-                  f"{manifest['import']['forgotten_interactions']} interactions removed")  # fmt: skip
+    console.print(
+        f"wrote {out}: {len(gone)} users forgotten, "
+        f"{manifest['import']['forgotten_interactions']} interactions removed"
+    )
 
 
 @store_app.command("init")
 @friendly
-def store_init(store: Annotated[str, typer.Argument(help="SQLite file path, or postgresql://user@host:port/db.")]) -> None:
+def store_init(
+    store: Annotated[str, typer.Argument(help="SQLite file path, or postgresql://user@host:port/db.")],
+) -> None:
     """Create the store's tables (idempotent); the Serve app refuses a store that does not exist."""
     from longtail.console import console
     from longtail.store import is_postgres, open_store
@@ -172,9 +180,14 @@ def store_init(store: Annotated[str, typer.Argument(help="SQLite file path, or p
 @store_app.command("migrate")
 @friendly
 def store_migrate(
-    source: Annotated[str, typer.Argument(help="The store to copy: a SQLite file of any schema, or a postgresql:// URL.")],
+    source: Annotated[
+        str, typer.Argument(help="The store to copy: a SQLite file of any schema, or a postgresql:// URL.")
+    ],
     destination: Annotated[
-        str, typer.Argument(help="A new SQLite file (or SOURCE itself: upgrade in place), or an empty PostgreSQL database.")
+        str,
+        typer.Argument(
+            help="A new SQLite file (or SOURCE itself: upgrade in place), or an empty PostgreSQL database."
+        ),
     ],
 ) -> None:
     """Copy a store into a new one of the current schema: events, items, vectors and erasures are kept."""
@@ -190,7 +203,9 @@ def store_migrate(
 
 @store_app.command("erased")
 @friendly
-def store_erased(store: Annotated[str, typer.Argument(help="SQLite file path, or postgresql:// URL.")]) -> None:
+def store_erased(
+    store: Annotated[str, typer.Argument(help="SQLite file path, or postgresql:// URL.")],
+) -> None:
     """Print the erased users' ids, one per line (input for `longtail data forget --users`)."""
     from longtail.store import open_store
 
@@ -280,8 +295,12 @@ def recommend_cmd(
         bool, typer.Option(help="With --bundle: add term contributions and attended items.")
     ] = False,
     show: Annotated[int, typer.Option(min=0, help="Print this many example lists with item texts.")] = 0,
-    ray_job: Annotated[bool | None, typer.Option(
-        "--ray/--no-ray", help=f"With --bundle: a Ray Data job over ranker actors (default: from {RAY_USERS} users)")
+    ray_job: Annotated[
+        bool | None,
+        typer.Option(
+            "--ray/--no-ray",
+            help=f"With --bundle: a Ray Data job over ranker actors (default: from {RAY_USERS} users)",
+        ),
     ] = None,
     actors: Annotated[int, typer.Option(min=1, help="Ranker actors of the Ray Data job.")] = 2,
     config: Annotated[Path | None, typer.Option(help="Train config YAML (its baselines section).")] = None,
@@ -299,10 +318,11 @@ def recommend_cmd(
     histories = split_data.histories(history_parts(part.value))
     notes = None
     if bundle is not None and explain:
-        lists, notes = explained_lists(bundle_pipeline(bundle, split_data, data), histories, chosen, k,
-                                       split_data.item_ids)  # fmt: skip
+        lists, notes = explained_lists(
+            bundle_pipeline(bundle, split_data, data), histories, chosen, k, split_data.item_ids
+        )
     elif bundle is not None and (ray_job if ray_job is not None else len(chosen) >= RAY_USERS):
-        from longtail.train.batch_recommend import recommend_job
+        from longtail.recommend.batch import recommend_job
         from longtail.train.cluster import connect
 
         bundle_pipeline(bundle, split_data, data)  # refuse a wrong bundle before starting actors
@@ -346,9 +366,12 @@ def train_cmd(
     forget: Annotated[
         str | None, typer.Option(help="Leave these users out: a file of ids, or a store (its erased users).")
     ] = None,
-    mlflow: Annotated[bool, typer.Option(help="Log the run to MLflow (params, per-epoch metrics, plots).")] = True,
+    mlflow: Annotated[
+        bool, typer.Option(help="Log the run to MLflow (params, per-epoch metrics, plots).")
+    ] = True,
     mlflow_uri: Annotated[
-        str | None, typer.Option(help="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else OUT/../mlflow.db.")
+        str | None,
+        typer.Option(help="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else OUT/../mlflow.db."),
     ] = None,
     overrides: Annotated[
         list[str] | None, typer.Argument(help="KEY=VALUE overrides, e.g. ranker.epochs=3")
@@ -358,8 +381,8 @@ def train_cmd(
     from longtail.console import console, metric_table
     from longtail.console import out as stdout
     from longtail.eval.evaluate import EvalResult
+    from longtail.train.chain import train_pipeline
     from longtail.train.cluster import connect
-    from longtail.train.pipeline import train_pipeline
 
     cfg = load_config(TrainConfig, config, overrides)
     if split:
@@ -377,7 +400,10 @@ def train_cmd(
         console.print(f"training without {len(gone)} forgotten users: {data_dir}")
     connect()
     bundle = train_pipeline(
-        data_dir, cfg, out, log=lambda m: console.print(f"[train] {m}", markup=False, highlight=False, soft_wrap=True)
+        data_dir,
+        cfg,
+        out,
+        log=lambda m: console.print(f"[train] {m}", markup=False, highlight=False, soft_wrap=True),
     )
     metrics = read_manifest_metrics(bundle)
     rows = [EvalResult(f"hybrid/{part}", part, 0, metrics[part]) for part in ("valid", "test")]
@@ -395,27 +421,40 @@ def train_cmd(
 def tune_cmd(
     space: Annotated[Path, typer.Option(help="Search space YAML, e.g. tune_spaces/hybrid.yaml.")],
     data: Annotated[Path, typer.Option(help="Prepared dataset directory.")],
-    out: Annotated[Path, typer.Option(help="Sweep directory: experiment/, best-config.yaml, trials.*, pareto.png.")],
-    config: Annotated[Path | None, typer.Option(help="Base train config; the space's keys override it.")] = None,
+    out: Annotated[
+        Path, typer.Option(help="Sweep directory: experiment/, best-config.yaml, trials.*, pareto.png.")
+    ],
+    config: Annotated[
+        Path | None, typer.Option(help="Base train config; the space's keys override it.")
+    ] = None,
     samples: Annotated[int, typer.Option(min=1, help="Trials to run.")] = 8,
     concurrency: Annotated[int, typer.Option(min=1, help="Trials at once.")] = 1,
-    cpus_per_trial: Annotated[float, typer.Option(min=0.1, help="CPUs of each trial's Ray Train workers.")] = 1.0,
+    cpus_per_trial: Annotated[
+        float, typer.Option(min=0.1, help="CPUs of each trial's Ray Train workers.")
+    ] = 1.0,
     gpus_per_trial: Annotated[int, typer.Option(min=0, help="GPUs per trial (one worker each).")] = 0,
     objective: Annotated[
         str, typer.Option(help="ndcg@10, tail_recall@20, or a weighted sum: 0.7*ndcg@10+0.3*tail_recall@20.")
     ] = "ndcg@10",
     resume: Annotated[bool, typer.Option(help="Continue the interrupted sweep in --out.")] = False,
     stages: Annotated[
-        Path | None, typer.Option(help="Stage cache to reuse, e.g. bundles/.longtail-stages; default: OUT/stages.")
+        Path | None,
+        typer.Option(help="Stage cache to reuse, e.g. bundles/.longtail-stages; default: OUT/stages."),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the search algorithm.")] = 0,
-    mlflow: Annotated[bool, typer.Option(help="Log every trial to MLflow (params, per-epoch metrics).")] = True,
+    mlflow: Annotated[
+        bool, typer.Option(help="Log every trial to MLflow (params, per-epoch metrics).")
+    ] = True,
     mlflow_uri: Annotated[
-        str | None, typer.Option(help="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else OUT/../mlflow.db.")
+        str | None,
+        typer.Option(help="MLflow tracking URI; default $MLFLOW_TRACKING_URI, else OUT/../mlflow.db."),
     ] = None,
-    overrides: Annotated[list[str] | None, typer.Argument(help="KEY=VALUE overrides of the base config")] = None,
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="KEY=VALUE overrides of the base config")
+    ] = None,
 ) -> None:
-    """Sweep with Ray Tune (Optuna search, ASHA early stopping on validation); writes the best train config."""
+    """Sweep with Ray Tune (Optuna search, ASHA early stopping on validation); writes the best train
+    config."""
     from longtail.console import console
     from longtail.console import out as stdout
     from longtail.train.cluster import connect
@@ -427,7 +466,9 @@ def tune_cmd(
     base = load_config(TrainConfig, config, overrides)
     goal = Objective.parse(objective)
     if not (data / "manifest.json").is_file():
-        raise DataError(f"{data}: not a prepared dataset (no manifest.json); run `longtail data prepare` first")
+        raise DataError(
+            f"{data}: not a prepared dataset (no manifest.json); run `longtail data prepare` first"
+        )
     connect()
     callbacks, uri, experiment = [], None, f"longtail-tune-{out.resolve().name}"
     if mlflow:
@@ -436,16 +477,35 @@ def tune_cmd(
 
         uri = tracking_uri(out, mlflow_uri)
         callbacks.append(TrialTracker(uri, experiment))
-    result = run_sweep(params, base, data, out, goal, samples, concurrency, cpus_per_trial, gpus_per_trial,
-                       resume=resume, seed=seed, stages=stages, callbacks=callbacks,
-                       log=lambda m: console.print(f"[tune] {m}", markup=False, highlight=False, soft_wrap=True))  # fmt: skip
+    result = run_sweep(
+        params,
+        base,
+        data,
+        out,
+        goal,
+        samples,
+        concurrency,
+        cpus_per_trial,
+        gpus_per_trial,
+        resume=resume,
+        seed=seed,
+        stages=stages,
+        callbacks=callbacks,
+        log=lambda m: console.print(f"[tune] {m}", markup=False, highlight=False, soft_wrap=True),
+    )
     stdout.print(markdown_table(result.trials), markup=False, highlight=False, soft_wrap=True)
-    stdout.print(f"best config: {result.best_config}\ntrials: {result.table}\nPareto front: {result.pareto_plot}")
+    stdout.print(
+        f"best config: {result.best_config}\ntrials: {result.table}\nPareto front: {result.pareto_plot}"
+    )
     if uri is not None:
         from longtail.tracking import log_sweep_summary
 
-        log_sweep_summary(uri, experiment, [result.best_config, result.table, result.pareto_plot], result.best)
-        console.print(f"mlflow: {len(result.trials)} trials and a summary run in experiment {experiment} at {uri}")
+        log_sweep_summary(
+            uri, experiment, [result.best_config, result.table, result.pareto_plot], result.best
+        )
+        console.print(
+            f"mlflow: {len(result.trials)} trials and a summary run in experiment {experiment} at {uri}"
+        )
 
 
 def read_manifest_metrics(bundle: Path) -> dict:
@@ -507,9 +567,13 @@ def embed_cmd(
         raise DataError(str(data), "no items.parquet", expected="a directory made by `longtail data prepare`")
     connect()
     table = embed_catalog(
-        items.column("item_id").to_numpy(zero_copy_only=False), items.column("text").to_numpy(zero_copy_only=False),
-        encoder or cfg.encoder.name, cfg.encoder.max_length, cfg.embed, out,
-    )  # fmt: skip
+        items.column("item_id").to_numpy(zero_copy_only=False),
+        items.column("text").to_numpy(zero_copy_only=False),
+        encoder or cfg.encoder.name,
+        cfg.encoder.max_length,
+        cfg.embed,
+        out,
+    )
     console.print(f"embedded {table.num_rows} items into {out}")
 
 

@@ -13,7 +13,8 @@ from longtail.data.ids import encode
 
 
 def bundle_pipeline(bundle: Path, split_data: SplitData, data: Path):
-    """A verified bundle's two-stage pipeline (its shelves on), refused when its catalog is not the dataset's."""
+    """A verified bundle's two-stage pipeline (its shelves on), refused when its catalog is not the
+    dataset's."""
     from longtail.bundle import check_catalog, read_bundle
     from longtail.recommend.build import load_pipeline
 
@@ -23,7 +24,8 @@ def bundle_pipeline(bundle: Path, split_data: SplitData, data: Path):
 
 
 def bundle_events(bundle: Path | None):
-    """The ``EventsConfig`` a bundle was trained with (how its data's events count), or None without a bundle."""
+    """The ``EventsConfig`` a bundle was trained with (how its data's events count), or None without a
+    bundle."""
     from longtail.bundle import read_manifest
 
     return None if bundle is None else read_manifest(bundle, verify=False).config.events
@@ -36,7 +38,8 @@ def bundle_recommenders(pipe) -> list:
     from longtail.recommend.recommender import PipelineRecommender, RetrieverRecommender
 
     models = [PipelineRecommender(pipe, "hybrid")]
-    if pipe.shelves.active or pipe.boost > 0:
+    knobs = pipe.knobs
+    if knobs.shelves.active or knobs.tail_boost > 0 or knobs.exploration > 0:
         models.append(PipelineRecommender(own_lists(pipe), "hybrid (own lists)"))
     models.append(RetrieverRecommender(pipe, "retriever (first stage)"))
     return models
@@ -61,7 +64,9 @@ def report_term_shares(pipe, split_data: SplitData, part: str, out: Path) -> Pat
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({"part": part, "users": len(users), "buckets": table}, indent=2))
     view = Table(title=f"score terms over the served {part} lists (mean share of |score|; mean contribution)")
-    adjusted = pipe.popularity_penalty > 0 or pipe.trend_bonus > 0  # the post-hoc popularity terms: their mean
+    adjusted = (
+        pipe.knobs.popularity_penalty > 0 or pipe.knobs.trend_bonus > 0
+    )  # the post-hoc popularity terms: their mean
     for column in ("bucket", "listed", *TERMS, *(("popularity",) if adjusted else ())):
         view.add_column(column, justify="left" if column == "bucket" else "right")
     for name, row in table.items():
@@ -75,7 +80,9 @@ def report_term_shares(pipe, split_data: SplitData, part: str, out: Path) -> Pat
     return path
 
 
-def select_users(users: str, split_data: SplitData, part: str, forgotten: set[str] = frozenset()) -> np.ndarray:
+def select_users(
+    users: str, split_data: SplitData, part: str, forgotten: set[str] = frozenset()
+) -> np.ndarray:
     """User indices for --users all|test|valid|FILE (unknown ids in a file are an error naming the line;
     ``forgotten`` users, absent from a forgotten dataset, are skipped)."""
     if users == "all":
@@ -114,7 +121,9 @@ def explained_lists(pipe, histories, users: np.ndarray, k: int, item_ids: np.nda
         rows = users[start : start + batch]
         out = recommend(pipe, Batch.of(histories.rows(rows)), k, exposure)
         lists[start : start + len(rows)] = out.items
-        notes += explain(out.ranked, out.recent, out.columns, item_ids, popularity=popularity_terms(pipe, out.candidates))
+        notes += explain(
+            out.ranked, out.recent, out.columns, item_ids, popularity=popularity_terms(pipe, out.candidates)
+        )
     return lists, notes
 
 
@@ -122,8 +131,13 @@ def print_example(line: dict, user: int, histories, split_data: SplitData) -> No
     """Print one user's recent history and top items with their explanations."""
     from longtail.console import out as stdout
 
-    text = dict(zip(split_data.item_ids, split_data.item_text if split_data.item_text is not None else split_data.item_ids,
-                    strict=True))  # fmt: skip
+    text = dict(
+        zip(
+            split_data.item_ids,
+            split_data.item_text if split_data.item_text is not None else split_data.item_ids,
+            strict=True,
+        )
+    )
     recent = [text[split_data.item_ids[i]] for i in histories.of(user)[-3:]]
     stdout.print(f"\n[bold]user {line['user_id']}[/bold] — recently: {'; '.join(recent)}")
     for rank_no, item in enumerate(line["items"][:5], start=1):
@@ -157,6 +171,8 @@ def forgotten_dataset(data_dir: Path, source: str, work: Path) -> tuple[Path, se
     gone = forgotten_users(source)
     fingerprint = read_manifest(data_dir)["fingerprint"]
     out = Path(work) / f"{Path(data_dir).name}-{fingerprint[:12]}-forget-{users_digest(gone)}"
-    if not (out / "manifest.json").is_file() or read_manifest(out)["source"] != forgotten_source(fingerprint, gone):
+    if not (out / "manifest.json").is_file() or read_manifest(out)["source"] != forgotten_source(
+        fingerprint, gone
+    ):
         forget_users(data_dir, gone, out)
     return out, gone

@@ -65,7 +65,8 @@ class EncoderConfig(StrictModel):
 
 class FinetuneConfig(StrictModel):
     enabled: bool = Field(
-        False, description="fine-tune the encoder; off by default: frozen won on valid on ML-100K and amazon2014-toy"
+        False,
+        description="fine-tune the encoder; off by default: frozen won on valid (ML-100K, amazon2014-toy)",
     )
     epochs: int = Field(1, ge=1, description="passes, each over a fresh draw of pairs")
     pairs_per_epoch: int | None = Field(
@@ -95,7 +96,9 @@ class EmbedConfig(StrictModel):
     batch_size: int = Field(128, ge=1, description="texts per encoder call")
     actors: int = Field(1, ge=1, description="encoder actors in the Ray Data pool")
     cpus_per_actor: float | None = Field(
-        None, gt=0.0, description="CPUs reserved per actor; null: the cluster's free CPUs shared by the actors"
+        None,
+        gt=0.0,
+        description="CPUs reserved per actor; null: the cluster's free CPUs shared by the actors",
     )
     gpus_per_actor: float = Field(0.0, ge=0.0, description="GPUs per actor (0 on CPU machines)")
 
@@ -119,7 +122,10 @@ class RankerConfig(StrictModel):
     attention: bool = Field(True, description="target-aware attention; false = mean pooling")
     dropout: float = Field(0.1, ge=0.0, lt=1.0, description="dropout on history embeddings")
     id_dropout: float = Field(
-        0.0, ge=0.0, lt=1.0, description="chance an item's ID vector is off for a training step (cold-item practice)"
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="chance an item's ID vector is off for a training step (cold-item practice)",
     )
     epochs: int = Field(12, ge=1, description="max epochs; early stopping on valid ndcg@10")
     examples_per_epoch: int | None = Field(
@@ -132,15 +138,22 @@ class RankerConfig(StrictModel):
     popularity_correction: float = Field(0.07, ge=0.0, description="η of the logit adjustment (0 = none)")
     temperature: float = Field(0.34, gt=0.0, description="τ of the sampled softmax: logits are score / τ")
     popularity_adjustment: float = Field(
-        0.0, ge=0.0, description="γ: ranking orders by score / τ − γ·log(1 + train count) (post-hoc logit adjustment; "
-        "not trained, chosen on valid by select.popularity_adjustments)"
-    )  # fmt: skip
+        0.0,
+        ge=0.0,
+        description="γ: ranking orders by score / τ − γ·log(1 + train count) (post-hoc logit adjustment; "
+        "not trained, chosen on valid by select.popularity_adjustments)",
+    )
     trend_boost: float = Field(
-        0.0, ge=0.0, description="δ: ranking adds δ·log(1 + recent count) to score / τ, the count over the newest "
-        "trend_window of train (post-hoc like γ: not trained, chosen on valid by select.trend_boosts)"
-    )  # fmt: skip
+        0.0,
+        ge=0.0,
+        description="δ: ranking adds δ·log(1 + recent count) to score / τ, the count over the newest "
+        "trend_window of train (post-hoc like γ: not trained, chosen on valid by select.trend_boosts)",
+    )
     trend_window: float = Field(
-        0.3, gt=0.0, le=1.0, description="share of the newest train interactions whose counts are recent (trend_boost)"
+        0.3,
+        gt=0.0,
+        le=1.0,
+        description="share of the newest train interactions whose counts are recent (trend_boost)",
     )
     patience: int = Field(2, ge=1, description="epochs without valid ndcg@10 gain before stopping")
     valid_users: int | None = Field(
@@ -150,14 +163,18 @@ class RankerConfig(StrictModel):
 
 
 class RetrieverConfig(StrictModel):
-    """The factorized first stage (``longtail.model.retriever``), trained beside the ranker on the same examples."""
+    """The factorized first stage (``longtail.model.retriever``), trained beside the ranker on the same
+    examples."""
 
     dim: int = Field(64, ge=2, description="size of each of the three term vectors (item vectors are 3·dim)")
     heads: int = Field(2, ge=1, description="self-attention heads of the user tower (must divide dim)")
     layers: int = Field(2, ge=1, description="causal self-attention blocks of the user tower")
     dropout: float = Field(0.2, ge=0.0, lt=1.0, description="dropout in the user tower")
     id_dropout: float = Field(
-        0.0, ge=0.0, lt=1.0, description="chance an item's ID vector is off for a training step (cold-item practice)"
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="chance an item's ID vector is off for a training step (cold-item practice)",
     )
     alpha: float | None = Field(None, ge=0.0, le=1.0, description="fixed α, or null for the learned gate")
     beta: float | None = Field(None, ge=0.0, le=1.0, description="fixed β, or null for the learned gate")
@@ -174,16 +191,22 @@ class RetrievalConfig(StrictModel):
     """Candidate channels of the two-stage pipeline (``longtail.recommend``); Serve can override each."""
 
     candidates: int | None = Field(
-        400, ge=1, description="retriever (MIPS) candidates per user; null = exact: the ranker scores every item"
+        400,
+        ge=1,
+        description="retriever (MIPS) candidates per user; null = exact: the ranker scores every item",
     )
     graph_candidates: int = Field(50, ge=0, description="graph neighbours of the recent history added")
-    graph_recent: int = Field(5, ge=1, description="newest history items whose graph neighbours are candidates")
+    graph_recent: int = Field(
+        5, ge=1, description="newest history items whose graph neighbours are candidates"
+    )
     tail_candidates: int = Field(60, ge=0, description="best tail items by the retriever (its tail index)")
     new_candidates: int = Field(30, ge=0, description="never-touched items nearest the history by text")
     index: Literal["auto", "exact", "ivf", "ivf_sq8", "hnsw"] = Field(
         "auto", description="MIPS index; auto: exact below exact_below items, else ivf_sq8"
     )
-    exact_below: int = Field(50_000, ge=1, description="auto: catalogs smaller than this are searched exactly")
+    exact_below: int = Field(
+        50_000, ge=1, description="auto: catalogs smaller than this are searched exactly"
+    )
     nlist: int | None = Field(None, ge=1, description="IVF lists; null = 4·√n")
     nprobe: int = Field(64, ge=1, description="IVF lists searched per query")
     hnsw_m: int = Field(32, ge=4, description="HNSW links per node")
@@ -193,9 +216,13 @@ class RetrievalConfig(StrictModel):
 class RerankConfig(StrictModel):
     tail_boost: float = Field(0.0, ge=0.0, le=1.0, description="blend of score and rarity after ranking")
     exploration: float = Field(0.0, ge=0.0, le=1.0, description="random lift of tail items")
-    tail_share: float = Field(0.0, ge=0.0, le=1.0, description="list share kept for tail items after the best")
+    tail_share: float = Field(
+        0.0, ge=0.0, le=1.0, description="list share kept for tail items after the best"
+    )
     new_share: float = Field(0.0, ge=0.0, le=1.0, description="list share kept for never-touched items")
-    exposure_penalty: float = Field(0.0, ge=0.0, description="λ: shelf candidates lose λ·log(1 + times shown)")
+    exposure_penalty: float = Field(
+        0.0, ge=0.0, description="λ: shelf candidates lose λ·log(1 + times shown)"
+    )
 
     @model_validator(mode="after")
     def _shares_fit(self) -> RerankConfig:
@@ -207,13 +234,16 @@ class RerankConfig(StrictModel):
 class SelectConfig(StrictModel):
     """What `longtail train` chooses on the dataset's own validation part after fitting (never on test)."""
 
-    shelves: bool = Field(True, description="choose rerank.tail_share, new_share and exposure_penalty on valid")
+    shelves: bool = Field(
+        True, description="choose rerank.tail_share, new_share and exposure_penalty on valid"
+    )
     tail_shares: list[float] = Field([0.0, 0.1, 0.2, 0.3, 0.4], description="tail_share values tried")
     new_shares: list[float] = Field([0.0, 0.1, 0.2], description="new_share values tried")
     exposure_penalties: list[float] = Field(
-        [0.0, 0.1, 0.25, 0.5, 1.0], description="exposure_penalty values tried (the small ones find the least spreading "
-        "that still reaches min_coverage: on a dense catalog every step of λ costs tail_recall@20)"
-    )  # fmt: skip
+        [0.0, 0.1, 0.25, 0.5, 1.0],
+        description="exposure_penalty values tried (the small ones find the least spreading "
+        "that still reaches min_coverage: on a dense catalog every step of λ costs tail_recall@20)",
+    )
     recall_budget: float = Field(
         0.25, ge=0.0, le=1.0, description="share of the own lists' valid recall@20 the shelves may cost"
     )
@@ -221,41 +251,64 @@ class SelectConfig(StrictModel):
         0.02, ge=0.0, le=1.0, description="points this close (relative) to the best valid tail_recall@20 tie"
     )
     min_coverage: float | None = Field(
-        0.6, ge=0.0, le=1.0, description="only points reaching this valid coverage@20, where any does; null = off"
+        0.6,
+        ge=0.0,
+        le=1.0,
+        description="only points reaching this valid coverage@20, where any does; null = off",
     )
     min_new_share: float = Field(
-        0.1, ge=0.0, le=0.5, description="new_share never below this (nor below the never-touched items' share of the "
-        "catalog, rounded up to new_shares) while the catalog has never-touched items"
+        0.1,
+        ge=0.0,
+        le=0.5,
+        description="new_share never below this (nor below the never-touched items' share of the "
+        "catalog, rounded up to new_shares) while the catalog has never-touched items",
     )
     users: int | None = Field(
         20000, ge=1, description="valid users sampled (seeded) for the choices; null = all"
     )
     id_dropout: list[float] | None = Field(
-        [0.0, 0.3], description="ID dropout values fitted (both stages; one fit each), the best on valid kept; "
-        "null = the config's ranker/retriever id_dropout, one fit"
-    )  # fmt: skip
+        [0.0, 0.3],
+        description="ID dropout values fitted (both stages; one fit each), the best on valid kept; "
+        "null = the config's ranker/retriever id_dropout, one fit",
+    )
     popularity_adjustments: list[float] | None = Field(
-        [0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0], description="ranker.popularity_adjustment values tried on "
-        "every fit (no refit: one ranking pass each), the ndcg_tolerance rule keeps one; null = the config's value"
-    )  # fmt: skip
+        [0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0],
+        description="ranker.popularity_adjustment values tried on "
+        "every fit (no refit: one ranking pass each), the ndcg_tolerance rule keeps one; null = the config's "
+        "value",
+    )
     trend_boosts: list[float] | None = Field(
-        [0.0, 0.25, 0.5, 1.0], description="ranker.trend_boost values tried with every popularity adjustment (same "
-        "ranking pass); null = the config's value"
-    )  # fmt: skip
+        [0.0, 0.25, 0.5, 1.0],
+        description="ranker.trend_boost values tried with every popularity adjustment (same "
+        "ranking pass); null = the config's value",
+    )
     ndcg_tolerance: float = Field(
-        0.05, ge=0.0, le=1.0, description="fits (and popularity adjustments) this close (relative) to the best valid "
-        "ndcg@10 tie; the most own-list tail_recall@20 among them wins"
-    )  # fmt: skip
+        0.05,
+        ge=0.0,
+        le=1.0,
+        description="fits (and popularity adjustments) this close (relative) to the best valid "
+        "ndcg@10 tie; the most own-list tail_recall@20 among them wins",
+    )
 
     @model_validator(mode="after")
     def _grid_in_range(self) -> SelectConfig:
-        if self.id_dropout is not None and (not self.id_dropout or not all(0 <= v < 1 for v in self.id_dropout)):
-            raise ValueError(f"select.id_dropout must be null or a non-empty list of values in [0, 1), got {self.id_dropout}")
+        if self.id_dropout is not None and (
+            not self.id_dropout or not all(0 <= v < 1 for v in self.id_dropout)
+        ):
+            raise ValueError(
+                f"select.id_dropout must be null or a non-empty list of values in [0, 1), got "
+                f"{self.id_dropout}"
+            )
         adjustments = self.popularity_adjustments
         if adjustments is not None and (not adjustments or min(adjustments) < 0):
-            raise ValueError(f"select.popularity_adjustments must be null or a non-empty list of values ≥ 0, got {adjustments}")
+            raise ValueError(
+                f"select.popularity_adjustments must be null or a non-empty list of values ≥ 0, got "
+                f"{adjustments}"
+            )
         if self.trend_boosts is not None and (not self.trend_boosts or min(self.trend_boosts) < 0):
-            raise ValueError(f"select.trend_boosts must be null or a non-empty list of values ≥ 0, got {self.trend_boosts}")
+            raise ValueError(
+                f"select.trend_boosts must be null or a non-empty list of values ≥ 0, got {self.trend_boosts}"
+            )
         for name in ("tail_shares", "new_shares", "exposure_penalties"):
             values = getattr(self, name)
             if not values or min(values) < 0 or (name != "exposure_penalties" and max(values) > 0.5):
@@ -266,7 +319,8 @@ class SelectConfig(StrictModel):
 
 class EventsConfig(StrictModel):
     """How much each event counts: strength = type weight × (with ``use_weight``) the event's own weight
-    (1 when it has none), clipped into [1 / max_strength, max_strength]. A history item of strength s weighs like s copies of it
+    (1 when it has none), clipped into [1 / max_strength, max_strength]. A history item of strength s weighs
+    like s copies of it
     in the ranker's attention and in the association term; a training target of strength s weighs s in the
     loss (normalised to mean 1)."""
 
@@ -275,7 +329,9 @@ class EventsConfig(StrictModel):
         description="strength of each event type; types not listed (e.g. 'interaction') count 1.0",
     )
     use_weight: bool = Field(
-        False, description="multiply by the event's own weight (a quantity, a rating); off: ML-100K's ratings cost valid ndcg"
+        False,
+        description="multiply by the event's own weight (a quantity, a rating); off: ML-100K's ratings cost "
+        "valid ndcg",
     )
     max_strength: float = Field(10.0, ge=1.0, description="strengths are clipped into [1/max, max]")
     in_history: bool = Field(True, description="the ranker reads history strengths (serving and training)")

@@ -65,7 +65,9 @@ def quiet() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def log_train_run(uri: str, bundle: Path, plots: Iterable[Path] = (), experiment: str = TRAIN_EXPERIMENT) -> str:
+def log_train_run(
+    uri: str, bundle: Path, plots: Iterable[Path] = (), experiment: str = TRAIN_EXPERIMENT
+) -> str:
     """One MLflow run for a trained bundle, from its manifest: the config as params, the fit's per-epoch
     metrics (step = epoch), the final valid/test metrics of each variant, the shelf choice, the manifest
     and ``plots`` as artifacts. Returns the run id."""
@@ -81,17 +83,25 @@ def log_train_run(uri: str, bundle: Path, plots: Iterable[Path] = (), experiment
     found = client.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found else client.create_experiment(experiment)
     version = bundle.resolve().name.rsplit("@", 1)[-1]
-    run = client.create_run(experiment_id, run_name=f"{bundle.name}@{version}",
-                            tags={"bundle": str(bundle.resolve()), "bundle_version": version,
-                                  "data": manifest.data.get("path", ""),
-                                  "data_fingerprint": manifest.data.get("fingerprint", "")})  # fmt: skip
+    run = client.create_run(
+        experiment_id,
+        run_name=f"{bundle.name}@{version}",
+        tags={
+            "bundle": str(bundle.resolve()),
+            "bundle_version": version,
+            "data": manifest.data.get("path", ""),
+            "data_fingerprint": manifest.data.get("fingerprint", ""),
+        },
+    )
     run_id = run.info.run_id
     params = flat(manifest.config.model_dump())
     for selected in metrics.get("selection", {}).values():  # the fit's (id_dropout) and the shelves' choices
         params.update({f"selected.{k}": v for k, v in selected.get("chosen", {}).items()})
     items = list(params.items())
     for start in range(0, len(items), 100):  # MLflow takes at most 100 params per batch
-        client.log_batch(run_id, params=[mlflow.entities.Param(k, str(v)[:6000]) for k, v in items[start:start + 100]])
+        client.log_batch(
+            run_id, params=[mlflow.entities.Param(k, str(v)[:6000]) for k, v in items[start : start + 100]]
+        )
     for row in metrics.get("fit_history", []):
         step = int(row.get("epoch", 0))
         for key, value in numeric(row).items():
@@ -125,7 +135,9 @@ def log_sweep_summary(uri: str, experiment: str, files: Iterable[Path], best: Ma
     found = client.get_experiment_by_name(experiment)
     experiment_id = found.experiment_id if found else client.create_experiment(experiment)
     for earlier in client.search_runs([experiment_id], "tags.kind = 'sweep_summary'"):
-        client.delete_run(earlier.info.run_id)  # an interrupted sweep summarised what it had; this replaces it
+        client.delete_run(
+            earlier.info.run_id
+        )  # an interrupted sweep summarised what it had; this replaces it
     run = client.create_run(experiment_id, run_name="sweep summary", tags={"kind": "sweep_summary"})
     for key, value in best.items():
         if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):

@@ -26,9 +26,26 @@ def prepared(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("cli")
     write_tabular(root / "raw", "csv")
     out = root / "data"
-    result = run("data", "prepare", "--source", str(root / "raw"), "--format", "csv", "--out", str(out),
-                 "--map", "uid=user_id", "--map", "iid=item_id", "--map", "ts=timestamp",
-                 "--template", "{title}. {genres}", "--list-field", "genres")  # fmt: skip
+    result = run(
+        "data",
+        "prepare",
+        "--source",
+        str(root / "raw"),
+        "--format",
+        "csv",
+        "--out",
+        str(out),
+        "--map",
+        "uid=user_id",
+        "--map",
+        "iid=item_id",
+        "--map",
+        "ts=timestamp",
+        "--template",
+        "{title}. {genres}",
+        "--list-field",
+        "genres",
+    )
     summary = json.loads(result.stdout)
     assert summary["splits"]["warm"] == {"train": 14, "valid": 3, "test": 3}
     return out
@@ -42,8 +59,18 @@ def test_help_everywhere(command):
 
 def test_eval_writes_json_markdown_and_plot(prepared, tmp_path):
     out = tmp_path / "report.json"
-    result = run("eval", "--model", "mostpop", "--model", "bpr", "--data", str(prepared), "--out", str(out),
-                 "baselines.bpr.epochs=2")  # fmt: skip
+    result = run(
+        "eval",
+        "--model",
+        "mostpop",
+        "--model",
+        "bpr",
+        "--data",
+        str(prepared),
+        "--out",
+        str(out),
+        "baselines.bpr.epochs=2",
+    )
     assert "recall@20" in result.stdout
     report = json.loads(out.read_text())
     assert [r["model"] for r in report["results"]] == ["mostpop", "bpr"]
@@ -81,8 +108,9 @@ def test_recommend_excludes_seen_items(prepared, tmp_path):
 def test_bad_input_is_one_clear_line_not_a_traceback(tmp_path):
     raw = write_recbole(tmp_path / "raw")
     (raw / "toy.inter").write_text("user_id:token\titem_id:token\nu1\t1\n\t2\n")
-    result = run("data", "prepare", "--source", str(raw), "--format", "recbole", "--out", str(tmp_path / "d"),
-                 ok=False)  # fmt: skip
+    result = run(
+        "data", "prepare", "--source", str(raw), "--format", "recbole", "--out", str(tmp_path / "d"), ok=False
+    )
     assert result.returncode == 2
     assert "empty id" in result.stderr and "line 3" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "d").exists()

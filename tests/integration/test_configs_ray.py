@@ -34,12 +34,18 @@ def test_cluster_yaml_passes_ray_cluster_validation():
 def test_every_distribution_parses_and_maps_to_tune():
     from ray.tune.search.sample import Categorical, Float, Integer
 
-    space = parse_space({
-        "ranker.alpha": {"uniform": [0.0, 1.0]}, "ranker.lr": {"loguniform": [1e-4, 1e-2]},
-        "ranker.beta": {"quniform": [0, 1, 0.25]}, "finetune.lr": {"qloguniform": [1e-5, 1e-3, 1e-5]},
-        "ranker.epochs": {"randint": [2, 10]}, "ranker.dim": {"qrandint": [16, 128, 16]},
-        "ranker.heads": {"choice": [1, 2]}, "graph.kg_k": {"choice": [0, 20]},
-    })  # fmt: skip
+    space = parse_space(
+        {
+            "ranker.alpha": {"uniform": [0.0, 1.0]},
+            "ranker.lr": {"loguniform": [1e-4, 1e-2]},
+            "ranker.beta": {"quniform": [0, 1, 0.25]},
+            "finetune.lr": {"qloguniform": [1e-5, 1e-3, 1e-5]},
+            "ranker.epochs": {"randint": [2, 10]},
+            "ranker.dim": {"qrandint": [16, 128, 16]},
+            "ranker.heads": {"choice": [1, 2]},
+            "graph.kg_k": {"choice": [0, 20]},
+        }
+    )
     kinds = {p.key: p.kind for p in space}
     assert kinds["ranker.beta"] == "quniform" and kinds["ranker.heads"] == "choice"
     domains = {p.key: p.to_tune() for p in space}

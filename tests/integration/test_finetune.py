@@ -19,12 +19,25 @@ pytestmark = pytest.mark.integration
 
 
 def tiny_config(encoder_dir, storage, **finetune) -> TrainConfig:
-    return TrainConfig.model_validate({
-        "encoder": {"name": str(encoder_dir), "max_length": 16},
-        "finetune": {"enabled": True, "epochs": 1, "pairs_per_epoch": 64, "micro_batch_size": 8, "lr": 1e-3,
-                     **finetune},
-        "resources": {"num_workers": 2, "cpus_per_worker": 0.5, "storage_path": str(storage), "max_failures": 1},
-    })  # fmt: skip
+    return TrainConfig.model_validate(
+        {
+            "encoder": {"name": str(encoder_dir), "max_length": 16},
+            "finetune": {
+                "enabled": True,
+                "epochs": 1,
+                "pairs_per_epoch": 64,
+                "micro_batch_size": 8,
+                "lr": 1e-3,
+                **finetune,
+            },
+            "resources": {
+                "num_workers": 2,
+                "cpus_per_worker": 0.5,
+                "storage_path": str(storage),
+                "max_failures": 1,
+            },
+        }
+    )
 
 
 @pytest.mark.parametrize("stage", [0, 1, 2])

@@ -15,7 +15,7 @@ from longtail.data.encoded import load_split_data
 from longtail.eval.evaluate import evaluate
 from longtail.recommend.build import load_pipeline, own_lists
 from longtail.recommend.recommender import PipelineRecommender, RetrieverRecommender
-from longtail.train.pipeline import train_pipeline
+from longtail.train.chain import train_pipeline
 from tests.conftest import write_clustered_dataset
 
 pytestmark = pytest.mark.integration
@@ -24,10 +24,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_tiny_pipeline_trains_caches_and_evaluates(ray_cluster, tiny_encoder, tmp_path):
     data_dir = write_clustered_dataset(tmp_path / "data")
-    overrides = [f"encoder.name={tiny_encoder}", f"resources.storage_path={tmp_path / 'ray'}", "ranker.epochs=2",
-                 "ranker.examples_per_epoch=256", "ranker.dim=16", "graph.kg_k=0",
-                 "rerank.tail_share=0.3", "rerank.new_share=0.2", "rerank.exposure_penalty=0.25",
-                 "select.shelves=false"]  # fmt: skip
+    overrides = [
+        f"encoder.name={tiny_encoder}",
+        f"resources.storage_path={tmp_path / 'ray'}",
+        "ranker.epochs=2",
+        "ranker.examples_per_epoch=256",
+        "ranker.dim=16",
+        "graph.kg_k=0",
+        "rerank.tail_share=0.3",
+        "rerank.new_share=0.2",
+        "rerank.exposure_penalty=0.25",
+        "select.shelves=false",
+    ]
     cfg = load_config(TrainConfig, ROOT / "train_configs" / "tiny.yaml", overrides)
     logs: list[str] = []
     bundle_dir = train_pipeline(data_dir, cfg, tmp_path / "bundle", log=logs.append)
@@ -35,7 +43,9 @@ def test_tiny_pipeline_trains_caches_and_evaluates(ray_cluster, tiny_encoder, tm
     metrics = bundle.manifest.metrics
     assert set(metrics["test"]) >= {"ndcg@10", "tail_recall@20", "coverage@20"}
     assert set(metrics["own_lists"]) == set(metrics["retriever"]) == {"valid", "test"}
-    assert (bundle_dir / "encoder" / "model.safetensors").is_file() and (bundle_dir / "retriever.safetensors").is_file()
+    assert (bundle_dir / "encoder" / "model.safetensors").is_file() and (
+        bundle_dir / "retriever.safetensors"
+    ).is_file()
     assert {"valid_ndcg@10", "valid_retriever_ndcg@10"} <= set(metrics["fit_history"][0])
     data = load_split_data(data_dir, "warm")
     pipe = load_pipeline(bundle)  # what eval and Serve read: the same lists as the training run wrote down
@@ -52,28 +62,48 @@ def test_tiny_pipeline_trains_caches_and_evaluates(ray_cluster, tiny_encoder, tm
     # fit is the first run's) and fits once more with ID dropout 0.3; it keeps one fit and chooses the
     # shelves on valid (the defaults), and the bundle serves what it chose
     cli = Path(sys.executable).parent / "longtail"
-    again = subprocess.run([str(cli), "train", "--config", str(ROOT / "train_configs" / "tiny.yaml"),
-                            "--data", str(data_dir), "--out", str(tmp_path / "bundle2"), *overrides,
-                            "select.shelves=true", "select.id_dropout=[0.0,0.3]"],
-                           capture_output=True, text=True, timeout=600)  # fmt: skip
+    again = subprocess.run(
+        [
+            str(cli),
+            "train",
+            "--config",
+            str(ROOT / "train_configs" / "tiny.yaml"),
+            "--data",
+            str(data_dir),
+            "--out",
+            str(tmp_path / "bundle2"),
+            *overrides,
+            "select.shelves=true",
+            "select.id_dropout=[0.0,0.3]",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stderr.count("reusing") == 4 and again.stderr.count("fit: start") == 1, again.stderr[-2000:]
     assert "ndcg@10" in again.stdout and "select: shelves" in again.stderr
     second = read_bundle(tmp_path / "bundle2")
     fits = second.manifest.metrics["selection"]["fit"]  # every fit at every (γ, δ)
     gammas, deltas = TrainConfig().select.popularity_adjustments, TrainConfig().select.trend_boosts
-    assert [(row["id_dropout"], row["popularity_adjustment"], row["trend_boost"]) for row in fits["grid"]] == [
-        (d, g, t) for d in (0.0, 0.3) for t in deltas for g in gammas]
+    assert [
+        (row["id_dropout"], row["popularity_adjustment"], row["trend_boost"]) for row in fits["grid"]
+    ] == [(d, g, t) for d in (0.0, 0.3) for t in deltas for g in gammas]
     kept = fits["chosen"]
     assert second.config.ranker.id_dropout == second.config.retriever.id_dropout == kept["id_dropout"]
     assert second.config.ranker.popularity_adjustment == kept["popularity_adjustment"]
     assert second.config.ranker.trend_boost == kept["trend_boost"]
-    assert (f"select: id_dropout {kept['id_dropout']:g}, popularity_adjustment {kept['popularity_adjustment']:g}, "
-            f"trend_boost {kept['trend_boost']:g} of 2 fits × {len(gammas)} adjustments × {len(deltas)} trend boosts"
-            ) in again.stderr
+    assert (
+        f"select: id_dropout {kept['id_dropout']:g}, popularity_adjustment "
+        f"{kept['popularity_adjustment']:g}, "
+        f"trend_boost {kept['trend_boost']:g} of 2 fits × {len(gammas)} adjustments × {len(deltas)} trend "
+        f"boosts"
+    ) in again.stderr
     recent = load_split_data(data_dir, "warm").recent_counts(second.config.ranker.trend_window)
     assert (second.recent_counts == recent).all()  # the bundle carries the trend term's counts
-    ranked = next(row for row in fits["grid"] if {k: row[k] for k in kept} == kept)  # the kept point is served
+    ranked = next(
+        row for row in fits["grid"] if {k: row[k] for k in kept} == kept
+    )  # the kept point is served
     own_valid = evaluate(PipelineRecommender(own_lists(load_pipeline(second))), data, "valid").metrics
     assert own_valid["ndcg@10"] == pytest.approx(ranked["ndcg@10"], abs=1e-5)
     assert own_valid["tail_recall@20"] == pytest.approx(ranked["tail_recall@20"], abs=1e-5, nan_ok=True)
@@ -89,27 +119,70 @@ def test_tiny_pipeline_trains_caches_and_evaluates(ray_cluster, tiny_encoder, tm
     fit_epochs = client.get_metric_history(run.info.run_id, "fit/valid_ndcg_at_10")
     assert [m.step for m in fit_epochs] == [int(h["epoch"]) for h in second.manifest.metrics["fit_history"]]
     assert run.data.metrics["test/ndcg_at_10"] == pytest.approx(second.manifest.metrics["test"]["ndcg@10"])
-    assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == ["plots/bundle2-alpha-sweep.png"]
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "plots")] == [
+        "plots/bundle2-alpha-sweep.png"
+    ]
     chosen = second.manifest.metrics["selection"]["shelves"]["chosen"]
     assert second.config.rerank.model_dump(include=set(chosen)) == chosen
     assert len(second.manifest.metrics["selection"]["shelves"]["grid"]) > 1
     # the CLI evaluates the bundle next to a baseline
     report = tmp_path / "report.json"
-    subprocess.run([str(cli), "eval", "--bundle", str(bundle_dir), "--model", "mostpop", "--data", str(data_dir),
-                    "--out", str(report)], check=True, capture_output=True, timeout=300)  # fmt: skip
+    subprocess.run(
+        [
+            str(cli),
+            "eval",
+            "--bundle",
+            str(bundle_dir),
+            "--model",
+            "mostpop",
+            "--data",
+            str(data_dir),
+            "--out",
+            str(report),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
     results = json.loads(report.read_text())["results"]
-    assert [r["model"] for r in results] == ["hybrid", "hybrid (own lists)", "retriever (first stage)", "mostpop"]
+    assert [r["model"] for r in results] == [
+        "hybrid",
+        "hybrid (own lists)",
+        "retriever (first stage)",
+        "mostpop",
+    ]
     assert results[0]["metrics"]["ndcg@10"] == pytest.approx(results[1]["metrics"]["ndcg@10"], abs=1e-6)
-    terms = json.loads((tmp_path / "report-terms.json").read_text())["buckets"]  # each term's share, per bucket
+    terms = json.loads((tmp_path / "report-terms.json").read_text())[
+        "buckets"
+    ]  # each term's share, per bucket
     assert terms["head"]["items"] + terms["tail"]["items"] > 0 and (tmp_path / "report-terms.png").is_file()
     # `longtail recommend` as a Ray Data job over ranker actors: the same pipeline, so the same lists (the
     # relevance block; the shelves' exposure is counted per actor there, over all users in-process)
     lists = {}
     for mode in ("--ray", "--no-ray"):
         recs = tmp_path / f"recs{mode}.jsonl"
-        done = subprocess.run([str(cli), "recommend", "--bundle", str(bundle_dir), "--data", str(data_dir), mode,
-                               "--actors", "1", "--users", "all", "--k", "10", "--out", str(recs)],
-                              capture_output=True, text=True, timeout=600)  # fmt: skip
+        done = subprocess.run(
+            [
+                str(cli),
+                "recommend",
+                "--bundle",
+                str(bundle_dir),
+                "--data",
+                str(data_dir),
+                mode,
+                "--actors",
+                "1",
+                "--users",
+                "all",
+                "--k",
+                "10",
+                "--out",
+                str(recs),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert done.returncode == 0, done.stderr[-2000:]
         lists[mode] = {row["user_id"]: row["items"] for row in map(json.loads, recs.read_text().splitlines())}
     assert lists["--ray"].keys() == lists["--no-ray"].keys() and len(lists["--ray"]) == data.n_users

@@ -25,12 +25,12 @@ import httpx
 import pytest
 import schemathesis
 import yaml
+from harness.ray_head import cli, free_port, ray_head
 from hypothesis import HealthCheck, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from tests.conftest import write_tiny_bundle, write_tiny_encoder
-from tests.integration.ray_head import cli, free_port, ray_head
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,7 +88,12 @@ def service(tmp_path_factory, tiny_bundle) -> Iterator[dict]:
     token_file.write_text(TOKEN + "\n")
     port = free_port()
     store = work / "state.sqlite"
-    args = {"bundle": str(tiny_bundle), "store": str(store), "token_file": str(token_file), "store_timeout_s": 1.0}
+    args = {
+        "bundle": str(tiny_bundle),
+        "store": str(store),
+        "token_file": str(token_file),
+        "store_timeout_s": 1.0,
+    }
     cli("longtail", "store", "init", str(store))  # the app never creates a store it was not told to
     with ray_head(work) as head:
         config = write_config(work / "ranker.yaml", port, args)
@@ -150,12 +155,23 @@ def test_text_query_similar_health_and_openapi(service):
     health = httpx.get(service["url"] + "/healthz", timeout=30).json()
     assert health["status"] == "ok" and health["catalog_items"] >= 20
     spec = httpx.get(service["url"] + "/openapi.json", timeout=30).json()
-    assert {"/recommend", "/recommend/text", "/events", "/items", "/users/{user_id}", "/users/erase",
-            "/items/{item_id}/similar", "/healthz", "/metrics"} <= set(spec["paths"])  # fmt: skip
+    assert {
+        "/recommend",
+        "/recommend/text",
+        "/events",
+        "/items",
+        "/users/{user_id}",
+        "/users/erase",
+        "/items/{item_id}/similar",
+        "/healthz",
+        "/metrics",
+    } <= set(spec["paths"])
 
 
 def test_event_changes_the_next_recommendation_and_is_idempotent(service):
-    before = post(service, "/recommend", {"user_id": "u2", "k": 5, "exclude_seen": True}, headers=auth()).json()["items"]
+    before = post(
+        service, "/recommend", {"user_id": "u2", "k": 5, "exclude_seen": True}, headers=auth()
+    ).json()["items"]
     top = before[0]["item_id"]
     event = {"event_id": "ev-u2-1", "user_id": "u2", "item_id": top, "type": "purchase"}
     first = post(service, "/events", event, headers=auth())
@@ -164,25 +180,48 @@ def test_event_changes_the_next_recommendation_and_is_idempotent(service):
     assert again.json() == {"stored": 0, "duplicates": 1, "erased": 0}
     reused = post(service, "/events", {**event, "item_id": before[1]["item_id"]}, headers=auth())
     assert reused.status_code == 409 and "ev-u2-1" in reused.json()["detail"]  # an id names one event
-    after = post(service, "/recommend", {"user_id": "u2", "k": 5, "exclude_seen": True}, headers=auth()).json()["items"]
+    after = post(
+        service, "/recommend", {"user_id": "u2", "k": 5, "exclude_seen": True}, headers=auth()
+    ).json()["items"]
     assert top not in [i["item_id"] for i in after]  # now seen, so excluded on the very next request
     # a brand-new user with events gets a personal (hybrid) list
-    batch = {"events": [{"event_id": f"new-{i}", "user_id": "fresh", "item_id": str(i), "type": "view"} for i in (11, 12)]}
+    batch = {
+        "events": [
+            {"event_id": f"new-{i}", "user_id": "fresh", "item_id": str(i), "type": "view"} for i in (11, 12)
+        ]
+    }
     assert post(service, "/events", batch, headers=auth()).json()["stored"] == 2
-    assert post(service, "/recommend", {"user_id": "fresh", "k": 3}, headers=auth()).json()["strategy"] == "hybrid"
+    assert (
+        post(service, "/recommend", {"user_id": "fresh", "k": 3}, headers=auth()).json()["strategy"]
+        == "hybrid"
+    )
 
 
 def test_a_purchase_event_moves_the_next_list_more_than_a_view(service):
-    """Three users with the same viewed items; then one buys item 15, one views it: the buyer's list moves more."""
+    """Three users with the same viewed items; then one buys item 15, one views it: the buyer's list moves
+    more."""
+
     def events(user: str, last: str | None) -> dict:
         items = [("0", "view"), ("1", "view"), ("2", "view")] + ([("15", last)] if last else [])
-        return {"events": [{"event_id": f"{user}-{j}", "user_id": user, "item_id": item, "type": kind,
-                            "timestamp": 1000.0 + j} for j, (item, kind) in enumerate(items)]}  # fmt: skip
+        return {
+            "events": [
+                {
+                    "event_id": f"{user}-{j}",
+                    "user_id": user,
+                    "item_id": item,
+                    "type": kind,
+                    "timestamp": 1000.0 + j,
+                }
+                for j, (item, kind) in enumerate(items)
+            ]
+        }
 
     scores = {}
     for user, last in (("same-base", None), ("viewer", "view"), ("buyer", "purchase")):
         assert post(service, "/events", events(user, last), headers=auth()).status_code == 200
-        got = post(service, "/recommend", {"user_id": user, "k": 20, "exclude_seen": False}, headers=auth()).json()
+        got = post(
+            service, "/recommend", {"user_id": user, "k": 20, "exclude_seen": False}, headers=auth()
+        ).json()
         assert got.get("strategy") == "hybrid", got
         scores[user] = {i["item_id"]: i["score"] for i in got["items"]}
     base = scores["same-base"]
@@ -192,13 +231,19 @@ def test_a_purchase_event_moves_the_next_list_more_than_a_view(service):
 
 def test_new_item_is_recommendable_within_five_seconds(service):
     started = time.time()
-    r = post(service, "/items", {"item_id": "new-space", "text": "B story of space number 15", "fields": {"year": 2026}},
-             headers=auth())  # fmt: skip
+    r = post(
+        service,
+        "/items",
+        {"item_id": "new-space", "text": "B story of space number 15", "fields": {"year": 2026}},
+        headers=auth(),
+    )
     assert r.status_code == 200, r.text
     assert r.json()["added"] and r.json()["catalog_items"] == 21
     similar = httpx.get(service["url"] + "/items/new-space/similar", params={"k": 3}, timeout=30)
     assert similar.status_code == 200 and len(similar.json()["items"]) == 3
-    ranked = post(service, "/recommend", {"user_id": "u1", "k": 21, "exclude_seen": False}, headers=auth()).json()["items"]
+    ranked = post(
+        service, "/recommend", {"user_id": "u1", "k": 21, "exclude_seen": False}, headers=auth()
+    ).json()["items"]
     assert "new-space" in [i["item_id"] for i in ranked]
     assert time.time() - started < 5
     ev = {"event_id": "ev-new", "user_id": "u1", "item_id": "new-space", "type": "view"}
@@ -210,10 +255,21 @@ def test_erasure_sticks_and_any_accepted_id_can_be_erased(service):
     post(service, "/events", event, headers=auth())
     r = httpx.delete(service["url"] + "/users/u4", headers=auth(), timeout=30)
     assert r.status_code == 200 and r.json() == {"user_id": "u4", "events_deleted": 1}
-    assert post(service, "/recommend", {"user_id": "u4", "k": 5}, headers=auth()).json()["strategy"] == "cold_start"
-    replay = post(service, "/events", {"events": [event, {**event, "event_id": "late", "timestamp": 1001.0}]}, headers=auth())
+    assert (
+        post(service, "/recommend", {"user_id": "u4", "k": 5}, headers=auth()).json()["strategy"]
+        == "cold_start"
+    )
+    replay = post(
+        service,
+        "/events",
+        {"events": [event, {**event, "event_id": "late", "timestamp": 1001.0}]},
+        headers=auth(),
+    )
     assert replay.json() == {"stored": 0, "duplicates": 0, "erased": 2}  # a replay and a late event: refused
-    assert post(service, "/recommend", {"user_id": "u4", "k": 5}, headers=auth()).json()["strategy"] == "cold_start"
+    assert (
+        post(service, "/recommend", {"user_id": "u4", "k": 5}, headers=auth()).json()["strategy"]
+        == "cold_start"
+    )
     for user in ("team/a b", "../x?y#z"):  # ids /events accepts, with reserved characters
         odd = {"event_id": f"odd-{user}", "user_id": user, "item_id": "2", "type": "view"}
         assert post(service, "/events", odd, headers=auth()).json()["stored"] == 1
@@ -229,7 +285,11 @@ def test_metrics_add_up_across_ingress_replicas(service):
         text = httpx.get(service["url"] + "/metrics", timeout=30).text
         out: dict[str, float] = {}
         for line in text.splitlines():
-            if line.startswith("longtail_requests_total{") and 'route="/healthz"' in line and 'status="200"' in line:
+            if (
+                line.startswith("longtail_requests_total{")
+                and 'route="/healthz"' in line
+                and 'status="200"' in line
+            ):
                 out["healthz"] = out.get("healthz", 0) + float(line.rsplit(" ", 1)[1])
             if line.startswith("longtail_bundle_info{"):
                 out["bundle"] = float(line.rsplit(" ", 1)[1])
@@ -272,12 +332,21 @@ def test_prometheus_scrapes_the_app_and_every_dashboard_query_returns_data(servi
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(scrape))
     port = free_port()
     with open(tmp_path / "prometheus.log", "w") as log:
-        server = subprocess.Popen(["prometheus", f"--config.file={tmp_path / 'prometheus.yml'}",
-                                   f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
-                                  stdout=subprocess.DEVNULL, stderr=log)  # fmt: skip
+        server = subprocess.Popen(
+            [
+                "prometheus",
+                f"--config.file={tmp_path / 'prometheus.yml'}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
     api = f"http://127.0.0.1:{port}/api/v1"
     try:
-        post(service, "/recommend", {"user_id": "u1", "k": 5}, headers=auth())  # traffic of both kinds inside the window
+        post(
+            service, "/recommend", {"user_id": "u1", "k": 5}, headers=auth()
+        )  # traffic of both kinds inside the window
         assert post(service, "/recommend", {"user_id": "u1", "k": 0}, headers=auth()).status_code == 422
         deadline, up = time.time() + 60, []
         while time.time() < deadline and len(up) < 5:  # five good scrapes: rates have points to work with
@@ -286,7 +355,10 @@ def test_prometheus_scrapes_the_app_and_every_dashboard_query_returns_data(servi
                 if targets and targets[0]["health"] == "up":
                     up.append(targets[0]["lastScrape"])
                     up = sorted(set(up))
-            except (httpx.HTTPError, ValueError):  # not listening yet, or "Service Unavailable" while starting
+            except (
+                httpx.HTTPError,
+                ValueError,
+            ):  # not listening yet, or "Service Unavailable" while starting
                 pass
             time.sleep(1)
         assert len(up) >= 5, (tmp_path / "prometheus.log").read_text()[-3000:]
@@ -295,7 +367,9 @@ def test_prometheus_scrapes_the_app_and_every_dashboard_query_returns_data(servi
             answer = httpx.get(f"{api}/query", params={"query": query}, timeout=10).json()
             assert answer["status"] == "success", (title, query, answer)
             assert answer["data"]["result"], f"panel {title!r}: no series for {query}"
-        replicas = httpx.get(f"{api}/query", params={"query": "sum by (deployment) (longtail_replicas)"}).json()
+        replicas = httpx.get(
+            f"{api}/query", params={"query": "sum by (deployment) (longtail_replicas)"}
+        ).json()
         live = {r["metric"]["deployment"]: float(r["value"][1]) for r in replicas["data"]["result"]}
         assert live["Ingress"] == 2 and live["Encoder"] >= 1 and "Ranker" not in live, live  # Ingress ranks
     finally:
@@ -305,25 +379,33 @@ def test_prometheus_scrapes_the_app_and_every_dashboard_query_returns_data(servi
 
 def test_user_config_change_applies_live_without_failed_requests(service):
     url, head, work = service["url"], service["head"], service["work"]
-    base = post(service, "/recommend", {"user_id": "u3", "k": 5, "exclude_seen": False}, headers=auth()).json()["items"]
+    base = post(
+        service, "/recommend", {"user_id": "u3", "k": 5, "exclude_seen": False}, headers=auth()
+    ).json()["items"]
     failures: list[int] = []
     stop = threading.Event()
 
     def load() -> None:
         with httpx.Client(timeout=30) as client:
             while not stop.is_set():
-                code = client.post(url + "/recommend", json={"user_id": "u3", "k": 5}, headers=auth()).status_code
+                code = client.post(
+                    url + "/recommend", json={"user_id": "u3", "k": 5}, headers=auth()
+                ).status_code
                 if code != 200:
                     failures.append(code)
 
     worker = threading.Thread(target=load)
     worker.start()
     try:
-        config = write_config(work / "ranker-boost.yaml", service["port"], service["args"], {"tail_boost": 1.0})
+        config = write_config(
+            work / "ranker-boost.yaml", service["port"], service["args"], {"tail_boost": 1.0}
+        )
         cli("serve", "deploy", str(config), "--address", head["dashboard"], timeout=300, env=head["env"])
         deadline, boosted = time.time() + 60, base
         while time.time() < deadline and boosted == base:
-            boosted = post(service, "/recommend", {"user_id": "u3", "k": 5, "exclude_seen": False}, headers=auth()).json()["items"]
+            boosted = post(
+                service, "/recommend", {"user_id": "u3", "k": 5, "exclude_seen": False}, headers=auth()
+            ).json()["items"]
             time.sleep(0.5)
     finally:
         stop.set()
@@ -340,15 +422,22 @@ def test_openapi_fuzz_never_gets_a_5xx(service):
         operation = result.ok()
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 
-            @settings(max_examples=12, deadline=None, database=None, derandomize=True,
-                      suppress_health_check=list(HealthCheck))  # fmt: skip
+            @settings(
+                max_examples=12,
+                deadline=None,
+                database=None,
+                derandomize=True,
+                suppress_health_check=list(HealthCheck),
+            )
             @given(case=operation.as_strategy(generation_mode=mode))
             def probe(case):
                 response = case.call(base_url=service["url"], headers=auth(), timeout=30)
                 answered[response.status_code // 100] += 1
                 if response.status_code >= 500:
-                    errors.append(f"{case.operation.label}: {response.status_code} {response.text[:200]} "
-                                  f"for {case.body!r:.200}")  # fmt: skip
+                    errors.append(
+                        f"{case.operation.label}: {response.status_code} {response.text[:200]} "
+                        f"for {case.body!r:.200}"
+                    )
 
             try:
                 probe()
@@ -360,7 +449,8 @@ def test_openapi_fuzz_never_gets_a_5xx(service):
 
 
 def _load(url: str, stop: threading.Event, log: list, client_no: int) -> None:
-    """One load client: /recommend (and, for client 0, /recommend/text), logging (end time, status, versions)."""
+    """One load client: /recommend (and, for client 0, /recommend/text), logging (end time, status,
+    versions)."""
     with httpx.Client(timeout=60) as client:
         n = 0
         while not stop.is_set():
@@ -368,7 +458,9 @@ def _load(url: str, stop: threading.Event, log: list, client_no: int) -> None:
             if client_no == 0 and n % 2:
                 r = client.post(url + "/recommend/text", json={"query": "A story of space", "k": 3})
             else:
-                r = client.post(url + "/recommend", json={"user_id": f"u{(client_no + n) % 8}", "k": 5}, headers=auth())
+                r = client.post(
+                    url + "/recommend", json={"user_id": f"u{(client_no + n) % 8}", "k": 5}, headers=auth()
+                )
             body_version = r.json().get("bundle_version") if r.status_code == 200 else r.text[:300]
             log.append((time.time(), r.status_code, r.headers.get("x-longtail-bundle-version"), body_version))
 
@@ -390,12 +482,16 @@ def test_hot_swap_to_new_bundle_versions_under_load(service):
             encoder = write_tiny_encoder(work / f"encoder-{epochs}", hidden=16)  # 16-dim text vectors, was 32
             write_tiny_bundle(live, encoder, epochs=epochs)  # the same path each time: a new version
             version = json.loads((live / "manifest.json").read_text())["version"]
-            config = write_config(work / "ranker-live.yaml", service["port"], {**service["args"], "bundle": str(live)})
+            config = write_config(
+                work / "ranker-live.yaml", service["port"], {**service["args"], "bundle": str(live)}
+            )
             started = time.time()
             cli("serve", "deploy", str(config), "--address", head["dashboard"], timeout=300, env=head["env"])
             deadline = time.time() + 240
             while time.time() < deadline:
-                status = cli("serve", "status", "--address", head["dashboard"], env=head["env"], check=False).stdout
+                status = cli(
+                    "serve", "status", "--address", head["dashboard"], env=head["env"], check=False
+                ).stdout
                 health = httpx.get(url + "/healthz", timeout=30).json()
                 if "RUNNING" in status and "UPDATING" not in status and health["bundle_version"] == version:
                     break
@@ -409,8 +505,12 @@ def test_hot_swap_to_new_bundle_versions_under_load(service):
     failed = [row for row in log if row[1] != 200]
     mixed = [row for row in log if row[1] == 200 and row[2] != row[3]]
     assert len(log) > 100 and failed == [] and mixed == [], (len(log), failed[:5], mixed[:5])
-    for (_, done, version), (until, _, _) in zip(switches, [*switches[1:], (float("inf"), 0, None)], strict=True):
-        after = [row for row in log if done < row[0] < until]  # answered after the switch, before the next one
+    for (_, done, version), (until, _, _) in zip(
+        switches, [*switches[1:], (float("inf"), 0, None)], strict=True
+    ):
+        after = [
+            row for row in log if done < row[0] < until
+        ]  # answered after the switch, before the next one
         stale = [row for row in after if row[2] != version]
         assert stale == [], (version, stale[:5])
     assert len({row[2] for row in log}) == 2  # the first bundle, then the new version
@@ -437,7 +537,9 @@ def test_whole_app_restart_loses_no_acknowledged_event_and_runs_without_auth(ser
     config = write_config(work / "ranker-open.yaml", service["port"], {**args, "auth": "none"})
     cli("serve", "deploy", str(config), "--address", head["dashboard"], timeout=300, env=head["env"])
     wait_healthy(url, head)
-    again = {"events": [{"event_id": e, "user_id": "restart-user", "item_id": "5", "type": "view"} for e in acked]}
+    again = {
+        "events": [{"event_id": e, "user_id": "restart-user", "item_id": "5", "type": "view"} for e in acked]
+    }
     r = post(service, "/events", again)  # no token needed now
     assert r.status_code == 200 and r.json() == {"stored": 0, "duplicates": 20, "erased": 0}
     ranked = post(service, "/recommend", {"user_id": "restart-user", "k": 3}).json()
@@ -470,8 +572,13 @@ def test_the_readmes_curl_examples_work_as_written(service):
     answers = []
     for command in commands:
         line = command.replace("localhost:8000", f"localhost:{service['port']}")
-        done = subprocess.run(["bash", "-c", line], capture_output=True, text=True, timeout=60,
-                              env={**os.environ, "LONGTAIL_TOKEN": TOKEN})  # fmt: skip
+        done = subprocess.run(
+            ["bash", "-c", line],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={**os.environ, "LONGTAIL_TOKEN": TOKEN},
+        )
         assert done.returncode == 0, done.stderr
         answers.append(json.loads(done.stdout))
     by_route = {c.split()[2].split("/", 1)[1]: a for c, a in zip(commands, answers, strict=True)}

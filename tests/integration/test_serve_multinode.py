@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from harness.postgres_server import fresh_database
+from harness.ray_head import cli, free_port, ray_head
 
-from tests.integration.ray_head import cli, free_port, ray_head
 from tests.integration.test_serve import wait_healthy
-from tests.postgres_server import fresh_database
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,8 +60,14 @@ def test_rankers_on_two_nodes_share_one_postgresql_store(tmp_path, tiny_bundle, 
     token_file = tmp_path / "token"
     token_file.write_text(TOKEN)
     port = free_port()
-    args = {"bundle": str(tiny_bundle), "store": store, "token_file": str(token_file), "read_token_file": None,
-            "metrics_dir": str(tmp_path / "metrics"), "torch_threads": 1}  # fmt: skip
+    args = {
+        "bundle": str(tiny_bundle),
+        "store": store,
+        "token_file": str(token_file),
+        "read_token_file": None,
+        "metrics_dir": str(tmp_path / "metrics"),
+        "torch_threads": 1,
+    }
     with ray_head(tmp_path, num_cpus=2, workers=(1,)) as head:
         config = multinode_config(tmp_path / "ranker.yaml", port, args)
         cli("serve", "deploy", str(config), "--address", head["dashboard"], timeout=300, env=head["env"])
@@ -82,5 +88,7 @@ def test_rankers_on_two_nodes_share_one_postgresql_store(tmp_path, tiny_bundle, 
         time.sleep(0.5)
         erased = rankers_answering(url, "u2")
         assert len(erased) == 2 and all(a["strategy"] == "cold_start" for a in erased.values()), erased
-        replay = httpx.post(url + "/events", json=event, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30)
+        replay = httpx.post(
+            url + "/events", json=event, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
+        )
         assert replay.json() == {"stored": 0, "duplicates": 0, "erased": 1}

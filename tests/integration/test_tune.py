@@ -31,15 +31,38 @@ def finished_trials(experiment: Path) -> int:
 def test_sweep_interrupted_resumed_and_best_config_is_a_train_config(tiny_encoder, tmp_path):
     data = write_clustered_dataset(tmp_path / "data")
     space = tmp_path / "space.yaml"
-    space.write_text("ranker.alpha: {uniform: [0.0, 1.0]}  # (float) mix\n"
-                     "ranker.lr: {loguniform: [1.0e-3, 1.0e-2]}  # (float) lr\n"
-                     "ranker.dim: {choice: [8, 16]}  # (int) size\n")  # fmt: skip
+    space.write_text(
+        "ranker.alpha: {uniform: [0.0, 1.0]}  # (float) mix\n"
+        "ranker.lr: {loguniform: [1.0e-3, 1.0e-2]}  # (float) lr\n"
+        "ranker.dim: {choice: [8, 16]}  # (int) size\n"
+    )
     out = tmp_path / "sweep"
-    overrides = [f"encoder.name={tiny_encoder}", "ranker.epochs=2", "ranker.examples_per_epoch=128",
-                 "graph.kg_k=0", "resources.num_workers=1"]  # fmt: skip
-    command = [CLI, "tune", "--space", str(space), "--config", str(ROOT / "train_configs" / "tiny.yaml"),
-               "--data", str(data), "--out", str(out), "--samples", "3", "--objective",
-               "0.5*ndcg@10+0.5*tail_recall@20", "--cpus-per-trial", "1", *overrides]  # fmt: skip
+    overrides = [
+        f"encoder.name={tiny_encoder}",
+        "ranker.epochs=2",
+        "ranker.examples_per_epoch=128",
+        "graph.kg_k=0",
+        "resources.num_workers=1",
+    ]
+    command = [
+        CLI,
+        "tune",
+        "--space",
+        str(space),
+        "--config",
+        str(ROOT / "train_configs" / "tiny.yaml"),
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--samples",
+        "3",
+        "--objective",
+        "0.5*ndcg@10+0.5*tail_recall@20",
+        "--cpus-per-trial",
+        "1",
+        *overrides,
+    ]
     first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 600
     while time.time() < deadline and first.poll() is None and finished_trials(out / "experiment") < 1:

@@ -65,4 +65,6 @@ def test_evaluation_can_sample_users_reproducibly():
     assert full.n_users > 10 and sample.n_users == 10
     again = evaluate(model, data, "valid", max_users=10, seed=3).metrics
     assert again == pytest.approx(sample.metrics, nan_ok=True)
-    assert evaluate(model, data, "valid", max_users=full.n_users).metrics == pytest.approx(full.metrics, nan_ok=True)
+    assert evaluate(model, data, "valid", max_users=full.n_users).metrics == pytest.approx(
+        full.metrics, nan_ok=True
+    )

@@ -17,8 +17,11 @@ from longtail.model.factory import build_graph, build_ranker, build_retriever
 from longtail.recommend.build import build_index, load_pipeline
 from tests.conftest import clustered_split
 
-CONFIG = {"ranker": RankerConfig(dim=8).model_dump(), "retriever": RetrieverConfig(dim=8, layers=1).model_dump(),
-          "retrieval": RetrievalConfig(index="ivf", nlist=2, nprobe=2).model_dump()}  # fmt: skip
+CONFIG = {
+    "ranker": RankerConfig(dim=8).model_dump(),
+    "retriever": RetrieverConfig(dim=8, layers=1).model_dump(),
+    "retrieval": RetrievalConfig(index="ivf", nlist=2, nprobe=2).model_dump(),
+}
 
 
 @pytest.fixture
@@ -32,11 +35,21 @@ def bundle(tmp_path, tiny_encoder):
     index = build_index(retriever, RetrievalConfig.model_validate(CONFIG["retrieval"]))
     histories = pa.table({"user_id": ["u0"], "item_id": ["1"], "timestamp": [1.0]})
     path = write_bundle(
-        tmp_path / "bundle", encoder_dir=tiny_encoder, item_ids=data.item_ids, texts=data.item_text,
-        train_counts=counts, vectors=vectors, graph=graph, ranker_state=model.state_dict(),
-        retriever_state=retriever.state_dict(), histories=histories, config=CONFIG, data={"split": "warm"},
-        metrics={"test": {"ndcg@10": 0.1}}, index_bytes=index.to_bytes(),
-    )  # fmt: skip
+        tmp_path / "bundle",
+        encoder_dir=tiny_encoder,
+        item_ids=data.item_ids,
+        texts=data.item_text,
+        train_counts=counts,
+        vectors=vectors,
+        graph=graph,
+        ranker_state=model.state_dict(),
+        retriever_state=retriever.state_dict(),
+        histories=histories,
+        config=CONFIG,
+        data={"split": "warm"},
+        metrics={"test": {"ndcg@10": 0.1}},
+        index_bytes=index.to_bytes(),
+    )
     return path, data, vectors, graph, model, retriever, index
 
 
@@ -126,11 +139,20 @@ def _rewrite(path, data, vectors, graph, model, retriever, seed_metric: float, p
         original, bundle_module.publish_version = bundle_module.publish_version, publish
     try:
         return write_bundle(
-            path, encoder_dir=path / "encoder", item_ids=data.item_ids, texts=data.item_text,
-            train_counts=data.train_counts(), vectors=vectors, graph=graph, ranker_state=state,
-            retriever_state=retriever.state_dict(), histories=pa.table({"user_id": ["u0"], "item_id": ["1"], "timestamp": [1.0]}),
-            config=config or CONFIG, data={"split": "warm"}, metrics={},
-        )  # fmt: skip
+            path,
+            encoder_dir=path / "encoder",
+            item_ids=data.item_ids,
+            texts=data.item_text,
+            train_counts=data.train_counts(),
+            vectors=vectors,
+            graph=graph,
+            ranker_state=state,
+            retriever_state=retriever.state_dict(),
+            histories=pa.table({"user_id": ["u0"], "item_id": ["1"], "timestamp": [1.0]}),
+            config=config or CONFIG,
+            data={"split": "warm"},
+            metrics={},
+        )
     finally:
         if publish is not None:
             bundle_module.publish_version = original
@@ -152,13 +174,17 @@ def test_versions_are_immutable_directories_behind_an_atomic_symlink(bundle):
     with pytest.raises(KeyboardInterrupt):
         _rewrite(path, data, vectors, graph, model, retriever, 2.0, publish=interrupted)
     assert read_bundle(path).version == second  # the served version is intact
-    assert not [p for p in path.parent.iterdir() if p.name.startswith(".bundle.")]  # no half-written leftovers
+    assert not [
+        p for p in path.parent.iterdir() if p.name.startswith(".bundle.")
+    ]  # no half-written leftovers
 
 
 def test_the_same_files_with_another_config_are_another_version(bundle):
     path, data, vectors, graph, model, retriever, _ = bundle
     first = read_bundle(_rewrite(path, data, vectors, graph, model, retriever, 5.0)).version
-    assert read_bundle(_rewrite(path, data, vectors, graph, model, retriever, 5.0)).version == first  # same content
+    assert (
+        read_bundle(_rewrite(path, data, vectors, graph, model, retriever, 5.0)).version == first
+    )  # same content
     shelves = {**CONFIG, "rerank": {**CONFIG.get("rerank", {}), "tail_share": 0.3}}  # a choice made on valid
     moved = read_bundle(_rewrite(path, data, vectors, graph, model, retriever, 5.0, config=shelves))
     assert moved.version != first and moved.config.rerank.tail_share == 0.3  # served, not the old manifest's

@@ -9,8 +9,10 @@ from longtail.config import BaselinesConfig, ConfigError, load_config, parse_ove
 
 def test_overrides_are_typed_and_nested():
     assert parse_overrides(["bpr.epochs=10", "bpr.lr=1e-3", "x=true", "s=a b"]) == {
-        "bpr": {"epochs": 10, "lr": 0.001}, "x": True, "s": "a b"
-    }  # fmt: skip
+        "bpr": {"epochs": 10, "lr": 0.001},
+        "x": True,
+        "s": "a b",
+    }
 
 
 def test_yaml_then_overrides(tmp_path):

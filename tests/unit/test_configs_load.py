@@ -38,32 +38,37 @@ def test_train_configs_load_with_every_value_documented_and_taken(path):
 
 @pytest.mark.parametrize("path", sorted((ROOT / "serve_configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_serve_configs_pass_our_typed_args_and_knobs(path):
-    from longtail.serve.knobs import AppArgs, EncoderKnobs, IngressKnobs, RankerKnobs
+    from longtail.serve.knobs import AppArgs, EncoderKnobs, IngressKnobs, ListKnobs
 
     raw = yaml.safe_load(path.read_text())
     [app] = raw["applications"]
     assert app["import_path"] == "longtail.serve.app:build_app"
     args = AppArgs.model_validate(app["args"])
-    knobs = {"Ingress": IngressKnobs, "Ranker": RankerKnobs, "Encoder": EncoderKnobs}
+    knobs = {"Ingress": IngressKnobs, "Ranker": ListKnobs, "Encoder": EncoderKnobs}
     # a Ranker deployment exactly when the app binds one; in-process ranking reads the Ingress's `ranker:`
-    assert {d["name"] for d in app["deployments"]} == set(knobs) - (set() if args.ranker_deployment else {"Ranker"})
+    assert {d["name"] for d in app["deployments"]} == set(knobs) - (
+        set() if args.ranker_deployment else {"Ranker"}
+    )
     ingress = next(d for d in app["deployments"] if d["name"] == "Ingress")
     assert ("ranker" in ingress.get("user_config", {})) == (not args.ranker_deployment)
     for deployment in app["deployments"]:
         knobs[deployment["name"]].model_validate(deployment.get("user_config", {}))
     # a public listener is bounded: requests time out and queues are capped (the README's reverse-proxy notes)
     assert raw["http_options"]["request_timeout_s"] > 0 and ingress["max_queued_requests"] > 0
-    assert "password" not in app["args"]["store"] and ":" not in app["args"]["store"].split("@")[0][len("postgresql://") :]
+    assert (
+        "password" not in app["args"]["store"]
+        and ":" not in app["args"]["store"].split("@")[0][len("postgresql://") :]
+    )
 
 
 def test_serve_knobs_reject_unknown_keys_and_bad_ranges():
     from pydantic import ValidationError
 
-    from longtail.serve.knobs import AppArgs, RankerKnobs
+    from longtail.serve.knobs import AppArgs, ListKnobs
 
     with pytest.raises(ValidationError, match="alpah"):
-        RankerKnobs.model_validate({"alpah": 0.5})
+        ListKnobs.model_validate({"alpah": 0.5})
     with pytest.raises(ValidationError, match="tail_boost"):
-        RankerKnobs.model_validate({"tail_boost": 1.5})
+        ListKnobs.model_validate({"tail_boost": 1.5})
     with pytest.raises(ValidationError, match="max_body_bytes"):
         AppArgs.model_validate({"max_body_bytes": 10})

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 import torch
@@ -88,4 +86,10 @@ def test_deepspeed_config_derivation():
     assert resolve_precision("fp16", True) == "fp16"
     with pytest.raises(ValueError, match="needs a GPU"):
         resolve_precision("bf16", False)
-    assert math.isfinite(cpu["gradient_clipping"])
+    assert cpu["gradient_clipping"] == FinetuneConfig().grad_clip  # the config's clip reaches DeepSpeed
+    assert (
+        deepspeed_config(FinetuneConfig(grad_clip=0.5), use_gpu=False, optimizer_steps=10)[
+            "gradient_clipping"
+        ]
+        == 0.5
+    )

@@ -33,11 +33,23 @@ def exported_names(tmp_path: Path) -> set[str]:
     metrics.replicas.labels("Ranker").set(1)
     for gauge in (metrics.coverage, metrics.catalog_size):
         gauge.set(1)
-    for counter in (metrics.events, metrics.duplicate_events, metrics.erased_events, metrics.items_added,
-                    metrics.users_erased, metrics.read_retries, metrics.served_items, metrics.served_tail):  # fmt: skip
+    for counter in (
+        metrics.events,
+        metrics.duplicate_events,
+        metrics.erased_events,
+        metrics.items_added,
+        metrics.users_erased,
+        metrics.read_retries,
+        metrics.served_items,
+        metrics.served_tail,
+    ):
         counter.inc()
     text = metrics.scrape().decode()
-    return {re.split(r"[{ ]", line, maxsplit=1)[0] for line in text.splitlines() if line and not line.startswith("#")}
+    return {
+        re.split(r"[{ ]", line, maxsplit=1)[0]
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
 
 
 def test_every_query_names_an_exported_metric(tmp_path):
@@ -48,14 +60,24 @@ def test_every_query_names_an_exported_metric(tmp_path):
         names = METRIC.findall(expr)
         assert names, f"panel {title!r}: no longtail metric in {expr!r}"
         missing = [n for n in names if n not in exported]
-        assert not missing, f"panel {title!r} queries {missing}, not among the exported samples {sorted(exported)}"
+        assert not missing, (
+            f"panel {title!r} queries {missing}, not among the exported samples {sorted(exported)}"
+        )
 
 
 def test_the_panels_users_expect_are_there():
     used = {n for _, expr in dashboard_queries() for n in METRIC.findall(expr)}
-    expected = {"longtail_requests_total", "longtail_request_seconds_bucket", "longtail_events_ingested_total",
-                "longtail_items_added_total", "longtail_served_tail_items_total", "longtail_served_items_total",
-                "longtail_catalog_coverage", "longtail_replicas", "longtail_bundle_info"}  # fmt: skip
+    expected = {
+        "longtail_requests_total",
+        "longtail_request_seconds_bucket",
+        "longtail_events_ingested_total",
+        "longtail_items_added_total",
+        "longtail_served_tail_items_total",
+        "longtail_served_items_total",
+        "longtail_catalog_coverage",
+        "longtail_replicas",
+        "longtail_bundle_info",
+    }
     assert expected <= used
     exprs = " ".join(expr for _, expr in dashboard_queries())
     assert "histogram_quantile(0.5," in exprs and "histogram_quantile(0.99," in exprs
@@ -66,7 +88,9 @@ def test_dashboard_is_well_formed():
     board = json.loads(DASHBOARD.read_text())
     assert board["uid"] and board["title"] and board["schemaVersion"] >= 36
     variables = {v["name"]: v for v in board["templating"]["list"]}
-    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    assert (
+        variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    )
     ids = [p["id"] for p in board["panels"]]
     assert len(ids) == len(set(ids))
     cells: set[tuple[int, int]] = set()
@@ -91,11 +115,23 @@ def promtool() -> str:
 
 
 def test_scrape_config_and_every_query_pass_promtool(tmp_path):
-    checked = subprocess.run([promtool(), "check", "config", str(ROOT / "monitoring" / "prometheus.yml")],
-                             capture_output=True, text=True)  # fmt: skip
+    checked = subprocess.run(
+        [promtool(), "check", "config", str(ROOT / "monitoring" / "prometheus.yml")],
+        capture_output=True,
+        text=True,
+    )
     assert checked.returncode == 0, checked.stdout + checked.stderr
-    rules = [{"record": f"longtail:panel_{i}", "expr": expr.replace("$__rate_interval", "1m").replace("$__range", "1h")}
-             for i, (_, expr) in enumerate(dashboard_queries())]  # fmt: skip
+    rules = [
+        {
+            "record": f"longtail:panel_{i}",
+            "expr": expr.replace("$__rate_interval", "1m").replace("$__range", "1h"),
+        }
+        for i, (_, expr) in enumerate(dashboard_queries())
+    ]
     (tmp_path / "rules.yml").write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
-    checked = subprocess.run([promtool(), "check", "rules", str(tmp_path / "rules.yml")], capture_output=True, text=True)
-    assert checked.returncode == 0 and f"{len(rules)} rules found" in checked.stdout, checked.stdout + checked.stderr
+    checked = subprocess.run(
+        [promtool(), "check", "rules", str(tmp_path / "rules.yml")], capture_output=True, text=True
+    )
+    assert checked.returncode == 0 and f"{len(rules)} rules found" in checked.stdout, (
+        checked.stdout + checked.stderr
+    )

@@ -88,7 +88,9 @@ def test_hub_names_can_pin_a_revision_and_paths_pass_through(tiny_encoder):
     from longtail.model.encoder import hub_revision
 
     assert hub_revision("sentence-transformers/all-MiniLM-L6-v2@8b3219a9") == (
-        "sentence-transformers/all-MiniLM-L6-v2", "8b3219a9")  # fmt: skip
+        "sentence-transformers/all-MiniLM-L6-v2",
+        "8b3219a9",
+    )
     assert hub_revision("bert-base-uncased") == ("bert-base-uncased", None)
     assert hub_revision(str(tiny_encoder)) == (str(tiny_encoder), None)
     with pytest.raises(ValueError, match="ORG/MODEL@REVISION"):

@@ -22,7 +22,9 @@ def test_forget_writes_a_new_version_without_the_users(tmp_path):
     manifest = forget_users(data, {"u1", "u4"}, tmp_path / "forgotten")
     assert users_of(tmp_path / "forgotten") == users_of(data) - {"u1", "u4"}
     for part in ("train", "valid", "test"):
-        assert not {"u1", "u4"} & set(read_split(tmp_path / "forgotten", "warm").part(part).column("user_id").to_pylist())
+        assert not {"u1", "u4"} & set(
+            read_split(tmp_path / "forgotten", "warm").part(part).column("user_id").to_pylist()
+        )
     assert manifest["import"]["forgotten_users"] == 2 and manifest["import"]["forgotten_interactions"] == 16
     assert "u1" not in manifest["source"] and manifest["fingerprint"] != before["fingerprint"]
     assert read_manifest(data) == before  # the source version is untouched
@@ -80,14 +82,40 @@ def test_batch_recommend_and_eval_leave_erased_users_out(tmp_path, tiny_bundle):
     store = str(tmp_path / "state.sqlite")
     open_store(store, create=True).erase_user("u4")
     out = tmp_path / "recs.jsonl"
-    _cli("recommend", "--bundle", str(tiny_bundle), "--data", str(data), "--users", "all", "--k", "5", "--explain",
-         "--no-ray", "--forget", store, "--out", str(out))  # fmt: skip
+    _cli(
+        "recommend",
+        "--bundle",
+        str(tiny_bundle),
+        "--data",
+        str(data),
+        "--users",
+        "all",
+        "--k",
+        "5",
+        "--explain",
+        "--no-ray",
+        "--forget",
+        store,
+        "--out",
+        str(out),
+    )
     users = [json.loads(line)["user_id"] for line in out.read_text().splitlines()]
     assert "u4" not in users and len(users) == 59
     ids = tmp_path / "ids.txt"
     ids.write_text("u4\nu5\n")
-    _cli("recommend", "--bundle", str(tiny_bundle), "--data", str(data), "--users", str(ids), "--forget", store,
-         "--out", str(out))  # fmt: skip
+    _cli(
+        "recommend",
+        "--bundle",
+        str(tiny_bundle),
+        "--data",
+        str(data),
+        "--users",
+        str(ids),
+        "--forget",
+        store,
+        "--out",
+        str(out),
+    )
     assert [json.loads(line)["user_id"] for line in out.read_text().splitlines()] == ["u5"]
     report = tmp_path / "r.json"
     _cli("eval", "--data", str(data), "--model", "mostpop", "--forget", store, "--out", str(report))

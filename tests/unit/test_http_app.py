@@ -58,7 +58,9 @@ def test_recommend_known_unknown_and_explained(client):
     assert r.status_code == 200, r.text
     body = r.json()
     assert body["strategy"] == "hybrid" and len(body["items"]) == 5 and body["bundle_version"]
-    assert r.headers["x-longtail-bundle-version"] == body["bundle_version"] and r.headers["x-longtail-replica"]
+    assert (
+        r.headers["x-longtail-bundle-version"] == body["bundle_version"] and r.headers["x-longtail-replica"]
+    )
     assert all("contributions" in item["explanation"] for item in body["items"])
     cold = client.post("/recommend", json={"user_id": "never-seen", "k": 10}, headers=bearer(READ)).json()
     assert cold["strategy"] == "cold_start" and len(cold["items"]) == 10
@@ -77,7 +79,11 @@ def test_recommend_known_unknown_and_explained(client):
         ("/recommend", {"user_id": "u0", "tail_boost": 2}, 422),  # knob out of range
         ("/recommend/text", {"query": ""}, 422),
         ("/events", {"event_id": "x", "user_id": "u0", "item_id": "no-such-item", "type": "view"}, 422),
-        ("/events", {"event_id": "x", "user_id": "u0", "item_id": "1", "type": "view", "timestamp": "soon"}, 422),
+        (
+            "/events",
+            {"event_id": "x", "user_id": "u0", "item_id": "1", "type": "view", "timestamp": "soon"},
+            422,
+        ),
         ("/events", {"events": []}, 422),
         ("/events", {"event_id": "x", "user_id": "u0", "item_id": "1", "type": "view", "weight": -1}, 422),
         ("/items", {"item_id": "3", "text": "already there"}, 409),
@@ -91,9 +97,13 @@ def test_bad_requests_get_4xx_with_a_message(client, path, body, code):
 
 
 def test_malformed_json_oversized_body_and_unknown_route(client):
-    r = client.post("/recommend", content=b'{"user_id": ', headers={"content-type": "application/json", **bearer(READ)})
+    r = client.post(
+        "/recommend", content=b'{"user_id": ', headers={"content-type": "application/json", **bearer(READ)}
+    )
     assert r.status_code == 422 and r.json()["detail"]
-    r = client.post("/events", content=b"x" * 2_000_000, headers={"content-type": "application/json", **bearer(WRITE)})
+    r = client.post(
+        "/events", content=b"x" * 2_000_000, headers={"content-type": "application/json", **bearer(WRITE)}
+    )
     assert r.status_code == 413 and "bytes" in r.json()["detail"]
     chunks = (b'{"pad": "' + b"x" * 100_000 for _ in range(20))  # no content-length: chunked, 2 MB
     r = client.post("/events", content=chunks, headers={"content-type": "application/json", **bearer(WRITE)})
@@ -113,9 +123,19 @@ def _drive(app, pieces: int, piece: bytes) -> tuple[int, float]:
         if message["type"] == "http.response.start":
             status[0] = message["status"]
 
-    scope = {"type": "http", "method": "POST", "path": "/events", "raw_path": b"/events", "query_string": b"",
-             "headers": [(b"content-type", b"application/json")], "http_version": "1.1", "scheme": "http",
-             "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 1), "root_path": ""}  # fmt: skip
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/events",
+        "raw_path": b"/events",
+        "query_string": b"",
+        "headers": [(b"content-type", b"application/json")],
+        "http_version": "1.1",
+        "scheme": "http",
+        "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 1),
+        "root_path": "",
+    }
     started = time.perf_counter()
     asyncio.run(app(scope, receive, send))
     return status[0], time.perf_counter() - started
@@ -140,7 +160,9 @@ def test_writes_need_the_write_token(client):
     event = {"event_id": "auth-1", "user_id": "u0", "item_id": "1", "type": "view"}
     assert client.post("/events", json=event).status_code == 401
     assert client.post("/events", json=event, headers=bearer("wrong")).status_code == 401
-    assert client.post("/events", json=event, headers=bearer(READ)).status_code == 401  # the read token can't write
+    assert (
+        client.post("/events", json=event, headers=bearer(READ)).status_code == 401
+    )  # the read token can't write
     assert client.post("/items", json={"item_id": "q", "text": "t"}).status_code == 401
     assert client.delete("/users/u0").status_code == 401
     assert client.post("/users/erase", json={"user_id": "u0"}).status_code == 401
@@ -151,8 +173,11 @@ def test_an_anonymous_caller_learns_nothing_about_a_user(client):
     """A list of k ≥ catalog − |history| with seen items excluded is the complement of the history, and a
     personal list against the cold-start one tells whether an id exists or was erased: so without a token
     every /recommend is a 401, the same for a known, an unknown and an erased user."""
-    client.post("/events", json={"event_id": "anon-1", "user_id": "anon-erased", "item_id": "2", "type": "view"},
-                headers=bearer(WRITE))  # fmt: skip
+    client.post(
+        "/events",
+        json={"event_id": "anon-1", "user_id": "anon-erased", "item_id": "2", "type": "view"},
+        headers=bearer(WRITE),
+    )
     assert client.delete("/users/anon-erased", headers=bearer(WRITE)).status_code == 200
     answers = []
     for user in ("u0", "never-seen", "anon-erased"):
@@ -181,8 +206,17 @@ def test_reads_about_no_user_are_open_unless_protected(served):
 def test_openapi_declares_the_bearer_scheme(client):
     spec = client.get("/openapi.json").json()
     assert spec["components"]["securitySchemes"]["HTTPBearer"]["scheme"] == "bearer"
-    assert {"/recommend", "/recommend/text", "/events", "/items", "/users/{user_id}", "/users/erase",
-            "/items/{item_id}/similar", "/healthz", "/metrics"} <= set(spec["paths"])  # fmt: skip
+    assert {
+        "/recommend",
+        "/recommend/text",
+        "/events",
+        "/items",
+        "/users/{user_id}",
+        "/users/erase",
+        "/items/{item_id}/similar",
+        "/healthz",
+        "/metrics",
+    } <= set(spec["paths"])
     assert spec["paths"]["/events"]["post"]["security"] == [{"HTTPBearer": []}]
 
 
@@ -191,7 +225,11 @@ def test_event_changes_the_next_list_is_idempotent_and_a_reused_id_is_a_conflict
     before = client.post("/recommend", json={"user_id": "u2", "k": 5}, headers=read).json()["items"]
     top = before[0]["item_id"]
     event = {"event_id": "ev-u2-1", "user_id": "u2", "item_id": top, "type": "purchase"}
-    assert client.post("/events", json=event, headers=bearer(WRITE)).json() == {"stored": 1, "duplicates": 0, "erased": 0}
+    assert client.post("/events", json=event, headers=bearer(WRITE)).json() == {
+        "stored": 1,
+        "duplicates": 0,
+        "erased": 0,
+    }
     again = client.post("/events", json={"events": [event]}, headers=bearer(WRITE))
     assert again.json() == {"stored": 0, "duplicates": 1, "erased": 0}
     reused = client.post("/events", json={**event, "item_id": before[1]["item_id"]}, headers=bearer(WRITE))
@@ -205,13 +243,27 @@ def test_timestamps_beyond_now_plus_the_skew_are_refused_by_field(client):
     the user's newest forever, and one sent before an erasure would pass as sent after it."""
     now = time.time()
     base = {"user_id": "clock", "item_id": "4", "type": "view"}
-    ms = client.post("/events", json={**base, "event_id": "c-ms", "timestamp": now * 1000}, headers=bearer(WRITE))
-    assert ms.status_code == 422 and "timestamp" in ms.json()["detail"] and "milliseconds" in ms.json()["detail"]
-    batch = {"events": [{**base, "event_id": "c-1", "timestamp": now}, {**base, "event_id": "c-2", "timestamp": now + 3600}]}
+    ms = client.post(
+        "/events", json={**base, "event_id": "c-ms", "timestamp": now * 1000}, headers=bearer(WRITE)
+    )
+    assert (
+        ms.status_code == 422 and "timestamp" in ms.json()["detail"] and "milliseconds" in ms.json()["detail"]
+    )
+    batch = {
+        "events": [
+            {**base, "event_id": "c-1", "timestamp": now},
+            {**base, "event_id": "c-2", "timestamp": now + 3600},
+        ]
+    }
     late = client.post("/events", json=batch, headers=bearer(WRITE))
     assert late.status_code == 422 and "events[1].timestamp" in late.json()["detail"]
-    assert client.post("/recommend", json={"user_id": "clock"}, headers=bearer(READ)).json()["strategy"] == "cold_start"
-    skewed = client.post("/events", json={**base, "event_id": "c-3", "timestamp": now + 60}, headers=bearer(WRITE))
+    assert (
+        client.post("/recommend", json={"user_id": "clock"}, headers=bearer(READ)).json()["strategy"]
+        == "cold_start"
+    )
+    skewed = client.post(
+        "/events", json={**base, "event_id": "c-3", "timestamp": now + 60}, headers=bearer(WRITE)
+    )
     assert skewed.json()["stored"] == 1  # within the allowed skew (300 s)
 
 
@@ -226,22 +278,36 @@ def test_an_erased_users_stamped_replays_are_refused_and_unstamped_events_start_
     assert replay.json() == {"stored": 0, "duplicates": 0, "erased": 2}
     unstamped_replay = {k: v for k, v in old.items() if k != "timestamp"}
     assert client.post("/events", json=unstamped_replay, headers=w).json()["erased"] == 1  # its id was erased
-    back = client.post("/events", json={"event_id": "er-new", "user_id": "er", "item_id": "5", "type": "view"}, headers=w)
+    back = client.post(
+        "/events", json={"event_id": "er-new", "user_id": "er", "item_id": "5", "type": "view"}, headers=w
+    )
     assert back.json() == {"stored": 1, "duplicates": 0, "erased": 0}
-    listed = client.post("/recommend", json={"user_id": "er", "k": 3, "exclude_seen": False, "explain": True},
-                         headers=bearer(READ)).json()  # fmt: skip
+    listed = client.post(
+        "/recommend",
+        json={"user_id": "er", "k": 3, "exclude_seen": False, "explain": True},
+        headers=bearer(READ),
+    ).json()
     assert listed["strategy"] == "hybrid"
     because = {b["item_id"] for item in listed["items"] for b in item["explanation"]["because"]}
     assert because == {"5"}  # the bundle's history of the user stays unused
 
 
 def test_new_item_is_recommendable_at_once(client):
-    r = client.post("/items", json={"item_id": "new-space", "text": "B story of space number 15"}, headers=bearer(WRITE))
+    r = client.post(
+        "/items", json={"item_id": "new-space", "text": "B story of space number 15"}, headers=bearer(WRITE)
+    )
     assert r.status_code == 200 and r.json()["added"] and r.json()["catalog_items"] == 21
-    assert client.post("/items", json={"item_id": "new-space", "text": "again"}, headers=bearer(WRITE)).status_code == 409
+    assert (
+        client.post(
+            "/items", json={"item_id": "new-space", "text": "again"}, headers=bearer(WRITE)
+        ).status_code
+        == 409
+    )
     similar = client.get("/items/new-space/similar", params={"k": 3})
     assert similar.status_code == 200 and len(similar.json()["items"]) == 3
-    ranked = client.post("/recommend", json={"user_id": "u1", "k": 21, "exclude_seen": False}, headers=bearer(READ))
+    ranked = client.post(
+        "/recommend", json={"user_id": "u1", "k": 21, "exclude_seen": False}, headers=bearer(READ)
+    )
     assert "new-space" in [i["item_id"] for i in ranked.json()["items"]]
     assert client.get("/items/nope/similar").status_code == 404
 
@@ -254,25 +320,29 @@ def test_a_locked_store_answers_503_with_retry_after_and_reads_go_on(client, ser
         event = {"event_id": "locked-1", "user_id": "u5", "item_id": "2", "type": "view"}
         r = client.post("/events", json=event, headers=bearer(WRITE))
         assert r.status_code == 503 and r.headers["retry-after"] == "1" and "retry" in r.json()["detail"]
-        assert client.post("/recommend", json={"user_id": "u5", "k": 3}, headers=bearer(READ)).status_code == 200
+        assert (
+            client.post("/recommend", json={"user_id": "u5", "k": 3}, headers=bearer(READ)).status_code == 200
+        )
     finally:
         conn.execute("ROLLBACK")
         conn.close()
-    assert client.post("/events", json=event, headers=bearer(WRITE)).json()["stored"] == 1  # nothing half-stored
+    assert (
+        client.post("/events", json=event, headers=bearer(WRITE)).json()["stored"] == 1
+    )  # nothing half-stored
 
 
 def test_a_slow_neighbour_search_does_not_stall_the_event_loop(served, monkeypatch):
     """Scoring the catalog for /items/{id}/similar runs in the pipeline's thread: /metrics (no pipeline work)
     answers while it runs."""
-    from longtail.serve.ranking import ServingRanker
+    from longtail.serve.live import LivePipeline
 
-    slow = ServingRanker.similar
+    slow = LivePipeline.similar
 
     def similar(self, item_id, k):
         time.sleep(0.8)
         return slow(self, item_id, k)
 
-    monkeypatch.setattr(ServingRanker, "similar", similar)
+    monkeypatch.setattr(LivePipeline, "similar", similar)
     app = client_for(served).app
 
     async def both() -> float:
@@ -290,8 +360,13 @@ def test_a_slow_neighbour_search_does_not_stall_the_event_loop(served, monkeypat
 
 def test_metrics_count_requests_by_route_and_status(client):
     def count(text: str) -> float:
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith("longtail_requests_total{") and 'route="/healthz"' in line and 'status="200"' in line)  # fmt: skip
+        return sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("longtail_requests_total{")
+            and 'route="/healthz"' in line
+            and 'status="200"' in line
+        )
 
     before = count(client.get("/metrics").text)
     for _ in range(5):
@@ -304,7 +379,11 @@ def test_every_documented_example_body_validates():
     from longtail.serve.schemas import EventIn, ItemIn, RecommendRequest
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    bodies = [json.loads(line.split("-d '", 1)[1].rsplit("'", 1)[0]) for line in readme.splitlines() if "-d '{" in line]
+    bodies = [
+        json.loads(line.split("-d '", 1)[1].rsplit("'", 1)[0])
+        for line in readme.splitlines()
+        if "-d '{" in line
+    ]
     assert bodies
     for body in bodies:
         kind = EventIn if "event_id" in body else ItemIn if "text" in body else RecommendRequest

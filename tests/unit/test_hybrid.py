@@ -13,14 +13,15 @@ from longtail.model import hybrid
 from longtail.model.attention import TargetAttention
 from longtail.model.explain import explain
 from longtail.model.factory import build_graph, build_ranker
-from longtail.model.ranker_train import (
+from longtail.model.objective import (
+    LossSpec,
     NextItemObjective,
     next_item_examples,
     popularity_log_prior,
     sampled_softmax_loss,
     train_epoch,
 )
-from longtail.model.rerank import explore, tail_boost, zscore
+from longtail.recommend.arrange import explore, tail_boost, zscore
 from tests.conftest import clustered_split
 
 
@@ -60,8 +61,9 @@ def test_score_equals_the_formula(setup):
 def test_scoring_tables_give_the_autograd_path_numbers_and_follow_weight_updates(setup, monkeypatch):
     data, vectors, graph = setup
     n = data.n_items
-    model = build_ranker(RankerConfig(dim=8, heads=2, max_history=4, dropout=0.0), vectors, graph,
-                         data.train_counts()).eval()  # fmt: skip
+    model = build_ranker(
+        RankerConfig(dim=8, heads=2, max_history=4, dropout=0.0), vectors, graph, data.train_counts()
+    ).eval()
     history = torch.tensor([[0, 1, 2, n], [5, n, n, n], [n, n, n, n]])  # the last user has no history
     candidates = torch.tensor([[3, 4, 7, n], [0, 9, 11, 2], [1, 2, 3, 4]])  # n pads a short row
     optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
@@ -74,16 +76,19 @@ def test_scoring_tables_give_the_autograd_path_numbers_and_follow_weight_updates
         for name in ("score", "text", "cf", "assoc", "text_attention", "cf_attention"):
             assert torch.allclose(getattr(fast, name), getattr(slow, name).detach(), atol=1e-6), name
         optimizer.zero_grad()
-        (-model(history, candidates).score[:, 0].sum()).backward()  # the empty history must not spoil the step
+        (
+            -model(history, candidates).score[:, 0].sum()
+        ).backward()  # the empty history must not spoil the step
         assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
         optimizer.step()
     assert not torch.allclose(seen[0], seen[1])  # the step moved the scores, and the tables followed it
-    monkeypatch.setattr(hybrid, "TABLES_MAX_BYTES", 0)  # a catalog too large for tables: the projecting path
-    del model._tables, model._tables_key
     with torch.no_grad():
-        big = model(history, candidates)
-    assert not hasattr(model, "_tables")  # no tables were built
-    assert torch.allclose(big.score, model(history, candidates).score.detach(), atol=1e-6)
+        tabled = model.eval()(history, candidates)
+    monkeypatch.setattr(hybrid, "TABLES_MAX_BYTES", 0)  # a catalog too large for tables: the projecting path
+    with torch.no_grad():
+        projected = model(history, candidates)
+    for name in ("score", "text", "cf", "assoc"):  # the same numbers either way
+        assert torch.allclose(getattr(tabled, name), getattr(projected, name), atol=1e-6), name
 
 
 def test_graph_reach_is_the_same_through_the_dense_buffer_and_the_sorted_path(setup):
@@ -98,13 +103,19 @@ def test_graph_reach_is_the_same_through_the_dense_buffer_and_the_sorted_path(se
     with torch.no_grad():
         dense, sparse_ = model.assoc(history, mask, everything), model.assoc(history, mask, few)
     assert torch.allclose(torch.gather(dense, 1, few), sparse_, atol=1e-6)
-    assert (dense[:, n] == 0).all() and (dense > 0).any()  # padding reaches nothing; the history reaches items
+    assert (dense[:, n] == 0).all() and (
+        dense > 0
+    ).any()  # padding reaches nothing; the history reaches items
 
 
 def test_per_user_candidates_score_like_the_whole_catalog(setup):
     data, vectors, graph = setup
-    model = build_ranker(RankerConfig(dim=8, max_history=4, heads=2, dropout=0.0, alpha=None, beta=None), vectors,
-                         graph, data.train_counts()).eval()  # fmt: skip
+    model = build_ranker(
+        RankerConfig(dim=8, max_history=4, heads=2, dropout=0.0, alpha=None, beta=None),
+        vectors,
+        graph,
+        data.train_counts(),
+    ).eval()
     n = data.n_items
     history = torch.tensor([[0, 1, 2, n], [5, 6, n, n]])
     full = model(history)  # shared candidates: every item, through the graph product
@@ -113,7 +124,9 @@ def test_per_user_candidates_score_like_the_whole_catalog(setup):
     expected = torch.gather(full.score, 1, cand.clamp(max=n - 1))
     assert torch.allclose(own.score[:, :3], expected[:, :3], atol=1e-5)
     assert torch.allclose(own.score[1], expected[1], atol=1e-5)
-    assert torch.allclose(own.assoc[:, :3], torch.gather(full.assoc, 1, cand.clamp(max=n - 1))[:, :3], atol=1e-6)
+    assert torch.allclose(
+        own.assoc[:, :3], torch.gather(full.assoc, 1, cand.clamp(max=n - 1))[:, :3], atol=1e-6
+    )
     assert own.score[0, 3] == 0  # padding scores 0 (the pipeline sets it to -inf)
 
 
@@ -155,7 +168,9 @@ def test_a_new_event_changes_the_next_ranking(setup):
             return model(torch.tensor([padded])).score[0]
 
     assert not torch.allclose(scores([0, 1]), scores([0, 1, 15]))
-    assert torch.isfinite(scores([])).all() and torch.all(scores([]) == 0)  # a brand-new user: defined, no signal
+    assert torch.isfinite(scores([])).all() and torch.all(
+        scores([]) == 0
+    )  # a brand-new user: defined, no signal
 
 
 def test_training_learns_the_groups(setup):
@@ -173,14 +188,25 @@ def test_training_learns_the_groups(setup):
     prefixes, targets = next_item_examples(data.histories(), 8, data.n_items)
     share = torch.as_tensor(np.bincount(targets, minlength=data.n_items) / len(targets)).float()
     prior = torch.as_tensor(popularity_log_prior(counts))
-    objective = NextItemObjective({"retriever": retriever, "ranker": model}, {}, share, prior, 0.0, 1.0)
+    objective = NextItemObjective({"retriever": retriever, "ranker": model}, LossSpec(), share, prior)
     opt = torch.optim.Adam(objective.parameters(), lr=1e-2)
     gen = torch.Generator().manual_seed(0)
-    losses = [train_epoch(objective, torch.as_tensor(prefixes), torch.as_tensor(targets), opt, 32, 8, data.n_items, gen)
-              for _ in range(10)]  # fmt: skip
+    losses = [
+        train_epoch(
+            objective, torch.as_tensor(prefixes), torch.as_tensor(targets), opt, 32, 8, data.n_items, gen
+        )
+        for _ in range(10)
+    ]
     assert losses[-1] < 0.8 * losses[0]
-    pipe = make_pipeline(retriever, model, vectors, graph, counts, RetrievalConfig(candidates=5, tail_candidates=0,
-                                                                                   graph_candidates=0, new_candidates=0))  # fmt: skip
+    retrieval = RetrievalConfig(candidates=5, tail_candidates=0, graph_candidates=0, new_candidates=0)
+    pipe = make_pipeline(
+        retriever=retriever,
+        ranker=model,
+        vectors=vectors,
+        graph=graph,
+        train_counts=counts,
+        retrieval=retrieval,
+    )
     assert evaluate(PipelineRecommender(pipe), data, "test").metrics["recall@10"] > 0.9
     assert evaluate(RetrieverRecommender(pipe), data, "test").metrics["recall@10"] > 0.9
 
@@ -218,8 +244,12 @@ def test_loss_masks_seen_items_and_duplicate_targets():
 
     base = loss_with(7, 0.0)  # item 7 is no candidate: the plain loss
     # row 0's seen item 0 is masked for row 0 but a real negative for row 1: the loss rises, by row 1 only
-    masked = sampled_softmax_loss(TableScorer(torch.zeros(n)), hist[:1], targets[:1], negatives, share, prior, 0.0)
-    lifted = sampled_softmax_loss(TableScorer(torch.eye(n)[0] * 5), hist[:1], targets[:1], negatives, share, prior, 0.0)
+    masked = sampled_softmax_loss(
+        TableScorer(torch.zeros(n)), hist[:1], targets[:1], negatives, share, prior, 0.0
+    )
+    lifted = sampled_softmax_loss(
+        TableScorer(torch.eye(n)[0] * 5), hist[:1], targets[:1], negatives, share, prior, 0.0
+    )
     assert lifted.item() == pytest.approx(masked.item())  # a seen item is no negative for its own row
     assert loss_with(0, 5.0) > base  # ... but it is one for row 1
     assert loss_with(5, 5.0) > base  # a real negative scoring higher costs
@@ -244,14 +274,20 @@ def test_rerank_knobs():
 
 def test_explanations_sum_to_the_score(setup):
     data, vectors, graph = setup
-    model = build_ranker(RankerConfig(dim=8, dropout=0.0, alpha=None), vectors, graph, data.train_counts()).eval()
+    model = build_ranker(
+        RankerConfig(dim=8, dropout=0.0, alpha=None), vectors, graph, data.train_counts()
+    ).eval()
     history = np.array([[0, 1, 2, data.n_items]])
     out = model(torch.as_tensor(history))
     picks = np.array([[7, 12]])
     expl = explain(out, history, picks, data.item_ids)
-    per_user = model(torch.as_tensor(history), torch.tensor([[12, 7, 3]]))  # per-user candidates, gates (1, c)
+    per_user = model(
+        torch.as_tensor(history), torch.tensor([[12, 7, 3]])
+    )  # per-user candidates, gates (1, c)
     again = explain(per_user, history, np.array([[1, -1, 0]]), data.item_ids)[0]
-    assert len(again) == 2 and again[0]["contributions"] == pytest.approx(expl[0][0]["contributions"], abs=1e-5)
+    assert len(again) == 2 and again[0]["contributions"] == pytest.approx(
+        expl[0][0]["contributions"], abs=1e-5
+    )
     first = expl[0][0]
     assert sum(first["contributions"].values()) == pytest.approx(out.score[0, 7].item(), abs=1e-5)
     assert 0 < len(first["because"]) <= 3 and all(b["item_id"] in {"0", "1", "2"} for b in first["because"])
@@ -259,8 +295,9 @@ def test_explanations_sum_to_the_score(setup):
 
 def test_id_dropout_acts_only_while_training(setup):
     data, vectors, graph = setup
-    model = build_ranker(RankerConfig(dim=8, max_history=4, dropout=0.0, id_dropout=0.5), vectors, graph,
-                         data.train_counts())  # fmt: skip
+    model = build_ranker(
+        RankerConfig(dim=8, max_history=4, dropout=0.0, id_dropout=0.5), vectors, graph, data.train_counts()
+    )
     history = torch.tensor([[0, 1, 2, 3]])
     model.eval()
     served = model(history).cf

@@ -42,7 +42,9 @@ def corrupt(data: bytes, kind: str, at: float, blob: bytes) -> bytes:
             return data[:cut] + b"\x00" + data[cut:]
 
 
-KINDS = st.sampled_from(["truncate", "garbage", "delimiter", "huge_field", "drop_header_column", "blank_lines", "nul"])
+KINDS = st.sampled_from(
+    ["truncate", "garbage", "delimiter", "huge_field", "drop_header_column", "blank_lines", "nul"]
+)
 
 
 @pytest.mark.parametrize("fmt", list(TEXT_FORMATS))

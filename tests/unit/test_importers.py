@@ -21,8 +21,13 @@ def test_recbole_import_is_canonical(recbole_dir):
     assert ds.interactions.schema == INTERACTIONS_SCHEMA
     assert ds.interactions.num_rows == len(INTERACTIONS)
     first = ds.items.slice(0, 1).to_pylist()[0]
-    assert first == {"item_id": "1", "text": "Movie 1 (1991). Drama, Comedy", "title": "Movie 1", "year": "1991",
-                     "genres": "Drama, Comedy"}  # fmt: skip
+    assert first == {
+        "item_id": "1",
+        "text": "Movie 1 (1991). Drama, Comedy",
+        "title": "Movie 1",
+        "year": "1991",
+        "genres": "Drama, Comedy",
+    }
     assert ds.kg.column_names == ["head_id", "relation", "tail_id"] and ds.kg.num_rows == 2
     assert ds.kg_link.to_pylist()[0] == {"item_id": "1", "entity_id": "m.1"}
     assert ds.interactions.column("weight").to_pylist()[0] == 4.0  # rating becomes weight

@@ -18,8 +18,14 @@ PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+) \\$")
 
 # fixed-in versions of advisories that touch what longtail runs (name: [(first fixed version, advisory)])
 ADVISORIES = {
-    "torch": [("2.6.0", "CVE-2025-32434: torch.load(weights_only=True) runs code"), ("2.10.0", "torch.load advisory fixed in 2.10")],
-    "starlette": [("0.40.0", "CVE-2024-47874: multipart DoS"), ("0.47.2", "CVE-2025-54121: multipart blocks the event loop")],
+    "torch": [
+        ("2.6.0", "CVE-2025-32434: torch.load(weights_only=True) runs code"),
+        ("2.10.0", "torch.load advisory fixed in 2.10"),
+    ],
+    "starlette": [
+        ("0.40.0", "CVE-2024-47874: multipart DoS"),
+        ("0.47.2", "CVE-2025-54121: multipart blocks the event loop"),
+    ],
     "h11": [("0.16.0", "CVE-2025-43859: request smuggling")],
     "jinja2": [("3.1.6", "CVE-2025-27516: sandbox escape")],
     "urllib3": [("2.5.0", "CVE-2025-50181: redirects")],
@@ -35,7 +41,7 @@ ADVISORIES = {
     "gitpython": [("3.1.41", "CVE-2024-22190")],
     "pillow": [("10.3.0", "CVE-2024-28219")],
     "sqlparse": [("0.5.0", "CVE-2024-4340")],
-}  # fmt: skip
+}
 
 
 def pins(path: Path) -> dict[str, tuple[Version, list[str]]]:
@@ -58,7 +64,9 @@ TORCH = pins(ROOT / "requirements" / "torch-cpu.txt")
 
 def test_every_pin_carries_its_hashes_and_torch_is_apart():
     assert len(LOCK) > 100 and "torch" not in LOCK and set(TORCH) == {"torch"}
-    assert all(hashes and all(len(h) == 64 for h in hashes) for _, hashes in [*LOCK.values(), *TORCH.values()])
+    assert all(
+        hashes and all(len(h) == 64 for h in hashes) for _, hashes in [*LOCK.values(), *TORCH.values()]
+    )
     makefile = (ROOT / "Makefile").read_text()
     assert "--require-hashes -r requirements/lock.txt" in makefile
     assert "--require-hashes -r requirements/torch-cpu.txt" in makefile
@@ -79,4 +87,6 @@ def test_no_locked_version_has_a_known_advisory(name):
     if version is None:
         pytest.skip(f"{name} is not in the lock")
     for fixed, advisory in ADVISORIES[name]:
-        assert Version(version.base_version) >= Version(fixed), f"{name} {version}: {advisory} (fixed in {fixed})"
+        assert Version(version.base_version) >= Version(fixed), (
+            f"{name} {version}: {advisory} (fixed in {fixed})"
+        )

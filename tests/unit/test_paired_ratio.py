@@ -15,8 +15,10 @@ def test_per_user_means_are_the_metric_codes_figures() -> None:
     n_users, n_items = 40, 60
     topk = np.stack([rng.permutation(n_items)[:20] for _ in range(n_users)])
     rows = [rng.choice(n_items, size=rng.integers(1, 6), replace=False) for _ in range(n_users)]
-    targets = sparse.csr_matrix((np.ones(sum(map(len, rows))), np.concatenate(rows),
-                                 np.r_[0, np.cumsum(list(map(len, rows)))]), shape=(n_users, n_items))  # fmt: skip
+    targets = sparse.csr_matrix(
+        (np.ones(sum(map(len, rows))), np.concatenate(rows), np.r_[0, np.cumsum(list(map(len, rows)))]),
+        shape=(n_users, n_items),
+    )
     tail = np.arange(n_items) >= 12
     buckets = {"head": ~tail, "tail": tail, "cold": np.zeros(n_items, bool)}
     want = compute_metrics(topk, targets, buckets)

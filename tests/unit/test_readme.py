@@ -14,9 +14,13 @@ from longtail.serve.knobs import AppArgs
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
-PATH = re.compile(r"(?<![\w/.])((?:train_configs|serve_configs|tune_spaces|benchmarks|platform|docs|tests)/[A-Za-z0-9_./-]+)")
-OVERRIDE = re.compile(r"(?<![\w.])((?:baselines|ranker|retriever|finetune|encoder|graph|rerank|select|retrieval|embed|resources)"
-                      r"\.[a-z_.]+)=([^\s`'\"\]]+)")  # fmt: skip
+PATH = re.compile(
+    r"(?<![\w/.])((?:train_configs|serve_configs|tune_spaces|benchmarks|platform|docs|tests)/[A-Za-z0-9_./-]+)"
+)
+OVERRIDE = re.compile(
+    r"(?<![\w.])((?:baselines|ranker|retriever|finetune|encoder|graph|rerank|select|retrieval|embed|resources)"
+    r"\.[a-z_.]+)=([^\s`'\"\]]+)"
+)
 
 
 def test_every_path_the_readme_names_exists():
@@ -29,8 +33,12 @@ def test_every_path_the_readme_names_exists():
 def test_every_benchmark_module_exists():
     modules = set(re.findall(r"python -m benchmarks\.(\w+)", README))
     assert {"peers", "speed_ratios"} <= modules
-    assert [m for m in sorted(modules) if not (ROOT / "benchmarks" / f"{m}.py").is_file() and
-            not (ROOT / "benchmarks" / m / "__main__.py").is_file()] == []  # fmt: skip
+    assert [
+        m
+        for m in sorted(modules)
+        if not (ROOT / "benchmarks" / f"{m}.py").is_file()
+        and not (ROOT / "benchmarks" / m / "__main__.py").is_file()
+    ] == []
 
 
 @pytest.mark.parametrize(("key", "value"), sorted(set(OVERRIDE.findall(README))))

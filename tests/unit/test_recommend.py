@@ -1,4 +1,5 @@
-"""retrieve → rank → arrange: the MIPS index, the candidate channels, and the pipeline against exact ranking."""
+"""retrieve → rank → arrange: the MIPS index, the candidate channels, and the pipeline against exact
+ranking."""
 
 from __future__ import annotations
 
@@ -11,18 +12,20 @@ from scipy import sparse
 from longtail.bundle import read_bundle
 from longtail.data.encoded import Histories
 from longtail.eval.evaluate import evaluate
-from longtail.model.rerank import Shelves
+from longtail.recommend.arrange import Shelves
 from longtail.recommend.build import exact, load_pipeline, own_lists
 from longtail.recommend.channels import graph_neighbours, merge
 from longtail.recommend.index import ItemIndex
-from longtail.recommend.pipeline import Batch, channels, recommend, retrieve
+from longtail.recommend.pipeline import Batch, Catalog, channels, recommend, retrieve
 from longtail.recommend.recommender import PipelineRecommender
 from tests.conftest import clustered_split
 
 
 def histories(rows: list[list[int]]) -> Histories:
-    return Histories(np.r_[0, np.cumsum([len(r) for r in rows])].astype(np.int64),
-                     np.asarray([i for r in rows for i in r], dtype=np.int64))  # fmt: skip
+    return Histories(
+        np.r_[0, np.cumsum([len(r) for r in rows])].astype(np.int64),
+        np.asarray([i for r in rows for i in r], dtype=np.int64),
+    )
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +41,13 @@ def test_index_kinds_find_the_best_items_and_honour_exclusions(vectors, kind):
     found = index.search(queries, 10)
     overlap = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, truth, strict=True)])
     assert overlap == 1.0 if kind == "exact" else overlap > 0.8
-    exclude = sparse.csr_matrix((np.ones(20 * 3), (np.repeat(np.arange(20), 3), truth[:, :3].ravel())), shape=(20, 3000))
-    assert not (hit := set(map(tuple, np.argwhere(exclude.toarray()))) & {(r, i) for r, row in
-               enumerate(index.search(queries, 10, exclude)) for i in row}), hit  # fmt: skip
+    exclude = sparse.csr_matrix(
+        (np.ones(20 * 3), (np.repeat(np.arange(20), 3), truth[:, :3].ravel())), shape=(20, 3000)
+    )
+    assert not (
+        hit := set(map(tuple, np.argwhere(exclude.toarray())))
+        & {(r, i) for r, row in enumerate(index.search(queries, 10, exclude)) for i in row}
+    ), hit
     allowed = np.zeros(3000, bool)
     allowed[::7] = True
     restricted = index.search(queries, 10, allowed=allowed)
@@ -56,7 +63,9 @@ def test_index_kinds_find_the_best_items_and_honour_exclusions(vectors, kind):
 def test_search_many_equals_one_search_per_request(vectors, kind):
     index = ItemIndex.build(vectors, kind, nprobe=64)
     queries = np.random.default_rng(2).normal(size=(6, 16)).astype(np.float32)
-    exclude = sparse.csr_matrix((np.ones(12), (np.repeat(np.arange(6), 2), np.arange(12) * 5)), shape=(6, 3000))
+    exclude = sparse.csr_matrix(
+        (np.ones(12), (np.repeat(np.arange(6), 2), np.arange(12) * 5)), shape=(6, 3000)
+    )
     allowed = np.zeros(3000, bool)
     allowed[1::3] = True
     wanted = [(40, None), (15, allowed), (2999, allowed)]  # the last asks for more than the subset holds
@@ -74,12 +83,16 @@ def test_search_many_equals_one_search_per_request(vectors, kind):
 
 
 def test_channels_return_what_they_promise():
-    graph = sparse.csr_matrix(np.array([[0, 0.7, 0.3, 0], [0.5, 0, 0, 0.5], [1, 0, 0, 0], [0, 1, 0, 0]], np.float32))
+    graph = sparse.csr_matrix(
+        np.array([[0, 0.7, 0.3, 0], [0.5, 0, 0, 0.5], [1, 0, 0, 0], [0, 1, 0, 0]], np.float32)
+    )
     recent = np.array([[2, 0], [3, -1]])  # user 0: newest is 0; user 1: only 3
     out = graph_neighbours(graph, recent, 2)
     assert out[0].tolist() == [1, 0] and out[1].tolist() == [1, -1]  # reach of 0 (newest) wins; 2 reaches 0
-    merged = merge([np.array([[3, 1, -1], [2, 2, 0]]), np.array([[1, 7], [4, -1]])],
-                   sparse.csr_matrix(([1.0], ([1], [0])), shape=(2, 10)))  # user 1 excludes item 0
+    merged = merge(
+        [np.array([[3, 1, -1], [2, 2, 0]]), np.array([[1, 7], [4, -1]])],
+        sparse.csr_matrix(([1.0], ([1], [0])), shape=(2, 10)),
+    )  # user 1 excludes item 0
     assert merged.tolist() == [[1, 3, 7], [2, 4, -1]]
 
 
@@ -89,9 +102,24 @@ def pipe(tiny_bundle):
 
 
 def test_each_channel_returns_what_it_promises(pipe):
-    counts = np.where(np.arange(pipe.n_items) % 5 == 0, 0, pipe.train_counts)  # items 0, 5, 10, 15 never touched
-    p = dataclasses.replace(pipe, train_counts=counts, retrieval=pipe.retrieval.model_copy(update={
-        "candidates": 3, "graph_candidates": 4, "graph_recent": 1, "new_candidates": 2, "tail_candidates": 5}))  # fmt: skip
+    counts = np.where(
+        np.arange(pipe.n_items) % 5 == 0, 0, pipe.train_counts
+    )  # items 0, 5, 10, 15 never touched
+    retrieval = pipe.retrieval.model_copy(
+        update={
+            "candidates": 3,
+            "graph_candidates": 4,
+            "graph_recent": 1,
+            "new_candidates": 2,
+            "tail_candidates": 5,
+        }
+    )
+    p = dataclasses.replace(
+        pipe,
+        train_counts=counts,
+        retrieval=retrieval,
+        catalog=Catalog.of(counts, pipe.text_vectors, retrieval),
+    )
     batch = Batch.of(histories([[1, 2, 3], [11, 12]]))
     lists = channels(p, batch)
     assert {name: got.shape[1] for name, got in lists.items()} == {"mips": 3, "tail": 5, "graph": 4, "new": 2}
@@ -102,21 +130,27 @@ def test_each_channel_returns_what_it_promises(pipe):
     for name in ("mips", "tail"):  # the MIPS channels never offer the user's own items
         assert not {1, 2, 3} & set(lists[name][0]) and not {11, 12} & set(lists[name][1])
     merged = retrieve(p, batch)
-    union = {row: {int(i) for got in lists.values() for i in got[row] if i >= 0} - seen
-             for row, seen in enumerate([{1, 2, 3}, {11, 12}])}  # fmt: skip
+    union = {
+        row: {int(i) for got in lists.values() for i in got[row] if i >= 0} - seen
+        for row, seen in enumerate([{1, 2, 3}, {11, 12}])
+    }
     assert [set(row[row >= 0].tolist()) for row in merged] == [union[0], union[1]]
 
 
 def test_exact_and_two_stage_lists_agree_when_candidates_cover_the_catalog(pipe):
     data = clustered_split()
-    everything = dataclasses.replace(pipe, retrieval=pipe.retrieval.model_copy(update={"candidates": pipe.n_items}))
-    for variant in (own_lists, lambda p: dataclasses.replace(p, shelves=Shelves(0.3, 0.0, 0.5))):
+    everything = pipe.with_candidates(pipe.n_items)
+    for variant in (own_lists, lambda p: p.with_knobs(shelves=Shelves(0.3, 0.0, 0.5))):
         a = evaluate(PipelineRecommender(variant(everything)), data, "test")
         b = evaluate(PipelineRecommender(variant(exact(pipe))), data, "test")
         assert a.metrics == pytest.approx(b.metrics, nan_ok=True)
     users = np.arange(6)
-    two = PipelineRecommender(own_lists(everything)).recommend(users, data.histories(("train",)).rows(users), 10)
-    one = PipelineRecommender(own_lists(exact(pipe))).recommend(users, data.histories(("train",)).rows(users), 10)
+    two = PipelineRecommender(own_lists(everything)).recommend(
+        users, data.histories(("train",)).rows(users), 10
+    )
+    one = PipelineRecommender(own_lists(exact(pipe))).recommend(
+        users, data.histories(("train",)).rows(users), 10
+    )
     assert np.array_equal(two, one)
 
 
@@ -148,8 +182,9 @@ def request_memory(n: int) -> tuple[int, int]:
     """(peak numpy/Python bytes, largest torch tensor bytes) of one warm request over an n-item catalog."""
     import tracemalloc
 
+    from benchmarks.synthetic_pipeline import synthetic_pipeline
+
     from longtail.config import RetrievalConfig
-    from longtail.recommend.synthetic import synthetic_pipeline
 
     pipe = synthetic_pipeline(n, RetrievalConfig(index="ivf", nlist=32, nprobe=4), text_dim=32)
     rng = np.random.default_rng(0)
@@ -174,14 +209,16 @@ def test_the_new_item_shelf_orders_by_text_profile_and_ranker_score_together(tin
     import dataclasses
 
     from longtail.bundle import read_bundle
-    from longtail.model.rerank import zscore
+    from longtail.recommend.arrange import zscore
     from longtail.recommend.build import load_pipeline
-    from longtail.recommend.pipeline import Batch, new_item_scores, text_profile
+    from longtail.recommend.pipeline import Batch, Catalog, new_item_scores, text_profile
 
     pipe = load_pipeline(read_bundle(tiny_bundle))
     counts = np.asarray(pipe.train_counts).copy()
     counts[[3, 5, 7]] = 0  # three never-touched items
-    pipe = dataclasses.replace(pipe, train_counts=counts)
+    pipe = dataclasses.replace(
+        pipe, train_counts=counts, catalog=Catalog.of(counts, pipe.text_vectors, pipe.retrieval)
+    )
     batch = Batch.of(clustered_split().histories(("train",)).rows(np.arange(2)))
     candidates = np.array([[3, 4, 5, 7, -1], [5, 7, 1, 2, 3]])
     scores = np.array([[0.1, 9.0, 2.0, 1.0, -np.inf], [3.0, 0.5, 1.0, 1.0, 7.0]])

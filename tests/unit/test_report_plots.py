@@ -12,21 +12,32 @@ import matplotlib.pyplot as plt
 from longtail.eval.report import place_labels, plot_alpha_sweep
 
 # the α sweep of the issue: α = 0.5 and α = 0.75 almost on the same spot
-SWEEP = [(0.0, 0.045, 0.010), (0.25, 0.041, 0.012), (0.5, 0.0300, 0.0150), (0.75, 0.0302, 0.0151), (1.0, 0.013, 0.017)]
+SWEEP = [
+    (0.0, 0.045, 0.010),
+    (0.25, 0.041, 0.012),
+    (0.5, 0.0300, 0.0150),
+    (0.75, 0.0302, 0.0151),
+    (1.0, 0.013, 0.017),
+]
 
 
 def boxes(labels):
     """The text boxes of the labels (without their leader lines)."""
     renderer = labels[0].figure.canvas.get_renderer()
-    return [label.get_window_extent(renderer) if label.arrow_patch is None else label.get_tightbbox(renderer)
-            for label in labels]  # fmt: skip
+    return [
+        label.get_window_extent(renderer) if label.arrow_patch is None else label.get_tightbbox(renderer)
+        for label in labels
+    ]
 
 
 def test_labels_of_close_points_do_not_overlap():
     fig, ax = plt.subplots(figsize=(6, 4.2))
     ax.plot([p[1] for p in SWEEP], [p[2] for p in SWEEP], marker="o")
     fig.tight_layout()
-    naive = [ax.annotate(f"α={a:g}", (x, y), textcoords="offset points", xytext=(6, 6), fontsize=9) for a, x, y in SWEEP]
+    naive = [
+        ax.annotate(f"α={a:g}", (x, y), textcoords="offset points", xytext=(6, 6), fontsize=9)
+        for a, x, y in SWEEP
+    ]
     assert any(a.overlaps(b) for a, b in itertools.combinations(boxes(naive), 2))  # the bug, as it was
     for label in naive:
         label.remove()

@@ -8,7 +8,6 @@ import torch
 
 from longtail.config import GraphConfig, RetrieverConfig
 from longtail.model.factory import build_graph, build_retriever
-from longtail.model.retriever import extend_retriever
 from tests.conftest import clustered_split
 
 
@@ -77,9 +76,15 @@ def test_user_tower_ignores_padding_and_reads_order(setup):
     with torch.no_grad():
         base = model.user_vectors(torch.tensor([[0, 1, 2, n]]))
         assert torch.allclose(base, model.user_vectors(torch.tensor([[0, 1, 2, n]])))
-        assert not torch.allclose(base, model.user_vectors(torch.tensor([[2, 1, 0, n]])), atol=1e-4)  # order counts
-        assert torch.all(model.user_vectors(torch.tensor([[n, n, n, n]])) == 0)  # empty history: no vector, no NaN
-        assert torch.allclose(model.user_vectors(torch.tensor([[0, 1, 2]])), base[:, :], atol=1e-5)  # shorter pad
+        assert not torch.allclose(
+            base, model.user_vectors(torch.tensor([[2, 1, 0, n]])), atol=1e-4
+        )  # order counts
+        assert torch.all(
+            model.user_vectors(torch.tensor([[n, n, n, n]])) == 0
+        )  # empty history: no vector, no NaN
+        assert torch.allclose(
+            model.user_vectors(torch.tensor([[0, 1, 2]])), base[:, :], atol=1e-5
+        )  # shorter pad
 
 
 @pytest.mark.parametrize("compacted", [False, True])
@@ -93,16 +98,20 @@ def test_extend_keeps_old_items_and_users(setup, compacted):
         model.compact()
         assert model.neighbour_text.numel() == 0
         with torch.no_grad():
-            assert torch.allclose(model.item_vectors(), old) and torch.allclose(model.user_vectors(history), old_user)
+            assert torch.allclose(model.item_vectors(), old) and torch.allclose(
+                model.user_vectors(history), old_user
+            )
         with pytest.raises(RuntimeError, match="compacted"):
             model.user_vectors(history)  # with gradients on: training it would need the raw text
     grown_vectors = torch.cat([torch.as_tensor(vectors), torch.randn(2, vectors.shape[1])])
     new_hood = torch.randn(2, vectors.shape[1])
-    grown = extend_retriever(model, grown_vectors, new_hood).eval()
+    grown = model.grown(grown_vectors, new_hood).eval()
     with torch.no_grad():
         new = grown.item_vectors()
         assert new.shape == (n + 2, old.shape[1]) and torch.allclose(new[:n], old, atol=1e-6)
         assert torch.all(new[n:, 2 * model.dim :] == 0)  # no ID part for new items
-        assert torch.allclose(grown.user_vectors(torch.where(history == n, n + 2, history)), old_user, atol=1e-5)
+        assert torch.allclose(
+            grown.user_vectors(torch.where(history == n, n + 2, history)), old_user, atol=1e-5
+        )
         reach = grown.user_parts(torch.tensor([[n + 1, n + 2, n + 2, n + 2]]))[1]  # one new item (n + 2 pads)
         assert torch.allclose(reach[0], grown.assoc_proj(grown.text_proj(new_hood[1])), atol=1e-5)  # its A·x

@@ -27,7 +27,9 @@ from tests.conftest import clustered_split
 
 
 def test_grid_starts_with_the_own_lists_and_keeps_the_first_half_of_a_list_the_models():
-    points = grid(SelectConfig(tail_shares=[0.0, 0.3, 0.4], new_shares=[0.0, 0.1, 0.2], exposure_penalties=[0.0, 1.0]))
+    points = grid(
+        SelectConfig(tail_shares=[0.0, 0.3, 0.4], new_shares=[0.0, 0.1, 0.2], exposure_penalties=[0.0, 1.0])
+    )
     assert points[0] == ShelfPoint(0.0, 0.0, 0.0)
     assert len(points) == len(set(points))
     assert all(0 < p.tail_share + p.new_share <= 0.5 for p in points[1:])
@@ -35,33 +37,65 @@ def test_grid_starts_with_the_own_lists_and_keeps_the_first_half_of_a_list_the_m
 
 
 def test_rule_takes_the_most_tail_within_the_recall_budget():
-    points = [ShelfPoint(0, 0, 0), ShelfPoint(0.1, 0, 0), ShelfPoint(0.3, 0, 0), ShelfPoint(0.2, 0, 1), ShelfPoint(0, 0.1, 0)]
-    m = [{"recall@20": 0.20, "tail_recall@20": 0.05, "coverage@20": 0.3, "cold_recall@20": 0.0},
-         {"recall@20": 0.19, "tail_recall@20": 0.08, "coverage@20": 0.4, "cold_recall@20": 0.0},
-         {"recall@20": 0.14, "tail_recall@20": 0.15, "coverage@20": 0.7, "cold_recall@20": 0.0},  # costs 30% of recall
-         {"recall@20": 0.17, "tail_recall@20": 0.08, "coverage@20": 0.6, "cold_recall@20": 0.0},  # ties, more coverage
-         {"recall@20": 0.20, "tail_recall@20": math.nan, "coverage@20": 0.9, "cold_recall@20": math.nan}]  # fmt: skip
+    points = [
+        ShelfPoint(0, 0, 0),
+        ShelfPoint(0.1, 0, 0),
+        ShelfPoint(0.3, 0, 0),
+        ShelfPoint(0.2, 0, 1),
+        ShelfPoint(0, 0.1, 0),
+    ]
+    m = [
+        {"recall@20": 0.20, "tail_recall@20": 0.05, "coverage@20": 0.3, "cold_recall@20": 0.0},
+        {"recall@20": 0.19, "tail_recall@20": 0.08, "coverage@20": 0.4, "cold_recall@20": 0.0},
+        {
+            "recall@20": 0.14,
+            "tail_recall@20": 0.15,
+            "coverage@20": 0.7,
+            "cold_recall@20": 0.0,
+        },  # costs 30% of recall
+        {
+            "recall@20": 0.17,
+            "tail_recall@20": 0.08,
+            "coverage@20": 0.6,
+            "cold_recall@20": 0.0,
+        },  # ties, more coverage
+        {"recall@20": 0.20, "tail_recall@20": math.nan, "coverage@20": 0.9, "cold_recall@20": math.nan},
+    ]
     assert choose(points, m, recall_budget=0.2) == 3
     assert choose(points, m, recall_budget=0.35) == 2
     assert choose(points, m, recall_budget=0.0) == 0  # nothing but the own lists keeps all the recall
 
 
 def test_near_ties_on_tail_go_to_the_point_that_shows_never_touched_items():
-    points = [ShelfPoint(0, 0, 0), ShelfPoint(0.4, 0, 0.5), ShelfPoint(0.4, 0.1, 0.5), ShelfPoint(0.3, 0.2, 0.5)]
-    m = [{"recall@20": 0.13, "tail_recall@20": 0.084, "coverage@20": 0.46, "cold_recall@20": 0.0},
-         {"recall@20": 0.14, "tail_recall@20": 0.128, "coverage@20": 0.89, "cold_recall@20": 0.04},
-         {"recall@20": 0.13, "tail_recall@20": 0.127, "coverage@20": 0.89, "cold_recall@20": 0.37},  # within 2%
-         {"recall@20": 0.13, "tail_recall@20": 0.119, "coverage@20": 0.85, "cold_recall@20": 0.41}]  # 7% less tail
+    points = [
+        ShelfPoint(0, 0, 0),
+        ShelfPoint(0.4, 0, 0.5),
+        ShelfPoint(0.4, 0.1, 0.5),
+        ShelfPoint(0.3, 0.2, 0.5),
+    ]
+    m = [
+        {"recall@20": 0.13, "tail_recall@20": 0.084, "coverage@20": 0.46, "cold_recall@20": 0.0},
+        {"recall@20": 0.14, "tail_recall@20": 0.128, "coverage@20": 0.89, "cold_recall@20": 0.04},
+        {
+            "recall@20": 0.13,
+            "tail_recall@20": 0.127,
+            "coverage@20": 0.89,
+            "cold_recall@20": 0.37,
+        },  # within 2%
+        {"recall@20": 0.13, "tail_recall@20": 0.119, "coverage@20": 0.85, "cold_recall@20": 0.41},
+    ]  # 7% less tail
     assert choose(points, m, recall_budget=0.2) == 1  # no tolerance: the most tail
     assert choose(points, m, recall_budget=0.2, tail_tolerance=0.02) == 2
 
 
 def test_coverage_floor_and_new_item_floor_apply_where_some_point_meets_them():
     points = [ShelfPoint(0, 0, 0), ShelfPoint(0.4, 0, 0), ShelfPoint(0.4, 0, 0.5), ShelfPoint(0.4, 0.1, 0.5)]
-    m = [{"recall@20": 0.28, "tail_recall@20": 0.075, "coverage@20": 0.42, "cold_recall@20": 0.0},
-         {"recall@20": 0.26, "tail_recall@20": 0.173, "coverage@20": 0.46, "cold_recall@20": 0.0},
-         {"recall@20": 0.25, "tail_recall@20": 0.148, "coverage@20": 0.73, "cold_recall@20": 0.0},
-         {"recall@20": 0.23, "tail_recall@20": 0.141, "coverage@20": 0.73, "cold_recall@20": 0.0}]  # fmt: skip
+    m = [
+        {"recall@20": 0.28, "tail_recall@20": 0.075, "coverage@20": 0.42, "cold_recall@20": 0.0},
+        {"recall@20": 0.26, "tail_recall@20": 0.173, "coverage@20": 0.46, "cold_recall@20": 0.0},
+        {"recall@20": 0.25, "tail_recall@20": 0.148, "coverage@20": 0.73, "cold_recall@20": 0.0},
+        {"recall@20": 0.23, "tail_recall@20": 0.141, "coverage@20": 0.73, "cold_recall@20": 0.0},
+    ]
     assert choose(points, m, 0.2) == 1
     assert choose(points, m, 0.2, min_coverage=0.6) == 2
     assert choose(points, m, 0.2, min_coverage=0.6, min_new_share=0.1) == 3
@@ -76,43 +110,54 @@ def test_bad_grids_are_refused(bad):
 
 
 def test_grid_metrics_equal_plain_evaluations_of_each_point(tiny_bundle):
-    pipe = dataclasses.replace(load_pipeline(read_bundle(tiny_bundle)), boost=0.3)  # score knobs stay on
+    pipe = load_pipeline(read_bundle(tiny_bundle)).with_knobs(tail_boost=0.3)  # score knobs stay on
     data = clustered_split()
     points = [ShelfPoint(0, 0, 0), ShelfPoint(0.5, 0, 0), ShelfPoint(0.3, 0.2, 1.0)]
     users = sample_users(data, "valid", None)
     got = grid_metrics(pipe, data, points, users)
     for point, metrics in zip(points, got, strict=True):
-        shelved = dataclasses.replace(pipe, shelves=point.shelves)
-        assert metrics == pytest.approx(evaluate(PipelineRecommender(shelved), data, "valid").metrics, nan_ok=True)
+        shelved = pipe.with_knobs(shelves=point.shelves)
+        assert metrics == pytest.approx(
+            evaluate(PipelineRecommender(shelved), data, "valid").metrics, nan_ok=True
+        )
     assert got[1]["ndcg@10"] == pytest.approx(got[0]["ndcg@10"])  # the first half of a list stays the model's
     assert got[1] != got[0]
 
 
 def test_select_shelves_reports_the_grid_and_a_chosen_point_of_it(tiny_bundle):
     pipe = load_pipeline(read_bundle(tiny_bundle))
-    out = select_shelves(pipe, clustered_split(), SelectConfig(tail_shares=[0.0, 0.2], new_shares=[0.0],
-                                                               exposure_penalties=[0.0]))  # fmt: skip
+    out = select_shelves(
+        pipe,
+        clustered_split(),
+        SelectConfig(tail_shares=[0.0, 0.2], new_shares=[0.0], exposure_penalties=[0.0]),
+    )
     assert [(r["tail_share"], r["new_share"]) for r in out["grid"]] == [(0.0, 0.0), (0.2, 0.0)]
     assert out["chosen"] in [{k: r[k] for k in out["chosen"]} for r in out["grid"]]
     assert out["users"] == 60 and "recall@20" in out["rule"]
 
 
 def test_the_fit_choice_keeps_the_tail_among_fits_tied_on_ndcg():
-    rows = [{"id_dropout": 0.0, "ndcg@10": 0.0599, "tail_recall@20": 0.10, "coverage@20": 0.70},
-            {"id_dropout": 0.3, "ndcg@10": 0.0590, "tail_recall@20": 0.12, "coverage@20": 0.80}]  # fmt: skip
+    rows = [
+        {"id_dropout": 0.0, "ndcg@10": 0.0599, "tail_recall@20": 0.10, "coverage@20": 0.70},
+        {"id_dropout": 0.3, "ndcg@10": 0.0590, "tail_recall@20": 0.12, "coverage@20": 0.80},
+    ]
     assert choose_fit_point(rows, 0.02) == 1  # 1.5% less ndcg@10 buys 20% more tail: a tie, the tail wins
     assert choose_fit_point(rows, 0.01) == 0  # outside the tolerance accuracy decides
-    dense = [{"id_dropout": 0.0, "ndcg@10": 0.1833, "tail_recall@20": 0.06, "coverage@20": 0.40},
-             {"id_dropout": 0.3, "ndcg@10": 0.1611, "tail_recall@20": 0.04, "coverage@20": 0.39}]  # fmt: skip
+    dense = [
+        {"id_dropout": 0.0, "ndcg@10": 0.1833, "tail_recall@20": 0.06, "coverage@20": 0.40},
+        {"id_dropout": 0.3, "ndcg@10": 0.1611, "tail_recall@20": 0.04, "coverage@20": 0.39},
+    ]
     assert choose_fit_point(dense, 0.02) == 0
-    nan = [{"ndcg@10": 0.05, "tail_recall@20": None, "coverage@20": 0.5},
-           {"ndcg@10": 0.05, "tail_recall@20": 0.01, "coverage@20": 0.1}]  # fmt: skip
+    nan = [
+        {"ndcg@10": 0.05, "tail_recall@20": None, "coverage@20": 0.5},
+        {"ndcg@10": 0.05, "tail_recall@20": 0.01, "coverage@20": 0.1},
+    ]
     assert choose_fit_point(nan, 0.0) == 1  # a tail metric no user could score never wins
 
 
 def test_each_fit_candidate_sets_both_stages_id_dropout_and_nothing_else():
     from longtail.config import TrainConfig
-    from longtail.train.pipeline import with_id_dropout
+    from longtail.train.chain import with_id_dropout
 
     base = TrainConfig()
     candidate = with_id_dropout(base, 0.3)
@@ -125,10 +170,12 @@ def test_popularity_adjusted_variants_equal_plain_evaluations_and_move_lists_to_
     pipe = own_lists(load_pipeline(read_bundle(tiny_bundle)))
     data = clustered_split()
     users = sample_users(data, "valid", None)
-    variants = [dataclasses.replace(pipe, popularity_penalty=g) for g in (0.0, 0.5, 50.0)]
+    variants = [pipe.with_knobs(popularity_penalty=g) for g in (0.0, 0.5, 50.0)]
     got = variant_metrics(pipe, variants, data, users)
     for variant, metrics in zip(variants, got, strict=True):  # one ranking pass, the same lists as evaluate's
-        assert metrics == pytest.approx(evaluate(PipelineRecommender(variant), data, "valid").metrics, nan_ok=True)
+        assert metrics == pytest.approx(
+            evaluate(PipelineRecommender(variant), data, "valid").metrics, nan_ok=True
+        )
     # a penalty on log(1 + train count) moves rarer items up the lists; a huge one orders by rarity
     history = data.histories(("train",)).rows(users)
     top = [PipelineRecommender(v).recommend(users, history, 5) for v in variants]  # (users, 5) each
@@ -137,9 +184,15 @@ def test_popularity_adjusted_variants_equal_plain_evaluations_and_move_lists_to_
 
 
 def test_the_joint_fit_and_adjustment_rule_spends_at_most_the_tolerance_on_ndcg():
-    rows = [{"popularity_adjustment": g, "ndcg@10": n, "tail_recall@20": t, "coverage@20": c}
-            for g, n, t, c in ((0.0, 0.100, 0.05, 0.4), (0.2, 0.099, 0.07, 0.5), (0.5, 0.097, 0.09, 0.6),
-                               (1.0, 0.090, 0.12, 0.8))]  # fmt: skip
+    rows = [
+        {"popularity_adjustment": g, "ndcg@10": n, "tail_recall@20": t, "coverage@20": c}
+        for g, n, t, c in (
+            (0.0, 0.100, 0.05, 0.4),
+            (0.2, 0.099, 0.07, 0.5),
+            (0.5, 0.097, 0.09, 0.6),
+            (1.0, 0.090, 0.12, 0.8),
+        )
+    ]
     assert choose_fit_point(rows, 0.02) == 1  # 0.5 costs 3%: outside
     assert choose_fit_point(rows, 0.05) == 2
     assert choose_fit_point(rows, 0.0) == 0
@@ -149,10 +202,18 @@ def test_the_trend_term_is_kept_only_where_it_loses_neither_ndcg_nor_tail():
     from longtail.train.select import choose_fit_trend_point
 
     def row(g, d, n, t):
-        return {"popularity_adjustment": g, "trend_boost": d, "ndcg@10": n, "tail_recall@20": t, "coverage@20": 0.5}
+        return {
+            "popularity_adjustment": g,
+            "trend_boost": d,
+            "ndcg@10": n,
+            "tail_recall@20": t,
+            "coverage@20": 0.5,
+        }
 
     plain = [row(0.0, 0.0, 0.100, 0.05), row(0.2, 0.0, 0.099, 0.07), row(0.5, 0.0, 0.097, 0.09)]
-    accurate = row(0.2, 0.5, 0.110, 0.06)  # more ndcg, less tail: the best-ndcg rule would move the window to it
+    accurate = row(
+        0.2, 0.5, 0.110, 0.06
+    )  # more ndcg, less tail: the best-ndcg rule would move the window to it
     assert choose_fit_point([*plain, accurate], 0.02) == 3
     assert choose_fit_trend_point([*plain, accurate], 0.02) == 1  # the pick without the trend term stays
     both = row(0.5, 0.25, 0.100, 0.08)  # ≥ on both counts: replaces it
@@ -162,23 +223,29 @@ def test_the_trend_term_is_kept_only_where_it_loses_neither_ndcg_nor_tail():
 
 
 def test_the_adjustment_lowers_popular_items_the_trend_lifts_recent_ones_and_padding_stays(tiny_bundle):
-    from longtail.recommend.pipeline import score_knobs
+    from longtail.recommend.pipeline import Catalog, score_knobs
 
     pipe = own_lists(load_pipeline(read_bundle(tiny_bundle)))
     counts = np.zeros(pipe.n_items, np.int64)
     counts[:3] = [100, 0, 5]
     recent = np.zeros(pipe.n_items, np.int64)
     recent[:3] = [0, 0, 5]  # item 2 is what is popular lately
-    pipe = dataclasses.replace(pipe, train_counts=counts, recent_counts=recent, popularity_penalty=0.0, trend_bonus=0.0)
+    pipe = dataclasses.replace(
+        pipe,
+        train_counts=counts,
+        recent_counts=recent,
+        catalog=Catalog.of(counts, pipe.text_vectors, pipe.retrieval),
+    )
+    pipe = pipe.with_knobs(popularity_penalty=0.0, trend_bonus=0.0)
     candidates = np.array([[0, 1, 2, -1]])
     scores = np.array([[1.0, 1.0, 1.0, -np.inf]])
     assert score_knobs(pipe, candidates, scores) is scores  # both off: untouched
-    out = score_knobs(dataclasses.replace(pipe, popularity_penalty=0.1), candidates, scores)
+    out = score_knobs(pipe.with_knobs(popularity_penalty=0.1), candidates, scores)
     assert out[0, 1] == 1.0 and out[0, 0] == pytest.approx(1.0 - 0.1 * np.log(101)) and out[0, 3] == -np.inf
     assert np.argmax(out[0]) == 1  # the untouched item loses nothing
-    trend = score_knobs(dataclasses.replace(pipe, trend_bonus=0.2), candidates, scores)
+    trend = score_knobs(pipe.with_knobs(trend_bonus=0.2), candidates, scores)
     assert trend[0, 2] == pytest.approx(1.0 + 0.2 * np.log(6)) and trend[0, :2].tolist() == [1.0, 1.0]
-    both = score_knobs(dataclasses.replace(pipe, popularity_penalty=0.1, trend_bonus=0.2), candidates, scores)
+    both = score_knobs(pipe.with_knobs(popularity_penalty=0.1, trend_bonus=0.2), candidates, scores)
     assert np.argmax(both[0]) == 2 and both[0, 3] == -np.inf  # popular overall loses, popular lately wins
 
 
@@ -198,9 +265,11 @@ def test_own_lists_keep_the_adjustment_and_bundles_apply_the_chosen_one(tiny_bun
     from longtail.config import RankerConfig
     from longtail.recommend.build import popularity_penalty_of
 
-    pipe = dataclasses.replace(load_pipeline(read_bundle(tiny_bundle)), popularity_penalty=0.2, boost=0.5)
+    pipe = load_pipeline(read_bundle(tiny_bundle)).with_knobs(popularity_penalty=0.2, tail_boost=0.5)
     own = own_lists(pipe)
-    assert own.popularity_penalty == 0.2 and own.boost == 0.0  # a model setting, not a re-rank knob
+    assert (
+        own.knobs.popularity_penalty == 0.2 and own.knobs.tail_boost == 0.0
+    )  # a model setting, not a re-rank knob
     ranker = RankerConfig(temperature=0.5, popularity_adjustment=0.4)
     assert popularity_penalty_of(ranker) == pytest.approx(0.2) and popularity_penalty_of(ranker, 1.0) == 0.5
     with pytest.raises(ValidationError, match="popularity_adjustments"):
@@ -222,26 +291,39 @@ def test_the_new_item_floor_grows_with_the_never_touched_share_of_the_catalog():
 
 def test_the_default_rules_trade_a_few_percent_of_ndcg_and_the_least_spreading_for_the_tail():
     """ML-100K's recorded valid figures (the current code's draw): the defaults keep γ 0.3 (4.5% less ndcg@10
-    for a third more tail than γ 0; at a 2% tolerance the rule stopped at γ 0.1) and, of the 0.4 / 0.1 shelves, the
+    for a third more tail than γ 0; at a 2% tolerance the rule stopped at γ 0.1) and, of the 0.4 / 0.1
+    shelves, the
     smallest exposure penalty that reaches the coverage floor (at the old grid [0, 0.5, 1]: λ 0.5)."""
     select = SelectConfig()
-    fit = [{"popularity_adjustment": g, "ndcg@10": n, "tail_recall@20": t, "coverage@20": c}
-           for g, n, t, c in ((0.0, 0.194273, 0.084184, 0.467), (0.1, 0.191324, 0.092484, 0.489),
-                              (0.2, 0.188955, 0.100582, 0.518), (0.3, 0.185511, 0.112369, 0.554),
-                              (0.5, 0.176225, 0.131120, 0.625))]  # fmt: skip
+    fit = [
+        {"popularity_adjustment": g, "ndcg@10": n, "tail_recall@20": t, "coverage@20": c}
+        for g, n, t, c in (
+            (0.0, 0.194273, 0.084184, 0.467),
+            (0.1, 0.191324, 0.092484, 0.489),
+            (0.2, 0.188955, 0.100582, 0.518),
+            (0.3, 0.185511, 0.112369, 0.554),
+            (0.5, 0.176225, 0.131120, 0.625),
+        )
+    ]
     assert fit[choose_fit_point(fit, select.ndcg_tolerance)]["popularity_adjustment"] == 0.3
     assert fit[choose_fit_point(fit, 0.02)]["popularity_adjustment"] == 0.1
-    shelves = {(0.0, 0.0, 0.0): (0.273615, 0.112369, 0.0, 0.553508),  # recall, tail, cold, coverage @20
-               (0.4, 0.1, 0.0): (0.227151, 0.170499, 0.058824, 0.585612),
-               (0.4, 0.1, 0.1): (0.222812, 0.163330, 0.058824, 0.637337),
-               (0.4, 0.1, 0.25): (0.220874, 0.155530, 0.117647, 0.719382),
-               (0.4, 0.1, 0.5): (0.215898, 0.143262, 0.176471, 0.824614),
-               (0.4, 0.1, 1.0): (0.211490, 0.136828, 0.176471, 0.958383)}  # fmt: skip
+    shelves = {
+        (0.0, 0.0, 0.0): (0.273615, 0.112369, 0.0, 0.553508),  # recall, tail, cold, coverage @20
+        (0.4, 0.1, 0.0): (0.227151, 0.170499, 0.058824, 0.585612),
+        (0.4, 0.1, 0.1): (0.222812, 0.163330, 0.058824, 0.637337),
+        (0.4, 0.1, 0.25): (0.220874, 0.155530, 0.117647, 0.719382),
+        (0.4, 0.1, 0.5): (0.215898, 0.143262, 0.176471, 0.824614),
+        (0.4, 0.1, 1.0): (0.211490, 0.136828, 0.176471, 0.958383),
+    }
     assert {lam for *_, lam in shelves} <= set(select.exposure_penalties)
     points = [ShelfPoint(*key) for key in shelves]
-    metrics = [dict(zip(("recall@20", "tail_recall@20", "cold_recall@20", "coverage@20"), v, strict=True))
-               for v in shelves.values()]  # fmt: skip
+    metrics = [
+        dict(zip(("recall@20", "tail_recall@20", "cold_recall@20", "coverage@20"), v, strict=True))
+        for v in shelves.values()
+    ]
     args = (select.recall_budget, select.tail_tolerance, select.min_coverage, select.min_new_share)
     assert points[choose(points, metrics, *args)] == ShelfPoint(0.4, 0.1, 0.1)
     old = [j for j, p in enumerate(points) if p.exposure_penalty in (0.0, 0.5, 1.0)]
-    assert points[old[choose([points[j] for j in old], [metrics[j] for j in old], *args)]] == ShelfPoint(0.4, 0.1, 0.5)
+    assert points[old[choose([points[j] for j in old], [metrics[j] for j in old], *args)]] == ShelfPoint(
+        0.4, 0.1, 0.5
+    )

@@ -8,6 +8,7 @@ import time
 
 import httpx
 import numpy as np
+from harness.postgres_server import fresh_database
 
 from longtail.serve.api import Limits, create_app
 from longtail.serve.auth import Tokens
@@ -16,7 +17,6 @@ from longtail.serve.local import LocalRecommender
 from longtail.serve.metrics import ServeMetrics
 from longtail.serve.pooled_store import PooledStore
 from longtail.store import open_store
-from tests.postgres_server import fresh_database
 
 
 def test_items_added_through_another_encoder_are_encoded_without_any_request(tiny_bundle, tmp_path):
@@ -46,15 +46,21 @@ def test_a_replica_holds_at_most_its_store_threads_postgres_connections(tiny_bun
 
     async def burst() -> list[int]:
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
-            events = [client.post("/events", json={"event_id": f"e{i}", "user_id": f"u{i % 7}", "item_id": "1",
-                                                   "type": "view"}) for i in range(40)]  # fmt: skip
+            events = [
+                client.post(
+                    "/events",
+                    json={"event_id": f"e{i}", "user_id": f"u{i % 7}", "item_id": "1", "type": "view"},
+                )
+                for i in range(40)
+            ]
             lists = [client.post("/recommend", json={"user_id": f"u{i}", "k": 5}) for i in range(20)]
             return [r.status_code for r in await asyncio.gather(*events, *lists)]
 
     assert set(asyncio.run(burst())) == {200}
     with psycopg.connect(spec, autocommit=True) as conn:
         (open_connections,) = conn.execute(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = 'bounded_connections' AND pid <> pg_backend_pid()"
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = 'bounded_connections' AND pid <> "
+            "pg_backend_pid()"
         ).fetchone()
     # the pool's 2 threads, and the thread that opened the store and loaded the replica
     assert open_connections <= 3, open_connections

@@ -62,8 +62,11 @@ def test_token_file_wins_over_env_and_empty_file_is_refused(tmp_path, monkeypatc
 
 
 def test_serve_never_imports_training_code():
-    code = ("import sys\nimport longtail.serve.app\n"
-            "print(','.join(sorted(m for m in sys.modules if m.startswith('longtail.train') or m == 'deepspeed')))")  # fmt: skip
+    code = (
+        "import sys\nimport longtail.serve.app\n"
+        "print(','.join(sorted(m for m in sys.modules if m.startswith('longtail.train') or m == "
+        "'deepspeed')))"
+    )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""
 
@@ -88,7 +91,9 @@ def test_auth_fails_closed_without_a_token(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="distinct"):
         load_tokens(AuthSources("token", "LT_W", None, "LT_R", None))
     monkeypatch.setenv("LT_R", "r-token")
-    assert load_tokens(AuthSources("token", "LT_W", None, "LT_R", None, True)) == Tokens(b"w-token", b"r-token", True)
+    assert load_tokens(AuthSources("token", "LT_W", None, "LT_R", None, True)) == Tokens(
+        b"w-token", b"r-token", True
+    )
 
 
 def test_the_deploy_fails_at_build_when_auth_names_no_token_source(tmp_path):
@@ -108,8 +113,14 @@ def test_the_replica_spec_resolves_paths_and_carries_the_limits(tiny_bundle, tmp
     monkeypatch.delenv(BUNDLE_ENV, raising=False)
     token = tmp_path / "token"
     token.write_text("t0k3n\n")
-    args = AppArgs(bundle=str(tiny_bundle), store=str(tmp_path / "s.sqlite"), create_store=True, token_file=str(token),
-                   max_body_bytes=4096, max_clock_skew_s=10)  # fmt: skip
+    args = AppArgs(
+        bundle=str(tiny_bundle),
+        store=str(tmp_path / "s.sqlite"),
+        create_store=True,
+        token_file=str(token),
+        max_body_bytes=4096,
+        max_clock_skew_s=10,
+    )
     spec = replica_spec(args)
     assert spec.bundle == str(tiny_bundle.resolve()) and spec.store == str((tmp_path / "s.sqlite").resolve())
     assert spec.auth.token_file == str(token.resolve()) and spec.metrics_dir.endswith("s.metrics")
@@ -119,8 +130,10 @@ def test_the_replica_spec_resolves_paths_and_carries_the_limits(tiny_bundle, tmp
 def test_gauges_of_dead_replicas_are_dropped_at_scrape(tmp_path):
     directory = tmp_path / "metrics"
     directory.mkdir()
-    code = ("import sys\nfrom pathlib import Path\nfrom longtail.serve.metrics import ServeMetrics\n"
-            "ServeMetrics(Path(sys.argv[1])).bundle.labels('old-version').set(1)\n")  # fmt: skip
+    code = (
+        "import sys\nfrom pathlib import Path\nfrom longtail.serve.metrics import ServeMetrics\n"
+        "ServeMetrics(Path(sys.argv[1])).bundle.labels('old-version').set(1)\n"
+    )
     subprocess.run([sys.executable, "-c", code, str(directory)], check=True)  # a replica that is gone now
     assert any(f.name.startswith("gauge_livemax_") for f in directory.iterdir())
     metrics = ServeMetrics.open(directory)

@@ -1,4 +1,5 @@
-"""Shelves: reserved tail and new-item slots with exposure damping (``longtail.model.rerank.arrange``)."""
+"""Shelves: reserved tail and new-item slots with exposure damping
+(``longtail.recommend.arrange.arrange``)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import numpy as np
 import pytest
 
 from longtail.config import RerankConfig
-from longtail.model.rerank import Shelves
-from longtail.model.rerank import arrange as arrange_columns
+from longtail.recommend.arrange import Shelves
+from longtail.recommend.arrange import arrange as arrange_columns
 
 # 10 items: 0-3 head, 4-9 tail, of which 8 and 9 were never touched
 TAIL = np.array([False] * 4 + [True] * 6)
@@ -56,7 +57,9 @@ def test_per_user_candidates_map_to_catalog_items_and_their_exposure():
     candidates = np.array([[9, 4, 0, 2, -1], [3, 5, 8, -1, -1]])  # two users' own candidates, -1 padded
     scores = np.array([[1.0, 5.0, 9.0, 3.0, -np.inf], [2.0, 1.0, 0.5, -np.inf, -np.inf]])
     exposure = np.zeros(10)
-    cols = arrange_columns(candidates, scores, 3, TAIL, NEW, Shelves(tail_share=0.34, new_share=0.34), exposure)
+    cols = arrange_columns(
+        candidates, scores, 3, TAIL, NEW, Shelves(tail_share=0.34, new_share=0.34), exposure
+    )
     items = np.take_along_axis(candidates, np.maximum(cols, 0), 1)
     # user 0: best by score (0), best tail (4), best new (9); user 1: best (3), tail (5), new (8)
     assert items.tolist() == [[0, 4, 9], [3, 5, 8]]
@@ -67,9 +70,12 @@ def test_per_user_candidates_map_to_catalog_items_and_their_exposure():
 
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"tail_share": 1.5}, "tail_share"), ({"tail_share": 0.6, "new_share": 0.6}, "≤ 1"),
-     ({"exposure_penalty": -1.0}, "exposure_penalty")],
-)  # fmt: skip
+    [
+        ({"tail_share": 1.5}, "tail_share"),
+        ({"tail_share": 0.6, "new_share": 0.6}, "≤ 1"),
+        ({"exposure_penalty": -1.0}, "exposure_penalty"),
+    ],
+)
 def test_bad_shelves_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):
         Shelves(**kwargs)

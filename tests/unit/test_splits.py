@@ -1,4 +1,4 @@
-"""The splits and buckets follow DESIGN.md's protocol exactly."""
+"""The splits and buckets follow the evaluation protocol of docs/design.md exactly."""
 
 from __future__ import annotations
 
@@ -33,9 +33,15 @@ def test_warm_split_sizes_follow_floor_of_a_tenth():
     import pyarrow as pa
 
     n = 37  # floor(37/10) = 3 each
-    table = pa.table({"user_id": ["a"] * n, "item_id": [str(i) for i in range(n)],
-                      "timestamp": [float(i) for i in range(n)], "weight": pa.array([1.0] * n, pa.float32()),
-                      "event_type": ["x"] * n})  # fmt: skip
+    table = pa.table(
+        {
+            "user_id": ["a"] * n,
+            "item_id": [str(i) for i in range(n)],
+            "timestamp": [float(i) for i in range(n)],
+            "weight": pa.array([1.0] * n, pa.float32()),
+            "event_type": ["x"] * n,
+        }
+    )
     warm = warm_split(table, np.array([str(i) for i in range(n)], dtype=object))
     assert warm.counts() == {"train": 31, "valid": 3, "test": 3}
     assert warm.test.column("item_id").to_pylist() == ["34", "35", "36"]

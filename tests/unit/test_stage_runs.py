@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from longtail.train.pipeline import forget_run
+from longtail.train.chain import forget_run
 
 
 def test_forget_run_deletes_only_that_run(tmp_path):

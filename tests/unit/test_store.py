@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 import pytest
+from harness.postgres_server import fresh_database
 
 from longtail.store import (
     Event,
@@ -26,7 +27,6 @@ from longtail.store import (
     open_store,
 )
 from longtail.store.sqlite import SqliteStore
-from tests.postgres_server import fresh_database
 
 BACKENDS = ["sqlite", "postgresql"]
 _count = iter(range(10**6))
@@ -58,7 +58,9 @@ def test_a_missing_store_is_an_error_not_a_new_empty_one(spec, tmp_path):
 def test_events_are_idempotent_and_ordered_by_time(spec):
     store = open_store(spec, create=True)
     assert store.add_events([ev("e1", item="b", t=2.0), ev("e2", item="a", t=1.0)]) == EventsAdded(2, 0, 0)
-    assert store.add_events([ev("e1", item="b", t=2.0), ev("e3", user="v", item="c", t=0.0)]) == EventsAdded(1, 1, 0)
+    assert store.add_events([ev("e1", item="b", t=2.0), ev("e3", user="v", item="c", t=0.0)]) == EventsAdded(
+        1, 1, 0
+    )
     reopened = open_store(spec)  # a new connection (another replica, or after a restart)
     got = reopened.histories(["u", "v", "nobody"], 10)
     assert got["u"].items == ["a", "b"] and got["v"].items == ["c"] and got["nobody"].items == []
@@ -81,7 +83,9 @@ def test_a_reused_event_id_with_another_payload_is_a_conflict_and_stores_nothing
 
 def test_a_failing_batch_leaves_nothing_behind(spec):
     store = open_store(spec, create=True)
-    batch = [ev(f"b{i}", item=str(i)) for i in range(999)] + [Event("bad", "u", None, "view", 1.0)]  # NOT NULL
+    batch = [ev(f"b{i}", item=str(i)) for i in range(999)] + [
+        Event("bad", "u", None, "view", 1.0)
+    ]  # NOT NULL
     with pytest.raises(Exception, match=r"(?i)null"):
         store.add_events(batch)
     assert store.histories(["u"], 2000)["u"].items == []
@@ -108,10 +112,24 @@ def test_erasure_sticks_against_replays_and_late_events(spec):
 
 def test_histories_hold_the_newest_events_only(spec):
     store = open_store(spec, create=True)
-    store.add_events([ev(f"e{i}", item=str(i), t=float(i), kind="purchase" if i == 9 else "view",
-                         weight=2.0 if i == 8 else None) for i in range(10)])  # fmt: skip
+    store.add_events(
+        [
+            ev(
+                f"e{i}",
+                item=str(i),
+                t=float(i),
+                kind="purchase" if i == 9 else "view",
+                weight=2.0 if i == 8 else None,
+            )
+            for i in range(10)
+        ]
+    )
     got = store.histories(["u"], 3)["u"]
-    assert got.items == ["7", "8", "9"] and got.types == ["view", "view", "purchase"] and got.weights == [None, 2.0, None]
+    assert (
+        got.items == ["7", "8", "9"]
+        and got.types == ["view", "view", "purchase"]
+        and got.weights == [None, 2.0, None]
+    )
 
 
 def test_items_and_vectors_per_encoder(spec):
@@ -129,7 +147,9 @@ def test_items_and_vectors_per_encoder(spec):
     assert store.items_missing_vectors("enc-B") == [("n1", "first"), ("n2", "second")]
     assert store.add_vectors("enc-B", {"n2": np.ones(3, np.float32)}) == 1
     assert store.add_vectors("enc-B", {"n2": np.zeros(3, np.float32)}) == 0
-    assert [(i.item_id, i.vector.tolist()) for i in store.items_after(0, "enc-B")] == [("n2", [1.0, 1.0, 1.0])]
+    assert [(i.item_id, i.vector.tolist()) for i in store.items_after(0, "enc-B")] == [
+        ("n2", [1.0, 1.0, 1.0])
+    ]
     assert store.items_missing_vectors("enc-B") == [("n1", "first")]
 
 
@@ -148,7 +168,10 @@ def hold_write_lock(spec: str) -> tuple[Callable[[], None], threading.Event]:
         else:
             conn = sqlite3.connect(spec, isolation_level=None)
             conn.execute("BEGIN IMMEDIATE")
-            conn.execute("INSERT INTO events (event_id, user_id, item_id, type, timestamp) VALUES ('x', 'h', 'a', 'v', 1)")
+            conn.execute(
+                "INSERT INTO events (event_id, user_id, item_id, type, timestamp) VALUES ('x', 'h', 'a', "
+                "'v', 1)"
+            )
             held.set()
             release.wait(30)
             conn.execute("ROLLBACK")
@@ -211,8 +234,9 @@ def _waiting_on(url: str, table: str, n: int, timeout: float = 10.0) -> None:
         while time.time() < deadline:
             waiting = conn.execute(
                 "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
-                "WHERE NOT l.granted AND c.relname = %s", (table,)
-            ).fetchone()[0]  # fmt: skip
+                "WHERE NOT l.granted AND c.relname = %s",
+                (table,),
+            ).fetchone()[0]
             if waiting >= n:
                 return
             time.sleep(0.02)
@@ -257,7 +281,9 @@ def test_a_history_read_sees_an_erasure_whole_or_not_at_all(postgres_url):
     got: list = []
     with psycopg.connect(spec) as eraser:
         with eraser.transaction():
-            eraser.execute("LOCK TABLE events IN ACCESS EXCLUSIVE MODE")  # the reader's second statement waits
+            eraser.execute(
+                "LOCK TABLE events IN ACCESS EXCLUSIVE MODE"
+            )  # the reader's second statement waits
             reader = threading.Thread(target=lambda: got.append(open_store(spec).histories(["x"], 10)["x"]))
             reader.start()
             _waiting_on(spec, "events", 1)  # it has read erased_users already
@@ -276,14 +302,18 @@ def test_a_store_url_with_a_password_is_refused_and_remote_servers_need_tls():
     with pytest.raises(StoreError, match="PGPASSWORD"):
         open_store("postgresql://app:hunter2@db.internal:5432/longtail")
     assert connection_options("postgresql://app@db.internal/longtail")["sslmode"] == "require"
-    assert connection_options("postgresql://app@db.internal/longtail?sslmode=verify-full")["sslmode"] == "verify-full"
+    assert (
+        connection_options("postgresql://app@db.internal/longtail?sslmode=verify-full")["sslmode"]
+        == "verify-full"
+    )
     assert "sslmode" not in connection_options("postgresql://app@127.0.0.1:5432/longtail")
     assert "sslmode" not in connection_options("postgresql://app@localhost/longtail")
 
 
 # ---- migration ---------------------------------------------------------------------------------------------
 SCHEMA_1 = """
-CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE, user_id TEXT NOT NULL,
+CREATE TABLE events (seq INTEGER PRIMARY KEY AUTOINCREMENT, event_id TEXT NOT NULL UNIQUE, user_id TEXT NOT
+NULL,
     item_id TEXT NOT NULL, type TEXT NOT NULL, timestamp REAL NOT NULL);
 CREATE INDEX events_by_user ON events (user_id, timestamp, seq);
 CREATE TABLE items (seq INTEGER PRIMARY KEY AUTOINCREMENT, item_id TEXT NOT NULL UNIQUE, text TEXT NOT NULL,
@@ -296,10 +326,14 @@ def write_schema1_store(path) -> None:
     """A store as the first longtail wrote it (no meta table, one vector per item, no tombstones)."""
     conn = sqlite3.connect(path)
     conn.executescript(SCHEMA_1)
-    conn.executemany("INSERT INTO events (event_id, user_id, item_id, type, timestamp) VALUES (?, ?, ?, ?, ?)",
-                     [("e1", "u", "a", "view", 1.0), ("e2", "u", "b", "click", 2.0), ("g1", "gone", "a", "view", 1.0)])  # fmt: skip
-    conn.execute("INSERT INTO items (item_id, text, fields, vector) VALUES ('n1', 'new', '{}', ?)",
-                 (np.ones(2, np.float32).tobytes(),))  # fmt: skip
+    conn.executemany(
+        "INSERT INTO events (event_id, user_id, item_id, type, timestamp) VALUES (?, ?, ?, ?, ?)",
+        [("e1", "u", "a", "view", 1.0), ("e2", "u", "b", "click", 2.0), ("g1", "gone", "a", "view", 1.0)],
+    )
+    conn.execute(
+        "INSERT INTO items (item_id, text, fields, vector) VALUES ('n1', 'new', '{}', ?)",
+        (np.ones(2, np.float32).tobytes(),),
+    )
     conn.execute("DELETE FROM events WHERE user_id = 'gone'")
     conn.execute("INSERT INTO erased_users VALUES ('gone', 50.0)")
     conn.commit()
@@ -324,7 +358,11 @@ def test_an_older_store_is_refused_with_the_migration_and_migrated_keeping_every
     assert new.add_events([ev("e3", item="c", t=3.0)]).stored == 1  # sequences go on after the copied rows
     # in place: the old file kept aside
     again = migrate(str(old), str(old))
-    assert again.backup is not None and again.backup.is_file() and open_store(str(old)).histories(["u"], 9)["u"].items == ["a", "b"]
+    assert (
+        again.backup is not None
+        and again.backup.is_file()
+        and open_store(str(old)).histories(["u"], 9)["u"].items == ["a", "b"]
+    )
 
 
 def _everything(store: Store) -> dict:
@@ -343,8 +381,13 @@ def test_sqlite_to_postgres_and_back_keeps_events_items_vectors_and_erasures(tmp
     source.add_vectors("enc-B", {"n1": np.ones(3, np.float32)})
     source.erase_user("x")
     pg = fresh_database(postgres_url, f"migrate_{next(_count)}")
-    assert migrate(str(tmp_path / "a.sqlite"), pg).rows == {"events": 2, "items": 1, "item_vectors": 2,
-                                                            "erased_users": 1, "erased_events": 1}  # fmt: skip
+    assert migrate(str(tmp_path / "a.sqlite"), pg).rows == {
+        "events": 2,
+        "items": 1,
+        "item_vectors": 2,
+        "erased_users": 1,
+        "erased_events": 1,
+    }
     with pytest.raises(StoreError, match="not empty"):
         migrate(str(tmp_path / "a.sqlite"), pg)
     migrate(pg, str(tmp_path / "b.sqlite"))

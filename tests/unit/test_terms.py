@@ -27,15 +27,14 @@ def test_contributions_sum_to_the_score_of_each_pick_and_shares_to_one(tiny_bund
 
 
 def test_the_popularity_adjustment_is_reported_beside_the_shares(tiny_bundle):
-    import dataclasses
-
-    pipe = dataclasses.replace(own_lists(load_pipeline(read_bundle(tiny_bundle))), popularity_penalty=0.3)
+    pipe = own_lists(load_pipeline(read_bundle(tiny_bundle))).with_knobs(popularity_penalty=0.3)
     data = clustered_split()
     histories = data.histories(("train",))
     lists = recommend(pipe, Batch.of(histories.rows(np.arange(10))), 5)
     counts = data.train_counts()[lists.items]
-    assert np.allclose(contributions(lists.ranked, lists.columns).sum(-1) - 0.3 * np.log1p(counts), lists.scores,
-                       atol=1e-5)  # fmt: skip
+    assert np.allclose(
+        contributions(lists.ranked, lists.columns).sum(-1) - 0.3 * np.log1p(counts), lists.scores, atol=1e-5
+    )
     table = term_shares(pipe, histories, np.arange(data.n_users), k=5)
     for row in table.values():
         if row["items"]:

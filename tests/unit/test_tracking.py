@@ -33,14 +33,24 @@ def bundle(tmp_path):
     out = tmp_path / "bundles" / "shop@v1"
     out.mkdir(parents=True)
     metrics = {
-        "valid": {"ndcg@10": 0.2, "cold_recall@20": math.nan}, "test": {"ndcg@10": 0.18, "coverage@20": 0.7},
-        "own_lists": {"test": {"ndcg@10": 0.18}}, "seconds": 12.5,
-        "fit_history": [{"epoch": 1.0, "train_loss": 3.0, "valid_ndcg@10": 0.1},
-                        {"epoch": 2.0, "train_loss": 2.5, "valid_ndcg@10": 0.2}],
+        "valid": {"ndcg@10": 0.2, "cold_recall@20": math.nan},
+        "test": {"ndcg@10": 0.18, "coverage@20": 0.7},
+        "own_lists": {"test": {"ndcg@10": 0.18}},
+        "seconds": 12.5,
+        "fit_history": [
+            {"epoch": 1.0, "train_loss": 3.0, "valid_ndcg@10": 0.1},
+            {"epoch": 2.0, "train_loss": 2.5, "valid_ndcg@10": 0.2},
+        ],
         "selection": {"shelves": {"chosen": {"tail_share": 0.3, "new_share": 0.1, "exposure_penalty": 0.5}}},
-    }  # fmt: skip
-    manifest = {"format_version": 2, "version": "v1", "config": TrainConfig().model_dump(), "metrics": metrics,
-                "data": {"path": "/d", "fingerprint": "f"}, "files": {}}  # fmt: skip
+    }
+    manifest = {
+        "format_version": 2,
+        "version": "v1",
+        "config": TrainConfig().model_dump(),
+        "metrics": metrics,
+        "data": {"path": "/d", "fingerprint": "f"},
+        "files": {},
+    }
     (out / "manifest.json").write_text(json.dumps(manifest))
     return out
 
@@ -58,9 +68,13 @@ def test_train_run_carries_params_epochs_finals_and_plots(bundle, tmp_path):
     assert len(run.data.params) > 100  # more than one batch of params
     history = client.get_metric_history(run_id, "fit/valid_ndcg_at_10")
     assert [(m.step, m.value) for m in history] == [(1, 0.1), (2, 0.2)]
-    assert run.data.metrics["test/ndcg_at_10"] == 0.18 and run.data.metrics["own_lists/test/ndcg_at_10"] == 0.18
+    assert (
+        run.data.metrics["test/ndcg_at_10"] == 0.18 and run.data.metrics["own_lists/test/ndcg_at_10"] == 0.18
+    )
     assert "valid/cold_recall_at_20" not in run.data.metrics  # NaN: no cold items, not a zero
-    artifacts = {a.path for a in client.list_artifacts(run_id)} | {a.path for a in client.list_artifacts(run_id, "plots")}
+    artifacts = {a.path for a in client.list_artifacts(run_id)} | {
+        a.path for a in client.list_artifacts(run_id, "plots")
+    }
     assert {"manifest.json", "plots/alpha.png"} <= artifacts
 
 
@@ -68,12 +82,18 @@ def test_sweep_summary_run(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     table = tmp_path / "trials.csv"
     table.write_text("trial,objective\na,0.1\n")
-    run_id = log_sweep_summary(uri, "longtail-tune-x", [table], {"objective": 0.1, "trial": "a", "ranker.lr": 0.01,
-                                                                  "valid_ndcg@10": 0.1, "test_x": None})  # fmt: skip
+    run_id = log_sweep_summary(
+        uri,
+        "longtail-tune-x",
+        [table],
+        {"objective": 0.1, "trial": "a", "ranker.lr": 0.01, "valid_ndcg@10": 0.1, "test_x": None},
+    )
     client = mlflow.MlflowClient(tracking_uri=uri)
     run = client.get_run(run_id)
     assert run.data.metrics == {"best/objective": 0.1, "best/ranker.lr": 0.01, "best/valid_ndcg_at_10": 0.1}
     assert run.data.params == {"best.trial": "a"}
-    again = log_sweep_summary(uri, "longtail-tune-x", [table], {"objective": 0.2})  # a resumed sweep, summarised again
+    again = log_sweep_summary(
+        uri, "longtail-tune-x", [table], {"objective": 0.2}
+    )  # a resumed sweep, summarised again
     experiment = client.get_experiment_by_name("longtail-tune-x").experiment_id
     assert [r.info.run_id for r in client.search_runs([experiment])] == [again]

@@ -38,8 +38,9 @@ class Interactions:
         order = np.lexsort((np.arange(len(users)), stamps, users))
         strengths = None
         if any(p.strengths is not None for p in parts):
-            strengths = np.concatenate([np.ones(len(p), np.float32) if p.strengths is None else p.strengths
-                                        for p in parts])[order]  # fmt: skip
+            strengths = np.concatenate(
+                [np.ones(len(p), np.float32) if p.strengths is None else p.strengths for p in parts]
+            )[order]
         return Interactions(users[order], items[order], stamps[order], strengths)
 
 
@@ -55,7 +56,9 @@ class Histories:
     def from_interactions(inter: Interactions, n_users: int) -> Histories:
         """Histories of ``n_users`` users from interactions sorted by (user, time)."""
         counts = np.bincount(inter.users, minlength=n_users)
-        return Histories(np.r_[0, np.cumsum(counts)].astype(np.int64), inter.items.astype(np.int64), inter.strengths)
+        return Histories(
+            np.r_[0, np.cumsum(counts)].astype(np.int64), inter.items.astype(np.int64), inter.strengths
+        )
 
     @property
     def n_users(self) -> int:
@@ -167,9 +170,9 @@ def encode_split(tables: SplitTables, items: pa.Table, events: EventsConfig | No
     parts = (tables.train, tables.valid, tables.test)
     strengths: list[np.ndarray | None] = [None, None, None]
     if events is not None:
-        strengths = [table_strengths(t, events) for t in parts]
-        if uniform(np.concatenate(strengths)):
-            strengths = [None, None, None]
+        computed = [table_strengths(t, events) for t in parts]
+        if not uniform(np.concatenate(computed)):
+            strengths = list(computed)
 
     def enc(table: pa.Table, s: np.ndarray | None) -> Interactions:
         u = encode(table.column("user_id").to_numpy(zero_copy_only=False), users)
@@ -182,11 +185,13 @@ def encode_split(tables: SplitTables, items: pa.Table, events: EventsConfig | No
     if "text" in items.column_names:
         by_id = dict(zip(items.column("item_id").to_pylist(), items.column("text").to_pylist(), strict=True))
         text = np.array([by_id.get(i, "") for i in catalog], dtype=object)
-    return SplitData(catalog, users, *(enc(t, st) for t, st in zip(parts, strengths, strict=True)), text)
+    train, valid, test = (enc(t, st) for t, st in zip(parts, strengths, strict=True))
+    return SplitData(catalog, users, train, valid, test, text)
 
 
 def table_strengths(table: pa.Table, events: EventsConfig) -> np.ndarray:
-    """(rows,) strengths of an interactions table (``event_type``, ``weight`` columns; absent ones count 1)."""
+    """(rows,) strengths of an interactions table (``event_type``, ``weight`` columns; absent ones count
+    1)."""
     n = table.num_rows
     types = table.column("event_type").to_pylist() if "event_type" in table.column_names else [""] * n
     weights = table.column("weight").to_pylist() if "weight" in table.column_names else [None] * n
@@ -194,5 +199,6 @@ def table_strengths(table: pa.Table, events: EventsConfig) -> np.ndarray:
 
 
 def load_split_data(data_dir: Path, split: str = "warm", events: EventsConfig | None = None) -> SplitData:
-    """Read and encode split ``split`` of a prepared dataset directory; ``events``: compute event strengths."""
+    """Read and encode split ``split`` of a prepared dataset directory; ``events``: compute event
+    strengths."""
     return encode_split(read_split(data_dir, split), read_table(data_dir, "items"), events)

@@ -44,15 +44,35 @@ def forget_users(data_dir: Path, users: set[str], out: Path) -> dict:
     """Write ``out``: the dataset at ``data_dir`` without ``users``' interactions; returns its manifest."""
     manifest = read_manifest(data_dir)
     if Path(out).resolve() == Path(data_dir).resolve():
-        raise DataError(str(out), "the output is the source dataset", expected="a new directory (a new version)")
+        raise DataError(
+            str(out), "the output is the source dataset", expected="a new directory (a new version)"
+        )
     gone = pa.array(sorted(users), pa.string())
     interactions = read_table(data_dir, "interactions")
+    if interactions is None:
+        raise DataError(
+            str(data_dir), "no interactions.parquet", expected="a dataset written by `longtail data prepare`"
+        )
     given = None
     if "given" in manifest["splits"]:
         parts = read_split(data_dir, "given")
         given = SplitTables(*(_without(parts.part(p), gone) for p in ("train", "valid", "test")))
     kept = _without(interactions, gone)
-    dataset = Dataset(read_table(data_dir, "items"), kept, read_table(data_dir, "kg"), read_table(data_dir, "kg_link"), given,
-                      stats={**manifest.get("import", {}), "forgotten_users": len(users),
-                             "forgotten_interactions": interactions.num_rows - kept.num_rows})  # fmt: skip
-    return write_dataset(dataset, out, source=forgotten_source(manifest["fingerprint"], users), seed=int(manifest.get("cold_seed", 2024)))
+    dataset = Dataset(
+        read_table(data_dir, "items"),
+        kept,
+        read_table(data_dir, "kg"),
+        read_table(data_dir, "kg_link"),
+        given,
+        stats={
+            **manifest.get("import", {}),
+            "forgotten_users": len(users),
+            "forgotten_interactions": interactions.num_rows - kept.num_rows,
+        },
+    )
+    return write_dataset(
+        dataset,
+        out,
+        source=forgotten_source(manifest["fingerprint"], users),
+        seed=int(manifest.get("cold_seed", 2024)),
+    )

@@ -83,7 +83,8 @@ def build_items(raw: pa.Table, source: Source, options: ImportOptions) -> pa.Tab
             source.file,
             "the item table has an id column only: nothing for the encoder to read",
             found=f"columns {raw.column_names}",
-            expected="a 'text' column or descriptive columns (title, genres, …), mapped with --map and --template",
+            expected="a 'text' column or descriptive columns (title, genres, …), mapped with --map and "
+            "--template",
         )
     fields = {n: text_column(raw, n).to_pylist() for n in names}
     for name in options.list_fields:
@@ -186,10 +187,11 @@ def import_recbole(path: Path, options: ImportOptions) -> Dataset:
         raise DataError(str(path), "several .inter files", found=str([p.name for p in whole]), expected="one")
     given = None
     files: dict[str, str] = {}
-    if all(parts.values()):
+    found = {p: path for p, path in parts.items() if path is not None}
+    if len(found) == len(PARTS):
         tables = []
         for p in PARTS:
-            raw, source = _read_atomic(parts[p], options.mapping)
+            raw, source = _read_atomic(found[p], options.mapping)
             tables.append(to_interactions(raw, source))
             files[p] = source.file
         given = SplitTables(*tables)
@@ -290,8 +292,10 @@ def import_tabular(path: Path, fmt: str, options: ImportOptions) -> Dataset:
         given = SplitTables(*(to_interactions(*_read_tabular(found[p], fmt, options.mapping)) for p in PARTS))
     if "interactions" in found:
         interactions = to_interactions(*_read_tabular(found["interactions"], fmt, options.mapping))
-    else:
+    elif given is not None:
         interactions = pa.concat_tables([given.train, given.valid, given.test])
+    else:
+        raise AssertionError("unreachable: the caller found interactions or a whole split")
         files["interactions"] = files["train"]
     items = (
         build_items(*_read_tabular(found["items"], fmt, options.mapping), options)

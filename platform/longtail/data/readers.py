@@ -68,7 +68,7 @@ def read_delimited(
         raise DataError(
             str(path),
             "wrong number of fields",
-            where=f"line {bad_line}" if bad_line > 0 else None,
+            where=f"line {bad_line}" if bad_line else None,
             expected=f"{len(names)} fields separated by {delimiter!r} like the header {names}",
         )
     if table.num_rows == 0:

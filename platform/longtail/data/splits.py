@@ -1,4 +1,5 @@
-"""Splits of the evaluation protocol (DESIGN.md): warm (per user by time) and cold-item.
+"""Splits of the evaluation protocol (docs/design.md, "Evaluation protocol"): warm (per user by time) and
+cold-item.
 
 Both take canonical interactions with one row per (user, item) and return new tables; nothing is
 shuffled except the seeded choice of cold items.

@@ -20,8 +20,12 @@ def template_fields(template: str) -> list[str]:
     try:
         parsed = list(string.Formatter().parse(template))
     except ValueError as err:  # e.g. "{title" or a lone "}"
-        raise DataError("item text template", f"cannot parse it: {err}", found=repr(template),
-                        expected="placeholders like {title} naming item columns; write {{ and }} for literal braces") from None  # fmt: skip
+        raise DataError(
+            "item text template",
+            f"cannot parse it: {err}",
+            found=repr(template),
+            expected="placeholders like {title} naming item columns; write {{ and }} for literal braces",
+        ) from None
     for _, name, spec, conversion in parsed:
         if name is None:
             continue
@@ -49,7 +53,8 @@ def compose_text(fields: dict[str, list[str]], template: str, file: str = "items
             file,
             "the item text template names no column: every item would get the same text",
             found=repr(template),
-            expected=f"placeholders naming item columns, e.g. {default_template(sorted(fields)) or '{title}'}",
+            expected="placeholders naming item columns, e.g. "
+            + (default_template(sorted(fields)) or "{title}"),
         )
     missing = [n for n in wanted if n not in fields]
     if missing:

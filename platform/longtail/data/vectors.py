@@ -9,8 +9,12 @@ import pyarrow as pa
 def vectors_table(item_ids: np.ndarray, vectors: np.ndarray) -> pa.Table:
     """``item_id`` + ``vector`` (fixed-size list of float32) — the on-disk form of item vectors."""
     flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).ravel())
-    return pa.table({"item_id": pa.array(item_ids, pa.string()),
-                     "vector": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])})  # fmt: skip
+    return pa.table(
+        {
+            "item_id": pa.array(item_ids, pa.string()),
+            "vector": pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]),
+        }
+    )
 
 
 def vectors_of(table: pa.Table) -> np.ndarray:

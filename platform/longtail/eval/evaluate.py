@@ -1,4 +1,5 @@
-"""Full-ranking evaluation of any ``Recommender`` on one part of a split (DESIGN.md, protocol 5)."""
+"""Full-ranking evaluation of any ``Recommender`` on one part of a split (docs/design.md, "Evaluation
+protocol")."""
 
 from __future__ import annotations
 

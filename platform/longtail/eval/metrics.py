@@ -87,7 +87,8 @@ def aplt(topk: np.ndarray, tail: np.ndarray, k: int) -> float:
 
 
 def gini(topk: np.ndarray, n_items: int, k: int) -> float:
-    """Gini of exposure counts x over all catalog items: Σ_i (2i − n − 1)·x_(i) / (n·Σx), x ascending, i from 1."""
+    """Gini of exposure counts x over all catalog items: Σ_i (2i − n − 1)·x_(i) / (n·Σx), x ascending, i from
+    1."""
     shown = topk[:, :k]
     x = np.sort(np.bincount(shown[shown >= 0], minlength=n_items)).astype(np.float64)
     total = x.sum()
@@ -114,8 +115,8 @@ def compute_metrics(
 ) -> dict[str, float]:
     """Every key of ``METRIC_KEYS`` for lists ``topk`` (U, ≥20) against ``targets`` (U, n_items).
 
-    ``buckets`` holds boolean masks over the catalog: ``tail`` and ``cold`` (DESIGN.md, protocol 6).
-    Rows of users without any target should be dropped by the caller before calling.
+    ``buckets`` holds boolean masks over the catalog: ``tail`` and ``cold`` (docs/design.md, "Evaluation
+    protocol"). Rows of users without any target should be dropped by the caller before calling.
     """
     n_items = targets.shape[1]
     targets = sparse.csr_matrix(targets)

@@ -82,7 +82,18 @@ def plot_alpha_sweep(points: Sequence[tuple[float, float, float]], path: Path, t
     return path
 
 
-LABEL_OFFSETS = ((6, 6), (6, -14), (-44, 6), (-44, -14), (6, 18), (6, -26), (-44, 18), (-44, -26), (6, 30), (6, -38))
+LABEL_OFFSETS = (
+    (6, 6),
+    (6, -14),
+    (-44, 6),
+    (-44, -14),
+    (6, 18),
+    (6, -26),
+    (-44, 18),
+    (-44, -26),
+    (6, 30),
+    (6, -38),
+)
 
 
 def place_labels(ax, anchors: Sequence[tuple[float, float]], texts: Sequence[str]) -> list:
@@ -92,17 +103,26 @@ def place_labels(ax, anchors: Sequence[tuple[float, float]], texts: Sequence[str
     fig = ax.figure
     renderer = fig.canvas.get_renderer()
     markers = [ax.transData.transform(a) for a in anchors]
-    placed, boxes = [], []
+    placed: list = []
+    boxes: list = []
     for (x, y), text in zip(anchors, texts, strict=True):
         for n, (dx, dy) in enumerate(LABEL_OFFSETS):
             label = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=9)
             box = label.get_window_extent(renderer).expanded(1.05, 1.1)
-            hits_marker = any(box.x0 - 4 <= mx <= box.x1 + 4 and box.y0 - 4 <= my <= box.y1 + 4 for mx, my in markers)
+            hits_marker = any(
+                box.x0 - 4 <= mx <= box.x1 + 4 and box.y0 - 4 <= my <= box.y1 + 4 for mx, my in markers
+            )
             if not hits_marker and not any(box.overlaps(b) for b in boxes):
                 if n:  # moved away from its point: a leader line says whose label it is
                     label.remove()
-                    label = ax.annotate(text, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=9,
-                                        arrowprops={"arrowstyle": "-", "lw": 0.6, "color": "0.45"})  # fmt: skip
+                    label = ax.annotate(
+                        text,
+                        (x, y),
+                        textcoords="offset points",
+                        xytext=(dx, dy),
+                        fontsize=9,
+                        arrowprops={"arrowstyle": "-", "lw": 0.6, "color": "0.45"},
+                    )
                 break
             label.remove()
         else:  # every offset taken: keep the first one

@@ -34,8 +34,14 @@ class TargetAttention(nn.Module):
         self.key = nn.Linear(dim, dim, bias=False)
         self.recency = nn.Parameter(torch.zeros(heads, max_history))
 
-    def weights(self, cand: torch.Tensor, hist: torch.Tensor, mask: torch.Tensor,
-                strength: torch.Tensor | None = None, projected: bool = False) -> torch.Tensor:  # fmt: skip
+    def weights(
+        self,
+        cand: torch.Tensor,
+        hist: torch.Tensor,
+        mask: torch.Tensor,
+        strength: torch.Tensor | None = None,
+        projected: bool = False,
+    ) -> torch.Tensor:
         """Attention of each candidate over each history: (b, c, L).
 
         cand: (c, d) shared or (b, c, d) per-user candidate features; hist: (b, L, d); mask: (b, L) true
@@ -66,7 +72,8 @@ class TargetAttention(nn.Module):
         if strength is not None:
             bias = bias + torch.log(strength)[:, None, :]
         empty = ~mask.any(1)  # (b,) no real item: such a history scores 0
-        # padding gets -inf, except in an empty history, whose softmax over -inf only would be NaN (in backward
+        # padding gets -inf, except in an empty history, whose softmax over -inf only would be NaN (in
+        # backward
         # too, spoiling every gradient of the batch); its weights are zeroed below instead
         blocked = ~mask[:, None, :] & ~empty[:, None, None]  # (b, 1, L)
         bias = bias.masked_fill(blocked, float("-inf"))[:, :, None, :]  # (b, h, 1, L)
@@ -86,7 +93,8 @@ class TargetAttention(nn.Module):
         projected: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(scores (b, c), weights (b, c, L)) for candidates (c, d) or (b, c, d) against histories (b, L, d);
-        strength (b, L) or None; ``projected``: the features are already W_q x (candidates) and W_k x (history)."""
+        strength (b, L) or None; ``projected``: the features are already W_q x (candidates) and W_k x
+        (history)."""
         w = self.weights(cand_feat, hist_feat, mask, strength, projected)  # (b, c, L)
         pattern = "cd,bld->bcl" if cand_vec.dim() == 2 else "bcd,bld->bcl"
         sim = torch.einsum(pattern, cand_vec, hist_vec)  # (b, c, L)

@@ -13,7 +13,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from longtail.data.encoded import Histories, SplitData
-from longtail.eval.ranking import top_k
+from longtail.topk import top_k
 
 
 @runtime_checkable

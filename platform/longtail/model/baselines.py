@@ -1,15 +1,21 @@
-"""Baselines behind the ``Recommender`` interface: most-popular, item-kNN (cosine) and BPR matrix factorisation."""
+"""Baselines behind the ``Recommender`` interface: most-popular, item-kNN (cosine) and BPR matrix
+factorisation."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TypeVar
 
 import numpy as np
 import torch
 from scipy import sparse
 
+from longtail.config import BPRConfig
 from longtail.data.encoded import Histories, SplitData
 from longtail.model.base import ScoringRecommender
+from longtail.topk import top_k
+
+T = TypeVar("T")
 
 EpochCallback = Callable[[int, float], None]
 
@@ -28,7 +34,8 @@ class MostPop(ScoringRecommender):
 
     def score(self, users: np.ndarray, histories: Histories) -> np.ndarray:
         """(b, n_items) train counts."""
-        return np.broadcast_to(self.counts, (len(users), len(self.counts)))
+        counts = _fitted(self.counts, self.name)
+        return np.broadcast_to(counts, (len(users), len(counts)))
 
 
 class ItemKNN(ScoringRecommender):
@@ -57,9 +64,9 @@ class ItemKNN(ScoringRecommender):
             block = (xt[start:stop] @ x).toarray()  # (c, n) co-counts
             block /= np.outer(norms[start:stop], norms) + self.shrink + 1e-12
             block[np.arange(stop - start), np.arange(start, stop)] = 0.0
-            top = np.argpartition(-block, k - 1, axis=1)[:, :k]  # (c, k)
-            val = np.take_along_axis(block, top, 1)
-            keep = val > 0
+            top = top_k(block, k)  # (c, k)
+            val = np.take_along_axis(block, np.maximum(top, 0), 1)
+            keep = (top >= 0) & (val > 0)
             rows.append(np.repeat(np.arange(start, stop), k)[keep.ravel()])
             cols.append(top[keep])
             vals.append(val[keep])
@@ -70,9 +77,8 @@ class ItemKNN(ScoringRecommender):
 
     def score(self, users: np.ndarray, histories: Histories) -> np.ndarray:
         """(b, n_items) summed similarity to the history."""
-        return np.asarray(
-            (histories.to_csr(self.similarity.shape[0]) @ self.similarity).todense(), np.float32
-        )
+        similarity = _fitted(self.similarity, self.name)
+        return np.asarray((histories.to_csr(similarity.shape[0]) @ similarity).todense(), np.float32)
 
 
 class BPRMF(ScoringRecommender, torch.nn.Module):
@@ -81,28 +87,20 @@ class BPRMF(ScoringRecommender, torch.nn.Module):
 
     name = "bpr"
 
-    def __init__(
-        self,
-        dim: int = 64,
-        epochs: int = 30,
-        lr: float = 5e-3,
-        batch_size: int = 2048,
-        l2: float = 1e-5,
-        seed: int = 0,
-        on_epoch: EpochCallback | None = None,
-    ) -> None:
+    def __init__(self, config: BPRConfig | None = None, on_epoch: EpochCallback | None = None) -> None:
         super().__init__()
+        c = config or BPRConfig()
         self.dim, self.epochs, self.lr, self.batch_size, self.l2, self.seed = (
-            dim,
-            epochs,
-            lr,
-            batch_size,
-            l2,
-            seed,
+            c.dim,
+            c.epochs,
+            c.lr,
+            c.batch_size,
+            c.l2,
+            c.seed,
         )
         self.on_epoch = on_epoch
-        self.user_emb = torch.nn.Embedding(0, dim)
-        self.item_emb = torch.nn.Embedding(0, dim)
+        self.user_emb = torch.nn.Embedding(0, self.dim)
+        self.item_emb = torch.nn.Embedding(0, self.dim)
 
     def fit(self, data: SplitData) -> None:
         """Adam over shuffled (user, item) train pairs for ``epochs`` epochs."""
@@ -137,3 +135,9 @@ class BPRMF(ScoringRecommender, torch.nn.Module):
         """(b, n_items) inner products of user and item factors."""
         pu = self.user_emb(torch.as_tensor(np.asarray(users, dtype=np.int64)))  # (b, d)
         return (pu @ self.item_emb.weight.T).numpy()  # (b, n_items)
+
+
+def _fitted(value: T | None, name: str) -> T:
+    if value is None:
+        raise RuntimeError(f"{name}: call fit() before scoring")
+    return value

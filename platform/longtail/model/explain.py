@@ -9,7 +9,11 @@ from longtail.model.hybrid import HybridOutput
 
 
 def explain(
-    out: HybridOutput, history: np.ndarray, picks: np.ndarray, item_ids: np.ndarray, top_history: int = 3,
+    out: HybridOutput,
+    history: np.ndarray,
+    picks: np.ndarray,
+    item_ids: np.ndarray,
+    top_history: int = 3,
     popularity: np.ndarray | None = None,
 ) -> list[list[dict]]:
     """For each user row and each picked candidate column: term contributions and attended history items.
@@ -31,15 +35,23 @@ def explain(
             if col < 0:
                 continue
             w = attention[row, col]
-            order = [int(i) for i in np.argsort(-w) if history[row, i] < n_items and w[i] > 0][:top_history]
-            items.append({
-                "contributions": {
-                    "text": float(a[row, col] * (1 - b_[row, col]) * text[row, col]),
-                    "assoc": float(a[row, col] * b_[row, col] * assoc[row, col]),
-                    "cf": float((1 - a[row, col]) * cf[row, col]),
-                } | ({} if popularity is None else {"popularity": float(popularity[row, col])}),
-                "alpha": float(a[row, col]), "beta": float(b_[row, col]),
-                "because": [{"item_id": str(item_ids[history[row, i]]), "attention": float(w[i])} for i in order],
-            })  # fmt: skip
+            order = [int(i) for i in np.argsort(-w, kind="stable") if history[row, i] < n_items and w[i] > 0][
+                :top_history
+            ]
+            items.append(
+                {
+                    "contributions": {
+                        "text": float(a[row, col] * (1 - b_[row, col]) * text[row, col]),
+                        "assoc": float(a[row, col] * b_[row, col] * assoc[row, col]),
+                        "cf": float((1 - a[row, col]) * cf[row, col]),
+                    }
+                    | ({} if popularity is None else {"popularity": float(popularity[row, col])}),
+                    "alpha": float(a[row, col]),
+                    "beta": float(b_[row, col]),
+                    "because": [
+                        {"item_id": str(item_ids[history[row, i]]), "attention": float(w[i])} for i in order
+                    ],
+                }
+            )
         result.append(items)
     return result

@@ -10,9 +10,10 @@ from longtail.config import BaselinesConfig, GraphConfig, RankerConfig, Retrieve
 from longtail.data.encoded import Histories
 from longtail.model.base import Recommender
 from longtail.model.baselines import BPRMF, EpochCallback, ItemKNN, MostPop
+from longtail.model.gates import Popularity
 from longtail.model.graph import combine, cooccurrence, kg_neighbours, text_knn
-from longtail.model.hybrid import HybridRanker
-from longtail.model.retriever import FactorizedRetriever
+from longtail.model.hybrid import HybridRanker, RankerSpec
+from longtail.model.retriever import FactorizedRetriever, RetrieverSpec
 
 BASELINE_NAMES = ("mostpop", "itemknn", "bpr")
 
@@ -24,8 +25,7 @@ def build_baseline(name: str, config: BaselinesConfig, on_epoch: EpochCallback |
     if name == "itemknn":
         return ItemKNN(k=config.itemknn.k, shrink=config.itemknn.shrink)
     if name == "bpr":
-        c = config.bpr
-        return BPRMF(c.dim, c.epochs, c.lr, c.batch_size, c.l2, c.seed, on_epoch=on_epoch)
+        return BPRMF(config.bpr, on_epoch=on_epoch)
     raise ValueError(f"unknown model {name!r}; expected one of {BASELINE_NAMES}")
 
 
@@ -56,29 +56,54 @@ def neighbour_text(graph: sparse.csr_matrix, vectors: np.ndarray) -> np.ndarray:
     return np.asarray(sparse.csr_matrix(graph, dtype=np.float32) @ np.asarray(vectors, dtype=np.float32))
 
 
+def ranker_spec(config: RankerConfig) -> RankerSpec:
+    return RankerSpec(
+        dim=config.dim,
+        heads=config.heads,
+        max_history=config.max_history,
+        alpha=config.alpha,
+        beta=config.beta,
+        attention=config.attention,
+        dropout=config.dropout,
+        id_dropout=config.id_dropout,
+    )
+
+
+def retriever_spec(config: RetrieverConfig, max_history: int) -> RetrieverSpec:
+    return RetrieverSpec(
+        dim=config.dim,
+        heads=config.heads,
+        layers=config.layers,
+        max_history=max_history,
+        alpha=config.alpha,
+        beta=config.beta,
+        dropout=config.dropout,
+        id_dropout=config.id_dropout,
+    )
+
+
 def build_ranker(
     config: RankerConfig, vectors: np.ndarray, graph: sparse.csr_matrix, train_counts: np.ndarray
 ) -> HybridRanker:
     """An untrained ``HybridRanker`` over the catalog of ``vectors``."""
     torch.manual_seed(config.seed)
-    return HybridRanker(
-        _float_tensor(vectors), graph_tensor(graph), torch.tensor(np.asarray(train_counts)),
-        dim=config.dim, heads=config.heads, max_history=config.max_history, alpha=config.alpha, beta=config.beta,
-        use_attention=config.attention, dropout=config.dropout, id_dropout=config.id_dropout,
-    )  # fmt: skip
+    popularity = Popularity.of(torch.tensor(np.asarray(train_counts)))
+    return HybridRanker(ranker_spec(config), _float_tensor(vectors), graph_tensor(graph), popularity)
 
 
 def build_retriever(
-    config: RetrieverConfig, max_history: int, vectors: np.ndarray, graph: sparse.csr_matrix,
-    train_counts: np.ndarray, seed: int = 0,
-) -> FactorizedRetriever:  # fmt: skip
+    config: RetrieverConfig,
+    max_history: int,
+    vectors: np.ndarray,
+    graph: sparse.csr_matrix,
+    train_counts: np.ndarray,
+    seed: int = 0,
+) -> FactorizedRetriever:
     """An untrained ``FactorizedRetriever`` over the catalog of ``vectors``, reading ``max_history`` items."""
     torch.manual_seed(seed + 1)
-    return FactorizedRetriever(
-        _float_tensor(vectors), torch.from_numpy(neighbour_text(graph, vectors)), torch.tensor(np.asarray(train_counts)),
-        dim=config.dim, heads=config.heads, layers=config.layers, max_history=max_history, alpha=config.alpha,
-        beta=config.beta, dropout=config.dropout, id_dropout=config.id_dropout,
-    )  # fmt: skip
+    popularity = Popularity.of(torch.tensor(np.asarray(train_counts)))
+    hood = torch.from_numpy(neighbour_text(graph, vectors))
+    return FactorizedRetriever(retriever_spec(config, max_history), _float_tensor(vectors), hood, popularity)
 
 
 def _float_tensor(array: np.ndarray) -> torch.Tensor:

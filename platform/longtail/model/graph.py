@@ -11,16 +11,18 @@ import numpy as np
 from scipy import sparse
 
 from longtail.data.encoded import Histories
+from longtail.topk import best, top_k
 
 
 def topk_rows(scores: np.ndarray, k: int, row_offset: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(rows, cols, vals) of the k largest positive entries per row of a dense block (ties: lower index)."""
+    """(rows, cols, vals) of the k largest positive entries per row of a dense block (``longtail.topk``'s
+    rule)."""
     k = min(k, scores.shape[1])
     if k == 0:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32)
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]  # (c, k)
-    vals = np.take_along_axis(scores, top, 1)
-    keep = vals > 0
+    top = top_k(np.where(scores > 0, scores, -np.inf), k)  # (c, k), -1 where a row has fewer positive entries
+    keep = top >= 0
+    vals = np.take_along_axis(scores, np.maximum(top, 0), 1)
     rows = np.repeat(np.arange(scores.shape[0]) + row_offset, k).reshape(-1, k)
     return rows[keep], top[keep], vals[keep].astype(np.float32)
 
@@ -60,7 +62,8 @@ def kg_neighbours(item_entities: sparse.csr_matrix, k: int, block_cells: int = 1
 
 
 def cooccurrence(histories: Histories, n_items: int, window: int, k: int) -> sparse.csr_matrix:
-    """Items consumed within ``window`` steps of each other in a history, cosine-normalised, top-k per item."""
+    """Items consumed within ``window`` steps of each other in a history, cosine-normalised, top-k per
+    item."""
     owner = np.repeat(np.arange(histories.n_users), histories.lengths())
     items = histories.items
     rows, cols = [], []
@@ -81,13 +84,14 @@ def cooccurrence(histories: Histories, n_items: int, window: int, k: int) -> spa
 def keep_topk(matrix: sparse.csr_matrix, k: int) -> sparse.csr_matrix:
     """The k largest entries of each row of a sparse matrix."""
     m = sparse.csr_matrix(matrix)
+    m.sort_indices()  # equal values then go to the lower column (the one tie rule)
     rows, cols, vals = [], [], []
     for i in range(m.shape[0]):
         lo, hi = m.indptr[i], m.indptr[i + 1]
         if hi == lo:
             continue
         data, idx = m.data[lo:hi], m.indices[lo:hi]
-        pick = np.argsort(-data, kind="stable")[:k]
+        pick = best(data, k)  # positions in the row; its indices are sorted, so ties go to the lower column
         rows.append(np.full(len(pick), i))
         cols.append(idx[pick])
         vals.append(data[pick])

@@ -1,4 +1,5 @@
-"""The sparse-dense hybrid ranker (DESIGN.md, "The model"), the second stage of retrieve → rank. Pure torch.
+"""The sparse-dense hybrid ranker (docs/design.md, "Scoring"), the second stage of retrieve → rank. Pure
+torch.
 
     score(u, i) = α_i(1 − β_i)·s_text(u, i) + α_i β_i·s_assoc(u, i) + (1 − α_i)·s_cf(u, i)
 
@@ -29,12 +30,26 @@ import torch
 from torch import nn
 
 from longtail.model.attention import TargetAttention
-from longtail.model.gates import PopularityGate, standardised_log_counts
+from longtail.model.gates import Popularity, PopularityGate
 from longtail.model.gather import rows
 
 EDGE_KEY = 1 << 32  # an edge (src, dst) is the key src·2³² + dst: sorted once, searched per request
 TABLES_MAX_BYTES = 64 << 20  # scoring tables (6 of (n + 1, dim)) up to this size: 43k items at dim 64; larger
 # catalogs project each request's candidates instead (at 1M items the tables would add 1.5 GB per replica)
+
+
+@dataclass(frozen=True)
+class RankerSpec:
+    """The ranker's shape and regularisation (``longtail.config.RankerConfig`` is mapped onto it)."""
+
+    dim: int = 64  # projected text and ID embeddings
+    heads: int = 1  # attention heads (must divide dim)
+    max_history: int = 50  # newest history items read
+    alpha: float | None = None  # fixed α, or None: the learned popularity gate
+    beta: float | None = None  # fixed β, or None: the learned popularity gate
+    attention: bool = True  # target-aware attention; False: mean pooling
+    dropout: float = 0.1  # on history embeddings, while training
+    id_dropout: float = 0.0  # chance an item's ID vector is off for a training step
 
 
 @dataclass
@@ -64,8 +79,16 @@ class HybridOutput:
         """One user's slice."""
         keep = slice(r, r + 1)
         gate = (lambda g: g) if self.alpha.dim() == 1 else (lambda g: g[keep])
-        return HybridOutput(self.score[keep], self.text[keep], self.assoc[keep], self.cf[keep], gate(self.alpha),
-                            gate(self.beta), self.text_attention[keep], self.cf_attention[keep])  # fmt: skip
+        return HybridOutput(
+            self.score[keep],
+            self.text[keep],
+            self.assoc[keep],
+            self.cf[keep],
+            gate(self.alpha),
+            gate(self.beta),
+            self.text_attention[keep],
+            self.cf_attention[keep],
+        )
 
 
 def edge_table(graph: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,42 +101,53 @@ def edge_table(graph: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class HybridRanker(nn.Module):
-    """The hybrid scorer over a catalog of ``n_items`` items (index ``n_items`` is padding)."""
+    """The hybrid scorer over a catalog of n items (index n is padding): ``text_vectors`` (n, d_t) unit text
+    vectors, ``graph`` (n, n) sparse item graph, ``popularity`` the items' train popularity."""
+
+    text_vectors: torch.Tensor  # buffers (registered in __init__)
+    pop_z: torch.Tensor
+    known: torch.Tensor
+    edge_keys: torch.Tensor
+    edge_weights: torch.Tensor
 
     def __init__(
-        self,
-        text_vectors: torch.Tensor,
-        graph: torch.Tensor,
-        train_counts: torch.Tensor,
-        dim: int = 64,
-        heads: int = 1,
-        max_history: int = 50,
-        alpha: float | None = None,
-        beta: float | None = None,
-        use_attention: bool = True,
-        dropout: float = 0.1,
-        id_dropout: float = 0.0,
+        self, spec: RankerSpec, text_vectors: torch.Tensor, graph: torch.Tensor, popularity: Popularity
     ) -> None:
         super().__init__()
+        self.spec = spec
         n = text_vectors.shape[0]
-        self.id_dropout = id_dropout
-        self.n_items, self.max_history = n, max_history
+        self.n_items, self.max_history = n, spec.max_history
         self.register_buffer("text_vectors", text_vectors.float(), persistent=False)  # (n, d_t)
         self._set_graph(graph)
-        pop_z, self.cold_z = standardised_log_counts(train_counts)
-        self.register_buffer("pop_z", pop_z, persistent=False)  # (n,)
-        known = torch.cat([train_counts > 0, torch.tensor([False])]).float()[:, None]  # (n + 1, 1), padding 0
-        self.register_buffer("known", known, persistent=False)
-        self.text_proj = nn.Linear(text_vectors.shape[1], dim)
-        self.item_emb = nn.Embedding(n + 1, dim, padding_idx=n)
+        self.popularity = popularity
+        self.register_buffer("pop_z", popularity.z.float(), persistent=False)  # (n,)
+        self.register_buffer("known", popularity.known_rows(), persistent=False)  # (n + 1, 1), padding 0
+        self.text_proj = nn.Linear(text_vectors.shape[1], spec.dim)
+        self.item_emb = nn.Embedding(n + 1, spec.dim, padding_idx=n)
         nn.init.normal_(self.item_emb.weight, std=0.01)
-        self.text_attn = TargetAttention(dim, heads, max_history, use_attention)
-        self.cf_attn = TargetAttention(dim, heads, max_history, use_attention)
+        self.text_attn = TargetAttention(spec.dim, spec.heads, spec.max_history, spec.attention)
+        self.cf_attn = TargetAttention(spec.dim, spec.heads, spec.max_history, spec.attention)
         self.assoc_scale = nn.Parameter(torch.tensor(1.0))  # κ = softplus(·)·10
         self.assoc_decay = nn.Parameter(torch.tensor(-2.0))  # λ = softplus(·)
-        self.alpha = PopularityGate(alpha, 0.5, falling=True)
-        self.beta = PopularityGate(beta, 0.5, falling=False)
-        self.dropout = nn.Dropout(dropout)
+        self.alpha = PopularityGate(spec.alpha, 0.5, falling=True)
+        self.beta = PopularityGate(spec.beta, 0.5, falling=False)
+        self.dropout = nn.Dropout(spec.dropout)
+
+    def grown(self, text_vectors: torch.Tensor, graph: torch.Tensor) -> HybridRanker:
+        """This ranker over the catalog plus m new, untouched items, with the same weights and spec.
+
+        text_vectors: (n + m, d_t) the grown catalog's text vectors (the old rows first; shared, not copied);
+        graph: (n + m, n + m) sparse, the grown item graph. New items get a zero ID embedding (nothing is
+        known of them but their text and neighbours) and the popularity of a never-touched item; every old
+        item scores exactly as before for the same history.
+        """
+        n, m = self.n_items, text_vectors.shape[0] - self.n_items
+        grown = HybridRanker(self.spec, text_vectors, graph, self.popularity.grown(m))
+        state = self.state_dict()
+        emb = state["item_emb.weight"]  # (n + 1, dim), padding last
+        state["item_emb.weight"] = torch.cat([emb[:n], torch.zeros(m, emb.shape[1]), emb[n:]])
+        grown.load_state_dict(state)
+        return grown.train(self.training)
 
     def _set_graph(self, graph: torch.Tensor) -> None:
         keys, weights = edge_table(graph)
@@ -122,19 +156,28 @@ class HybridRanker(nn.Module):
         self._graph_t: torch.Tensor | None = None
 
     def graph_t(self) -> torch.Tensor:
-        """Aᵀ (n, n) in CSR, for products with whole-catalog rows; built on first use (serving never needs it)."""
+        """Aᵀ (n, n) in CSR, for products with whole-catalog rows; built on first use (serving never needs
+        it)."""
         if self._graph_t is None or self._graph_t.device != self.edge_keys.device:
-            with warnings.catch_warnings():  # "sparse CSR support is in beta": matmul and its backward are used
+            with (
+                warnings.catch_warnings()
+            ):  # "sparse CSR support is in beta": matmul and its backward are used
                 warnings.simplefilter("ignore", UserWarning)
                 keys, n = self.edge_keys, self.n_items
-                t = torch.sparse_coo_tensor(torch.stack([keys % EDGE_KEY, keys // EDGE_KEY]), self.edge_weights, (n, n))
+                t = torch.sparse_coo_tensor(
+                    torch.stack([keys % EDGE_KEY, keys // EDGE_KEY]), self.edge_weights, (n, n)
+                )
                 self._graph_t = t.coalesce().to_sparse_csr()
         return self._graph_t
 
     def item_text(self, items: torch.Tensor) -> torch.Tensor:
         """Projected text vectors (…, dim); padding maps to zeros."""
         safe = items.clamp(0, self.n_items - 1)
-        out = rows(self.projected_text(), safe) if not torch.is_grad_enabled() else self.text_proj(rows(self.text_vectors, safe))
+        out = (
+            rows(self.projected_text(), safe)
+            if not torch.is_grad_enabled()
+            else self.text_proj(rows(self.text_vectors, safe))
+        )
         return out * (items < self.n_items).unsqueeze(-1)
 
     def item_id(self, items: torch.Tensor, known: torch.Tensor | None = None) -> torch.Tensor:
@@ -146,14 +189,18 @@ class HybridRanker(nn.Module):
         """ID dropout: while training, each item loses its ID vector for this step with chance ``id_dropout``
         (as candidate and in histories alike), so text and graph must score it the way they score a
         never-touched item."""
-        if not (self.training and self.id_dropout > 0):
+        if not (self.training and self.spec.id_dropout > 0):
             return None
-        return self.known * (torch.rand_like(self.known) >= self.id_dropout)
+        return self.known * (torch.rand_like(self.known) >= self.spec.id_dropout)
 
     def projected_text(self) -> torch.Tensor:
         """text_proj of every item (n, dim), cached while the projection's weights are unchanged (scoring)."""
-        key = (self.text_proj.weight._version, self.text_proj.bias._version, self.text_proj.weight.data_ptr(),
-               self.text_vectors.data_ptr())  # fmt: skip
+        key = (
+            self.text_proj.weight._version,
+            self.text_proj.bias._version,
+            self.text_proj.weight.data_ptr(),
+            self.text_vectors.data_ptr(),
+        )
         if getattr(self, "_text_key", None) != key:
             with torch.no_grad():
                 self._text_cache = self.text_proj(self.text_vectors)
@@ -163,22 +210,36 @@ class HybridRanker(nn.Module):
     def item_tables(self) -> tuple[ItemTable, ItemTable]:
         """(text view, CF view) tables of every item for scoring without autograd, so a request gathers rows
         instead of projecting its candidates and history; cached while the weights they read are unchanged."""
-        weights = (self.text_proj.weight, self.text_proj.bias, self.item_emb.weight, self.text_attn.query.weight,
-                   self.text_attn.key.weight, self.cf_attn.query.weight, self.cf_attn.key.weight)  # fmt: skip
-        key = (*((w._version, w.data_ptr()) for w in weights), self.text_vectors.data_ptr(), self.known.data_ptr())
+        weights = (
+            self.text_proj.weight,
+            self.text_proj.bias,
+            self.item_emb.weight,
+            self.text_attn.query.weight,
+            self.text_attn.key.weight,
+            self.cf_attn.query.weight,
+            self.cf_attn.key.weight,
+        )
+        key = (
+            *((w._version, w.data_ptr()) for w in weights),
+            self.text_vectors.data_ptr(),
+            self.known.data_ptr(),
+        )
         if getattr(self, "_tables_key", None) != key:
             with torch.no_grad():
                 pad = torch.zeros(1, self.text_proj.out_features, device=self.text_vectors.device)
                 text = torch.cat([self.text_proj(self.text_vectors), pad])  # (n + 1, dim)
                 ids = self.item_emb.weight * self.known  # (n + 1, dim): zero for padding and untouched items
-                self._tables = tuple(ItemTable(v, attn.query(v), attn.key(v))
-                                     for v, attn in ((text, self.text_attn), (ids, self.cf_attn)))  # fmt: skip
+                self._tables = (
+                    ItemTable(text, self.text_attn.query(text), self.text_attn.key(text)),
+                    ItemTable(ids, self.cf_attn.query(ids), self.cf_attn.key(ids)),
+                )
             self._tables_key = key
         return self._tables
 
     def _reach_of(self, history: torch.Tensor, r: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         """Σ_l r_l A[h_l, c] for per-user candidates (b, c), reading only the graph rows of the history items
-        (b·L·degree entries), summed per (user, item) in a dense (b, n + 1) buffer while that is no larger than
+        (b·L·degree entries), summed per (user, item) in a dense (b, n + 1) buffer while that is no larger
+        than
         the attention's (b, c, L) tensors, else by sorting the entries (no catalog-sized row per user)."""
         b, length = history.shape
         keys, n = self.edge_keys, self.n_items + 1
@@ -186,10 +247,18 @@ class HybridRanker(nn.Module):
         start = torch.searchsorted(keys, src * EDGE_KEY)
         lengths = torch.searchsorted(keys, (src + 1) * EDGE_KEY) - start  # padding has no row: 0
         slot = torch.repeat_interleave(torch.arange(b * length, device=keys.device), lengths)  # (E,)
-        pos = start[slot] + torch.arange(len(slot), device=keys.device) - (torch.cumsum(lengths, 0) - lengths)[slot]
-        user_dst = torch.div(slot, length, rounding_mode="floor") * n + keys[pos] % EDGE_KEY  # (E,) user·n + dst
+        pos = (
+            start[slot]
+            + torch.arange(len(slot), device=keys.device)
+            - (torch.cumsum(lengths, 0) - lengths)[slot]
+        )
+        user_dst = (
+            torch.div(slot, length, rounding_mode="floor") * n + keys[pos] % EDGE_KEY
+        )  # (E,) user·n + dst
         weight = self.edge_weights[pos] * r.reshape(-1)[slot]
-        if n <= candidates.shape[-1] * length:  # a (b, n + 1) buffer no larger than the attention's (b, c, L): no sort
+        if (
+            n <= candidates.shape[-1] * length
+        ):  # a (b, n + 1) buffer no larger than the attention's (b, c, L): no sort
             dense = torch.zeros(b * n, device=keys.device).index_add_(0, user_dst, weight)
             return dense.view(b, n).gather(1, candidates)
         unique, inverse = torch.unique(user_dst, return_inverse=True)  # sorted
@@ -200,8 +269,13 @@ class HybridRanker(nn.Module):
         at = torch.searchsorted(unique, query).clamp(max=len(unique) - 1)
         return torch.where(unique[at] == query, reach[at], 0.0)
 
-    def assoc(self, history: torch.Tensor, mask: torch.Tensor, candidates: torch.Tensor,
-              strength: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def assoc(
+        self,
+        history: torch.Tensor,
+        mask: torch.Tensor,
+        candidates: torch.Tensor,
+        strength: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """κ · Σ_l r_l A[h_l, c] for each user and candidate: (b, c); candidates (c,) or (b, c)."""
         b, length = history.shape
         from_end = (mask.sum(1, keepdim=True) - 1 - torch.arange(length, device=history.device)).float()
@@ -210,28 +284,55 @@ class HybridRanker(nn.Module):
             r = r * strength
         r = r / r.sum(1, keepdim=True).clamp_min(1e-12)
         kappa = nn.functional.softplus(self.assoc_scale) * 10.0
-        if candidates.dim() == 2:  # per-user candidates: the history's graph rows, then a lookup per candidate
+        if (
+            candidates.dim() == 2
+        ):  # per-user candidates: the history's graph rows, then a lookup per candidate
             return kappa * self._reach_of(history, r, candidates)
-        rows = torch.zeros(b, self.n_items + 1, device=history.device).scatter_add(1, history, r)[:, : self.n_items]
+        rows = torch.zeros(b, self.n_items + 1, device=history.device).scatter_add(1, history, r)[
+            :, : self.n_items
+        ]
         reach = torch.sparse.mm(self.graph_t(), rows.t()).t()  # (b, n) = rows @ A
         return kappa * reach[:, candidates]
 
-    def forward(self, history: torch.Tensor, candidates: torch.Tensor | None = None,
-                strength: torch.Tensor | None = None) -> HybridOutput:  # fmt: skip
+    def forward(
+        self,
+        history: torch.Tensor,
+        candidates: torch.Tensor | None = None,
+        strength: torch.Tensor | None = None,
+        *,
+        alpha: float | None = None,
+        beta: float | None = None,
+    ) -> HybridOutput:
         """history: (b, L) item indices, oldest first, padded with ``n_items``; candidates: (c,) shared,
         (b, c) per user (``n_items`` pads a short row; it scores 0), or None for every item; strength:
-        (b, L) positive event strengths of the history (padding: any positive value), or None (all 1)."""
+        (b, L) positive event strengths of the history (padding: any positive value), or None (all 1);
+        ``alpha``/``beta``: one number in place of each gate for this call (serving knobs), None as built."""
         if candidates is None:
             candidates = torch.arange(self.n_items, device=history.device)
         mask = history < self.n_items  # (b, L)
         tables_fit = 6 * (self.n_items + 1) * self.text_proj.out_features * 4 <= TABLES_MAX_BYTES
-        if not (self.training or torch.is_grad_enabled()) and tables_fit:  # scoring: gather table rows, same numbers
+        if (
+            not (self.training or torch.is_grad_enabled()) and tables_fit
+        ):  # scoring: gather table rows, same numbers
             text, ids = self.item_tables()
-            s_text, w_text = self.text_attn(rows(text.query, candidates), rows(text.value, candidates),
-                                            rows(text.key, history), rows(text.value, history), mask, strength,
-                                            projected=True)  # fmt: skip
-            s_cf, w_cf = self.cf_attn(rows(ids.query, candidates), rows(ids.value, candidates), rows(ids.key, history),
-                                      rows(ids.value, history), mask, strength, projected=True)  # fmt: skip
+            s_text, w_text = self.text_attn(
+                rows(text.query, candidates),
+                rows(text.value, candidates),
+                rows(text.key, history),
+                rows(text.value, history),
+                mask,
+                strength,
+                projected=True,
+            )
+            s_cf, w_cf = self.cf_attn(
+                rows(ids.query, candidates),
+                rows(ids.value, candidates),
+                rows(ids.key, history),
+                rows(ids.value, history),
+                mask,
+                strength,
+                projected=True,
+            )
         else:
             hist_text = self.dropout(self.item_text(history))  # (b, L, dim)
             cand_text = self.item_text(candidates)  # (c, dim) or (b, c, dim)
@@ -242,31 +343,6 @@ class HybridRanker(nn.Module):
             s_cf, w_cf = self.cf_attn(cand_id, cand_id, hist_id, hist_id, mask, strength)
         s_assoc = self.assoc(history, mask, candidates, strength)
         z = self.pop_z[candidates.clamp(max=self.n_items - 1)]
-        alpha, beta = self.alpha(z), self.beta(z)  # (c,) or (b, c)
-        score = alpha * (1 - beta) * s_text + alpha * beta * s_assoc + (1 - alpha) * s_cf
-        return HybridOutput(score, s_text, s_assoc, s_cf, alpha, beta, w_text, w_cf)
-
-
-def extend_catalog(model: HybridRanker, text_vectors: torch.Tensor, graph: torch.Tensor) -> HybridRanker:
-    """A ranker over the catalog plus m new, untouched items, with the same weights.
-
-    text_vectors: (n + m, d_t) the grown catalog's text vectors (the old rows first; shared, not copied);
-    graph: (n + m, n + m) sparse, the grown item graph. New items get a zero ID embedding (nothing is known
-    of them but their text and neighbours) and the popularity of a never-touched item; every old item
-    scores exactly as before for the same history.
-    """
-    n, m = model.n_items, text_vectors.shape[0] - model.n_items
-    grown = HybridRanker(
-        text_vectors, graph, torch.zeros(n + m),
-        dim=model.text_proj.out_features, heads=model.text_attn.heads, max_history=model.max_history,
-        alpha=model.alpha.fixed, beta=model.beta.fixed, use_attention=model.text_attn.use_attention,
-    )  # fmt: skip
-    grown.pop_z = torch.cat([model.pop_z, torch.full((m,), model.cold_z)])  # (n + m,)
-    grown.known = torch.cat([model.known[:n], torch.zeros(m, 1), model.known[n:]])  # (n + m + 1, 1)
-    grown.cold_z = model.cold_z
-    state = model.state_dict()
-    emb = state["item_emb.weight"]  # (n + 1, dim), padding last
-    state["item_emb.weight"] = torch.cat([emb[:n], torch.zeros(m, emb.shape[1]), emb[n:]])
-    grown.load_state_dict(state)
-    grown.dropout.p = model.dropout.p
-    return grown.train(model.training)
+        a, b = self.alpha(z, alpha), self.beta(z, beta)  # (c,) or (b, c)
+        score = a * (1 - b) * s_text + a * b * s_assoc + (1 - a) * s_cf
+        return HybridOutput(score, s_text, s_assoc, s_cf, a, b, w_text, w_cf)

@@ -2,4 +2,6 @@
 
 import logging
 
-logging.getLogger("faiss.loader").setLevel(logging.WARNING)  # its "no AVX512 build, using AVX2" notes are not news
+logging.getLogger("faiss.loader").setLevel(
+    logging.WARNING
+)  # its "no AVX512 build, using AVX2" notes are not news

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
 import torch
 from scipy import sparse
@@ -11,10 +9,10 @@ from scipy import sparse
 from longtail.bundle import Bundle, load_models
 from longtail.config import RankerConfig, RerankConfig, RetrievalConfig
 from longtail.model.hybrid import HybridRanker
-from longtail.model.rerank import Shelves
 from longtail.model.retriever import FactorizedRetriever
+from longtail.recommend.arrange import Shelves
 from longtail.recommend.index import ItemIndex, choose_kind
-from longtail.recommend.pipeline import Pipeline
+from longtail.recommend.pipeline import Catalog, Knobs, Pipeline
 
 
 @torch.no_grad()
@@ -27,30 +25,67 @@ def item_vectors(retriever: FactorizedRetriever) -> np.ndarray:
 def build_index(retriever: FactorizedRetriever, retrieval: RetrievalConfig, seed: int = 0) -> ItemIndex:
     """The MIPS index of the retriever's item vectors, of the kind the config (and the catalog size) asks."""
     kind = choose_kind(retrieval.index, retriever.n_items, retrieval.exact_below)
-    return ItemIndex.build(item_vectors(retriever), kind, retrieval.nlist, retrieval.nprobe, retrieval.hnsw_m,
-                           retrieval.ef_search, seed)  # fmt: skip
+    return ItemIndex.build(
+        item_vectors(retriever),
+        kind,
+        retrieval.nlist,
+        retrieval.nprobe,
+        retrieval.hnsw_m,
+        retrieval.ef_search,
+        seed,
+    )
 
 
 def shelves_of(rerank: RerankConfig) -> Shelves:
     return Shelves(rerank.tail_share, rerank.new_share, rerank.exposure_penalty)
 
 
-def make_pipeline(retriever: FactorizedRetriever, ranker: HybridRanker, vectors: np.ndarray, graph: sparse.csr_matrix,
-                  train_counts: np.ndarray, retrieval: RetrievalConfig, rerank: RerankConfig | None = None,
-                  index: ItemIndex | None = None, seed: int = 0, history_strengths: bool = True,
-                  popularity_penalty: float = 0.0, recent_counts: np.ndarray | None = None,
-                  trend_bonus: float = 0.0) -> Pipeline:  # fmt: skip
-    """A pipeline over trained models; ``rerank`` None means the model's own lists (no boost, no shelves);
-    ``history_strengths``: the models read the histories' event strengths (``events.in_history``);
-    ``popularity_penalty``: τ·γ of the ranker's post-hoc popularity adjustment (``popularity_penalty_of``);
-    ``recent_counts`` (n,) and ``trend_bonus`` τ·δ: its trend term (``trend_bonus_of``)."""
+def knobs_of(ranker: RankerConfig, rerank: RerankConfig | None = None) -> Knobs:
+    """The knobs a trained config implies: its post-hoc popularity terms (τ·γ, τ·δ) and, with ``rerank``, its
+    shelves and score knobs (None: the model's own lists)."""
     rerank = rerank or RerankConfig()
+    return Knobs(
+        shelves=shelves_of(rerank),
+        tail_boost=rerank.tail_boost,
+        exploration=rerank.exploration,
+        popularity_penalty=popularity_penalty_of(ranker),
+        trend_bonus=trend_bonus_of(ranker),
+    )
+
+
+def make_pipeline(
+    *,
+    retriever: FactorizedRetriever,
+    ranker: HybridRanker,
+    vectors: np.ndarray,
+    graph: sparse.csr_matrix,
+    train_counts: np.ndarray,
+    retrieval: RetrievalConfig,
+    knobs: Knobs | None = None,
+    index: ItemIndex | None = None,
+    recent_counts: np.ndarray | None = None,
+    history_strengths: bool = True,
+    seed: int = 0,
+) -> Pipeline:
+    """A pipeline over trained models (both put in eval mode): ``knobs`` None means the model's own lists
+    without any popularity term; ``index`` None builds the MIPS index; ``recent_counts`` (n,) feed the trend
+    term; ``history_strengths``: the models read the histories' event strengths (``events.in_history``)."""
+    vectors = np.asarray(vectors, dtype=np.float32)
+    counts = np.asarray(train_counts)
     return Pipeline(
-        retriever.eval(), ranker.eval(), index or build_index(retriever, retrieval, seed),
-        np.asarray(vectors, dtype=np.float32), sparse.csr_matrix(graph, dtype=np.float32), np.asarray(train_counts),
-        retrieval, shelves_of(rerank), rerank.tail_boost, rerank.exploration, np.random.default_rng(seed),
-        history_strengths, popularity_penalty, None if recent_counts is None else np.asarray(recent_counts), trend_bonus,
-    )  # fmt: skip
+        retriever=retriever.eval(),
+        ranker=ranker.eval(),
+        index=index or build_index(retriever, retrieval, seed),
+        text_vectors=vectors,
+        graph=sparse.csr_matrix(graph, dtype=np.float32),
+        train_counts=counts,
+        recent_counts=None if recent_counts is None else np.asarray(recent_counts),
+        retrieval=retrieval,
+        history_strengths=history_strengths,
+        catalog=Catalog.of(counts, vectors, retrieval),
+        knobs=knobs or Knobs(),
+        rng=np.random.default_rng(seed),
+    )
 
 
 def popularity_penalty_of(ranker: RankerConfig, adjustment: float | None = None) -> float:
@@ -73,17 +108,27 @@ def load_pipeline(bundle: Bundle, retrieval: RetrievalConfig | None = None) -> P
     if bundle.index_bytes is not None and retrieval.index == cfg.retrieval.index:
         kind = choose_kind(cfg.retrieval.index, len(bundle.item_ids), cfg.retrieval.exact_below)
         index = ItemIndex.from_bytes(kind, bundle.index_bytes, retrieval.nprobe, retrieval.ef_search)
-    return make_pipeline(retriever, ranker, bundle.vectors, bundle.graph, bundle.train_counts, retrieval, cfg.rerank,
-                         index, cfg.ranker.seed, cfg.events.in_history, popularity_penalty_of(cfg.ranker),
-                         bundle.recent_counts, trend_bonus_of(cfg.ranker))  # fmt: skip
+    return make_pipeline(
+        retriever=retriever,
+        ranker=ranker,
+        vectors=bundle.vectors,
+        graph=bundle.graph,
+        train_counts=bundle.train_counts,
+        retrieval=retrieval,
+        knobs=knobs_of(cfg.ranker, cfg.rerank),
+        index=index,
+        recent_counts=bundle.recent_counts,
+        history_strengths=cfg.events.in_history,
+        seed=cfg.ranker.seed,
+    )
 
 
 def own_lists(p: Pipeline) -> Pipeline:
     """The same pipeline without the score knobs and shelves: the model's own lists (its popularity
     adjustment stays: it is part of the model's score, chosen on valid like its weights)."""
-    return dataclasses.replace(p, shelves=Shelves(), boost=0.0, exploration=0.0)
+    return p.with_knobs(shelves=Shelves(), tail_boost=0.0, exploration=0.0)
 
 
 def exact(p: Pipeline) -> Pipeline:
     """The same pipeline ranking every item (no retrieval stage)."""
-    return dataclasses.replace(p, retrieval=p.retrieval.model_copy(update={"candidates": None}))
+    return p.with_candidates(None)

@@ -36,7 +36,11 @@ def graph_neighbours(graph: sparse.csr_matrix, recent: np.ndarray, k: int) -> np
     owner, target, reach = owner[order], target[order], reach[order]
     first = np.r_[True, (owner[1:] != owner[:-1]) | (target[1:] != target[:-1])]
     starts_of = np.flatnonzero(first)
-    owner, target, reach = owner[first], target[first], np.add.reduceat(reach, starts_of) if len(reach) else reach
+    owner, target, reach = (
+        owner[first],
+        target[first],
+        np.add.reduceat(reach, starts_of) if len(reach) else reach,
+    )
     order = np.lexsort((target, -reach, owner))  # by user, strongest first, ties to the lower index
     owner, target = owner[order], target[order]
     rank = np.arange(len(owner)) - np.searchsorted(owner, owner)  # position within the user's row
@@ -46,7 +50,8 @@ def graph_neighbours(graph: sparse.csr_matrix, recent: np.ndarray, k: int) -> np
 
 
 def merge(parts: list[np.ndarray], exclude: sparse.csr_matrix | None = None) -> np.ndarray:
-    """Per-row union of channel lists (each (b, k_i), -1 padded) minus ``exclude`` (b, n): (b, C), -1 padded."""
+    """Per-row union of channel lists (each (b, k_i), -1 padded) minus ``exclude`` (b, n): (b, C), -1
+    padded."""
     joined = np.concatenate([p for p in parts if p.shape[1]], axis=1) if parts else np.zeros((0, 0), np.int64)
     if joined.size == 0:
         return joined.astype(np.int64)

@@ -1,4 +1,11 @@
-"""retrieve → rank → arrange, as pure functions over one ``Pipeline`` state (no Ray, no HTTP).
+"""retrieve → rank → arrange, as pure functions over one ``Pipeline`` (no Ray, no HTTP).
+
+A ``Pipeline`` is frozen: the trained models and the catalog they score (``retriever`` …
+``history_strengths``),
+the knobs that change its lists without touching a model (``Knobs``: shelves, score knobs, the post-hoc
+popularity terms, gate overrides), and the state derived from the catalog once (``Catalog``: tail and
+never-touched items, the new-item index). ``with_knobs`` gives another arrangement of the same models at no
+cost (the selection grids, Serve's knobs); ``grow`` gives a pipeline over a larger catalog.
 
 1. ``retrieve``: candidates per user from four channels, merged and de-duplicated, the user's excluded
    items removed — the retriever's MIPS search over every item (``ItemIndex``), the graph neighbours of
@@ -19,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,9 +36,9 @@ from longtail.config import RetrievalConfig
 from longtail.data.encoded import Histories
 from longtail.data.splits import popularity_buckets
 from longtail.model.factory import graph_tensor
-from longtail.model.hybrid import HybridOutput, HybridRanker, extend_catalog
-from longtail.model.rerank import Shelves, arrange, explore, tail_boost, zscore
-from longtail.model.retriever import FactorizedRetriever, extend_retriever
+from longtail.model.hybrid import HybridOutput, HybridRanker
+from longtail.model.retriever import FactorizedRetriever
+from longtail.recommend.arrange import Shelves, arrange, explore, tail_boost, zscore
 from longtail.recommend.channels import graph_neighbours, merge
 from longtail.recommend.index import ItemIndex, choose_kind
 
@@ -41,7 +49,9 @@ class Batch:
 
     histories: Histories  # row r = user r of the batch, oldest first
     exclude_seen: np.ndarray  # (b,) bool
-    memo: dict = field(default_factory=dict, repr=False, compare=False)  # what stages derive from it, computed once
+    memo: dict = field(
+        default_factory=dict, repr=False, compare=False
+    )  # what stages derive from it, computed once
 
     @classmethod
     def of(cls, histories: Histories, exclude_seen: bool = True) -> Batch:
@@ -71,13 +81,53 @@ class Batch:
         if self.exclude_seen.all():
             return h.to_csr(n_items)
         lengths = np.where(self.exclude_seen, h.lengths(), 0)
-        kept = Histories(np.r_[0, np.cumsum(lengths)].astype(np.int64), h.items[np.repeat(self.exclude_seen, h.lengths())])
+        kept = Histories(
+            np.r_[0, np.cumsum(lengths)].astype(np.int64), h.items[np.repeat(self.exclude_seen, h.lengths())]
+        )
         return kept.to_csr(n_items)
 
 
-@dataclass
+@dataclass(frozen=True)
+class Knobs:
+    """What changes a pipeline's lists but none of its models (Serve's knobs; the selection's grids)."""
+
+    shelves: Shelves = field(default_factory=Shelves)
+    tail_boost: float = 0.0  # 0-1 rarity blend of the scores
+    exploration: float = 0.0  # 0-1 random lift of tail items
+    popularity_penalty: float = (
+        0.0  # scores lose this · log(1 + train count): τ·γ (ranker.popularity_adjustment)
+    )
+    trend_bonus: float = 0.0  # scores gain this · log(1 + recent count): τ·δ (ranker.trend_boost)
+    alpha: float | None = None  # the ranker's α gate replaced by one number; None: as trained
+    beta: float | None = None  # the ranker's β gate replaced by one number; None: as trained
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """What derives from the catalog's train counts and text, computed once per catalog."""
+
+    tail: np.ndarray  # (n,) bool: outside the head (the top 20% of items by train count)
+    new: np.ndarray  # (n,) bool: never touched in train
+    new_pool: np.ndarray  # (p,) catalog index of each entry of new_index
+    new_index: (
+        ItemIndex | None
+    )  # never-touched items by text (the new-item channel); None when there are none
+
+    @classmethod
+    def of(cls, train_counts: np.ndarray, text_vectors: np.ndarray, retrieval: RetrievalConfig) -> Catalog:
+        new = np.asarray(train_counts) == 0
+        pool = np.flatnonzero(new)
+        kind = choose_kind(retrieval.index, len(pool), retrieval.exact_below)
+        index = None
+        if len(pool):
+            r = retrieval
+            index = ItemIndex.build(text_vectors[pool], kind, r.nlist, r.nprobe, r.hnsw_m, r.ef_search)
+        return cls(~popularity_buckets(train_counts)["head"], new, pool, index)
+
+
+@dataclass(frozen=True)
 class Pipeline:
-    """Everything the three stages read: both models, the MIPS index, the catalog and the knobs."""
+    """The models, the catalog they score, the knobs and the derived catalog state (module docstring)."""
 
     retriever: FactorizedRetriever
     ranker: HybridRanker
@@ -85,32 +135,39 @@ class Pipeline:
     text_vectors: np.ndarray  # (n, d_t) unit text vectors: the text profile of the new-item channel and shelf
     graph: sparse.csr_matrix  # (n, n) the item graph (graph channel)
     train_counts: np.ndarray  # (n,)
+    recent_counts: np.ndarray | None  # (n,) train counts over the newest ranker.trend_window of train
     retrieval: RetrievalConfig
-    shelves: Shelves = field(default_factory=Shelves)
-    boost: float = 0.0  # tail boost, 0-1
-    exploration: float = 0.0  # 0-1
-    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
-    history_strengths: bool = True  # the models read event strengths of the history (events.in_history)
-    popularity_penalty: float = 0.0  # the ranker's scores lose this · log(1 + train count): τ·γ of ranker.popularity_adjustment
-    recent_counts: np.ndarray | None = None  # (n,) train counts over the newest ranker.trend_window of train
-    trend_bonus: float = 0.0  # the ranker's scores gain this · log(1 + recent count): τ·δ of ranker.trend_boost
+    history_strengths: bool  # the models read event strengths of the history (events.in_history)
+    catalog: Catalog
+    knobs: Knobs = field(default_factory=Knobs)
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))  # exploration noise
 
-    def __post_init__(self) -> None:
-        self.refresh()
+    def with_knobs(self, **changes: Any) -> Pipeline:
+        """The same models and catalog with some knobs changed (nothing is rebuilt)."""
+        return dataclasses.replace(self, knobs=dataclasses.replace(self.knobs, **changes))
 
-    def refresh(self) -> None:
-        """Recompute what derives from the catalog: the tail, the never-touched items and their text index."""
-        self.tail = ~popularity_buckets(self.train_counts)["head"]  # (n,)
-        self.new = np.asarray(self.train_counts) == 0  # (n,) never touched
-        self.new_pool = np.flatnonzero(self.new)  # (p,) catalog index of each entry of new_index
-        r = self.retrieval
-        kind = choose_kind(r.index, len(self.new_pool), r.exact_below)
-        self.new_index = ItemIndex.build(self.text_vectors[self.new_pool], kind, r.nlist, r.nprobe, r.hnsw_m,
-                                         r.ef_search) if len(self.new_pool) else None  # fmt: skip
+    def with_candidates(self, candidates: int | None) -> Pipeline:
+        """The same pipeline retrieving ``candidates`` per user (None: exact, the ranker scores every
+        item)."""
+        return dataclasses.replace(
+            self, retrieval=self.retrieval.model_copy(update={"candidates": candidates})
+        )
 
     @property
     def n_items(self) -> int:
         return len(self.train_counts)
+
+    @property
+    def tail(self) -> np.ndarray:
+        return self.catalog.tail
+
+    @property
+    def new(self) -> np.ndarray:
+        return self.catalog.new
+
+    @property
+    def shelves(self) -> Shelves:
+        return self.knobs.shelves
 
 
 @dataclass
@@ -165,32 +222,40 @@ def text_profile(p: Pipeline, batch: Batch) -> np.ndarray:
 def _text_profile(p: Pipeline, batch: Batch) -> np.ndarray:
     h = batch.histories
     if p.history_strengths and h.strengths is not None:
-        weighted = sparse.csr_matrix((h.strengths.astype(np.float32), h.items, h.indptr), shape=(len(batch), p.n_items))
+        weighted = sparse.csr_matrix(
+            (h.strengths.astype(np.float32), h.items, h.indptr), shape=(len(batch), p.n_items)
+        )
         profile = np.asarray(weighted @ p.text_vectors)
     else:
         profile = np.asarray(h.to_csr(p.n_items) @ p.text_vectors)
     return profile / np.maximum(np.linalg.norm(profile, axis=1, keepdims=True), 1e-12)
 
 
-def channels(p: Pipeline, batch: Batch, k: int = 0, excluded: sparse.csr_matrix | None = None,
-             ordered: bool = True) -> dict[str, np.ndarray]:  # fmt: skip
-    """Each candidate channel's (b, k_c) lists, -1 padded: ``mips`` (the retriever over every item, at least k),
-    ``tail`` (the retriever over tail items), ``graph`` (neighbours of the newest items), ``new`` (never-touched
+def channels(
+    p: Pipeline, batch: Batch, k: int = 0, excluded: sparse.csr_matrix | None = None, ordered: bool = True
+) -> dict[str, np.ndarray]:
+    """Each candidate channel's (b, k_c) lists, -1 padded: ``mips`` (the retriever over every item, at least
+    k),
+    ``tail`` (the retriever over tail items), ``graph`` (neighbours of the newest items), ``new``
+    (never-touched
     items by text). The MIPS channels already skip excluded items; ``merge`` drops them from the others.
     ``ordered=False``: the MIPS channels' rows in any order (``merge`` sorts by catalog index anyway)."""
     r = p.retrieval
     excluded = batch.excluded(p.n_items) if excluded is None else excluded
     q = _query(p, batch)
-    wanted = [(max(r.candidates or 0, k), None)] + ([(r.tail_candidates, p.tail)] if r.tail_candidates else [])
+    wanted: list[tuple[int, np.ndarray | None]] = [(max(r.candidates or 0, k), None)]
+    if r.tail_candidates:
+        wanted.append((r.tail_candidates, p.tail))
     found = p.index.search_many(q, wanted, excluded, ordered)  # one scoring of the catalog for both
     out = {"mips": found[0]}
     if r.tail_candidates:
         out["tail"] = found[1]
     if r.graph_candidates:
         out["graph"] = graph_neighbours(p.graph, batch.recent(r.graph_recent, -1), r.graph_candidates)
-    if r.new_candidates and p.new_index is not None:
-        found = p.new_index.search(text_profile(p, batch), r.new_candidates)  # (b, k) positions in new_pool
-        out["new"] = np.where(found >= 0, p.new_pool[np.maximum(found, 0)], -1)
+    if r.new_candidates and p.catalog.new_index is not None:
+        profile = text_profile(p, batch)
+        at = p.catalog.new_index.search(profile, r.new_candidates)  # (b, k) positions in new_pool
+        out["new"] = np.where(at >= 0, p.catalog.new_pool[np.maximum(at, 0)], -1)
     return out
 
 
@@ -203,36 +268,40 @@ def retrieve(p: Pipeline, batch: Batch, k: int = 0) -> np.ndarray:
 
 
 @torch.no_grad()
-def rank(p: Pipeline, batch: Batch, candidates: np.ndarray, boost: float | None = None
-         ) -> tuple[np.ndarray, HybridOutput, np.ndarray]:  # fmt: skip
+def rank(
+    p: Pipeline, batch: Batch, candidates: np.ndarray, boost: float | None = None
+) -> tuple[np.ndarray, HybridOutput, np.ndarray]:
     """(scores (b, C) with -inf for padding, the ranker's output, the history it read (b, L))."""
     if p.ranker.training:
         p.ranker.eval()
     recent = batch.recent(p.ranker.max_history, p.n_items)
     device = _device(p.ranker)
-    strength = strengths(p, batch, p.ranker.max_history)
-    strength = None if strength is None else torch.from_numpy(strength).to(device)
+    read = strengths(p, batch, p.ranker.max_history)
+    strength = None if read is None else torch.from_numpy(read).to(device)
+    gates = {"alpha": p.knobs.alpha, "beta": p.knobs.beta}
     if p.retrieval.candidates is None:  # every item, shared by the batch: one product per term
-        out = _on_cpu(p.ranker(torch.from_numpy(recent).to(device), None, strength))
+        out = _on_cpu(p.ranker(torch.from_numpy(recent).to(device), None, strength, **gates))
         scores = out.score.numpy().astype(np.float64)  # (b, n)
         excluded = batch.excluded(p.n_items)
         scores[np.repeat(np.arange(len(batch)), np.diff(excluded.indptr)), excluded.indices] = -np.inf
     else:
         cand = torch.from_numpy(np.where(candidates >= 0, candidates, p.n_items)).to(device)
-        out = _on_cpu(p.ranker(torch.from_numpy(recent).to(device), cand, strength))
+        out = _on_cpu(p.ranker(torch.from_numpy(recent).to(device), cand, strength, **gates))
         scores = np.where(candidates >= 0, out.score.numpy().astype(np.float64), -np.inf)  # (b, C)
     return score_knobs(p, candidates, scores, boost), out, recent
 
 
-def score_knobs(p: Pipeline, candidates: np.ndarray, scores: np.ndarray, boost: float | None = None) -> np.ndarray:
+def score_knobs(
+    p: Pipeline, candidates: np.ndarray, scores: np.ndarray, boost: float | None = None
+) -> np.ndarray:
     """The ranker's scores (b, C) of ``candidates`` after the popularity terms and the score knobs (tail
     boost, or ``boost`` when given; exploration)."""
     safe = np.maximum(candidates, 0)
     counts = np.asarray(p.train_counts)[safe]
     terms = popularity_terms(p, candidates)
     scores = scores if terms is None else scores + terms  # -inf (padding, excluded) stays -inf
-    scores = tail_boost(scores, counts, p.boost if boost is None else boost)
-    return explore(scores, p.tail[safe], p.exploration, p.rng)
+    scores = tail_boost(scores, counts, p.knobs.tail_boost if boost is None else boost)
+    return explore(scores, p.tail[safe], p.knobs.exploration, p.rng)
 
 
 def popularity_terms(p: Pipeline, candidates: np.ndarray) -> np.ndarray | None:
@@ -241,10 +310,10 @@ def popularity_terms(p: Pipeline, candidates: np.ndarray) -> np.ndarray | None:
     in the newest part of train); None when both are off. A never-touched item gets 0."""
     safe = np.maximum(candidates, 0)
     terms = None
-    if p.popularity_penalty:
-        terms = -p.popularity_penalty * np.log1p(np.asarray(p.train_counts)[safe])
-    if p.trend_bonus and p.recent_counts is not None:
-        trend = p.trend_bonus * np.log1p(np.asarray(p.recent_counts)[safe])
+    if p.knobs.popularity_penalty:
+        terms = -p.knobs.popularity_penalty * np.log1p(np.asarray(p.train_counts)[safe])
+    if p.knobs.trend_bonus and p.recent_counts is not None:
+        trend = p.knobs.trend_bonus * np.log1p(np.asarray(p.recent_counts)[safe])
         terms = trend if terms is None else terms + trend
     return terms
 
@@ -253,11 +322,19 @@ def _on_cpu(out: HybridOutput) -> HybridOutput:
     return HybridOutput(*(getattr(out, f.name).cpu() for f in dataclasses.fields(out)))
 
 
-def arrange_lists(p: Pipeline, batch: Batch, candidates: np.ndarray, scores: np.ndarray, k: int,
-                  exposure: np.ndarray, record: bool = True) -> np.ndarray:  # fmt: skip
+def arrange_lists(
+    p: Pipeline,
+    batch: Batch,
+    candidates: np.ndarray,
+    scores: np.ndarray,
+    k: int,
+    exposure: np.ndarray,
+    record: bool = True,
+) -> np.ndarray:
     """(b, k) columns into ``candidates``: top-k, or the shelves when they are on."""
-    new_scores = new_item_scores(p, batch, candidates, scores) if p.shelves.new_share > 0 else None
-    return arrange(candidates, scores, k, p.tail, p.new, p.shelves, exposure, new_scores, record)
+    shelves = p.knobs.shelves
+    new_scores = new_item_scores(p, batch, candidates, scores) if shelves.new_share > 0 else None
+    return arrange(candidates, scores, k, p.tail, p.new, shelves, exposure, new_scores, record)
 
 
 def new_item_scores(p: Pipeline, batch: Batch, candidates: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -275,8 +352,14 @@ def new_item_scores(p: Pipeline, batch: Batch, candidates: np.ndarray, scores: n
     return zscore(cosine, axis=1) + zscore(ranked, axis=1)
 
 
-def recommend(p: Pipeline, batch: Batch, k: int, exposure: np.ndarray | None = None, record: bool = True,
-              boost: float | None = None) -> Lists:  # fmt: skip
+def recommend(
+    p: Pipeline,
+    batch: Batch,
+    k: int,
+    exposure: np.ndarray | None = None,
+    record: bool = True,
+    boost: float | None = None,
+) -> Lists:
     """retrieve → rank → arrange for one batch of users. ``exposure`` (n,) counts past showings (shelves)."""
     exposure = np.zeros(p.n_items) if exposure is None else exposure
     candidates = retrieve(p, batch, k)
@@ -293,26 +376,40 @@ def retriever_lists(p: Pipeline, batch: Batch, k: int) -> np.ndarray:
     return p.index.search(_query(p, batch), k, batch.excluded(p.n_items))
 
 
-def grow(p: Pipeline, new_vectors: np.ndarray, graph: sparse.csr_matrix) -> None:
-    """Add m never-touched items to the catalog in place: ``new_vectors`` (m, d_t) unit text vectors,
+def grow(p: Pipeline, new_vectors: np.ndarray, graph: sparse.csr_matrix) -> Pipeline:
+    """The pipeline over the catalog plus m never-touched items: ``new_vectors`` (m, d_t) unit text vectors,
     ``graph`` the grown (n + m, n + m) item graph. Both models get rows, the retriever index and the
-    new-item index get entries; old items score as before."""
+    new-item index get entries (the indexes are extended in place: the grown pipeline owns them); old items
+    score as before."""
     n, m = p.n_items, len(new_vectors)
-    vectors = np.vstack([p.text_vectors, np.asarray(new_vectors, np.float32)])  # (n + m, d), shared by both models
+    vectors = np.vstack(
+        [p.text_vectors, np.asarray(new_vectors, np.float32)]
+    )  # (n + m, d), shared by both models
     shared = torch.from_numpy(vectors)
-    p.ranker = extend_catalog(p.ranker, shared, graph_tensor(graph)).eval()
-    p.retriever = extend_retriever(p.retriever, shared, torch.from_numpy(np.asarray(graph[n:] @ vectors))).eval()
+    ranker = p.ranker.grown(shared, graph_tensor(graph)).eval()
+    retriever = p.retriever.grown(shared, torch.from_numpy(np.asarray(graph[n:] @ vectors))).eval()
     with torch.no_grad():
-        p.index.add(p.retriever.item_vectors(torch.arange(n, n + m)).numpy())
-    p.text_vectors, p.graph = vectors, graph
-    p.train_counts = np.concatenate([p.train_counts, np.zeros(m, np.int64)])
-    if p.recent_counts is not None:
-        p.recent_counts = np.concatenate([p.recent_counts, np.zeros(m, np.int64)])
-    pool = p.new_index
-    p.tail = ~popularity_buckets(p.train_counts)["head"]
-    p.new = np.concatenate([p.new, np.ones(m, bool)])
-    p.new_pool = np.concatenate([p.new_pool, np.arange(n, n + m)])
-    if pool is None:
-        p.refresh()
+        p.index.add(retriever.item_vectors(torch.arange(n, n + m)).numpy())
+    counts = np.concatenate([p.train_counts, np.zeros(m, np.int64)])
+    recent = None if p.recent_counts is None else np.concatenate([p.recent_counts, np.zeros(m, np.int64)])
+    old = p.catalog
+    if old.new_index is None:
+        catalog = Catalog.of(counts, vectors, p.retrieval)
     else:
-        pool.add(vectors[n:])
+        old.new_index.add(vectors[n:])
+        catalog = Catalog(
+            ~popularity_buckets(counts)["head"],
+            np.concatenate([old.new, np.ones(m, bool)]),
+            np.concatenate([old.new_pool, np.arange(n, n + m)]),
+            old.new_index,
+        )
+    return dataclasses.replace(
+        p,
+        retriever=retriever,
+        ranker=ranker,
+        text_vectors=vectors,
+        graph=graph,
+        train_counts=counts,
+        recent_counts=recent,
+        catalog=catalog,
+    )

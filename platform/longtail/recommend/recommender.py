@@ -22,7 +22,11 @@ class PipelineRecommender:
     def recommend(self, users: np.ndarray, histories: Histories, k: int) -> np.ndarray:
         """(b, k) lists, each user's history excluded."""
         out = np.full((len(users), k), -1, dtype=np.int64)
-        step = self.batch_users if self.pipeline.retrieval.candidates is not None else max(1, self.batch_users // 2)
+        step = (
+            self.batch_users
+            if self.pipeline.retrieval.candidates is not None
+            else max(1, self.batch_users // 2)
+        )
         for start in range(0, len(users), step):
             rows = np.arange(start, min(start + step, len(users)))
             lists = recommend(self.pipeline, Batch.of(histories.rows(rows)), k, self.exposure)

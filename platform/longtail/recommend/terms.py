@@ -21,17 +21,28 @@ TERMS = ("text", "assoc", "cf")
 
 
 def contributions(out, columns: np.ndarray) -> np.ndarray:
-    """(b, k, 3) text/assoc/cf contributions of each pick (``columns`` into the ranker's candidates), NaN where -1."""
-    alpha, beta = (np.broadcast_to(g.detach().numpy(), out.score.shape) for g in (out.alpha, out.beta))  # (b, c)
-    terms = np.stack([alpha * (1 - beta) * out.text.detach().numpy(), alpha * beta * out.assoc.detach().numpy(),
-                      (1 - alpha) * out.cf.detach().numpy()], axis=-1)  # (b, c, 3)  # fmt: skip
+    """(b, k, 3) text/assoc/cf contributions of each pick (``columns`` into the ranker's candidates), NaN
+    where -1."""
+    alpha, beta = (
+        np.broadcast_to(g.detach().numpy(), out.score.shape) for g in (out.alpha, out.beta)
+    )  # (b, c)
+    terms = np.stack(
+        [
+            alpha * (1 - beta) * out.text.detach().numpy(),
+            alpha * beta * out.assoc.detach().numpy(),
+            (1 - alpha) * out.cf.detach().numpy(),
+        ],
+        axis=-1,
+    )  # (b, c, 3)
     picked = np.take_along_axis(terms, np.maximum(columns, 0)[..., None], 1)  # (b, k, 3)
     return np.where((columns >= 0)[..., None], picked, np.nan)
 
 
-def term_shares(pipe: Pipeline, histories: Histories, users: np.ndarray, k: int = 20,
-                batch_users: int = 256) -> dict[str, dict[str, float]]:  # fmt: skip
-    """``{bucket: {"items": n, "share_text": …, "mean_text": …, …}}`` over the lists ``pipe`` serves ``users``."""
+def term_shares(
+    pipe: Pipeline, histories: Histories, users: np.ndarray, k: int = 20, batch_users: int = 256
+) -> dict[str, dict[str, float]]:
+    """``{bucket: {"items": n, "share_text": …, "mean_text": …, …}}`` over the lists ``pipe`` serves
+    ``users``."""
     exposure = np.zeros(pipe.n_items)
     items, parts = [], []
     for start in range(0, len(users), batch_users):

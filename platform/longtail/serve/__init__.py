@@ -5,7 +5,8 @@
     local.py        the app's recommender in one process (tests, uvicorn)
     ranker_core.py encoder_core.py ranking.py   what a replica computes, without Serve
     ingress.py deployments.py app.py   the Serve Ingress, Ranker and Encoder, and the app builder
-    knobs.py schemas.py metrics.py pooled_store.py   typed args and knobs, HTTP bodies, Prometheus, store calls
+    knobs.py schemas.py metrics.py pooled_store.py   typed args and knobs, HTTP bodies, Prometheus, store
+    calls
 
 The state store itself is ``longtail.store``.
 """

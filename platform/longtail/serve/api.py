@@ -66,11 +66,13 @@ class Recommender(Protocol):
         ...
 
     def in_bundle(self, item_ids: Iterable[str]) -> set[str]:
-        """The ids among ``item_ids`` that are in the bundle's catalog (items added later are in the store)."""
+        """The ids among ``item_ids`` that are in the bundle's catalog (items added later are in the
+        store)."""
         ...
 
     async def recommend(self, request: dict) -> dict:
-        """A ``RecommendRequest`` as a dict → the ranked list (``RecommendResponse`` fields + ``served_by``)."""
+        """A ``RecommendRequest`` as a dict → the ranked list (``RecommendResponse`` fields +
+        ``served_by``)."""
         ...
 
     async def similar(self, item_id: str, k: int) -> dict:
@@ -97,7 +99,8 @@ def create_app(
     change limits live), ``metrics``, ``replica`` (the ``x-longtail-replica`` header) and ``version``."""
     app = FastAPI(
         title="longtail",
-        description="Recommendations that surface the long tail: hybrid text + graph + CF ranking, live events.",
+        description="Recommendations that surface the long tail: hybrid text + graph + CF ranking, live "
+        "events.",
         version="1",
     )
     app.state.auth, app.state.limits, app.state.metrics = auth, limits, metrics
@@ -137,7 +140,10 @@ def _reads(recommender: Recommender) -> APIRouter:
     router = APIRouter()
 
     @router.post(
-        "/recommend", response_model=RecommendResponse, response_model_exclude_none=True, dependencies=PERSONAL
+        "/recommend",
+        response_model=RecommendResponse,
+        response_model_exclude_none=True,
+        dependencies=PERSONAL,
     )
     async def recommend(body: RecommendRequest, request: Request) -> JSONResponse:
         """Top-k items for a user; unknown users get popular items mixed with tail exploration."""
@@ -150,7 +156,10 @@ def _reads(recommender: Recommender) -> APIRouter:
         return response
 
     @router.post(
-        "/recommend/text", response_model=RecommendResponse, response_model_exclude_none=True, dependencies=READ
+        "/recommend/text",
+        response_model=RecommendResponse,
+        response_model_exclude_none=True,
+        dependencies=READ,
     )
     async def recommend_text(body: TextQuery, request: Request) -> JSONResponse:
         """Items whose text is closest to a free-text query (through the encoder)."""
@@ -160,7 +169,10 @@ def _reads(recommender: Recommender) -> APIRouter:
         return versioned(answer, found["bundle_version"])
 
     @router.get(
-        "/items/{item_id}/similar", response_model=SimilarResponse, response_model_exclude_none=True, dependencies=READ
+        "/items/{item_id}/similar",
+        response_model=SimilarResponse,
+        response_model_exclude_none=True,
+        dependencies=READ,
     )
     async def similar(item_id: Id, request: Request, k: Annotated[int, Query(le=MAX_K)] = 20) -> JSONResponse:
         """Graph neighbours of an item, then its nearest items by text."""
@@ -200,10 +212,20 @@ def _writes(recommender: Recommender, store: PooledStore) -> APIRouter:
         if missing:
             rows = [i for i, e in enumerate(batch) if e.item_id in missing]
             raise HTTPException(
-                422, f"unknown item_id {sorted(missing)[:5]} in event(s) at index {rows[:5]}; add items with POST /items first"
+                422,
+                f"unknown item_id {sorted(missing)[:5]} in event(s) at index {rows[:5]}; add items with POST "
+                f"/items first",
             )
         stored = [
-            Event(e.event_id, e.user_id, e.item_id, e.type, now if e.timestamp is None else e.timestamp, e.weight, e.timestamp is not None)
+            Event(
+                e.event_id,
+                e.user_id,
+                e.item_id,
+                e.type,
+                now if e.timestamp is None else e.timestamp,
+                e.weight,
+                e.timestamp is not None,
+            )
             for e in batch
         ]
         try:
@@ -222,7 +244,9 @@ def _writes(recommender: Recommender, store: PooledStore) -> APIRouter:
         if recommender.in_bundle([body.item_id]) or await store.known_items([body.item_id]):
             raise HTTPException(409, f"item_id {body.item_id!r} is already in the catalog")
         embedded = await recommender.embed(body.text)
-        added = await store.add_item(body.item_id, body.text, body.fields or {}, embedded["encoder"], embedded["vector"])
+        added = await store.add_item(
+            body.item_id, body.text, body.fields or {}, embedded["encoder"], embedded["vector"]
+        )
         if not added:
             raise HTTPException(409, f"item_id {body.item_id!r} is already in the catalog")
         _metrics(request).items_added.inc()
@@ -255,7 +279,11 @@ def _check_timestamps(batch: list[EventIn], now: float, skew_s: float, in_list: 
     for i, event in enumerate(batch):
         if event.timestamp is not None and event.timestamp > now + skew_s:
             where = f"events[{i}].timestamp" if in_list else "timestamp"
-            hint = " (milliseconds? send unix seconds, e.g. Date.now() / 1000)" if event.timestamp > now * 100 else ""
+            hint = (
+                " (milliseconds? send unix seconds, e.g. Date.now() / 1000)"
+                if event.timestamp > now * 100
+                else ""
+            )
             raise HTTPException(
                 422,
                 f"{where}: {event.timestamp:.3f} is in the future{hint}; accepted up to now + {skew_s:g} s "
@@ -266,7 +294,9 @@ def _check_timestamps(batch: list[EventIn], now: float, skew_s: float, in_list: 
 async def _store_unavailable(request: Request, exc: Exception) -> JSONResponse:
     log.warning("store unavailable on %s: %s", request.url.path, exc)
     return JSONResponse(
-        {"detail": "the state store is busy or unreachable; retry"}, status_code=503, headers={"Retry-After": RETRY_AFTER_S}
+        {"detail": "the state store is busy or unreachable; retry"},
+        status_code=503,
+        headers={"Retry-After": RETRY_AFTER_S},
     )
 
 

@@ -55,7 +55,9 @@ def _matches(given: bytes | None, *expected: bytes | None) -> bool:
 
 def _refuse(what: str) -> HTTPException:
     return HTTPException(
-        status.HTTP_401_UNAUTHORIZED, f"missing or wrong bearer token ({what})", headers={"WWW-Authenticate": "Bearer"}
+        status.HTTP_401_UNAUTHORIZED,
+        f"missing or wrong bearer token ({what})",
+        headers={"WWW-Authenticate": "Bearer"},
     )
 
 

@@ -1,4 +1,4 @@
-"""The Ranker and Encoder deployments: Serve wrappers around ``RankerCore`` and ``EncoderCore``. Each loads
+"""The Ranker and Encoder deployments: Serve wrappers around ``Reader`` and ``EncoderCore``. Each loads
 (and verifies) the bundle itself; neither imports training code. Requests are batched with ``@serve.batch``;
 batch sizes are ``user_config`` knobs."""
 
@@ -8,10 +8,10 @@ import ray
 from ray import serve
 
 from longtail.serve.encoder_core import EncoderCore
-from longtail.serve.knobs import EncoderKnobs, RankerKnobs, ReplicaSpec
+from longtail.serve.knobs import EncoderKnobs, ListKnobs, ReplicaSpec
 from longtail.serve.metrics import ServeMetrics
 from longtail.serve.pooled_store import PooledStore
-from longtail.serve.ranker_core import RankerCore, set_torch_threads
+from longtail.serve.reader import Reader, set_torch_threads
 from longtail.store import open_store
 
 __all__ = ["Encoder", "Ranker"]
@@ -19,19 +19,23 @@ __all__ = ["Encoder", "Ranker"]
 
 @serve.deployment(name="Ranker", ray_actor_options={"num_cpus": 0.25}, max_ongoing_requests=32)
 class Ranker:
-    """A ``RankerCore`` as its own deployment (``ranker_deployment: true``): scales apart from the HTTP
+    """A ``Reader`` as its own deployment (``ranker_deployment: true``): scales apart from the HTTP
     ingress, e.g. on GPU nodes while the ingress stays on the head."""
 
     def __init__(self, spec: ReplicaSpec) -> None:
         set_torch_threads(spec.torch_threads)
-        replica = f"{ray.get_runtime_context().get_node_id()[:12]}/{serve.get_replica_context().replica_id.unique_id}"
+        node, replica_id = (
+            ray.get_runtime_context().get_node_id()[:12],
+            serve.get_replica_context().replica_id,
+        )
+        replica = f"{node}/{replica_id.unique_id}"
         metrics = ServeMetrics.open(spec.metrics_dir)
         metrics.replicas.labels("Ranker").set(1)
         store = PooledStore(open_store(spec.store, timeout_s=spec.store_timeout_s), spec.store_threads)
-        self.core = RankerCore(spec.bundle, store, metrics, replica)
+        self.core = Reader(spec.bundle, store, metrics, replica)
 
     def reconfigure(self, config: dict) -> None:
-        knobs = RankerKnobs.model_validate(config)
+        knobs = ListKnobs.model_validate(config)
         self.core.configure(knobs)
         set_batching(self._batch, knobs)
 
@@ -80,7 +84,7 @@ class Encoder:
         return [v.tolist() for v in await self.core.encode_async(texts)]
 
 
-def set_batching(batched, knobs: RankerKnobs | EncoderKnobs) -> None:
+def set_batching(batched, knobs: ListKnobs | EncoderKnobs) -> None:
     """Apply a ``user_config``'s batch size and wait to a ``@serve.batch`` method, live."""
     batched.set_max_batch_size(knobs.max_batch_size)
     batched.set_batch_wait_timeout_s(knobs.batch_wait_timeout_s)

@@ -48,7 +48,9 @@ class EncoderCore:
         """(len(texts), d) unit vectors."""
         from longtail.model.encoder import embed_texts
 
-        return embed_texts(self.encoder, self.tokenizer, texts, self.max_length, max(len(texts), 1), self.device)
+        return embed_texts(
+            self.encoder, self.tokenizer, texts, self.max_length, max(len(texts), 1), self.device
+        )
 
     async def encode_async(self, texts: list[str]) -> np.ndarray:
         return await asyncio.get_running_loop().run_in_executor(self._thread, self.encode, texts)
@@ -60,16 +62,21 @@ class EncoderCore:
         for start in range(0, len(missing), chunk):
             part = missing[start : start + chunk]
             vectors = self.encode([text for _, text in part])
-            added += self.store.add_vectors(self.encoder_id, dict(zip((i for i, _ in part), vectors, strict=True)))
-            log.info("encoder %s: %d/%d stored items encoded", self.encoder_id, start + len(part), len(missing))
+            added += self.store.add_vectors(
+                self.encoder_id, dict(zip((i for i, _ in part), vectors, strict=True))
+            )
+            log.info(
+                "encoder %s: %d/%d stored items encoded", self.encoder_id, start + len(part), len(missing)
+            )
         return added
 
     def start_backfill(self, every_s: float = BACKFILL_EVERY_S) -> None:
         """Backfill every ``every_s`` seconds from a daemon thread until ``stop`` (idempotent)."""
         if self._backfiller is None or not self._backfiller.is_alive():
             self._stop.clear()
-            self._backfiller = threading.Thread(target=self._backfill_loop, args=(every_s,), daemon=True,
-                                                name="longtail-backfill")  # fmt: skip
+            self._backfiller = threading.Thread(
+                target=self._backfill_loop, args=(every_s,), daemon=True, name="longtail-backfill"
+            )
             self._backfiller.start()
 
     def _backfill_loop(self, every_s: float) -> None:
@@ -77,7 +84,9 @@ class EncoderCore:
             try:
                 self._thread.submit(self.backfill_sync).result()
             except Exception:  # a store outage: try again next round, never end the loop
-                log.warning("encoder %s: backfill failed; retrying in %.0f s", self.encoder_id, every_s, exc_info=True)
+                log.warning(
+                    "encoder %s: backfill failed; retrying in %.0f s", self.encoder_id, every_s, exc_info=True
+                )
 
     def stop(self) -> None:
         self._stop.set()

@@ -58,7 +58,8 @@ class GuardMiddleware:
                     return await _too_large(send_wrapper, f"request body over {limits.max_body_bytes} bytes")
                 if more and len(pieces) >= limits.max_body_messages:
                     return await _too_large(
-                        send_wrapper, f"request body in over {limits.max_body_messages} pieces; send it in fewer"
+                        send_wrapper,
+                        f"request body in over {limits.max_body_messages} pieces; send it in fewer",
                     )
             replay = [{"type": "http.request", "body": b"".join(pieces), "more_body": False}, *trailing]
 
@@ -73,5 +74,7 @@ class GuardMiddleware:
 
 async def _too_large(send: Any, detail: str) -> None:
     body = ('{"detail": "' + detail + '"}').encode()
-    await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]})
+    await send(
+        {"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json")]}
+    )
     await send({"type": "http.response.body", "body": body})

@@ -2,7 +2,7 @@
 
 Each replica builds its app after its constructor (``__serve_build_asgi_app__``), over itself as the
 ``Recommender``: reads go to the Ranker deployment, or with ``ranker_deployment: false`` to this replica's
-own in-process ``RankerCore``, and concurrent ``/recommend`` requests of one replica are ranked as one
+own in-process ``Reader``, and concurrent ``/recommend`` requests of one replica are ranked as one
 batch (``@serve.batch``). What needs Serve stays here: batching, the handles, resending a read whose Ranker
 replica died, and resending a text query whose encoder and ranker replicas serve different bundle versions
 mid-rollout.
@@ -25,10 +25,10 @@ from ray.serve.handle import DeploymentHandle
 from longtail.bundle import read_item_ids, read_manifest
 from longtail.serve.api import RETRY_AFTER_S, create_app
 from longtail.serve.auth import load_tokens
-from longtail.serve.knobs import IngressKnobs, RankerKnobs, ReplicaSpec
+from longtail.serve.knobs import IngressKnobs, ListKnobs, ReplicaSpec
 from longtail.serve.metrics import ServeMetrics
 from longtail.serve.pooled_store import PooledStore
-from longtail.serve.ranker_core import EncoderMismatch, RankerCore, set_torch_threads
+from longtail.serve.reader import EncoderMismatch, Reader, set_torch_threads
 from longtail.store import open_store
 
 log = logging.getLogger("longtail.serve")
@@ -40,14 +40,17 @@ RANKER_CALLS = 2  # /recommend batches one Ingress replica has in flight at once
 
 async def resend_on_replica_loss(call, retried, *args):
     """``await call.remote(*args)``, sent again (up to ``READ_RETRIES`` more times) when the replica that took
-    it dies mid-call (killed, OOM, node lost); 503 when every try failed. Only for calls that change nothing."""
+    it dies mid-call (killed, OOM, node lost); 503 when every try failed. Only for calls that change
+    nothing."""
     for attempt in range(READ_RETRIES + 1):
         try:
             return await call.remote(*args)
         except RayActorError as exc:  # includes ActorDiedError and ActorUnavailableError
             if attempt == READ_RETRIES:
                 raise HTTPException(
-                    503, f"no ranker replica answered ({type(exc).__name__}); retry", headers={"Retry-After": RETRY_AFTER_S}
+                    503,
+                    f"no ranker replica answered ({type(exc).__name__}); retry",
+                    headers={"Retry-After": RETRY_AFTER_S},
                 ) from exc
             retried()
             log.warning("ranker call: replica lost (%s), retrying", type(exc).__name__)
@@ -63,7 +66,9 @@ class Ingress:
         self.store = PooledStore(open_store(spec.store, timeout_s=spec.store_timeout_s), spec.store_threads)
         self.catalog_ids = frozenset(str(i) for i in read_item_ids(spec.bundle))
         self._version = read_manifest(spec.bundle, verify=False).version  # verified by the builder
-        self.tokens = load_tokens(spec.auth)  # fails the replica (and the deploy) when auth is on without a token
+        self.tokens = load_tokens(
+            spec.auth
+        )  # fails the replica (and the deploy) when auth is on without a token
         self.replica = serve.get_replica_context().replica_id.unique_id
         self.metrics = ServeMetrics.open(spec.metrics_dir)
         self.metrics.replicas.labels("Ingress").set(1)
@@ -71,7 +76,11 @@ class Ingress:
         self.http_app: FastAPI | None = None
         # no Ranker deployment: this replica ranks in-process (reads skip one Serve hop)
         node = ray.get_runtime_context().get_node_id()[:12]
-        self.local = None if ranker is not None else RankerCore(spec.bundle, self.store, self.metrics, f"{node}/{self.replica}")
+        self.local = (
+            None
+            if ranker is not None
+            else Reader(spec.bundle, self.store, self.metrics, f"{node}/{self.replica}")
+        )
         if not self.tokens.enabled:
             log.warning("auth: none — every route is open to anyone who can reach this port")
 
@@ -83,7 +92,7 @@ class Ingress:
     def reconfigure(self, config: dict) -> None:
         knobs = IngressKnobs.model_validate(config)
         if self.local is not None:
-            self.local.configure(knobs.ranker or RankerKnobs())
+            self.local.configure(knobs.ranker or ListKnobs())
         elif knobs.ranker is not None:
             raise ValueError(
                 "the Ingress's `ranker:` knobs apply only with `ranker_deployment: false`; "
@@ -120,9 +129,13 @@ class Ingress:
             embedded = await self.embed(query)
             try:
                 return await self._read("search", embedded["vector"], k, embedded["encoder"])
-            except EncoderMismatch as exc:  # mid-rollout: this encoder and that ranker serve different bundles
+            except (
+                EncoderMismatch
+            ) as exc:  # mid-rollout: this encoder and that ranker serve different bundles
                 if time.monotonic() > deadline:
-                    raise HTTPException(503, "a new bundle is rolling out; retry", headers={"Retry-After": RETRY_AFTER_S}) from exc
+                    raise HTTPException(
+                        503, "a new bundle is rolling out; retry", headers={"Retry-After": RETRY_AFTER_S}
+                    ) from exc
                 self.metrics.read_retries.inc()
                 await asyncio.sleep(0.25)
 
@@ -150,4 +163,6 @@ class Ingress:
         if self.local is not None:
             return await getattr(self.local, method)(*args)
         assert self.ranker is not None
-        return await resend_on_replica_loss(getattr(self.ranker, method), self.metrics.read_retries.inc, *args)
+        return await resend_on_replica_loss(
+            getattr(self.ranker, method), self.metrics.read_retries.inc, *args
+        )

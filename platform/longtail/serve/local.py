@@ -1,4 +1,4 @@
-"""The app's recommender in one process, without Ray: a ``RankerCore`` and an ``EncoderCore`` over a bundle.
+"""The app's recommender in one process, without Ray: a ``Reader`` and an ``EncoderCore`` over a bundle.
 
 Used by the HTTP tests (``TestClient`` against ``create_app``) and by anything that serves one bundle from
 one Python process (``uvicorn``); the Serve ``Ingress`` reads through the same cores, with batching and
@@ -14,13 +14,13 @@ from longtail.bundle import read_item_ids
 from longtail.serve.encoder_core import EncoderCore
 from longtail.serve.metrics import ServeMetrics
 from longtail.serve.pooled_store import PooledStore
-from longtail.serve.ranker_core import RankerCore
+from longtail.serve.reader import Reader
 
 
 class LocalRecommender:
     """``longtail.serve.api.Recommender`` over in-process cores (one request per pipeline pass)."""
 
-    def __init__(self, ranker: RankerCore, encoder: EncoderCore, catalog: Iterable[str]) -> None:
+    def __init__(self, ranker: Reader, encoder: EncoderCore, catalog: Iterable[str]) -> None:
         self.ranker, self.encoder = ranker, encoder
         self.catalog_ids = frozenset(catalog)
 
@@ -28,7 +28,7 @@ class LocalRecommender:
     def open(cls, bundle: Path, store: PooledStore, metrics: ServeMetrics) -> LocalRecommender:
         """Both cores over ``bundle`` and ``store``."""
         ids = (str(i) for i in read_item_ids(bundle))
-        return cls(RankerCore(bundle, store, metrics), EncoderCore(bundle, store.store), ids)
+        return cls(Reader(bundle, store, metrics), EncoderCore(bundle, store.store), ids)
 
     @property
     def version(self) -> str:

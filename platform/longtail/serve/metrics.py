@@ -37,36 +37,58 @@ class ServeMetrics:
         self.directory = directory
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(directory)
         values.ValueClass = values.MultiProcessValue()  # every metric below writes to the shared files
+
         def counter(name, doc, labels=()):
             return Counter(name, doc, labels, registry=None)
 
-        self.requests = counter("longtail_requests_total", "HTTP requests by route and status", ("route", "status"))
+        self.requests = counter(
+            "longtail_requests_total", "HTTP requests by route and status", ("route", "status")
+        )
         self.latency = Histogram(
-            "longtail_request_seconds", "HTTP request latency by route and status", ("route", "status"),
-            buckets=LATENCY_BUCKETS, registry=None,
-        )  # fmt: skip
+            "longtail_request_seconds",
+            "HTTP request latency by route and status",
+            ("route", "status"),
+            buckets=LATENCY_BUCKETS,
+            registry=None,
+        )
         self.events = counter("longtail_events_ingested_total", "events stored (duplicates excluded)")
-        self.duplicate_events = counter("longtail_events_duplicate_total", "events ignored as repeated event_id")
+        self.duplicate_events = counter(
+            "longtail_events_duplicate_total", "events ignored as repeated event_id"
+        )
         self.erased_events = counter("longtail_events_erased_total", "events refused: their user was erased")
         self.items_added = counter("longtail_items_added_total", "items added at run time")
         self.users_erased = counter("longtail_users_erased_total", "users erased on request")
-        self.read_retries = counter("longtail_ranker_read_retries_total", "ranker reads retried after a replica died")
+        self.read_retries = counter(
+            "longtail_ranker_read_retries_total", "ranker reads retried after a replica died"
+        )
         self.lists = counter("longtail_recommendations_total", "recommendation lists served", ("strategy",))
         self.served_items = counter("longtail_served_items_total", "items in served lists")
         self.served_tail = counter("longtail_served_tail_items_total", "tail items in served lists")
         self.coverage = Gauge(
-            "longtail_catalog_coverage", "share of the catalog in the lists of a sliding window (latest replica)",
-            registry=None, multiprocess_mode="livemostrecent",
-        )  # fmt: skip
+            "longtail_catalog_coverage",
+            "share of the catalog in the lists of a sliding window (latest replica)",
+            registry=None,
+            multiprocess_mode="livemostrecent",
+        )
         self.catalog_size = Gauge(
-            "longtail_catalog_items", "items a ranker can recommend", registry=None, multiprocess_mode="livemax"
+            "longtail_catalog_items",
+            "items a ranker can recommend",
+            registry=None,
+            multiprocess_mode="livemax",
         )
         self.replicas = Gauge(
-            "longtail_replicas", "live replicas by deployment", ("deployment",), registry=None,
+            "longtail_replicas",
+            "live replicas by deployment",
+            ("deployment",),
+            registry=None,
             multiprocess_mode="livesum",
-        )  # fmt: skip
+        )
         self.bundle = Gauge(
-            "longtail_bundle_info", "the bundle being served", ("version",), registry=None, multiprocess_mode="livemax"
+            "longtail_bundle_info",
+            "the bundle being served",
+            ("version",),
+            registry=None,
+            multiprocess_mode="livemax",
         )
 
     def request(self, route: str, status: str, seconds: float) -> None:

@@ -20,7 +20,9 @@ class RecommendRequest(Strict):
     user_id: Id
     k: int = Field(20, ge=1, le=MAX_K, description="items to return")
     exclude_seen: bool = Field(True, description="leave out items the user already interacted with")
-    tail_boost: Knob | None = Field(None, description="0..1 rarity blend for this request; null: the server's")
+    tail_boost: Knob | None = Field(
+        None, description="0..1 rarity blend for this request; null: the server's"
+    )
     explain: bool = Field(False, description="add term contributions and the attended history items")
 
 
@@ -50,7 +52,12 @@ class EventIn(Strict):
     item_id: Id
     type: str = Field(pattern=r"^[A-Za-z0-9_.:-]{1,32}$", description="e.g. view, click, purchase, rating")
     timestamp: float | None = Field(None, ge=0.0, description="unix seconds; null: time of arrival")
-    weight: float | None = Field(None, ge=0.0, le=1e6, description="multiplies the strength of the event type when the bundle has events.use_weight; null: 1")
+    weight: float | None = Field(
+        None,
+        ge=0.0,
+        le=1e6,
+        description="multiplies the event type's strength when the bundle has events.use_weight; null: 1",
+    )
 
     @field_validator("timestamp", "weight")
     @classmethod

@@ -36,7 +36,9 @@ def resolve_bundle(args: AppArgs) -> Path:
         path = (given.parent / f"{base}@{args.bundle_version}").resolve()
         if not path.is_dir():
             known = sorted(p.name for p in given.parent.glob(f"{base}@*"))
-            raise BundleError(f"{given}: no version {args.bundle_version!r} beside it; versions there: {known}")
+            raise BundleError(
+                f"{given}: no version {args.bundle_version!r} beside it; versions there: {known}"
+            )
     manifest = read_manifest(path)
     if args.bundle_version and manifest.version != args.bundle_version:
         raise BundleError(f"{path}: holds version {manifest.version}, not {args.bundle_version}")
@@ -67,8 +69,14 @@ def auth_sources(args: AppArgs) -> AuthSources:
     def absolute(path: str | None) -> str | None:
         return str(Path(path).expanduser().resolve()) if path else None
 
-    return AuthSources(args.auth, args.token_env, absolute(args.token_file), args.read_token_env,
-                       absolute(args.read_token_file), args.protect_reads)  # fmt: skip
+    return AuthSources(
+        args.auth,
+        args.token_env,
+        absolute(args.token_file),
+        args.read_token_env,
+        absolute(args.read_token_file),
+        args.protect_reads,
+    )
 
 
 def check_auth_config(args: AppArgs, sources: AuthSources) -> None:
@@ -78,13 +86,21 @@ def check_auth_config(args: AppArgs, sources: AuthSources) -> None:
     if args.auth == "none":
         return
     if not args.token_env and not args.token_file:
-        raise ValueError("auth: token, but neither token_env nor token_file is set; name one, or `auth: none`")
+        raise ValueError(
+            "auth: token, but neither token_env nor token_file is set; name one, or `auth: none`"
+        )
     for name, file in (("token_file", sources.token_file), ("read_token_file", sources.read_file)):
         if file and not Path(file).is_file():
-            raise ValueError(f"{name} {file}: no such file where the app is built; create it (a random token), or "
-                             "point it at the secret's mount")  # fmt: skip
+            raise ValueError(
+                f"{name} {file}: no such file where the app is built; create it (a random token), or "
+                "point it at the secret's mount"
+            )
     if sources.token_file:
-        load_tokens(AuthSources(sources.auth, None, sources.token_file, None, sources.read_file, sources.protect_reads))
+        load_tokens(
+            AuthSources(
+                sources.auth, None, sources.token_file, None, sources.read_file, sources.protect_reads
+            )
+        )
 
 
 def replica_spec(args: AppArgs) -> ReplicaSpec:
@@ -94,7 +110,18 @@ def replica_spec(args: AppArgs) -> ReplicaSpec:
     store = resolve_store(args)
     sources = auth_sources(args)
     check_auth_config(args, sources)
-    limits = Limits(max_body_bytes=args.max_body_bytes, max_body_messages=args.max_body_messages,
-                    max_clock_skew_s=args.max_clock_skew_s)  # fmt: skip
-    return ReplicaSpec(bundle, store, metrics_directory(args, store), args.store_timeout_s, args.store_threads,
-                       args.torch_threads, sources, limits)  # fmt: skip
+    limits = Limits(
+        max_body_bytes=args.max_body_bytes,
+        max_body_messages=args.max_body_messages,
+        max_clock_skew_s=args.max_clock_skew_s,
+    )
+    return ReplicaSpec(
+        bundle,
+        store,
+        metrics_directory(args, store),
+        args.store_timeout_s,
+        args.store_threads,
+        args.torch_threads,
+        sources,
+        limits,
+    )

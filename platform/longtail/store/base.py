@@ -23,7 +23,17 @@ import numpy as np
 SCHEMA_VERSION = 2
 # what a migration copies, table by table, in this column order (``Store.dump`` / ``Store.restore``)
 COLUMNS = {
-    "events": ("seq", "event_id", "user_id", "item_id", "type", "weight", "timestamp", "stamped", "arrived_at"),
+    "events": (
+        "seq",
+        "event_id",
+        "user_id",
+        "item_id",
+        "type",
+        "weight",
+        "timestamp",
+        "stamped",
+        "arrived_at",
+    ),
     "items": ("seq", "item_id", "text", "fields"),
     "item_vectors": ("seq", "item_id", "encoder", "vector"),
     "erased_users": ("user_id", "erased_at"),
@@ -45,8 +55,10 @@ class EventConflict(ValueError):
 
     def __init__(self, event_ids: list[str]) -> None:
         self.event_ids = event_ids
-        super().__init__(f"event_id(s) {event_ids[:5]} already stored with a different user, item, type, weight "
-                         "or timestamp; an event_id names one event")  # fmt: skip
+        super().__init__(
+            f"event_id(s) {event_ids[:5]} already stored with a different user, item, type, weight "
+            "or timestamp; an event_id names one event"
+        )
 
 
 @dataclass(frozen=True)
@@ -61,7 +73,12 @@ class Event:
 
     def same_payload(self, other: Event) -> bool:
         """Same event resent: user, item, type and weight agree, and the timestamps when both were sent."""
-        if (self.user_id, self.item_id, self.type, self.weight) != (other.user_id, other.item_id, other.type, other.weight):
+        if (self.user_id, self.item_id, self.type, self.weight) != (
+            other.user_id,
+            other.item_id,
+            other.type,
+            other.weight,
+        ):
             return False
         return not (self.stamped and other.stamped) or self.timestamp == other.timestamp
 
@@ -108,7 +125,8 @@ class Store(Protocol):
         ...
 
     def add_item(self, item_id: str, text: str, fields: dict, encoder: str, vector: np.ndarray) -> bool:
-        """Store a new item with its vector from ``encoder``; False when ``item_id`` exists (nothing changes)."""
+        """Store a new item with its vector from ``encoder``; False when ``item_id`` exists (nothing
+        changes)."""
         ...
 
     def items_missing_vectors(self, encoder: str) -> list[tuple[str, str]]:
@@ -132,7 +150,8 @@ class Store(Protocol):
         ...
 
     def dump(self, chunk: int = 10_000) -> Iterator[tuple[str, list[tuple]]]:
-        """Every row of every table (``TABLES``, columns in ``COLUMNS`` order), in chunks, from one snapshot."""
+        """Every row of every table (``TABLES``, columns in ``COLUMNS`` order), in chunks, from one
+        snapshot."""
         ...
 
     def restore(self, chunks: Iterable[tuple[str, list[tuple]]]) -> dict[str, int]:

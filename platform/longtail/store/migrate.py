@@ -47,12 +47,13 @@ def migrate(source: str, destination: str, chunk: int = 10_000) -> Migrated:
     else:
         schema, chunks = _sqlite_source(Path(source).expanduser(), chunk)
     if is_postgres(destination):
-        target = open_store(destination, create=True)
-        rows = target.restore(chunks)
-        return Migrated(schema, rows, target.describe(), None)
-    target = Path(destination).expanduser()
-    in_place = not is_postgres(source) and target.exists() and target.resolve() == Path(source).expanduser().resolve()
-    return _into_sqlite(target, schema, chunks, in_place)
+        database = open_store(destination, create=True)
+        rows = database.restore(chunks)
+        return Migrated(schema, rows, database.describe(), None)
+    file = Path(destination).expanduser()
+    same = file.exists() and file.resolve() == Path(source).expanduser().resolve()
+    in_place = not is_postgres(source) and same
+    return _into_sqlite(file, schema, chunks, in_place)
 
 
 def _sqlite_source(path: Path, chunk: int) -> tuple[int, Iterator[tuple[str, list[tuple]]]]:
@@ -61,7 +62,11 @@ def _sqlite_source(path: Path, chunk: int) -> tuple[int, Iterator[tuple[str, lis
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() if "meta" in tables else None
+        version = (
+            conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if "meta" in tables
+            else None
+        )
     except sqlite3.DatabaseError as err:
         raise StoreError(f"{path}: not a SQLite store ({err})") from None
     finally:
@@ -70,16 +75,22 @@ def _sqlite_source(path: Path, chunk: int) -> tuple[int, Iterator[tuple[str, lis
     if schema is None:
         raise StoreError(f"{path}: not a longtail store (no longtail tables)")
     if schema == SCHEMA_VERSION:
-        queries = {t: f"SELECT {', '.join(c)} FROM {t}" + (" ORDER BY seq" if "seq" in c else "") for t, c in COLUMNS.items()}
+        queries = {
+            t: f"SELECT {', '.join(c)} FROM {t}" + (" ORDER BY seq" if "seq" in c else "")
+            for t, c in COLUMNS.items()
+        }
     elif schema == 1:  # events had no weight and were all stamped by their sender; items carried a vector of
         # an unnamed encoder (not copied: re-encoded when served); there were no tombstones
         queries = {
-            "events": "SELECT seq, event_id, user_id, item_id, type, NULL, timestamp, 1, timestamp FROM events ORDER BY seq",
+            "events": "SELECT seq, event_id, user_id, item_id, type, NULL, timestamp, 1, timestamp FROM "
+            "events ORDER BY seq",
             "items": "SELECT seq, item_id, text, fields FROM items ORDER BY seq",
             "erased_users": "SELECT user_id, erased_at FROM erased_users",
         }
     else:
-        raise StoreError(f"{path}: schema {schema} is newer than this longtail's {SCHEMA_VERSION}; upgrade longtail")
+        raise StoreError(
+            f"{path}: schema {schema} is newer than this longtail's {SCHEMA_VERSION}; upgrade longtail"
+        )
     return schema, _sqlite_rows(path, queries, chunk)
 
 
@@ -98,8 +109,9 @@ def _sqlite_rows(path: Path, queries: dict[str, str], chunk: int) -> Iterator[tu
         conn.close()
 
 
-def _into_sqlite(destination: Path, schema: int, chunks: Iterator[tuple[str, list[tuple]]], in_place: bool
-                 ) -> Migrated:
+def _into_sqlite(
+    destination: Path, schema: int, chunks: Iterator[tuple[str, list[tuple]]], in_place: bool
+) -> Migrated:
     if destination.exists() and not in_place:
         raise StoreError(f"{destination}: exists; a migration writes a new store (or upgrades SRC in place)")
     if not destination.parent.is_dir():
@@ -114,7 +126,9 @@ def _into_sqlite(destination: Path, schema: int, chunks: Iterator[tuple[str, lis
         _checkpoint(tmp)
         backup = None
         if in_place:
-            backup = destination.with_name(f"{destination.name}.schema{schema}-{time.strftime('%Y%m%dT%H%M%S')}.bak")
+            backup = destination.with_name(
+                f"{destination.name}.schema{schema}-{time.strftime('%Y%m%dT%H%M%S')}.bak"
+            )
             os.replace(destination, backup)
             for suffix in ("-wal", "-shm"):
                 side = destination.with_name(destination.name + suffix)
@@ -135,4 +149,3 @@ def _checkpoint(path: Path) -> None:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     finally:
         conn.close()
-

@@ -44,7 +44,8 @@ from longtail.store.base import (
 SCHEMA = [
     "CREATE TABLE IF NOT EXISTS longtail_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     """CREATE TABLE IF NOT EXISTS events (
-        seq BIGSERIAL PRIMARY KEY, event_id TEXT NOT NULL UNIQUE, user_id TEXT NOT NULL, item_id TEXT NOT NULL,
+        seq BIGSERIAL PRIMARY KEY, event_id TEXT NOT NULL UNIQUE, user_id TEXT NOT NULL, item_id TEXT NOT
+        NULL,
         type TEXT NOT NULL, weight DOUBLE PRECISION, timestamp DOUBLE PRECISION NOT NULL,
         stamped BOOLEAN NOT NULL, arrived_at DOUBLE PRECISION NOT NULL)""",
     "CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id, timestamp, seq)",
@@ -73,7 +74,8 @@ def connection_options(url: str) -> dict[str, str]:
         raise StoreError(f"store URL is not a valid PostgreSQL URL: {' '.join(str(err).split())}") from None
     if params.get("password"):
         raise StoreError(
-            "the store URL holds a password; it would travel in deploy args, logs and the dashboard. Remove it "
+            "the store URL holds a password; it would travel in deploy args, logs and the dashboard. Remove "
+            "it "
             "and set PGPASSWORD, PGPASSFILE or ~/.pgpass on every node instead"
         )
     hosts = [h for h in str(params.get("host", "")).split(",") if h]
@@ -104,13 +106,17 @@ class PostgresStore:
                 cur.execute("SELECT pg_advisory_xact_lock(7345123)")  # two replicas creating at once
                 for statement in SCHEMA:
                     cur.execute(statement)
-                cur.execute("INSERT INTO longtail_meta VALUES ('schema_version', %s) ON CONFLICT (key) DO NOTHING",
-                            (str(SCHEMA_VERSION),))  # fmt: skip
+                cur.execute(
+                    "INSERT INTO longtail_meta VALUES ('schema_version', %s) ON CONFLICT (key) DO NOTHING",
+                    (str(SCHEMA_VERSION),),
+                )
         self._check_schema()
 
     def describe(self) -> str:
         p = self.params
-        return f"postgresql://{p.get('user', '')}@{p.get('host', '')}:{p.get('port', '')}/{p.get('dbname', '')}"
+        return (
+            f"postgresql://{p.get('user', '')}@{p.get('host', '')}:{p.get('port', '')}/{p.get('dbname', '')}"
+        )
 
     # ---- connections and transactions -----------------------------------------------------------
     def _connection(self):
@@ -152,13 +158,18 @@ class PostgresStore:
                 cur.execute("SELECT value FROM longtail_meta WHERE key = 'schema_version'")
                 version = cur.fetchone()
         if not exists:
-            raise StoreError(f"no longtail store in {self.describe()}: create it with `longtail store init URL` "
-                             "(or set create_store: true in the app's args)")  # fmt: skip
+            raise StoreError(
+                f"no longtail store in {self.describe()}: create it with `longtail store init URL` "
+                "(or set create_store: true in the app's args)"
+            )
         if version is None:
-            raise StoreError(f"{self.describe()}: not a longtail store of schema {SCHEMA_VERSION} (no schema version)")
+            raise StoreError(
+                f"{self.describe()}: not a longtail store of schema {SCHEMA_VERSION} (no schema version)"
+            )
         if int(version[0]) != SCHEMA_VERSION:
             raise StoreError(
-                f"{self.describe()}: a store of schema {version[0]}, this longtail reads schema {SCHEMA_VERSION}; "
+                f"{self.describe()}: a store of schema {version[0]}, this longtail reads schema "
+                f"{SCHEMA_VERSION}; "
                 "migrate it into a new database with `longtail store migrate OLD NEW`"
             )
 
@@ -167,9 +178,13 @@ class PostgresStore:
         for attempt in range(WRITE_RETRIES + 1):
             try:
                 return self._add_events(events)
-            except self._psycopg.errors.UniqueViolation as err:  # a concurrent batch stored one of these ids first
+            except (
+                self._psycopg.errors.UniqueViolation
+            ) as err:  # a concurrent batch stored one of these ids first
                 if attempt == WRITE_RETRIES:
-                    raise StoreUnavailable(f"{self.describe()}: event ids keep colliding ({err}); retry") from err
+                    raise StoreUnavailable(
+                        f"{self.describe()}: event ids keep colliding ({err}); retry"
+                    ) from err
         raise AssertionError("unreachable")
 
     def _add_events(self, events: list[Event]) -> EventsAdded:
@@ -177,9 +192,14 @@ class PostgresStore:
         users = sorted({e.user_id for e in events})
         with self._write() as cur:
             cur.execute("LOCK TABLE erased_users IN SHARE MODE")  # waits for, and blocks, erasures only
-            cur.execute("SELECT event_id, user_id, item_id, type, timestamp, weight, stamped FROM events "
-                        "WHERE event_id = ANY(%s)", (ids,))  # fmt: skip
-            stored = {r[0]: Event(*r[:5], weight=r[5], stamped=r[6]) for r in cur.fetchall()}
+            cur.execute(
+                "SELECT event_id, user_id, item_id, type, timestamp, weight, stamped FROM events "
+                "WHERE event_id = ANY(%s)",
+                (ids,),
+            )
+            stored = {
+                r[0]: Event(r[0], r[1], r[2], r[3], r[4], weight=r[5], stamped=r[6]) for r in cur.fetchall()
+            }
             cur.execute("SELECT user_id, erased_at FROM erased_users WHERE user_id = ANY(%s)", (users,))
             erased = dict(cur.fetchall())
             tombstones: set[str] = set()
@@ -190,9 +210,13 @@ class PostgresStore:
             fresh, added = plan_insert(events, stored, erased, tombstones)
             now = time.time()
             cur.executemany(
-                "INSERT INTO events (event_id, user_id, item_id, type, weight, timestamp, stamped, arrived_at) "
+                "INSERT INTO events (event_id, user_id, item_id, type, weight, timestamp, stamped, "
+                "arrived_at) "
                 "VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
-                [(e.event_id, e.user_id, e.item_id, e.type, e.weight, e.timestamp, e.stamped, now) for e in fresh],
+                [
+                    (e.event_id, e.user_id, e.item_id, e.type, e.weight, e.timestamp, e.stamped, now)
+                    for e in fresh
+                ],
             )
         return added
 
@@ -202,11 +226,13 @@ class PostgresStore:
             cur.execute("SELECT user_id FROM erased_users WHERE user_id = ANY(%s)", (users,))
             erased = {r[0] for r in cur.fetchall()}
             cur.execute(
-                "SELECT user_id, item_id, type, weight FROM (SELECT user_id, item_id, type, weight, timestamp, seq, "
+                "SELECT user_id, item_id, type, weight FROM (SELECT user_id, item_id, type, weight, "
+                "timestamp, seq, "
                 "ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY timestamp DESC, seq DESC) AS newest "
-                "FROM events WHERE user_id = ANY(%s)) AS recent WHERE newest <= %s ORDER BY user_id, timestamp, seq",
+                "FROM events WHERE user_id = ANY(%s)) AS recent WHERE newest <= %s ORDER BY user_id, "
+                "timestamp, seq",
                 (users, int(limit)),
-            )  # fmt: skip
+            )
             rows = cur.fetchall()
         return user_events(users, erased, rows)
 
@@ -215,8 +241,10 @@ class PostgresStore:
             cur.execute("LOCK TABLE erased_users IN ROW EXCLUSIVE MODE")  # conflicts with inserts' SHARE
             cur.execute("DELETE FROM events WHERE user_id = %s RETURNING event_id", (user_id,))
             ids = [r[0] for r in cur.fetchall()]
-            cur.executemany("INSERT INTO erased_events (event_hash) VALUES (%s) ON CONFLICT DO NOTHING",
-                            [(event_hash(i),) for i in ids])  # fmt: skip
+            cur.executemany(
+                "INSERT INTO erased_events (event_hash) VALUES (%s) ON CONFLICT DO NOTHING",
+                [(event_hash(i),) for i in ids],
+            )
             cur.execute(
                 "INSERT INTO erased_users (user_id, erased_at) VALUES (%s, %s) ON CONFLICT (user_id) "
                 "DO UPDATE SET erased_at = GREATEST(erased_users.erased_at, excluded.erased_at)",
@@ -232,19 +260,27 @@ class PostgresStore:
     # ---- items ----------------------------------------------------------------------------------
     def add_item(self, item_id: str, text: str, fields: dict, encoder: str, vector: np.ndarray) -> bool:
         with self._write() as cur:
-            cur.execute("INSERT INTO items (item_id, text, fields) VALUES (%s, %s, %s) ON CONFLICT (item_id) DO NOTHING",
-                        (item_id, text, json.dumps(fields, sort_keys=True)))  # fmt: skip
+            cur.execute(
+                "INSERT INTO items (item_id, text, fields) VALUES (%s, %s, %s) ON CONFLICT (item_id) DO "
+                "NOTHING",
+                (item_id, text, json.dumps(fields, sort_keys=True)),
+            )
             if cur.rowcount != 1:
                 return False
             cur.execute("LOCK TABLE item_vectors IN EXCLUSIVE MODE")  # seq values commit in order
-            cur.execute("INSERT INTO item_vectors (item_id, encoder, vector) VALUES (%s, %s, %s)",
-                        (item_id, encoder, _blob(vector)))  # fmt: skip
+            cur.execute(
+                "INSERT INTO item_vectors (item_id, encoder, vector) VALUES (%s, %s, %s)",
+                (item_id, encoder, _blob(vector)),
+            )
         return True
 
     def items_missing_vectors(self, encoder: str) -> list[tuple[str, str]]:
         with self._read() as cur:
-            cur.execute("SELECT item_id, text FROM items WHERE item_id NOT IN "
-                        "(SELECT item_id FROM item_vectors WHERE encoder = %s) ORDER BY seq", (encoder,))  # fmt: skip
+            cur.execute(
+                "SELECT item_id, text FROM items WHERE item_id NOT IN "
+                "(SELECT item_id FROM item_vectors WHERE encoder = %s) ORDER BY seq",
+                (encoder,),
+            )
             return [tuple(r) for r in cur.fetchall()]
 
     def add_vectors(self, encoder: str, vectors: dict[str, np.ndarray]) -> int:
@@ -252,23 +288,31 @@ class PostgresStore:
             cur.execute("LOCK TABLE item_vectors IN EXCLUSIVE MODE")
             added = 0
             for item_id, vector in vectors.items():
-                cur.execute("INSERT INTO item_vectors (item_id, encoder, vector) VALUES (%s, %s, %s) "
-                            "ON CONFLICT (item_id, encoder) DO NOTHING", (item_id, encoder, _blob(vector)))  # fmt: skip
+                cur.execute(
+                    "INSERT INTO item_vectors (item_id, encoder, vector) VALUES (%s, %s, %s) "
+                    "ON CONFLICT (item_id, encoder) DO NOTHING",
+                    (item_id, encoder, _blob(vector)),
+                )
                 added += cur.rowcount
             return added
 
     def items_after(self, seq: int, encoder: str) -> list[StoredItem]:
         with self._read() as cur:
-            cur.execute("SELECT v.seq, i.item_id, i.text, i.fields, v.vector FROM item_vectors v JOIN items i "
-                        "ON i.item_id = v.item_id WHERE v.encoder = %s AND v.seq > %s ORDER BY v.seq", (encoder, seq))  # fmt: skip
+            cur.execute(
+                "SELECT v.seq, i.item_id, i.text, i.fields, v.vector FROM item_vectors v JOIN items i "
+                "ON i.item_id = v.item_id WHERE v.encoder = %s AND v.seq > %s ORDER BY v.seq",
+                (encoder, seq),
+            )
             rows = cur.fetchall()
-        return [StoredItem(s, i, t, json.loads(f), np.frombuffer(bytes(v), dtype=np.float32).copy()) for s, i, t, f, v in rows]
+        return [
+            StoredItem(s, i, t, json.loads(f), np.frombuffer(bytes(v), dtype=np.float32).copy())
+            for s, i, t, f, v in rows
+        ]
 
     def known_items(self, item_ids: list[str]) -> set[str]:
         with self._read() as cur:
             cur.execute("SELECT item_id FROM items WHERE item_id = ANY(%s)", (sorted(set(item_ids)),))
             return {r[0] for r in cur.fetchall()}
-
 
     # ---- migration ------------------------------------------------------------------------------
     def dump(self, chunk: int = 10_000) -> Iterator[tuple[str, list[tuple]]]:
@@ -285,15 +329,22 @@ class PostgresStore:
             for table in COLUMNS:
                 cur.execute(f"SELECT 1 FROM {table} LIMIT 1")  # nosec B608: fixed names
                 if cur.fetchone():
-                    raise StoreError(f"{self.describe()}: not empty; a migration writes into a new store only")
+                    raise StoreError(
+                        f"{self.describe()}: not empty; a migration writes into a new store only"
+                    )
             for table, rows in chunks:
                 columns = COLUMNS[table]
                 marks = ", ".join(["%s"] * len(columns))
                 cur.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)  # nosec B608
                 counts[table] += len(rows)
-            for table in ("events", "items", "item_vectors"):  # the serial columns continue after the copied rows
+            for table in (
+                "events",
+                "items",
+                "item_vectors",
+            ):  # the serial columns continue after the copied rows
                 cur.execute(
-                    f"SELECT setval(pg_get_serial_sequence('{table}', 'seq'), COALESCE(MAX(seq), 0) + 1, false) "
+                    f"SELECT setval(pg_get_serial_sequence('{table}', 'seq'), COALESCE(MAX(seq), 0) + 1, "
+                    f"false) "
                     f"FROM {table}"  # nosec B608: fixed names
                 )
         return counts

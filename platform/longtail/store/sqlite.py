@@ -73,15 +73,19 @@ class SqliteStore:
         self._local = threading.local()
         if not self.path.is_file():
             if not create:
-                raise StoreError(f"no store at {self.path}: create it with `longtail store init {self.path}` "
-                                 "(or set create_store: true in the app's args)")  # fmt: skip
+                raise StoreError(
+                    f"no store at {self.path}: create it with `longtail store init {self.path}` "
+                    "(or set create_store: true in the app's args)"
+                )
             if not self.path.parent.is_dir():
                 raise StoreError(f"{self.path.parent}: no such directory for the store")
             with self._write() as conn:
                 for statement in SCHEMA.split(";"):
                     if statement.strip():
                         conn.execute(statement)
-                conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+                )
         self._check_schema()
 
     def describe(self) -> str:
@@ -91,7 +95,9 @@ class SqliteStore:
     def _connection(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None, check_same_thread=False)
+            conn = sqlite3.connect(
+                self.path, timeout=self.timeout_s, isolation_level=None, check_same_thread=False
+            )
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             conn.execute(f"PRAGMA busy_timeout={int(self.timeout_s * 1000)}")
@@ -124,13 +130,20 @@ class SqliteStore:
     def _check_schema(self) -> None:
         with self._read() as conn:
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-            version = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone() if "meta" in tables else None
+            version = (
+                conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                if "meta" in tables
+                else None
+            )
         found = sqlite_schema(tables, version)
         if found is None:
-            raise StoreError(f"{self.path}: not a longtail store of schema {SCHEMA_VERSION} (no longtail tables)")
+            raise StoreError(
+                f"{self.path}: not a longtail store of schema {SCHEMA_VERSION} (no longtail tables)"
+            )
         if found != SCHEMA_VERSION:
             raise StoreError(
-                f"{self.path}: a store of schema {found}, this longtail reads schema {SCHEMA_VERSION}; migrate it "
+                f"{self.path}: a store of schema {found}, this longtail reads schema {SCHEMA_VERSION}; "
+                f"migrate it "
                 f"(events, items and erasures are kept): `longtail store migrate {self.path} {self.path}`"
             )
 
@@ -139,40 +152,64 @@ class SqliteStore:
         ids = sorted({e.event_id for e in events})
         users = sorted({e.user_id for e in events})
         with self._write() as conn:
-            stored = {row[0]: Event(*row[:5], weight=row[5], stamped=bool(row[6]))
-                      for row in _select_in(conn, "SELECT event_id, user_id, item_id, type, timestamp, weight, stamped "
-                                                  "FROM events WHERE event_id IN ({})", ids)}  # fmt: skip
-            erased = dict(_select_in(conn, "SELECT user_id, erased_at FROM erased_users WHERE user_id IN ({})", users))
+            stored = {
+                row[0]: Event(row[0], row[1], row[2], row[3], row[4], weight=row[5], stamped=bool(row[6]))
+                for row in _select_in(
+                    conn,
+                    "SELECT event_id, user_id, item_id, type, timestamp, weight, stamped "
+                    "FROM events WHERE event_id IN ({})",
+                    ids,
+                )
+            }
+            erased = dict(
+                _select_in(conn, "SELECT user_id, erased_at FROM erased_users WHERE user_id IN ({})", users)
+            )
             tombstones = set()
             if erased:
                 hashes = sorted({event_hash(e.event_id) for e in events if e.user_id in erased})
-                tombstones = {r[0] for r in _select_in(conn, "SELECT event_hash FROM erased_events WHERE event_hash IN ({})", hashes)}
+                tombstones = {
+                    r[0]
+                    for r in _select_in(
+                        conn, "SELECT event_hash FROM erased_events WHERE event_hash IN ({})", hashes
+                    )
+                }
             fresh, added = plan_insert(events, stored, erased, tombstones)
             now = time.time()
             conn.executemany(
-                "INSERT INTO events (event_id, user_id, item_id, type, weight, timestamp, stamped, arrived_at) "
+                "INSERT INTO events (event_id, user_id, item_id, type, weight, timestamp, stamped, "
+                "arrived_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [(e.event_id, e.user_id, e.item_id, e.type, e.weight, e.timestamp, int(e.stamped), now) for e in fresh],
+                [
+                    (e.event_id, e.user_id, e.item_id, e.type, e.weight, e.timestamp, int(e.stamped), now)
+                    for e in fresh
+                ],
             )
         return added
 
     def histories(self, user_ids: list[str], limit: int) -> dict[str, UserEvents]:
         users = sorted(set(user_ids))
         with self._read() as conn:
-            erased = {r[0] for r in _select_in(conn, "SELECT user_id FROM erased_users WHERE user_id IN ({})", users)}
+            erased = {
+                r[0]
+                for r in _select_in(conn, "SELECT user_id FROM erased_users WHERE user_id IN ({})", users)
+            }
             rows = _select_in(
                 conn,
-                "SELECT user_id, item_id, type, weight FROM (SELECT user_id, item_id, type, weight, timestamp, seq, "
+                "SELECT user_id, item_id, type, weight FROM (SELECT user_id, item_id, type, weight, "
+                "timestamp, seq, "
                 "ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY timestamp DESC, seq DESC) AS newest "
                 "FROM events WHERE user_id IN ({})) WHERE newest <= ? ORDER BY user_id, timestamp, seq",
-                users, (int(limit),),
-            )  # fmt: skip
+                users,
+                (int(limit),),
+            )
         return user_events(users, erased, rows)
 
     def erase_user(self, user_id: str) -> int:
         with self._write() as conn:
             ids = [r[0] for r in conn.execute("SELECT event_id FROM events WHERE user_id = ?", (user_id,))]
-            conn.executemany("INSERT OR IGNORE INTO erased_events (event_hash) VALUES (?)", [(event_hash(i),) for i in ids])
+            conn.executemany(
+                "INSERT OR IGNORE INTO erased_events (event_hash) VALUES (?)", [(event_hash(i),) for i in ids]
+            )
             conn.execute("DELETE FROM events WHERE user_id = ?", (user_id,))
             conn.execute(
                 "INSERT INTO erased_users (user_id, erased_at) VALUES (?, ?) "
@@ -188,40 +225,55 @@ class SqliteStore:
     # ---- items ----------------------------------------------------------------------------------
     def add_item(self, item_id: str, text: str, fields: dict, encoder: str, vector: np.ndarray) -> bool:
         with self._write() as conn:
-            cur = conn.execute("INSERT OR IGNORE INTO items (item_id, text, fields) VALUES (?, ?, ?)",
-                               (item_id, text, json.dumps(fields, sort_keys=True)))  # fmt: skip
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO items (item_id, text, fields) VALUES (?, ?, ?)",
+                (item_id, text, json.dumps(fields, sort_keys=True)),
+            )
             if cur.rowcount != 1:
                 return False
-            conn.execute("INSERT INTO item_vectors (item_id, encoder, vector) VALUES (?, ?, ?)",
-                         (item_id, encoder, _blob(vector)))  # fmt: skip
+            conn.execute(
+                "INSERT INTO item_vectors (item_id, encoder, vector) VALUES (?, ?, ?)",
+                (item_id, encoder, _blob(vector)),
+            )
         return True
 
     def items_missing_vectors(self, encoder: str) -> list[tuple[str, str]]:
         with self._read() as conn:
             return conn.execute(
                 "SELECT item_id, text FROM items WHERE item_id NOT IN "
-                "(SELECT item_id FROM item_vectors WHERE encoder = ?) ORDER BY seq", (encoder,)
+                "(SELECT item_id FROM item_vectors WHERE encoder = ?) ORDER BY seq",
+                (encoder,),
             ).fetchall()
 
     def add_vectors(self, encoder: str, vectors: dict[str, np.ndarray]) -> int:
         with self._write() as conn:
             before = conn.total_changes
-            conn.executemany("INSERT OR IGNORE INTO item_vectors (item_id, encoder, vector) VALUES (?, ?, ?)",
-                             [(i, encoder, _blob(v)) for i, v in vectors.items()])  # fmt: skip
+            conn.executemany(
+                "INSERT OR IGNORE INTO item_vectors (item_id, encoder, vector) VALUES (?, ?, ?)",
+                [(i, encoder, _blob(v)) for i, v in vectors.items()],
+            )
             return conn.total_changes - before
 
     def items_after(self, seq: int, encoder: str) -> list[StoredItem]:
         with self._read() as conn:
             rows = conn.execute(
                 "SELECT v.seq, i.item_id, i.text, i.fields, v.vector FROM item_vectors v JOIN items i "
-                "ON i.item_id = v.item_id WHERE v.encoder = ? AND v.seq > ? ORDER BY v.seq", (encoder, seq)
+                "ON i.item_id = v.item_id WHERE v.encoder = ? AND v.seq > ? ORDER BY v.seq",
+                (encoder, seq),
             ).fetchall()
-        return [StoredItem(s, i, t, json.loads(f), np.frombuffer(v, dtype=np.float32).copy()) for s, i, t, f, v in rows]
+        return [
+            StoredItem(s, i, t, json.loads(f), np.frombuffer(v, dtype=np.float32).copy())
+            for s, i, t, f, v in rows
+        ]
 
     def known_items(self, item_ids: list[str]) -> set[str]:
         with self._read() as conn:
-            return {r[0] for r in _select_in(conn, "SELECT item_id FROM items WHERE item_id IN ({})", sorted(set(item_ids)))}
-
+            return {
+                r[0]
+                for r in _select_in(
+                    conn, "SELECT item_id FROM items WHERE item_id IN ({})", sorted(set(item_ids))
+                )
+            }
 
     # ---- migration ------------------------------------------------------------------------------
     def dump(self, chunk: int = 10_000) -> Iterator[tuple[str, list[tuple]]]:

@@ -8,7 +8,8 @@ import ray
 
 
 def connect() -> None:
-    """``ray.init`` once: joins ``RAY_ADDRESS`` when set (as inside ``ray job submit``), else starts locally."""
+    """``ray.init`` once: joins ``RAY_ADDRESS`` when set (as inside ``ray job submit``), else starts
+    locally."""
     if ray.is_initialized():
         return
     address = os.environ.get("RAY_ADDRESS")

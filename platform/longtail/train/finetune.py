@@ -113,8 +113,10 @@ def finetune(
     micro_per_epoch -= micro_per_epoch % ft.grad_accum
     if micro_per_epoch < 1:
         raise ValueError(
-            f"{per_epoch} pairs per epoch do not fill one step of {world} workers × {ft.micro_batch_size} pairs"
-            f" × {ft.grad_accum} accumulation; lower finetune.micro_batch_size or raise finetune.pairs_per_epoch"
+            f"{per_epoch} pairs per epoch do not fill one step of {world} workers × {ft.micro_batch_size} "
+            f"pairs"
+            f" × {ft.grad_accum} accumulation; lower finetune.micro_batch_size or raise "
+            f"finetune.pairs_per_epoch"
         )
     optimizer_steps = micro_per_epoch * ft.epochs // ft.grad_accum
     threads = ft.torch_threads or max(1, math.floor(res.cpus_per_worker))

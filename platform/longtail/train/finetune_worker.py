@@ -115,9 +115,13 @@ def _save_checkpoint(engine, step: int, metrics: dict[str, float], zero_stage: i
     """Rank 0 writes the weights (safetensors) and the step counts (JSON); every rank reports."""
     with _gathered(engine, zero_stage), tempfile.TemporaryDirectory() as tmp:
         if ray.train.get_context().get_world_rank() == 0:
-            weights = {k: v.detach().float().cpu().contiguous() for k, v in engine.module.state_dict().items()}
+            weights = {
+                k: v.detach().float().cpu().contiguous() for k, v in engine.module.state_dict().items()
+            }
             save_file(weights, str(Path(tmp, WEIGHTS_FILE)))
-            Path(tmp, STATE_FILE).write_text(json.dumps({"micro_step": step, "optimizer_steps": engine.global_steps}))
+            Path(tmp, STATE_FILE).write_text(
+                json.dumps({"micro_step": step, "optimizer_steps": engine.global_steps})
+            )
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         else:
             ray.train.report(metrics)
@@ -145,7 +149,8 @@ def _save_final(engine, tokenizer, job: FinetuneJob, metrics: dict[str, float]) 
 
 def _resume(encoder, job: FinetuneJob) -> tuple[int, int]:
     """Load the last checkpoint's weights into ``encoder`` (not yet wrapped by DeepSpeed); returns (micro-step
-    to continue from, optimizer steps taken). A finished run's checkpoint holds the final encoder: its weights,
+    to continue from, optimizer steps taken). A finished run's checkpoint holds the final encoder: its
+    weights,
     and every step done."""
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is None:
@@ -221,8 +226,12 @@ def finetune_loop(config: dict[str, Any]) -> None:
             "samples_per_s": timed_samples / timed_seconds if timed_seconds else 0.0,
         }
         if rank == 0 and (step % LOG_EVERY == 0 or step == total):
-            print(f"[finetune] step {step}/{total} epoch {metrics['epoch']:.2f} loss {metrics['train_loss']:.4f}"
-                  f" {metrics['samples_per_s']:.1f} samples/s", flush=True)  # fmt: skip
+            print(
+                f"[finetune] step {step}/{total} epoch {metrics['epoch']:.2f} loss "
+                f"{metrics['train_loss']:.4f}"
+                f" {metrics['samples_per_s']:.1f} samples/s",
+                flush=True,
+            )
         if epoch_end:
             metrics.update(_validate(engine, tokenizer, job))
             loss_sum, loss_n = 0.0, 0

@@ -33,7 +33,8 @@ from longtail.config import EventsConfig, RankerConfig, ResourcesConfig, Retriev
 from longtail.data.encoded import Histories, SplitData
 from longtail.eval.evaluate import evaluate
 from longtail.model.factory import build_ranker, build_retriever
-from longtail.model.ranker_train import (
+from longtail.model.objective import (
+    LossSpec,
     NextItemObjective,
     next_item_examples,
     next_item_strengths,
@@ -103,9 +104,13 @@ def fit_loop(config: dict[str, Any]) -> None:
     strengths, weights = example_strengths(train, cfg.max_history, job.events)
     mine = np.arange(rank, len(targets), world)
     share = np.bincount(targets[mine], minlength=data.n_items) / max(len(mine), 1)
-    objective = NextItemObjective({"retriever": retriever, "ranker": ranker}, {"retriever": job.retriever.loss_weight},
-                                  torch.as_tensor(share), torch.as_tensor(popularity_log_prior(counts)),
-                                  cfg.popularity_correction, cfg.temperature)  # fmt: skip
+    loss = LossSpec(cfg.popularity_correction, cfg.temperature, {"retriever": job.retriever.loss_weight})
+    objective = NextItemObjective(
+        {"retriever": retriever, "ranker": ranker},
+        loss,
+        torch.as_tensor(share),
+        torch.as_tensor(popularity_log_prior(counts)),
+    )
     state = {"epoch": 0, "best": -1.0, "bad": 0, "history": []}
     best = _cpu_state(objective)
     checkpoint = ray.train.get_checkpoint()
@@ -120,24 +125,46 @@ def fit_loop(config: dict[str, Any]) -> None:
     )
     core = ddp.module if hasattr(ddp, "module") else ddp
     prefixes, targets = torch.as_tensor(prefixes[mine]).to(device), torch.as_tensor(targets[mine]).to(device)
-    strengths, weights = (None if a is None else torch.as_tensor(a[mine]).to(device) for a in (strengths, weights))
+    strengths, weights = (
+        None if a is None else torch.as_tensor(a[mine]).to(device) for a in (strengths, weights)
+    )
     optimizer = torch.optim.Adam(ddp.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     generator = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
     per_worker = max(1, job.examples_per_epoch // world)
     validation = job.retrieval.model_copy(update={"index": "exact"})  # no ANN build per epoch
     for epoch in range(state["epoch"], cfg.epochs):
         pick = torch.randperm(len(targets), generator=generator)[:per_worker].to(device)
-        loss = train_epoch(ddp, prefixes[pick], targets[pick], optimizer, max(2, cfg.batch_size // world),
-                           cfg.negatives, data.n_items, generator, strengths=_take(strengths, pick),
-                           weights=_take(weights, pick))  # fmt: skip
+        loss = train_epoch(
+            ddp,
+            prefixes[pick],
+            targets[pick],
+            optimizer,
+            max(2, cfg.batch_size // world),
+            cfg.negatives,
+            data.n_items,
+            generator,
+            strengths=_take(strengths, pick),
+            weights=_take(weights, pick),
+        )
         stop = torch.zeros(1, device=device)
         metrics = {"epoch": float(epoch + 1), "train_loss": loss}
         if rank == 0:
             models = core.scorers
-            pipe = make_pipeline(models["retriever"], models["ranker"], vectors, graph, counts, validation,
-                                 history_strengths=job.events.in_history)  # fmt: skip
-            result = evaluate(PipelineRecommender(pipe), data, "valid", max_users=cfg.valid_users, seed=cfg.seed)
-            first = evaluate(RetrieverRecommender(pipe), data, "valid", max_users=cfg.valid_users, seed=cfg.seed)
+            pipe = make_pipeline(
+                retriever=models["retriever"],
+                ranker=models["ranker"],
+                vectors=vectors,
+                graph=graph,
+                train_counts=counts,
+                retrieval=validation,
+                history_strengths=job.events.in_history,
+            )
+            result = evaluate(
+                PipelineRecommender(pipe), data, "valid", max_users=cfg.valid_users, seed=cfg.seed
+            )
+            first = evaluate(
+                RetrieverRecommender(pipe), data, "valid", max_users=cfg.valid_users, seed=cfg.seed
+            )
             metrics.update({f"valid_{k}": v for k, v in result.metrics.items() if not math.isnan(v)})
             metrics.update({f"valid_retriever_{k}": first.metrics[k] for k in ("ndcg@10", "recall@20")})
             if result.metrics["ndcg@10"] > state["best"]:
@@ -145,8 +172,12 @@ def fit_loop(config: dict[str, Any]) -> None:
             else:
                 state["bad"] += 1
             stop[0] = float(state["bad"] >= cfg.patience)
-            print(f"[fit] epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f} valid ndcg@10 {result.metrics['ndcg@10']:.4f} "
-                  f"(retriever alone {first.metrics['ndcg@10']:.4f}; best {state['best']:.4f})", flush=True)  # fmt: skip
+            print(
+                f"[fit] epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f} valid ndcg@10 "
+                f"{result.metrics['ndcg@10']:.4f} "
+                f"(retriever alone {first.metrics['ndcg@10']:.4f}; best {state['best']:.4f})",
+                flush=True,
+            )
         dist.broadcast(stop, src=0)
         state["epoch"] = epoch + 1
         state["history"].append(metrics)
@@ -155,8 +186,9 @@ def fit_loop(config: dict[str, Any]) -> None:
             break
 
 
-def example_strengths(train: Histories, max_history: int, events: EventsConfig
-                      ) -> tuple[np.ndarray | None, np.ndarray | None]:  # fmt: skip
+def example_strengths(
+    train: Histories, max_history: int, events: EventsConfig
+) -> tuple[np.ndarray | None, np.ndarray | None]:
     """(prefix strengths (N, L), target loss weights (N,) with mean 1) of the next-item examples, each None
     when the data carries no strengths or ``events`` turns that use off."""
     found = next_item_strengths(train, max_history)
@@ -195,24 +227,37 @@ def fit_models(
     callbacks: list | None = None,
     events: EventsConfig | None = None,
 ) -> FitResult:
-    """Train retriever and ranker on ``data.train`` with early stopping on ``data.valid``; best weights back."""
+    """Train retriever and ranker on ``data.train`` with early stopping on ``data.valid``; best weights
+    back."""
     n_examples = int(np.maximum(data.histories(("train",)).lengths() - 1, 0).sum())
     if n_examples == 0:
         raise ValueError("no next-item examples: every train history has fewer than two items")
     job = FitJob(
-        ranker=ranker, retriever=retriever, retrieval=retrieval, events=events or EventsConfig(), inputs=ray.put((data, vectors, graph)), threads=max(1, math.floor(resources.cpus_per_worker)),
+        ranker=ranker,
+        retriever=retriever,
+        retrieval=retrieval,
+        events=events or EventsConfig(),
+        inputs=ray.put((data, vectors, graph)),
+        threads=max(1, math.floor(resources.cpus_per_worker)),
         examples_per_epoch=ranker.examples_per_epoch or default_examples_per_epoch(n_examples),
-    )  # fmt: skip
+    )
     trainer = TorchTrainer(
         fit_loop,
         train_loop_config=dict(job),
-        scaling_config=ScalingConfig(num_workers=resources.num_workers, use_gpu=resources.use_gpu,
-                                     resources_per_worker={"CPU": resources.cpus_per_worker}),
-        run_config=RunConfig(name=run_name, storage_path=resources.storage_path,
-                             failure_config=FailureConfig(max_failures=resources.max_failures),
-                             checkpoint_config=CheckpointConfig(num_to_keep=1), callbacks=callbacks),
+        scaling_config=ScalingConfig(
+            num_workers=resources.num_workers,
+            use_gpu=resources.use_gpu,
+            resources_per_worker={"CPU": resources.cpus_per_worker},
+        ),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=resources.storage_path,
+            failure_config=FailureConfig(max_failures=resources.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=1),
+            callbacks=callbacks,
+        ),
         torch_config=TorchConfig(backend="nccl" if resources.use_gpu else "gloo"),
-    )  # fmt: skip
+    )
     result = trainer.fit()
     if result.error is not None:
         raise result.error

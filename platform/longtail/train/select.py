@@ -1,7 +1,7 @@
 """Choices made on the dataset's own validation part (``select:``), so the defaults fit any dataset: the
 fit and the ranker's popularity adjustment, then the shelves (``select_shelves``).
 
-Fit and popularity adjustment (``longtail.train.pipeline.choose_fit``): the ranker is trained with logits
+Fit and popularity adjustment (``longtail.train.chain.choose_fit``): the ranker is trained with logits
 score / τ (+ η·log π while training); ranking by score / τ − γ·log(1 + train count) is the post-hoc logit
 adjustment of Menon et al. (ICLR 2021), which moves the lists towards the tail without a refit. Every γ
 re-scores the same candidates of one ranking pass (``variant_metrics``); ``choose_fit_point`` keeps one
@@ -10,7 +10,8 @@ and the most tail_recall@20 wins, then coverage@20. The trend term δ·log(1 + r
 the newest part of train) is tried on the same pass and kept only where it does no worse on either count
 (``choose_fit_trend_point``).
 
-Shelves (``select_shelves``): the grid arranges one set of ranked candidates per batch (retrieve and rank once), so trying every
+Shelves (``select_shelves``): the grid arranges one set of ranked candidates per batch (retrieve and rank
+once), so trying every
 (tail_share, new_share, exposure_penalty) point costs a fraction of one evaluation. Only points with
 tail_share + new_share ≤ 0.5 are tried: the first half of a 20-item list stays the model's own ranking,
 so ndcg@10 cannot move and the choice trades recall@20 for the tail only.
@@ -41,7 +42,7 @@ from longtail.config import SelectConfig
 from longtail.data.encoded import SplitData
 from longtail.data.splits import popularity_buckets
 from longtail.eval.metrics import compute_metrics
-from longtail.model.rerank import Shelves
+from longtail.recommend.arrange import Shelves
 from longtail.recommend.pipeline import Batch, Pipeline, arrange_lists, rank, retrieve, score_knobs
 
 K = 20  # list length of the metrics the rule reads
@@ -76,22 +77,26 @@ def sample_users(data: SplitData, part: str, max_users: int | None, seed: int = 
     return users
 
 
-def grid_metrics(pipe: Pipeline, data: SplitData, points: list[ShelfPoint], users: np.ndarray,
-                 batch_users: int = 256) -> list[dict[str, float]]:  # fmt: skip
+def grid_metrics(
+    pipe: Pipeline, data: SplitData, points: list[ShelfPoint], users: np.ndarray, batch_users: int = 256
+) -> list[dict[str, float]]:
     """Valid metrics of every point's lists for ``users`` (history: train), one retrieve + rank per batch;
     the pipeline's score knobs (popularity adjustment, tail boost, exploration) stay on, only its shelves
     are replaced."""
-    return variant_metrics(pipe, [dataclasses.replace(pipe, shelves=p.shelves) for p in points], data, users,
-                           batch_users)  # fmt: skip
+    return variant_metrics(
+        pipe, [pipe.with_knobs(shelves=p.shelves) for p in points], data, users, batch_users
+    )
 
 
-def variant_metrics(pipe: Pipeline, variants: list[Pipeline], data: SplitData, users: np.ndarray,
-                    batch_users: int = 256) -> list[dict[str, float]]:  # fmt: skip
+def variant_metrics(
+    pipe: Pipeline, variants: list[Pipeline], data: SplitData, users: np.ndarray, batch_users: int = 256
+) -> list[dict[str, float]]:
     """Valid metrics of the lists of each variant of ``pipe`` — the same models, index and retrieval, other
     shelves or popularity terms — for ``users`` (history: train). Retrieval and the ranker's forward run
     once per batch; each variant re-scores (its penalty) and arranges (its shelves) the same candidates."""
-    base = dataclasses.replace(pipe, shelves=Shelves(), popularity_penalty=0.0, trend_bonus=0.0, boost=0.0,
-                               exploration=0.0)  # fmt: skip
+    base = pipe.with_knobs(
+        shelves=Shelves(), popularity_penalty=0.0, trend_bonus=0.0, tail_boost=0.0, exploration=0.0
+    )
     exposures = [np.zeros(pipe.n_items) for _ in variants]  # each variant's own evaluation pass
     topk = np.full((len(variants), len(users), K), -1, dtype=np.int64)
     histories = data.histories(("train",))
@@ -110,8 +115,14 @@ def variant_metrics(pipe: Pipeline, variants: list[Pipeline], data: SplitData, u
     return [compute_metrics(topk[j], targets, buckets) for j in range(len(variants))]
 
 
-def choose(points: list[ShelfPoint], metrics: list[dict[str, float]], recall_budget: float,
-           tail_tolerance: float = 0.0, min_coverage: float | None = None, min_new_share: float = 0.0) -> int:  # fmt: skip
+def choose(
+    points: list[ShelfPoint],
+    metrics: list[dict[str, float]],
+    recall_budget: float,
+    tail_tolerance: float = 0.0,
+    min_coverage: float | None = None,
+    min_new_share: float = 0.0,
+) -> int:
     """Index of the chosen point (the rule in the module docstring); ``points[0]`` must be the own lists."""
     floor = (1.0 - recall_budget) * metrics[0]["recall@20"]
     pool = [j for j in range(len(points)) if metrics[j]["recall@20"] >= floor - 1e-12]  # own lists always
@@ -123,8 +134,14 @@ def choose(points: list[ShelfPoint], metrics: list[dict[str, float]], recall_bud
             pool = [j for j in pool if keep(j)]
     best_tail = max(_num(metrics[j]["tail_recall@20"]) for j in pool)
     tied = [j for j in pool if _num(metrics[j]["tail_recall@20"]) >= best_tail * (1 - tail_tolerance) - 1e-12]
-    return max(tied, key=lambda j: (_num(metrics[j]["cold_recall@20"]), _num(metrics[j]["coverage@20"]),
-                                    _num(metrics[j]["tail_recall@20"])))  # fmt: skip
+    return max(
+        tied,
+        key=lambda j: (
+            _num(metrics[j]["cold_recall@20"]),
+            _num(metrics[j]["coverage@20"]),
+            _num(metrics[j]["tail_recall@20"]),
+        ),
+    )
 
 
 FIT_KEYS = ("ndcg@10", "recall@20", "tail_recall@20", "cold_recall@20", "coverage@20")
@@ -135,22 +152,40 @@ def choose_fit_point(rows: list[dict], ndcg_tolerance: float) -> int:
     then coverage@20, then ndcg@10 (NaN never wins)."""
     top = max(_num(r["ndcg@10"]) for r in rows)
     tied = [j for j, r in enumerate(rows) if _num(r["ndcg@10"]) >= top * (1 - ndcg_tolerance) - 1e-12]
-    return max(tied, key=lambda j: (_num(rows[j]["tail_recall@20"]), _num(rows[j]["coverage@20"]),
-                                    _num(rows[j]["ndcg@10"])))  # fmt: skip
+    return max(
+        tied,
+        key=lambda j: (
+            _num(rows[j]["tail_recall@20"]),
+            _num(rows[j]["coverage@20"]),
+            _num(rows[j]["ndcg@10"]),
+        ),
+    )
 
 
 def choose_fit_trend_point(rows: list[dict], ndcg_tolerance: float) -> int:
-    """Index of the kept row of a grid with a ``trend_boost`` column: ``choose_fit_point`` over the rows without
+    """Index of the kept row of a grid with a ``trend_boost`` column: ``choose_fit_point`` over the rows
+    without
     the trend term (trend_boost 0; all rows when there are none), then a row with the trend term replaces that
     pick only where it does no worse on valid ndcg@10 and tail_recall@20 both — the most tail_recall@20 among
     those, then ndcg@10. So the trend term never buys accuracy with tail (measured: on ML-100K the best-ndcg
     rule over the whole grid kept δ 0.5 at valid tail_recall@20 0.086 against 0.096 without it)."""
     plain = [j for j, r in enumerate(rows) if r["trend_boost"] == 0] or list(range(len(rows)))
     base = rows[plain[choose_fit_point([rows[j] for j in plain], ndcg_tolerance)]]
-    better = [j for j, r in enumerate(rows) if _num(r["ndcg@10"]) >= _num(base["ndcg@10"]) - 1e-12
-              and _num(r["tail_recall@20"]) >= _num(base["tail_recall@20"]) - 1e-12]  # fmt: skip
-    return max(better, key=lambda j: (_num(rows[j]["tail_recall@20"]), _num(rows[j]["ndcg@10"]),
-                                      _num(rows[j]["coverage@20"]), -j))  # fmt: skip
+    better = [
+        j
+        for j, r in enumerate(rows)
+        if _num(r["ndcg@10"]) >= _num(base["ndcg@10"]) - 1e-12
+        and _num(r["tail_recall@20"]) >= _num(base["tail_recall@20"]) - 1e-12
+    ]
+    return max(
+        better,
+        key=lambda j: (
+            _num(rows[j]["tail_recall@20"]),
+            _num(rows[j]["ndcg@10"]),
+            _num(rows[j]["coverage@20"]),
+            -j,
+        ),
+    )
 
 
 def _num(x: float | None) -> float:
@@ -158,12 +193,15 @@ def _num(x: float | None) -> float:
 
 
 def new_share_floor(select: SelectConfig, new_fraction: float) -> float:
-    """The least new_share while ``new_fraction`` of the catalog is never-touched (0 when none is): never-touched
+    """The least new_share while ``new_fraction`` of the catalog is never-touched (0 when none is):
+    never-touched
     items get at least their share of the catalog in every list — the smallest ``select.new_shares`` value
     that reaches it (the largest when none does) — and at least ``select.min_new_share``."""
     if new_fraction <= 0:
         return 0.0
-    proportional = min((v for v in select.new_shares if v >= new_fraction - 1e-9), default=max(select.new_shares))
+    proportional = min(
+        (v for v in select.new_shares if v >= new_fraction - 1e-9), default=max(select.new_shares)
+    )
     return max(select.min_new_share, proportional)
 
 
@@ -174,12 +212,17 @@ def select_shelves(pipe: Pipeline, data: SplitData, select: SelectConfig, seed: 
     metrics = grid_metrics(pipe, data, points, users)
     floor = new_share_floor(select, float(np.mean(pipe.new)))
     best = choose(points, metrics, select.recall_budget, select.tail_tolerance, select.min_coverage, floor)
-    rows = [dataclasses.asdict(p) | {k: _json(m[k]) for k in FIT_KEYS} for p, m in zip(points, metrics, strict=True)]
+    rows = [
+        dataclasses.asdict(p) | {k: _json(m[k]) for k in FIT_KEYS}
+        for p, m in zip(points, metrics, strict=True)
+    ]
     return {
         "chosen": dataclasses.asdict(points[best]),
-        "rule": f"recall@20 ≥ {1 - select.recall_budget:g} × own lists'; new_share ≥ {floor:g}; coverage@20 ≥ "
-                f"{select.min_coverage} where reachable; tail_recall@20 within {select.tail_tolerance:g} of the best; "
-                f"then the most cold_recall@20, then coverage@20",
+        "rule": f"recall@20 ≥ {1 - select.recall_budget:g} × own lists'; new_share ≥ {floor:g}; coverage@20 "
+        f"≥ "
+        f"{select.min_coverage} where reachable; tail_recall@20 within {select.tail_tolerance:g} of the "
+        f"best; "
+        f"then the most cold_recall@20, then coverage@20",
         "users": len(users),
         "grid": rows,
     }

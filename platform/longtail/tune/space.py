@@ -24,8 +24,15 @@ from pydantic import BaseModel
 
 from longtail.config import ConfigError, TrainConfig
 
-DISTRIBUTIONS = {"uniform": 2, "loguniform": 2, "quniform": 3, "qloguniform": 3, "randint": 2, "qrandint": 3,
-                 "choice": None}  # fmt: skip
+DISTRIBUTIONS = {
+    "uniform": 2,
+    "loguniform": 2,
+    "quniform": 3,
+    "qloguniform": 3,
+    "randint": 2,
+    "qrandint": 3,
+    "choice": None,
+}
 UPSTREAM = ("encoder.", "finetune.", "embed.", "graph.", "split")  # stages before fitting the ranker
 
 
@@ -55,10 +62,14 @@ def parse_space(raw: Any, source: str = "<space>") -> list[Param]:
         where = f"{source}: {key}"
         _check_key(str(key), where)
         if not isinstance(spec, dict) or len(spec) != 1:
-            raise ConfigError(f"{where}: expected one distribution, e.g. {{uniform: [0.0, 1.0]}}, got {spec!r}")
+            raise ConfigError(
+                f"{where}: expected one distribution, e.g. {{uniform: [0.0, 1.0]}}, got {spec!r}"
+            )
         [(kind, args)] = spec.items()
         if kind not in DISTRIBUTIONS:
-            raise ConfigError(f"{where}: unknown distribution {kind!r}; expected one of {sorted(DISTRIBUTIONS)}")
+            raise ConfigError(
+                f"{where}: unknown distribution {kind!r}; expected one of {sorted(DISTRIBUTIONS)}"
+            )
         if not isinstance(args, list):
             raise ConfigError(f"{where}: {kind} takes a list, got {args!r}")
         params.append(Param(str(key), kind, tuple(_check_args(kind, args, where))))
@@ -88,12 +99,17 @@ def _check_key(key: str, where: str) -> None:
     for i, part in enumerate(parts):
         fields = model.model_fields if model is not None else {}
         if part not in fields:
-            raise ConfigError(f"{where}: {'.'.join(parts[: i + 1])!r} is not a TrainConfig key; "
-                              f"expected one of {sorted(fields)}")  # fmt: skip
+            raise ConfigError(
+                f"{where}: {'.'.join(parts[: i + 1])!r} is not a TrainConfig key; "
+                f"expected one of {sorted(fields)}"
+            )
         annotation = fields[part].annotation
         model = annotation if isinstance(annotation, type) and issubclass(annotation, BaseModel) else None
     if model is not None:
-        raise ConfigError(f"{where}: {key!r} is a section; name one of its keys, e.g. {key}.{next(iter(model.model_fields))}")
+        raise ConfigError(
+            f"{where}: {key!r} is a section; name one of its keys, e.g. "
+            f"{key}.{next(iter(model.model_fields))}"
+        )
 
 
 def _number(value: Any, where: str, integer: bool = False) -> float:

@@ -26,10 +26,12 @@ from ray.tune import Callback
 from ray.tune.integration.ray_train import TuneReportCallback
 
 from longtail.config import ConfigError, TrainConfig
+from longtail.data.encoded import SplitData
 from longtail.eval.evaluate import evaluate
+from longtail.recommend.pipeline import Pipeline
 from longtail.recommend.recommender import PipelineRecommender
+from longtail.train.chain import choose_popularity_terms, choose_shelves, prepare_stages, trained_pipeline
 from longtail.train.fit import fit_models
-from longtail.train.pipeline import prepare_stages, trained_pipeline
 from longtail.tune.space import Param, touches_upstream
 from longtail.tune.trials import (
     METRICS,
@@ -65,8 +67,12 @@ class TrialLedger(Callback):
 
     def _write(self, trial, status: str) -> None:
         last = {k: v for k, v in (trial.last_result or {}).items() if isinstance(v, int | float | str | bool)}
-        row = {"trial": trial.trial_id, "params": {k: trial.config.get(k) for k in self.keys}, "status": status,
-               "result": last}  # fmt: skip
+        row = {
+            "trial": trial.trial_id,
+            "params": {k: trial.config.get(k) for k in self.keys},
+            "status": status,
+            "result": last,
+        }
         with self.path.open("a") as file:
             file.write(json.dumps(row, default=str) + "\n")
 
@@ -77,21 +83,60 @@ class TrialLedger(Callback):
         self._write(trial, "error")
 
 
+def select_like_train(
+    config: TrainConfig, pipe: Pipeline, data: SplitData, history: list[dict]
+) -> tuple[TrainConfig, Pipeline]:
+    """What ``longtail train`` chooses on valid after its fit, on this trial's one fit: the popularity
+    adjustment γ and trend boost δ, then the shelves (each where ``select:`` asks for it). A trial fits once,
+    with its config's ID dropout (``ranker.id_dropout`` in the space searches it), where train fits once per
+    ``select.id_dropout`` value; so a trial's objective is that of the model train ships from its fit."""
+    quiet = lambda message: None  # noqa: E731 - the trial's logs would repeat train's lines per trial
+    select = config.select
+    if select.popularity_adjustments is not None or select.trend_boosts is not None:
+        _, config, pipe, _ = choose_popularity_terms([(config, pipe, history)], data, quiet)
+    if select.shelves:
+        config, pipe, _ = choose_shelves(config, pipe, data, quiet)
+    return config, pipe
+
+
 def run_trial(params: dict[str, Any], job: SweepJob) -> None:
     """One trial: cached upstream stages, a ``TorchTrainer`` fit reporting per epoch, then valid+test."""
     config = apply_params(job.base, params)
     if config.ranker.dim % config.ranker.heads:
-        tune.report({"objective": float("-inf"), "invalid": f"dim {config.ranker.dim} % heads {config.ranker.heads}"})
+        tune.report(
+            {"objective": float("-inf"), "invalid": f"dim {config.ranker.dim} % heads {config.ranker.heads}"}
+        )
         return
-    stages = prepare_stages(Path(job.data_dir), config, Path(job.work), log=lambda m: print(f"[trial] {m}", flush=True))
+    stages = prepare_stages(
+        Path(job.data_dir), config, Path(job.work), log=lambda m: print(f"[trial] {m}", flush=True)
+    )
     config.resources.storage_path = job.storage
     trial_id = tune.get_context().get_trial_id()
-    result = fit_models(stages.data, stages.vectors, stages.graph, config.ranker, config.retriever, config.retrieval,
-                        config.resources, run_name=f"fit-{trial_id}", callbacks=[ObjectiveCallback(job.objective)],
-                        events=config.events)  # fmt: skip
-    pipe = trained_pipeline(config, stages.vectors, stages.graph, stages.data.train_counts(), result.retriever_state,
-                            result.ranker_state, stages.data.recent_counts(config.ranker.trend_window))  # fmt: skip
-    final = {part: evaluate(PipelineRecommender(pipe), stages.data, part).metrics for part in ("valid", "test")}
+    result = fit_models(
+        stages.data,
+        stages.vectors,
+        stages.graph,
+        config.ranker,
+        config.retriever,
+        config.retrieval,
+        config.resources,
+        run_name=f"fit-{trial_id}",
+        callbacks=[ObjectiveCallback(job.objective)],
+        events=config.events,
+    )
+    pipe = trained_pipeline(
+        config,
+        stages.vectors,
+        stages.graph,
+        stages.data.train_counts(),
+        result.retriever_state,
+        result.ranker_state,
+        stages.data.recent_counts(config.ranker.trend_window),
+    )
+    config, pipe = select_like_train(config, pipe, stages.data, result.history)
+    final = {
+        part: evaluate(PipelineRecommender(pipe), stages.data, part).metrics for part in ("valid", "test")
+    }
     report = {f"{part}_{name}": final[part][name] for part in final for name in METRICS}
     report["objective"] = job.objective.value(report)
     report["epochs_run"] = len(result.history)
@@ -124,7 +169,9 @@ def run_sweep(
     experiment = out / "experiment"
     ledger_path = out / "trials.jsonl"
     if experiment.exists() and not resume:
-        raise ConfigError(f"{out}: a sweep already exists there; pass --resume to continue it or choose another --out")
+        raise ConfigError(
+            f"{out}: a sweep already exists there; pass --resume to continue it or choose another --out"
+        )
     if resume and not experiment.exists():
         raise ConfigError(f"{out}: no sweep to resume (no {experiment})")
     ended = read_ledger(ledger_path) if resume else []
@@ -135,7 +182,9 @@ def run_sweep(
         raise ConfigError(f"--cpus-per-trial must be more than {DRIVER_CPUS}, got {cpus_per_trial}")
     base.resources.cpus_per_worker = (cpus_per_trial - DRIVER_CPUS) / base.resources.num_workers
     work = Path(stages).resolve() if stages else out / "stages"
-    job = SweepJob(str(Path(data_dir).resolve()), base.model_dump(), str(work), str(out / "trainers"), objective)
+    job = SweepJob(
+        str(Path(data_dir).resolve()), base.model_dump(), str(work), str(out / "trainers"), objective
+    )
     if not touches_upstream(params):
         log("upstream stages: building once, reused by every trial")
         prepare_stages(Path(data_dir), base, work, log)
@@ -145,24 +194,45 @@ def run_sweep(
     if resume:
         runs = 1 + sum(1 for p in out.glob("experiment-*") if p.is_dir())
         name = f"experiment-{runs + 1}"
-        log(f"resuming: {len(ended)} of {samples} trials ended before; {max(remaining, 0)} more in {out / name}")
+        log(
+            f"resuming: {len(ended)} of {samples} trials ended before; {max(remaining, 0)} more in "
+            f"{out / name}"
+        )
     if remaining > 0:
         space = OptunaSearch.convert_search_space({p.key: p.to_tune() for p in params})
         told = [(row["params"], _reward(row)) for row in ended if _reward(row) is not None]
-        search = OptunaSearch(space=space, metric="objective", mode="max", seed=seed,
-                              points_to_evaluate=[p for p, _ in told] or None,
-                              evaluated_rewards=[r for _, r in told] or None)  # fmt: skip
-        scheduler = ASHAScheduler(time_attr="training_iteration", max_t=base.ranker.epochs + 1,
-                                  grace_period=min(2, base.ranker.epochs), reduction_factor=2)  # fmt: skip
+        search = OptunaSearch(
+            space=space,
+            metric="objective",
+            mode="max",
+            seed=seed,
+            points_to_evaluate=[p for p, _ in told] or None,
+            evaluated_rewards=[r for _, r in told] or None,
+        )
+        scheduler = ASHAScheduler(
+            time_attr="training_iteration",
+            max_t=base.ranker.epochs + 1,
+            grace_period=min(2, base.ranker.epochs),
+            reduction_factor=2,
+        )
         tuner = tune.Tuner(
             trainable,
-            tune_config=tune.TuneConfig(metric="objective", mode="max", num_samples=remaining, scheduler=scheduler,
-                                        search_alg=ConcurrencyLimiter(search, max_concurrent=concurrency),
-                                        max_concurrent_trials=concurrency),
-            run_config=tune.RunConfig(name=name, storage_path=str(out), verbose=1,
-                                      callbacks=[TrialLedger(ledger_path, params), *(callbacks or [])],
-                                      failure_config=tune.FailureConfig(max_failures=1)),
-        )  # fmt: skip
+            tune_config=tune.TuneConfig(
+                metric="objective",
+                mode="max",
+                num_samples=remaining,
+                scheduler=scheduler,
+                search_alg=ConcurrencyLimiter(search, max_concurrent=concurrency),
+                max_concurrent_trials=concurrency,
+            ),
+            run_config=tune.RunConfig(
+                name=name,
+                storage_path=str(out),
+                verbose=1,
+                callbacks=[TrialLedger(ledger_path, params), *(callbacks or [])],
+                failure_config=tune.FailureConfig(max_failures=1),
+            ),
+        )
         tuner.fit()
     return summarise(read_ledger(ledger_path), params, job, out, log)
 
@@ -172,5 +242,3 @@ def _reward(row: dict[str, Any]) -> float | None:
     it (None for a failed trial)."""
     value = row["result"].get("objective")
     return None if row["status"] == "error" or value is None or not math.isfinite(value) else float(value)
-
-

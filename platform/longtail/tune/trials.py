@@ -93,13 +93,19 @@ class SweepResult:
     pareto_plot: Path
 
 
-def summarise(ended: list[dict[str, Any]], params: list[Param], job: SweepJob, out: Path, log=print) -> SweepResult:
+def summarise(
+    ended: list[dict[str, Any]], params: list[Param], job: SweepJob, out: Path, log=print
+) -> SweepResult:
     """Trials table, Pareto front plot and the best trial's config as a train config, from the ledger."""
     rows = []
     for entry in ended:
         metrics, config = entry["result"], entry["params"]
-        row = {"trial": entry["trial"], **{p.key: config.get(p.key) for p in params}, "status": entry["status"],
-               "objective": metrics.get("objective") if metrics.get("final") else None}  # fmt: skip
+        row = {
+            "trial": entry["trial"],
+            **{p.key: config.get(p.key) for p in params},
+            "status": entry["status"],
+            "objective": metrics.get("objective") if metrics.get("final") else None,
+        }
         for part in ("valid", "test"):
             for name in METRICS:
                 row[f"{part}_{name}"] = metrics.get(f"{part}_{name}") if metrics.get("final") else None
@@ -111,18 +117,32 @@ def summarise(ended: list[dict[str, Any]], params: list[Param], job: SweepJob, o
     config = apply_params(job.base, {p.key: best[p.key] for p in params})
     config.resources.storage_path = None
     best_config = out / "best-config.yaml"
-    header = (f"# Best of {len(done)} finished trials by validation objective "
-              f"{job.objective.weights} = {best['objective']:.4f} (trial {best['trial']}).\n"
-              f"# Train it: longtail train --config {best_config} --data {job.data_dir} --out bundles/best\n")  # fmt: skip
+    header = (
+        f"# Best of {len(done)} finished trials by validation objective "
+        f"{job.objective.weights} = {best['objective']:.4f} (trial {best['trial']}).\n"
+        f"# Train it: longtail train --config {best_config} --data {job.data_dir} --out bundles/best\n"
+    )
     best_config.write_text(header + yaml.safe_dump(config.model_dump(), sort_keys=False))
     table = out / "trials.csv"
-    pacsv.write_csv(pa.Table.from_pylist([{k: (None if v is None else str(v) if isinstance(v, list) else v)
-                                           for k, v in r.items()} for r in rows]), table)  # fmt: skip
+    pacsv.write_csv(
+        pa.Table.from_pylist(
+            [
+                {k: (None if v is None else str(v) if isinstance(v, list) else v) for k, v in r.items()}
+                for r in rows
+            ]
+        ),
+        table,
+    )
     (out / "trials.md").write_text(markdown_table(rows))
     front = pareto_front(done)
     plot = plot_pareto(done, front, out / "pareto.png")
-    (out / "summary.json").write_text(json.dumps({"best": best, "pareto_front": front, "trials": rows,
-                                                  "objective": job.objective.weights}, indent=2, default=str))  # fmt: skip
+    (out / "summary.json").write_text(
+        json.dumps(
+            {"best": best, "pareto_front": front, "trials": rows, "objective": job.objective.weights},
+            indent=2,
+            default=str,
+        )
+    )
     log(f"best trial {best['trial']}: objective {best['objective']:.4f}; config {best_config}")
     return SweepResult(rows, best, best_config, table, plot)
 
@@ -130,7 +150,11 @@ def summarise(ended: list[dict[str, Any]], params: list[Param], job: SweepJob, o
 def pareto_front(rows: list[dict]) -> list[dict]:
     """Trials not dominated on (valid ndcg@10, valid tail_recall@20), by ndcg@10 descending."""
     x, y = "valid_ndcg@10", "valid_tail_recall@20"
-    front = [r for r in rows if not any(o[x] >= r[x] and o[y] >= r[y] and (o[x] > r[x] or o[y] > r[y]) for o in rows)]
+    front = [
+        r
+        for r in rows
+        if not any(o[x] >= r[x] and o[y] >= r[y] and (o[x] > r[x] or o[y] > r[y]) for o in rows)
+    ]
     return sorted(front, key=lambda r: -r[x])
 
 
@@ -141,9 +165,16 @@ def plot_pareto(rows: list[dict], front: list[dict], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    ax.scatter([r["valid_ndcg@10"] for r in rows], [r["valid_tail_recall@20"] for r in rows], c="0.6", label="trials")
-    ax.plot([r["valid_ndcg@10"] for r in front], [r["valid_tail_recall@20"] for r in front], "o-", c="C3",
-            label="Pareto front")  # fmt: skip
+    ax.scatter(
+        [r["valid_ndcg@10"] for r in rows], [r["valid_tail_recall@20"] for r in rows], c="0.6", label="trials"
+    )
+    ax.plot(
+        [r["valid_ndcg@10"] for r in front],
+        [r["valid_tail_recall@20"] for r in front],
+        "o-",
+        c="C3",
+        label="Pareto front",
+    )
     ax.set(xlabel="valid ndcg@10", ylabel="valid tail_recall@20", title="Sweep: accuracy vs tail")
     ax.legend()
     fig.tight_layout()

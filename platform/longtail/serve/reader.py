@@ -21,10 +21,10 @@ import numpy as np
 import torch
 
 from longtail.bundle import read_bundle
-from longtail.serve.knobs import RankerKnobs
+from longtail.serve.knobs import ListKnobs
+from longtail.serve.live import LivePipeline, Query
 from longtail.serve.metrics import ServeMetrics
 from longtail.serve.pooled_store import PooledStore
-from longtail.serve.ranking import Query, ServingRanker
 from longtail.store import StoredItem
 
 T = TypeVar("T")
@@ -34,14 +34,16 @@ class EncoderMismatch(ValueError):
     """A vector from one bundle's encoder sent to a ranker of another (a rollout in progress)."""
 
 
-class RankerCore:
+class Reader:
     """Catalog, graph and hybrid ranker in memory; users' histories from the bundle plus the store."""
 
-    def __init__(self, bundle: Path, store: PooledStore, metrics: ServeMetrics, replica: str = "local") -> None:
+    def __init__(
+        self, bundle: Path, store: PooledStore, metrics: ServeMetrics, replica: str = "local"
+    ) -> None:
         loaded = read_bundle(Path(bundle))
-        self.ranker = ServingRanker(loaded)
+        self.ranker = LivePipeline(loaded)
         self.encoder_id = loaded.encoder_id
-        self.stored_history = RankerKnobs().stored_history
+        self.stored_history = ListKnobs().stored_history
         self.store = store
         self.metrics = metrics
         self.metrics.bundle.labels(self.ranker.version).set(1)
@@ -60,7 +62,7 @@ class RankerCore:
             self._lock = asyncio.Lock()
         return self._lock
 
-    def configure(self, knobs: RankerKnobs) -> None:
+    def configure(self, knobs: ListKnobs) -> None:
         self.ranker.configure(knobs)
         self.stored_history = knobs.stored_history
 
@@ -72,7 +74,8 @@ class RankerCore:
             self.metrics.catalog_size.set(self.ranker.n_items)
 
     async def _sync_items(self) -> None:
-        """Pick up items any ingress stored since the last look (cheap when there are none); under the lock."""
+        """Pick up items any ingress stored since the last look (cheap when there are none); under the
+        lock."""
         items = await self.store.items_after(self.ranker.last_item_seq, self.encoder_id)
         if items:
             await self._in_thread(self._apply_items, items)
@@ -89,9 +92,19 @@ class RankerCore:
         queries = []
         for r in requests:
             got = stored[r["user_id"]]
-            history, strengths, _ = self.ranker.weighted_history(r["user_id"], got.erased, got.items, got.types, got.weights)
+            history, strengths, _ = self.ranker.weighted_history(
+                r["user_id"], got.erased, got.items, got.types, got.weights
+            )
             queries.append(
-                Query(r["user_id"], history, r["k"], r["exclude_seen"], r.get("tail_boost"), r.get("explain", False), strengths)
+                Query(
+                    r["user_id"],
+                    history,
+                    r["k"],
+                    r["exclude_seen"],
+                    r.get("tail_boost"),
+                    r.get("explain", False),
+                    strengths,
+                )
             )
         ranked = self.ranker.recommend(queries)
         for result in ranked:
@@ -99,7 +112,9 @@ class RankerCore:
             self.metrics.served_items.inc(len(result.items))
             self.metrics.served_tail.inc(sum(item["tail"] for item in result.items))
         self.metrics.coverage.set(self.ranker.coverage)
-        return [{**asdict(r), "bundle_version": self.ranker.version, "served_by": self.replica} for r in ranked]
+        return [
+            {**asdict(r), "bundle_version": self.ranker.version, "served_by": self.replica} for r in ranked
+        ]
 
     async def similar(self, item_id: str, k: int) -> dict:
         """Neighbours of an item (``items`` None when the catalog has no such item), with the version."""
@@ -114,7 +129,9 @@ class RankerCore:
     async def search(self, vector: list[float], k: int, encoder: str) -> dict:
         """Items nearest to a text vector made by ``encoder``; refused when it is not this bundle's."""
         if encoder != self.encoder_id:
-            raise EncoderMismatch(f"vector from encoder {encoder}, this ranker's bundle has {self.encoder_id}")
+            raise EncoderMismatch(
+                f"vector from encoder {encoder}, this ranker's bundle has {self.encoder_id}"
+            )
         async with self.lock:
             await self._sync_items()
             items = await self._in_thread(self.ranker.search, np.asarray(vector, dtype=np.float32), k)

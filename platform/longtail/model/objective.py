@@ -1,4 +1,5 @@
-"""Training the retriever and the hybrid ranker on next-item examples (pure torch; Ray glue: ``longtail.train``).
+"""Training the retriever and the hybrid ranker on next-item examples (pure torch; Ray glue:
+``longtail.train``).
 
 Every train history h_1..h_n gives examples (h_{<t}, h_t) for t ≥ 2, the prefix cut to the last L items.
 Loss: sampled softmax over the batch's targets plus N uniformly drawn items, with
@@ -15,7 +16,8 @@ items' strengths into the models.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -25,7 +27,8 @@ from longtail.data.encoded import Histories
 
 
 def next_item_examples(histories: Histories, max_history: int, pad: int) -> tuple[np.ndarray, np.ndarray]:
-    """All (prefix, target) pairs: prefixes (N, L) left-aligned, oldest first, padded with ``pad``; targets (N,)."""
+    """All (prefix, target) pairs: prefixes (N, L) left-aligned, oldest first, padded with ``pad``; targets
+    (N,)."""
     src, valid, target_pos = _example_positions(histories, max_history)
     prefixes = np.where(valid, histories.items[np.where(valid, src, 0)], pad)
     return prefixes.astype(np.int64), histories.items[target_pos].astype(np.int64)
@@ -97,7 +100,19 @@ def sampled_softmax_loss(
     labels = torch.arange(b, device=logits.device)
     if weight is None:
         return nn.functional.cross_entropy(logits, labels)
-    return (nn.functional.cross_entropy(logits, labels, reduction="none") * weight).sum() / weight.sum().clamp_min(1e-12)
+    return (
+        nn.functional.cross_entropy(logits, labels, reduction="none") * weight
+    ).sum() / weight.sum().clamp_min(1e-12)
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """The sampled softmax's knobs: logits are score / τ − log q + η·log π; each scorer's loss has a
+    weight."""
+
+    eta: float = 0.0  # η, the popularity logit adjustment (``ranker.popularity_correction``)
+    temperature: float = 1.0  # τ
+    weights: Mapping[str, float] = field(default_factory=dict)  # scorer name → loss weight (default 1)
 
 
 class NextItemObjective(nn.Module):
@@ -105,26 +120,51 @@ class NextItemObjective(nn.Module):
 
     The retriever and the ranker share one pass over the examples and one optimizer; each keeps its own
     parameters. ``forward`` returns the loss so that a DDP wrapper of this module syncs every gradient.
+    ``target_share`` (n,): the chance that a batch target is item j; ``log_prior`` (n,): log π.
     """
 
-    def __init__(self, scorers: dict[str, nn.Module], weights: dict[str, float], target_share: torch.Tensor,
-                 log_prior: torch.Tensor, eta: float, temperature: float) -> None:  # fmt: skip
+    target_share: torch.Tensor  # buffers (registered in __init__)
+    log_prior: torch.Tensor
+
+    def __init__(
+        self,
+        scorers: dict[str, nn.Module],
+        spec: LossSpec,
+        target_share: torch.Tensor,
+        log_prior: torch.Tensor,
+    ) -> None:
         super().__init__()
         self.scorers = nn.ModuleDict(scorers)
-        self.weights, self.eta, self.temperature = weights, eta, temperature
+        self.weights, self.eta, self.temperature = spec.weights, spec.eta, spec.temperature
         self.register_buffer("target_share", target_share.float(), persistent=False)  # (n,)
         self.register_buffer("log_prior", log_prior.float(), persistent=False)  # (n,)
 
-    def forward(self, history: torch.Tensor, target: torch.Tensor, negatives: torch.Tensor,
-                strength: torch.Tensor | None = None, weight: torch.Tensor | None = None) -> torch.Tensor:  # fmt: skip
+    def forward(
+        self,
+        history: torch.Tensor,
+        target: torch.Tensor,
+        negatives: torch.Tensor,
+        strength: torch.Tensor | None = None,
+        weight: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Weighted loss of every scorer on histories (b, L), targets (b,) and shared negatives (N,); history
         strengths (b, L) and row weights (b,) when events have strengths."""
-        return sum(
-            self.weights.get(name, 1.0) * sampled_softmax_loss(model, history, target, negatives, self.target_share,
-                                                               self.log_prior, self.eta, self.temperature,
-                                                               strength, weight)
+        return sum(  # type: ignore[return-value]  # a sum of tensors is a tensor
+            self.weights.get(name, 1.0)
+            * sampled_softmax_loss(
+                model,
+                history,
+                target,
+                negatives,
+                self.target_share,
+                self.log_prior,
+                self.eta,
+                self.temperature,
+                strength,
+                weight,
+            )
             for name, model in self.scorers.items()
-        )  # fmt: skip
+        )
 
 
 def train_epoch(
@@ -150,11 +190,17 @@ def train_epoch(
     for step in range(n_steps):
         idx = order[step * batch_size : (step + 1) * batch_size]
         negatives = torch.randint(0, n_items, (n_negatives,), generator=generator).to(targets.device)
-        loss = objective(prefixes[idx], targets[idx], negatives, None if strengths is None else strengths[idx],
-                         None if weights is None else weights[idx])  # fmt: skip
+        loss = objective(
+            prefixes[idx],
+            targets[idx],
+            negatives,
+            None if strengths is None else strengths[idx],
+            None if weights is None else weights[idx],
+        )
         optimizer.zero_grad()
         loss.backward()
-        for scorer in getattr(objective, "module", objective).scorers.values():  # each model's own norm
+        core: nn.Module = getattr(objective, "module", objective)  # under DDP, the wrapped module
+        for scorer in core.get_submodule("scorers").children():  # each model's own norm
             nn.utils.clip_grad_norm_(scorer.parameters(), 5.0)
         optimizer.step()
         total, steps = total + loss.item(), steps + 1

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from longtail.eval.ranking import top_k
+from longtail.topk import best, top_k
 
 
 def zscore(x: np.ndarray, axis: int | None = None) -> np.ndarray:
@@ -46,7 +46,8 @@ def tail_boost(scores: np.ndarray, train_counts: np.ndarray, weight: float) -> n
 
 
 def explore(scores: np.ndarray, tail: np.ndarray, weight: float, rng: np.random.Generator) -> np.ndarray:
-    """Random lift of tail candidates ((c,) or (b, c) mask) by ``weight`` × Gumbel noise on z-scored scores (b, c)."""
+    """Random lift of tail candidates ((c,) or (b, c) mask) by ``weight`` × Gumbel noise on z-scored scores
+    (b, c)."""
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"exploration must be in [0, 1], got {weight}")
     if weight == 0.0:
@@ -116,27 +117,18 @@ def arrange(
         safe = np.where(real, items, 0)
         open_ = np.isfinite(s) & real  # (c,) still available
         z = zscore(np.where(open_, s, -np.inf))
-        picks = _best(np.where(open_, s, -np.inf), n_top)
+        picks = best(np.where(open_, s, -np.inf), n_top)
         open_[picks] = False
         z_new = z if new_scores is None else zscore(np.where(np.isfinite(s), new_scores[row], -np.inf))
         damping = shelves.exposure_penalty * np.log1p(exposure[safe])  # (c,)
         for share, mask, zz in ((n_tail, tail[safe], z), (n_new, new[safe], z_new)):
             if share:
-                block = _best(np.where(open_ & mask, zz - damping, -np.inf), share)
+                block = best(np.where(open_ & mask, zz - damping, -np.inf), share)
                 open_[block] = False
                 picks = np.concatenate([picks, block])
         if len(picks) < k:
-            picks = np.concatenate([picks, _best(np.where(open_, s, -np.inf), k - len(picks))])
+            picks = np.concatenate([picks, best(np.where(open_, s, -np.inf), k - len(picks))])
         out[row, : len(picks)] = picks
         if record:
             exposure[items[picks]] += 1
     return out
-
-
-def _best(values: np.ndarray, m: int) -> np.ndarray:
-    """Indices of the ≤ m largest finite values, best first, ties to the lower index."""
-    m = min(m, int(np.isfinite(values).sum()))
-    if m <= 0:
-        return np.zeros(0, dtype=np.int64)
-    top = np.argpartition(-values, m - 1)[:m]
-    return top[np.lexsort((top, -values[top]))]

@@ -1,4 +1,4 @@
-"""`longtail recommend --bundle` for a large user set: a Ray Data job over a pool of ranker actors.
+"""`longtail recommend --bundle` for a large user set: a Ray Data job over a pool of pipeline actors.
 
 Each actor loads the bundle and the split once and runs the same ``retrieve → rank → arrange`` pipeline
 as evaluation and Serve on its share of the users; Ray Data shows the progress. Shelf exposure is counted
@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import ray
 import torch
 
 from longtail.bundle import read_bundle
@@ -21,14 +20,16 @@ from longtail.recommend.build import load_pipeline
 from longtail.recommend.pipeline import Batch, recommend
 
 
-class RankerActor:
+class PipelineActor:
     """One pipeline per actor, built from the bundle; each call recommends for a batch of user indices."""
 
     def __init__(self, bundle: str, data: str, split: str, part: str, k: int, threads: int = 1) -> None:
         torch.set_num_threads(threads)
         loaded = read_bundle(Path(bundle))
         self.pipeline = load_pipeline(loaded)
-        self.histories = load_split_data(Path(data), split, loaded.config.events).histories(history_parts(part))
+        self.histories = load_split_data(Path(data), split, loaded.config.events).histories(
+            history_parts(part)
+        )
         self.k = k
         self.exposure = np.zeros(self.pipeline.n_items)
 
@@ -38,13 +39,30 @@ class RankerActor:
         return {"user": users, "items": lists.items}
 
 
-def recommend_job(bundle: Path, data: Path, split: str, part: str, users: np.ndarray, k: int, actors: int = 2,
-                  cpus_per_actor: float = 1.0, batch_size: int = 256) -> np.ndarray:  # fmt: skip
+def recommend_job(
+    bundle: Path,
+    data: Path,
+    split: str,
+    part: str,
+    users: np.ndarray,
+    k: int,
+    actors: int = 2,
+    cpus_per_actor: float = 1.0,
+    batch_size: int = 256,
+) -> np.ndarray:
     """(len(users), k) lists for user indices ``users`` of the split, in their order; -1 pads short lists."""
-    kwargs = {"bundle": str(Path(bundle).resolve()), "data": str(Path(data).resolve()), "split": split, "part": part,
-              "k": k, "threads": max(1, int(cpus_per_actor))}  # fmt: skip
+    import ray  # only the job needs Ray: importing this module does not
+
+    kwargs = {
+        "bundle": str(Path(bundle).resolve()),
+        "data": str(Path(data).resolve()),
+        "split": split,
+        "part": part,
+        "k": k,
+        "threads": max(1, int(cpus_per_actor)),
+    }
     ds = ray.data.from_arrow(pa.table({"user": np.asarray(users, dtype=np.int64)})).map_batches(
-        RankerActor,
+        PipelineActor,
         fn_constructor_kwargs=kwargs,
         batch_size=batch_size,
         batch_format="numpy",
@@ -55,5 +73,6 @@ def recommend_job(bundle: Path, data: Path, split: str, part: str, users: np.nda
     out = np.full((len(users), k), -1, dtype=np.int64)
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
         rows = np.fromiter((position[int(u)] for u in batch["user"]), np.int64, len(batch["user"]))
-        out[rows] = np.stack(batch["items"]) if batch["items"].dtype == object else batch["items"]
+        items = np.asarray(batch["items"])
+        out[rows] = np.stack(list(items)) if items.dtype == object else items
     return out

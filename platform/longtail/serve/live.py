@@ -10,6 +10,7 @@ the slots given to randomly drawn tail items, so new users also see the tail.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -21,11 +22,12 @@ from longtail.data.encoded import Histories, table_strengths
 from longtail.data.events import event_strengths
 from longtail.model.explain import explain
 from longtail.model.graph import topk_rows
-from longtail.model.rerank import Shelves
+from longtail.recommend.arrange import Shelves
 from longtail.recommend.build import load_pipeline, popularity_penalty_of, trend_bonus_of
-from longtail.recommend.pipeline import Batch, grow, popularity_terms, recommend
-from longtail.serve.knobs import RankerKnobs
+from longtail.recommend.pipeline import Batch, Knobs, grow, popularity_terms, recommend
+from longtail.serve.knobs import ListKnobs
 from longtail.store import StoredItem
+from longtail.topk import best
 
 
 @dataclass
@@ -48,7 +50,7 @@ class Ranked:
     items: list[dict] = field(default_factory=list)  # item_id, score, tail, [reason], [explanation]
 
 
-class ServingRanker:
+class LivePipeline:
     """The bundle's pipeline over a catalog that can grow while serving."""
 
     def __init__(self, bundle: Bundle, seed: int = 0) -> None:
@@ -57,14 +59,15 @@ class ServingRanker:
         self.index = {item: i for i, item in enumerate(self.item_ids)}
         self.pipeline = load_pipeline(bundle)
         self.text_k = bundle.config.graph.text_k or 20
-        self.trained = (self.pipeline.ranker.alpha.fixed, self.pipeline.ranker.beta.fixed, self.pipeline.shelves,
-                        self.pipeline.retrieval, self.pipeline.boost, self.pipeline.exploration)  # fmt: skip
-        self.ranker_config = bundle.config.ranker  # τ and the popularity adjustment γ and trend boost δ chosen on valid
+        self.trained = (self.pipeline.knobs, self.pipeline.retrieval)  # what a knob of None restores
+        self.ranker_config = (
+            bundle.config.ranker
+        )  # τ and the popularity adjustment γ and trend boost δ chosen on valid
         self._index_popularity()
         self.events = bundle.config.events
         self.histories, self.history_strengths = _bundle_histories(bundle, self.index)
         self.rng = np.random.default_rng(seed)
-        self.configure(RankerKnobs())
+        self.configure(ListKnobs())
         self.last_item_seq = 0
         self._window: deque[list[int]] = deque()
         self.exposure = np.zeros(self.n_items, dtype=np.float64)  # (n,) showings in the window
@@ -86,26 +89,32 @@ class ServingRanker:
         self.popular_order = np.argsort(-self.counts, kind="stable")  # (n,)
         self.tail_items = np.flatnonzero(self.pipeline.tail)  # (n_tail,)
 
-    def configure(self, knobs: RankerKnobs) -> None:
-        """Apply run-time knobs; α/β/shelves/candidates of None restore the bundle's."""
+    def configure(self, knobs: ListKnobs) -> None:
+        """Apply run-time knobs; every knob of None is the bundle's (as trained and selected on valid)."""
         self.knobs = knobs
-        alpha, beta, shelves, retrieval, boost, exploration = self.trained
+        trained, retrieval = self.trained
+        shelves = trained.shelves
         tail = shelves.tail_share if knobs.tail_share is None else knobs.tail_share
-        p = self.pipeline
-        p.shelves = Shelves(
-            tail,
-            min(shelves.new_share if knobs.new_share is None else knobs.new_share, 1.0 - tail),
-            shelves.exposure_penalty if knobs.exposure_penalty is None else knobs.exposure_penalty,
+        live = Knobs(
+            shelves=Shelves(
+                tail,
+                min(shelves.new_share if knobs.new_share is None else knobs.new_share, 1.0 - tail),
+                shelves.exposure_penalty if knobs.exposure_penalty is None else knobs.exposure_penalty,
+            ),
+            tail_boost=trained.tail_boost if knobs.tail_boost is None else knobs.tail_boost,
+            exploration=trained.exploration if knobs.exploration is None else knobs.exploration,
+            popularity_penalty=popularity_penalty_of(self.ranker_config, knobs.popularity_adjustment),
+            trend_bonus=trend_bonus_of(self.ranker_config, knobs.trend_boost),
+            alpha=knobs.alpha,
+            beta=knobs.beta,
         )
-        p.ranker.alpha.fixed = alpha if knobs.alpha is None else knobs.alpha
-        p.ranker.beta.fixed = beta if knobs.beta is None else knobs.beta
         candidates = {None: retrieval.candidates, "exact": None}.get(knobs.candidates, knobs.candidates)
-        p.retrieval = retrieval.model_copy(update={"candidates": candidates})
-        p.boost = boost if knobs.tail_boost is None else knobs.tail_boost
-        p.exploration = exploration if knobs.exploration is None else knobs.exploration
-        p.rng = self.rng
-        p.popularity_penalty = popularity_penalty_of(self.ranker_config, knobs.popularity_adjustment)
-        p.trend_bonus = trend_bonus_of(self.ranker_config, knobs.trend_boost)
+        self.pipeline = dataclasses.replace(
+            self.pipeline,
+            knobs=live,
+            retrieval=retrieval.model_copy(update={"candidates": candidates}),
+            rng=self.rng,
+        )
 
     @property
     def shelves(self) -> Shelves:
@@ -123,9 +132,12 @@ class ServingRanker:
         p, n, m = self.pipeline, self.n_items, len(fresh)
         new_vectors = np.stack([it.vector for it in fresh]).astype(np.float32)  # (m, d)
         if new_vectors.shape[1] != p.text_vectors.shape[1]:
-            raise ValueError(f"new item vectors have {new_vectors.shape[1]} dims, the catalog {p.text_vectors.shape[1]}")
-        grow(p, new_vectors, _grow_graph(p.graph, np.vstack([p.text_vectors, new_vectors]), n, self.text_k))
-        self.configure(self.knobs)
+            raise ValueError(
+                f"new item vectors have {new_vectors.shape[1]} dims, the catalog {p.text_vectors.shape[1]}"
+            )
+        self.pipeline = grow(
+            p, new_vectors, _grow_graph(p.graph, np.vstack([p.text_vectors, new_vectors]), n, self.text_k)
+        )
         self.exposure = np.concatenate([self.exposure, np.zeros(m)])
         self._index_popularity()
         for offset, it in enumerate(fresh):
@@ -139,8 +151,14 @@ class ServingRanker:
         items, _, known = self.weighted_history(user_id, erased, stored_items)
         return items, known
 
-    def weighted_history(self, user_id: str, erased: bool, stored_items: list[str], types: list[str] | None = None,
-                         weights: list[float | None] | None = None) -> tuple[list[int], list[float], bool]:  # fmt: skip
+    def weighted_history(
+        self,
+        user_id: str,
+        erased: bool,
+        stored_items: list[str],
+        types: list[str] | None = None,
+        weights: list[float | None] | None = None,
+    ) -> tuple[list[int], list[float], bool]:
         """(catalog indices oldest first, each one's event strength, whether anything is known of the user):
         the bundle's history, then the stored events (``types``/``weights`` give their strengths)."""
         base = [] if erased else list(self.histories.get(user_id, ()))
@@ -171,17 +189,27 @@ class ServingRanker:
         lengths = [len(q.history) for q in queries]
         strengths = None
         if any(q.strengths is not None for q in queries):
-            strengths = np.asarray([s for q in queries for s in (q.strengths or [1.0] * len(q.history))], np.float32)
+            strengths = np.asarray(
+                [s for q in queries for s in (q.strengths or [1.0] * len(q.history))], np.float32
+            )
             strengths = None if np.all(strengths == 1.0) else strengths
-        histories = Histories(np.r_[0, np.cumsum(lengths)].astype(np.int64),
-                              np.asarray([i for q in queries for i in q.history], dtype=np.int64), strengths)  # fmt: skip
+        histories = Histories(
+            np.r_[0, np.cumsum(lengths)].astype(np.int64),
+            np.asarray([i for q in queries for i in q.history], dtype=np.int64),
+            strengths,
+        )
         batch = Batch(histories, np.asarray([q.exclude_seen for q in queries]))
         k = max(q.k for q in queries)
         lists = recommend(self.pipeline, batch, k, self.exposure, record=False, boost=boost)
         notes = None
         if any(q.explain for q in queries):
-            notes = explain(lists.ranked, lists.recent, lists.columns, np.asarray(self.item_ids, dtype=object),
-                            popularity=popularity_terms(self.pipeline, lists.candidates))  # fmt: skip
+            notes = explain(
+                lists.ranked,
+                lists.recent,
+                lists.columns,
+                np.asarray(self.item_ids, dtype=object),
+                popularity=popularity_terms(self.pipeline, lists.candidates),
+            )
         out = []
         for row, q in enumerate(queries):
             keep = lists.items[row] >= 0
@@ -198,7 +226,11 @@ class ServingRanker:
         seen = set(q.history) if q.exclude_seen else set()
         popular = (int(i) for i in self.popular_order if int(i) not in seen)  # lazy: stops after k
         want = min(len(self.tail_items), round(q.k * self.knobs.cold_start_tail_share))
-        draw = self.rng.choice(self.tail_items, min(len(self.tail_items), want + len(seen)), replace=False) if want else []
+        draw = (
+            self.rng.choice(self.tail_items, min(len(self.tail_items), want + len(seen)), replace=False)
+            if want
+            else []
+        )
         explore_iter = iter([int(i) for i in draw if int(i) not in seen][:want])
         slots = {int(q.k / max(want, 1) * (j + 0.5)) for j in range(want)}
         picks: list[int] = []
@@ -241,29 +273,31 @@ class ServingRanker:
         """Graph neighbours by edge weight, then text neighbours by cosine, without the item itself."""
         i = self.index[item_id]
         row = self.pipeline.graph.getrow(i)
-        order = row.indices[np.argsort(-row.data, kind="stable")].tolist()[:k]
+        row.sort_indices()
+        order = row.indices[best(row.data, k)].tolist()
         if len(order) < k:
-            taken = {i, *order}
-            sims = self.vectors @ self.vectors[i]
-            top = np.argpartition(-sims, min(len(sims) - 1, k + len(taken)))[: k + len(taken)]
-            order += [int(j) for j in top[np.argsort(-sims[top], kind="stable")] if int(j) not in taken][: k - len(order)]
+            sims = self.vectors @ self.vectors[i]  # (n,)
+            sims[[i, *order]] = -np.inf  # not the item, nor its graph neighbours again
+            order += best(sims, k - len(order)).tolist()
         weights = self.vectors[order] @ self.vectors[i]
         return self._items(np.asarray(order, dtype=np.int64), weights.astype(np.float64))
 
     def search(self, vector: np.ndarray, k: int) -> list[dict]:
         """Items whose text vectors are closest (cosine) to a query vector."""
         sims = self.vectors @ np.asarray(vector, dtype=np.float32)
-        k = min(k, self.n_items)
-        top = np.argpartition(-sims, k - 1)[:k]
-        top = top[np.lexsort((top, -sims[top]))]
+        top = best(sims, k)
         return self._items(top, sims[top].astype(np.float64))
 
 
-def _bundle_histories(bundle: Bundle, index: dict[str, int]) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def _bundle_histories(
+    bundle: Bundle, index: dict[str, int]
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """(user id → catalog indices of the bundle's interactions, oldest first; user id → their strengths)."""
     table = bundle.histories
     users = np.asarray(table.column("user_id").to_pylist(), dtype=object)
-    items = np.fromiter((index[str(i)] for i in table.column("item_id").to_pylist()), np.int64, table.num_rows)
+    items = np.fromiter(
+        (index[str(i)] for i in table.column("item_id").to_pylist()), np.int64, table.num_rows
+    )
     times = table.column("timestamp").to_numpy().astype(np.float64)
     strengths = table_strengths(table, bundle.config.events)  # (rows,) 1 where the columns are absent
     order = np.lexsort((np.arange(len(users)), times, users.astype(str)))
@@ -275,7 +309,8 @@ def _bundle_histories(bundle: Bundle, index: dict[str, int]) -> tuple[dict[str, 
 
 
 def _grow_graph(graph: sparse.csr_matrix, vectors: np.ndarray, n_old: int, k: int) -> sparse.csr_matrix:
-    """Add rows/columns for items n_old.. : edges to their k nearest items by text, both ways, rows re-normalised."""
+    """Add rows/columns for items n_old.. : edges to their k nearest items by text, both ways, rows
+    re-normalised."""
     n = len(vectors)
     rows, cols, vals = topk_rows(vectors[n_old:] @ vectors.T, k + 1, n_old)  # (m, n) similarities
     keep = rows != cols

@@ -8,7 +8,6 @@ the stages downstream of it.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import hashlib
 import json
 import os
@@ -36,6 +35,7 @@ from longtail.model.factory import build_graph, build_ranker, build_retriever
 from longtail.model.graph import item_entity_matrix
 from longtail.recommend.build import (
     build_index,
+    knobs_of,
     make_pipeline,
     own_lists,
     popularity_penalty_of,
@@ -74,45 +74,69 @@ def item_entities(data_dir: Path, data: SplitData) -> sparse.csr_matrix | None:
     def col(t: pa.Table, n: str) -> np.ndarray:
         return t.column(n).to_numpy(zero_copy_only=False)
 
-    return item_entity_matrix(data.item_ids, col(link, "item_id"), col(link, "entity_id"),
-                              col(kg, "head_id"), col(kg, "tail_id"))  # fmt: skip
+    return item_entity_matrix(
+        data.item_ids, col(link, "item_id"), col(link, "entity_id"), col(kg, "head_id"), col(kg, "tail_id")
+    )
 
 
-def trained_pipeline(config: TrainConfig, vectors: np.ndarray, graph: sparse.csr_matrix, train_counts: np.ndarray,
-                     retriever_state: dict, ranker_state: dict, recent_counts: np.ndarray | None = None) -> Pipeline:  # fmt: skip
+def trained_pipeline(
+    config: TrainConfig,
+    vectors: np.ndarray,
+    graph: sparse.csr_matrix,
+    train_counts: np.ndarray,
+    retriever_state: dict,
+    ranker_state: dict,
+    recent_counts: np.ndarray | None = None,
+) -> Pipeline:
     """Both stages rebuilt from their weights (strictly), the MIPS index built, the config's shelves on;
     ``recent_counts`` (n,): the trend term's counts (``SplitData.recent_counts``), None: no trend term."""
     ranker = build_ranker(config.ranker, vectors, graph, train_counts)
     ranker.load_state_dict(ranker_state)
-    retriever = build_retriever(config.retriever, config.ranker.max_history, vectors, graph, train_counts,
-                                config.ranker.seed)  # fmt: skip
+    retriever = build_retriever(
+        config.retriever, config.ranker.max_history, vectors, graph, train_counts, config.ranker.seed
+    )
     retriever.load_state_dict(retriever_state)
-    index = build_index(retriever, config.retrieval, config.ranker.seed)
-    return make_pipeline(retriever, ranker, vectors, graph, train_counts, config.retrieval, config.rerank, index,
-                         config.ranker.seed, config.events.in_history, popularity_penalty_of(config.ranker),
-                         recent_counts, trend_bonus_of(config.ranker))  # fmt: skip
+    return make_pipeline(
+        retriever=retriever,
+        ranker=ranker,
+        vectors=vectors,
+        graph=graph,
+        train_counts=train_counts,
+        retrieval=config.retrieval,
+        knobs=knobs_of(config.ranker, config.rerank),
+        index=build_index(retriever, config.retrieval, config.ranker.seed),
+        recent_counts=recent_counts,
+        history_strengths=config.events.in_history,
+        seed=config.ranker.seed,
+    )
 
 
-def choose_shelves(config: TrainConfig, pipe: Pipeline, data: SplitData, log: Log = print
-                   ) -> tuple[TrainConfig, Pipeline, dict]:  # fmt: skip
+def choose_shelves(
+    config: TrainConfig, pipe: Pipeline, data: SplitData, log: Log = print
+) -> tuple[TrainConfig, Pipeline, dict]:
     """The shelves chosen on valid (``select:``), written into the config the bundle records."""
     started = time.time()
     selection = select_shelves(pipe, data, config.select, config.ranker.seed)
     chosen = selection["chosen"]
     row = next(r for r in selection["grid"] if {k: r[k] for k in chosen} == chosen)
     own = selection["grid"][0]
-    log(f"select: shelves tail_share {chosen['tail_share']:g}, new_share {chosen['new_share']:g}, exposure_penalty "
+    log(
+        f"select: shelves tail_share {chosen['tail_share']:g}, new_share {chosen['new_share']:g}, "
+        f"exposure_penalty "
         f"{chosen['exposure_penalty']:g} of {len(selection['grid'])} on {selection['users']} valid users "
         f"({time.time() - started:.0f} s): tail_recall@20 {own['tail_recall@20']} → {row['tail_recall@20']}, "
-        f"coverage@20 {own['coverage@20']} → {row['coverage@20']}, recall@20 {own['recall@20']} → {row['recall@20']}")  # fmt: skip
+        f"coverage@20 {own['coverage@20']} → {row['coverage@20']}, recall@20 {own['recall@20']} → "
+        f"{row['recall@20']}"
+    )
     config = config.model_copy(update={"rerank": config.rerank.model_copy(update=chosen)})
-    return config, dataclasses.replace(pipe, shelves=shelves_of(config.rerank)), selection
+    return config, pipe.with_knobs(shelves=shelves_of(config.rerank)), selection
 
 
 def candidate_knobs(config: TrainConfig) -> dict[str, int | None]:
     """The retrieval knobs that change which candidates the per-epoch validation ranks (so the fit)."""
-    return config.retrieval.model_dump(include={"candidates", "graph_candidates", "graph_recent", "tail_candidates",
-                                                "new_candidates"})  # fmt: skip
+    return config.retrieval.model_dump(
+        include={"candidates", "graph_candidates", "graph_recent", "tail_candidates", "new_candidates"}
+    )
 
 
 def fitted_ranker_knobs(config: TrainConfig) -> dict:
@@ -120,33 +144,40 @@ def fitted_ranker_knobs(config: TrainConfig) -> dict:
     return config.ranker.model_dump(exclude={"popularity_adjustment", "trend_boost", "trend_window"})
 
 
-def evaluate_pipeline(pipe: Pipeline, data: SplitData, parts: tuple[str, ...] = ("valid", "test"),
-                      max_users: int | None = None) -> dict[str, dict[str, EvalResult]]:  # fmt: skip
+def evaluate_pipeline(
+    pipe: Pipeline, data: SplitData, parts: tuple[str, ...] = ("valid", "test"), max_users: int | None = None
+) -> dict[str, dict[str, EvalResult]]:
     """Results by variant and part: ``hybrid`` (the config's re-rank and shelves), ``own_lists`` (the two
     stages without them) and ``retriever`` (the first stage's own lists)."""
-    variants = {"hybrid": lambda: PipelineRecommender(pipe), "own_lists": lambda: PipelineRecommender(own_lists(pipe)),
-                "retriever": lambda: RetrieverRecommender(pipe)}  # fmt: skip
-    return {name: {part: evaluate(make(), data, part, max_users=max_users) for part in parts}
-            for name, make in variants.items()}  # fmt: skip
+    variants = {
+        "hybrid": lambda: PipelineRecommender(pipe),
+        "own_lists": lambda: PipelineRecommender(own_lists(pipe)),
+        "retriever": lambda: RetrieverRecommender(pipe),
+    }
+    return {
+        name: {part: evaluate(make(), data, part, max_users=max_users) for part in parts}
+        for name, make in variants.items()
+    }
 
 
-def alpha_sweep(pipe: Pipeline, data: SplitData, alphas=(0.0, 0.25, 0.5, 0.75, 1.0), part: str = "test",
-                max_users: int | None = 2000) -> list:  # fmt: skip
+def alpha_sweep(
+    pipe: Pipeline,
+    data: SplitData,
+    alphas=(0.0, 0.25, 0.5, 0.75, 1.0),
+    part: str = "test",
+    max_users: int | None = 2000,
+) -> list:
     """(α, ndcg@10, tail_recall@20) of the model's own lists with the ranker's α gate replaced by each value.
 
     Scored on a seeded sample of at most ``max_users`` users: it is a plot, five passes over a large
     dataset would cost more than the training.
     """
-    ranker = pipe.ranker
-    saved = ranker.alpha.fixed
     points = []
-    try:
-        for alpha in alphas:
-            ranker.alpha.fixed = alpha
-            m = evaluate(PipelineRecommender(own_lists(pipe)), data, part, max_users=max_users).metrics
-            points.append((alpha, m["ndcg@10"], m["tail_recall@20"]))
-    finally:
-        ranker.alpha.fixed = saved
+    for alpha in alphas:
+        m = evaluate(
+            PipelineRecommender(own_lists(pipe).with_knobs(alpha=alpha)), data, part, max_users=max_users
+        ).metrics
+        points.append((alpha, m["ndcg@10"], m["tail_recall@20"]))
     return points
 
 
@@ -196,15 +227,18 @@ def prepare_stages(data_dir: Path, config: TrainConfig, work: Path, log: Log = p
         embed = config.embed
         if config.resources.use_gpu and not embed.gpus_per_actor:  # use_gpu reaches the encoder actors too
             embed = embed.model_copy(update={"gpus_per_actor": 1.0})
-        embed_catalog(data.item_ids, data.item_text, str(encoder_dir), config.encoder.max_length, embed,
-                      vectors_path)  # fmt: skip
+        embed_catalog(
+            data.item_ids, data.item_text, str(encoder_dir), config.encoder.max_length, embed, vectors_path
+        )
     vectors = vectors_of(pq.read_table(vectors_path))
     key = digest(key, config.graph)
     graph_path = work / f"graph-{key}.parquet"
     if graph_path.is_file():
         edges = pq.read_table(graph_path)
-        graph = sparse.csr_matrix((edges["weight"].to_numpy(), (edges["src"].to_numpy(), edges["dst"].to_numpy())),
-                                  shape=(data.n_items, data.n_items))  # fmt: skip
+        graph = sparse.csr_matrix(
+            (edges["weight"].to_numpy(), (edges["src"].to_numpy(), edges["dst"].to_numpy())),
+            shape=(data.n_items, data.n_items),
+        )
         log(f"graph: reusing {graph_path}")
     else:
         graph, parts = build_graph(
@@ -220,15 +254,26 @@ def prepare_stages(data_dir: Path, config: TrainConfig, work: Path, log: Log = p
 
 def fit_stage(config: TrainConfig, stages: Stages, log: Log = print) -> tuple[dict[str, dict], list[dict]]:
     """Both stages' weights and the fit's per-epoch history, reused when this config's fit exists."""
-    key = digest(stages.key, fitted_ranker_knobs(config), config.retriever, candidate_knobs(config), config.events)
+    key = digest(
+        stages.key, fitted_ranker_knobs(config), config.retriever, candidate_knobs(config), config.events
+    )
     paths = {name: stages.work / f"{name}-{key}.safetensors" for name in ("retriever", "ranker")}
     history_path = stages.work / f"fit-{key}.json"
     if all(path.is_file() for path in paths.values()):
         log(f"fit: reusing {paths['ranker']}")
     else:
         log("fit: start (retriever + ranker)")
-        result = fit_models(stages.data, stages.vectors, stages.graph, config.ranker, config.retriever,
-                            config.retrieval, config.resources, run_name=f"fit-{key}", events=config.events)  # fmt: skip
+        result = fit_models(
+            stages.data,
+            stages.vectors,
+            stages.graph,
+            config.ranker,
+            config.retriever,
+            config.retrieval,
+            config.resources,
+            run_name=f"fit-{key}",
+            events=config.events,
+        )
         save_file(result.retriever_state, str(paths["retriever"]))
         save_file(result.ranker_state, str(paths["ranker"]))
         history_path.write_text(json.dumps(result.history))
@@ -239,59 +284,114 @@ def fit_stage(config: TrainConfig, stages: Stages, log: Log = print) -> tuple[di
 
 def with_id_dropout(config: TrainConfig, value: float) -> TrainConfig:
     """``config`` with both stages' ID dropout set to ``value``."""
-    return config.model_copy(update={"ranker": config.ranker.model_copy(update={"id_dropout": value}),
-                                     "retriever": config.retriever.model_copy(update={"id_dropout": value})})  # fmt: skip
+    return config.model_copy(
+        update={
+            "ranker": config.ranker.model_copy(update={"id_dropout": value}),
+            "retriever": config.retriever.model_copy(update={"id_dropout": value}),
+        }
+    )
 
 
-def choose_fit(config: TrainConfig, stages: Stages, log: Log = print
-               ) -> tuple[TrainConfig, dict[str, dict], list[dict], Pipeline, dict]:  # fmt: skip
-    """One fit per ``select.id_dropout`` value (or the config's one fit when null); each fit's own lists are
-    scored on valid (the seeded ``select.users`` sample) at every pair of popularity adjustment γ
-    (``select.popularity_adjustments``) and trend boost δ (``select.trend_boosts``) — one ranking pass per
-    fit; null lists: the config's value — and the rule of ``choose_fit_trend_point`` keeps one (fit, γ, δ) over the
-    joint grid. Returns its config, weights, history and pipeline, and the record for the manifest
-    (``metrics.selection.fit``)."""
-    started, rows, fits = time.time(), [], []
+def choose_fit(
+    config: TrainConfig, stages: Stages, log: Log = print
+) -> tuple[TrainConfig, dict[str, dict], list[dict], Pipeline, dict]:
+    """One fit per ``select.id_dropout`` value (or the config's one fit when null), then
+    ``choose_popularity_terms`` over them. Returns the chosen fit's config, weights, history and pipeline,
+    and the record for the manifest (``metrics.selection.fit``)."""
     select = config.select
-    users = sample_users(stages.data, "valid", select.users, config.ranker.seed)
-    adjustments = list(dict.fromkeys(select.popularity_adjustments or [config.ranker.popularity_adjustment]))
-    boosts = list(dict.fromkeys(select.trend_boosts or [config.ranker.trend_boost]))
     recent = stages.data.recent_counts(config.ranker.trend_window)
-    points = [(g, d) for d in boosts for g in adjustments]
+    fits, weights = [], []
     for value in select.id_dropout if select.id_dropout is not None else [None]:
         candidate = config if value is None else with_id_dropout(config, value)
         states, history = fit_stage(candidate, stages, log)
-        pipe = trained_pipeline(candidate, stages.vectors, stages.graph, stages.data.train_counts(),
-                                states["retriever"], states["ranker"], recent)  # fmt: skip
-        variants = [dataclasses.replace(own_lists(pipe), popularity_penalty=popularity_penalty_of(candidate.ranker, g),
-                                        trend_bonus=trend_bonus_of(candidate.ranker, d)) for g, d in points]  # fmt: skip
+        pipe = trained_pipeline(
+            candidate,
+            stages.vectors,
+            stages.graph,
+            stages.data.train_counts(),
+            states["retriever"],
+            states["ranker"],
+            recent,
+        )
+        fits.append((candidate, pipe, history))
+        weights.append(states)
+    best, config, pipe, record = choose_popularity_terms(fits, stages.data, log)
+    return config, weights[best], fits[best][2], pipe, record
+
+
+def choose_popularity_terms(
+    fits: list[tuple[TrainConfig, Pipeline, list[dict]]], data: SplitData, log: Log = print
+) -> tuple[int, TrainConfig, Pipeline, dict]:
+    """Each fit's own lists scored on valid (the seeded ``select.users`` sample) at every pair of popularity
+    adjustment γ (``select.popularity_adjustments``) and trend boost δ (``select.trend_boosts``) — one ranking
+    pass per fit; null lists: the config's value — and the rule of ``choose_fit_trend_point`` keeps one (fit,
+    γ, δ) over the joint grid. ``fits``: (config, pipeline, fit history) each. Returns (which fit, its config
+    with γ and δ set, its pipeline with them, the record for the manifest). ``longtail train`` and every
+    ``longtail tune`` trial run this."""
+    started, rows = time.time(), []
+    config = fits[0][0]
+    select = config.select
+    users = sample_users(data, "valid", select.users, config.ranker.seed)
+    adjustments = list(dict.fromkeys(select.popularity_adjustments or [config.ranker.popularity_adjustment]))
+    boosts = list(dict.fromkeys(select.trend_boosts or [config.ranker.trend_boost]))
+    points = [(g, d) for d in boosts for g in adjustments]
+    for candidate, pipe, history in fits:
+        variants = [
+            own_lists(pipe).with_knobs(
+                popularity_penalty=popularity_penalty_of(candidate.ranker, g),
+                trend_bonus=trend_bonus_of(candidate.ranker, d),
+            )
+            for g, d in points
+        ]
         first = len(rows)
-        for (gamma, delta), valid in zip(points, variant_metrics(pipe, variants, stages.data, users), strict=True):
-            rows.append({"id_dropout": candidate.ranker.id_dropout, "popularity_adjustment": gamma, "trend_boost": delta,
-                         **{k: _rounded(valid[k]) for k in FIT_KEYS}, "epochs": len(history)})  # fmt: skip
-        for delta in boosts:  # one line per trend boost: its best γ under the rule, and the γ = first value row
+        for (gamma, delta), valid in zip(points, variant_metrics(pipe, variants, data, users), strict=True):
+            rows.append(
+                {
+                    "id_dropout": candidate.ranker.id_dropout,
+                    "popularity_adjustment": gamma,
+                    "trend_boost": delta,
+                    **{k: _rounded(valid[k]) for k in FIT_KEYS},
+                    "epochs": len(history),
+                }
+            )
+        for (
+            delta
+        ) in boosts:  # one line per trend boost: its best γ under the rule, and the γ = first value row
             mine = [r for r in rows[first:] if r["trend_boost"] == delta]
             top = mine[choose_fit_point(mine, select.ndcg_tolerance)]
-            log(f"select: id_dropout {candidate.ranker.id_dropout:g}, trend_boost {delta:g}: popularity_adjustment "
-                f"{mine[0]['popularity_adjustment']:g} → valid ndcg@10 {mine[0]['ndcg@10']}, own tail_recall@20 "
+            log(
+                f"select: id_dropout {candidate.ranker.id_dropout:g}, trend_boost {delta:g}: "
+                f"popularity_adjustment "
+                f"{mine[0]['popularity_adjustment']:g} → valid ndcg@10 {mine[0]['ndcg@10']}, own "
+                f"tail_recall@20 "
                 f"{mine[0]['tail_recall@20']}; its pick {top['popularity_adjustment']:g} → {top['ndcg@10']}, "
-                f"{top['tail_recall@20']} (coverage@20 {top['coverage@20']})")  # fmt: skip
-        fits.append((candidate, states, history, pipe))
+                f"{top['tail_recall@20']} (coverage@20 {top['coverage@20']})"
+            )
     best = choose_fit_trend_point(rows, select.ndcg_tolerance)
-    fit = fits[best // len(points)]
+    which = best // len(points)
     chosen = {k: rows[best][k] for k in ("id_dropout", "popularity_adjustment", "trend_boost")}
-    log(f"select: id_dropout {chosen['id_dropout']:g}, popularity_adjustment {chosen['popularity_adjustment']:g}, "
-        f"trend_boost {chosen['trend_boost']:g} of {len(fits)} fits × {len(adjustments)} adjustments × {len(boosts)} "
-        f"trend boosts ({time.time() - started:.0f} s)")  # fmt: skip
-    config = fit[0].model_copy(update={"ranker": fit[0].ranker.model_copy(update=chosen)})
-    pipe = dataclasses.replace(fit[3], popularity_penalty=popularity_penalty_of(config.ranker),
-                               trend_bonus=trend_bonus_of(config.ranker))  # fmt: skip
-    record = {"chosen": chosen, "grid": rows,
-              "rule": f"own lists on valid ({len(users)} users): ndcg@10 within {select.ndcg_tolerance:g} (relative) "
-                      "of the best tie; the most tail_recall@20 wins, then coverage@20 — over the rows without the "
-                      "trend term (trend_boost 0); a trend row replaces that pick only where its ndcg@10 and "
-                      "tail_recall@20 are both at least as high (the most tail_recall@20 among those)"}  # fmt: skip
-    return config, fit[1], fit[2], pipe, record
+    log(
+        f"select: id_dropout {chosen['id_dropout']:g}, popularity_adjustment "
+        f"{chosen['popularity_adjustment']:g}, "
+        f"trend_boost {chosen['trend_boost']:g} of {len(fits)} fits × {len(adjustments)} adjustments × "
+        f"{len(boosts)} "
+        f"trend boosts ({time.time() - started:.0f} s)"
+    )
+    fit_config, fit_pipe, _ = fits[which]
+    config = fit_config.model_copy(update={"ranker": fit_config.ranker.model_copy(update=chosen)})
+    pipe = fit_pipe.with_knobs(
+        popularity_penalty=popularity_penalty_of(config.ranker), trend_bonus=trend_bonus_of(config.ranker)
+    )
+    record = {
+        "chosen": chosen,
+        "grid": rows,
+        "rule": f"own lists on valid ({len(users)} users): ndcg@10 within {select.ndcg_tolerance:g} "
+        f"(relative) "
+        "of the best tie; the most tail_recall@20 wins, then coverage@20 — over the rows without the "
+        "trend term (trend_boost 0); a trend row replaces that pick only where its ndcg@10 and "
+        "tail_recall@20 are both at least as high (the most tail_recall@20 among those)",
+    }
+    return which, config, pipe, record
 
 
 def _rounded(x: float) -> float | None:
@@ -308,12 +408,23 @@ def train_pipeline(data_dir: Path, config: TrainConfig, out: Path, log: Log = pr
     data, encoder_dir, vectors, graph = stages.data, stages.encoder_dir, stages.vectors, stages.graph
     fingerprint = read_manifest(data_dir)["fingerprint"]
     select = config.select
-    if select.id_dropout is not None or select.popularity_adjustments is not None or select.trend_boosts is not None:
+    if (
+        select.id_dropout is not None
+        or select.popularity_adjustments is not None
+        or select.trend_boosts is not None
+    ):
         config, states, history, pipe, fit_selection = choose_fit(config, stages, log)
     else:
         states, history = fit_stage(config, stages, log)
-        pipe = trained_pipeline(config, vectors, graph, data.train_counts(), states["retriever"], states["ranker"],
-                                data.recent_counts(config.ranker.trend_window))  # fmt: skip
+        pipe = trained_pipeline(
+            config,
+            vectors,
+            graph,
+            data.train_counts(),
+            states["retriever"],
+            states["ranker"],
+            data.recent_counts(config.ranker.trend_window),
+        )
         fit_selection = None
     log(f"index: {pipe.index.kind} over {pipe.index.n_items} items")
     selection = None
@@ -323,26 +434,43 @@ def train_pipeline(data_dir: Path, config: TrainConfig, out: Path, log: Log = pr
     metrics: dict[str, Any] = {part: r.metrics for part, r in results["hybrid"].items()}
     for variant in ("own_lists", "retriever"):
         metrics[variant] = {part: r.metrics for part, r in results[variant].items()}
-    metrics["selection"] = {name: chosen for name, chosen in (("fit", fit_selection), ("shelves", selection))
-                            if chosen is not None}  # fmt: skip
+    metrics["selection"] = {
+        name: chosen
+        for name, chosen in (("fit", fit_selection), ("shelves", selection))
+        if chosen is not None
+    }
     metrics["fit_history"] = history
-    metrics["alpha_sweep_test"] = [dict(zip(("alpha", "ndcg@10", "tail_recall@20"), p, strict=True))
-                                   for p in alpha_sweep(pipe, data)]  # fmt: skip
+    metrics["alpha_sweep_test"] = [
+        dict(zip(("alpha", "ndcg@10", "tail_recall@20"), p, strict=True)) for p in alpha_sweep(pipe, data)
+    ]
     metrics["seconds"] = round(time.time() - started, 1)
     tables = read_split(data_dir, config.split)
     histories = pa.concat_tables([tables.train, tables.valid, tables.test]).select(
         ["user_id", "item_id", "timestamp", "weight", "event_type"]
     )
     write_bundle(
-        out, encoder_dir=encoder_dir, item_ids=data.item_ids, texts=data.item_text, train_counts=data.train_counts(),
-        vectors=vectors, graph=graph, ranker_state=states["ranker"], retriever_state=states["retriever"],
-        histories=histories, config=config.model_dump(), metrics=metrics,
+        out,
+        encoder_dir=encoder_dir,
+        item_ids=data.item_ids,
+        texts=data.item_text,
+        train_counts=data.train_counts(),
+        vectors=vectors,
+        graph=graph,
+        ranker_state=states["ranker"],
+        retriever_state=states["retriever"],
+        histories=histories,
+        config=config.model_dump(),
+        metrics=metrics,
         data={"path": str(data_dir), "fingerprint": fingerprint, "split": config.split},
-        index_bytes=None if pipe.index.kind == "exact" else pipe.index.to_bytes(), recent_counts=pipe.recent_counts,
-    )  # fmt: skip
+        index_bytes=None if pipe.index.kind == "exact" else pipe.index.to_bytes(),
+        recent_counts=pipe.recent_counts,
+    )
     sweep = [(p["alpha"], p["ndcg@10"], p["tail_recall@20"]) for p in metrics["alpha_sweep_test"]]
     plot = plot_alpha_sweep(
         sweep, out.with_name(out.name + "-alpha-sweep.png"), f"{config.split} test: α sweep"
     )
-    log(f"bundle: {out} -> {out.resolve().name} (bundle_version {out.resolve().name.rsplit('@', 1)[-1]}; {metrics['seconds']} s); α sweep plot: {plot}")
+    log(
+        f"bundle: {out} -> {out.resolve().name} (bundle_version {out.resolve().name.rsplit('@', 1)[-1]}; "
+        f"{metrics['seconds']} s); α sweep plot: {plot}"
+    )
     return out

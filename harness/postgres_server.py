@@ -22,7 +22,9 @@ from pathlib import Path
 def _bin(name: str) -> str:
     found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or [shutil.which(name) or ""]
     if not found[-1]:
-        raise RuntimeError(f"PostgreSQL's {name} not found: install Debian's postgresql package (`make test` does)")
+        raise RuntimeError(
+            f"PostgreSQL's {name} not found: install Debian's postgresql package (`make test` does)"
+        )
     return found[-1]
 
 
@@ -49,15 +51,25 @@ def postgres_server() -> Iterator[str]:
         os.chown(work, user.pw_uid, user.pw_gid)
     port = _free_port()
     run = {"check": True, "capture_output": True, "text": True, "timeout": 120}
-    subprocess.run(_as_server_user([_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"]), **run)
+    subprocess.run(
+        _as_server_user([_bin("initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"]),
+        **run,
+    )
     options = f"-p {port} -k {work} -c listen_addresses=127.0.0.1 -c fsync=on"
-    subprocess.run(_as_server_user([_bin("pg_ctl"), "-D", str(data), "-l", str(work / "log"), "-o", options, "-w", "start"]),
-                   **run)  # fmt: skip
+    subprocess.run(
+        _as_server_user(
+            [_bin("pg_ctl"), "-D", str(data), "-l", str(work / "log"), "-o", options, "-w", "start"]
+        ),
+        **run,
+    )
     try:
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run(_as_server_user([_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]),
-                       capture_output=True, timeout=60)  # fmt: skip
+        subprocess.run(
+            _as_server_user([_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"]),
+            capture_output=True,
+            timeout=60,
+        )
         shutil.rmtree(work, ignore_errors=True)
 
 
