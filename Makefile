@@ -12,7 +12,7 @@ REPORTS ?= reports
 BUNDLE ?= bundles/ml100k
 CONFIG ?= train_configs/ml100k-cpu.yaml
 
-.PHONY: install lock check demo test test-fast lint bench soak audit clean postgres prometheus
+.PHONY: install lock check docs demo test test-fast lint bench soak audit clean postgres prometheus
 
 install: $(VENV)/.installed
 
@@ -24,15 +24,23 @@ $(VENV)/.installed: pyproject.toml requirements/lock.txt requirements/torch-cpu.
 	$(BIN)/pip check
 	touch $@
 
-# Re-resolve the lock (needs PyPI; minutes): pip-tools in a throwaway venv, the CPU torch as the resolution's
-# torch, then torch split out into requirements/torch-cpu.txt.
+# Re-resolve the locks (needs PyPI; minutes): pip-tools in a throwaway venv, the CPU torch as the resolution's
+# torch, the current pins preferred (seeded from the lock: `make lock UPGRADE=--upgrade` moves them), then
+# torch split out into requirements/torch-cpu.txt. requirements/lock.txt covers the core and the extras
+# `all` and `dev` (what `make install` installs); requirements/lock-serve.txt only the core, `serve` and
+# `client` (the serving image: `docker build --build-arg LOCK=requirements/lock-serve.txt`), at the same pins.
+UPGRADE ?=
+COMPILE = /tmp/longtail-lock/bin/pip-compile --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-index-url --no-emit-find-links -c /tmp/longtail-lock/torch.txt
 lock:
 	$(PYTHON) -m venv /tmp/longtail-lock && /tmp/longtail-lock/bin/pip install -q 'pip-tools>=7.5'
 	echo 'torch==2.13.0+cpu' > /tmp/longtail-lock/torch.txt
-	/tmp/longtail-lock/bin/pip-compile --generate-hashes --allow-unsafe --extra dev --strip-extras \
-		--no-emit-index-url --no-emit-find-links -c /tmp/longtail-lock/torch.txt \
-		--output-file /tmp/longtail-lock/compiled.txt pyproject.toml
+	cat requirements/torch-cpu.txt requirements/lock.txt > /tmp/longtail-lock/compiled.txt
+	$(COMPILE) --extra all --extra dev $(UPGRADE) --output-file /tmp/longtail-lock/compiled.txt pyproject.toml
 	$(PYTHON) requirements/split_lock.py /tmp/longtail-lock/compiled.txt requirements/lock.txt requirements/torch-cpu.txt
+	cat requirements/torch-cpu.txt requirements/lock.txt > /tmp/longtail-lock/serve.txt
+	$(COMPILE) --extra serve --extra client --output-file /tmp/longtail-lock/serve.txt pyproject.toml
+	$(PYTHON) requirements/split_lock.py /tmp/longtail-lock/serve.txt requirements/lock-serve.txt /tmp/longtail-lock/torch-serve.txt
 
 # The main job on the embedded default data: prepare ML-100K, train the whole chain into a bundle,
 # evaluate it next to the baselines (table + plots), and show three users' recommendations explained.
@@ -78,11 +86,19 @@ prometheus:
 
 CODE := platform tests benchmarks harness
 
-# Style and types first (ruff's lint and format, mypy over the model core), then every test.
+# Style and types first (ruff's lint and format, mypy over the model core), the docs site built strictly (a
+# broken link or a page left out of the nav fails), then every test.
 check: install
 	$(BIN)/ruff check $(CODE)
 	$(BIN)/ruff format --check $(CODE)
 	$(BIN)/mypy
+	$(BIN)/mkdocs build --strict --quiet --site-dir $$(mktemp -d)
+
+# The generated pages (docs/results.md from docs/results/*.json, the configuration reference, the README's
+# headline table), then the site into site/.
+docs: install
+	$(BIN)/python -m harness.docs
+	$(BIN)/mkdocs build --strict
 
 test: install postgres prometheus check
 	$(BIN)/python -m pytest -q --durations=12 tests

@@ -50,6 +50,7 @@ from scipy import sparse
 
 from longtail.config import TrainConfig
 from longtail.data.vectors import vectors_of, vectors_table
+from longtail.errors import BundleError
 from longtail.files import file_sha256
 
 FORMAT_VERSION = 2  # 2: two-stage (retriever + ranker); 1 had the ranker only
@@ -65,8 +66,15 @@ FILES = (
 INDEX_FILE = "index.faiss"
 
 
-class BundleError(ValueError):
-    """A bundle that is missing, of another format, or altered since it was written."""
+__all__ = [
+    "FORMAT_VERSION",
+    "Bundle",
+    "BundleError",
+    "Manifest",
+    "read_bundle",
+    "read_manifest",
+    "write_bundle",
+]
 
 
 @dataclass(frozen=True)

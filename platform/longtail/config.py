@@ -14,12 +14,12 @@ from typing import Any, Literal, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from longtail.errors import ConfigError
+
+__all__ = ["ConfigError", "TrainConfig", "load_config"]
+
 T = TypeVar("T", bound="StrictModel")
 _FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-
-
-class ConfigError(ValueError):
-    """A config file or override that does not fit its schema; names the file and the key."""
 
 
 class StrictModel(BaseModel):
@@ -428,4 +428,4 @@ def load_config(model: type[T], path: str | Path | None = None, overrides: list[
         lines = [
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']} (got {e.get('input')!r})" for e in err.errors()
         ]
-        raise ConfigError(f"{where}: invalid {model.__name__}:\n  " + "\n  ".join(lines)) from None
+        raise ConfigError(f"{where}: invalid {model.__name__}: " + "; ".join(lines)) from None

@@ -35,6 +35,25 @@ def progress_bar(description: str, total: int | None = None) -> Iterator[Callabl
         yield update
 
 
+@contextmanager
+def progress_tasks() -> Iterator[Callable[[str], Callable[[int, int], None]]]:
+    """One live display for several tasks in turn; yields ``start(description) -> update(done, total)``."""
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as bar:
+
+        def start(description: str) -> Callable[[int, int], None]:
+            task = bar.add_task(description, total=None)
+            return lambda done, total: bar.update(task, completed=done, total=total)
+
+        yield start
+
+
 def metric_table(results: Sequence[EvalResult], title: str) -> Table:
     """Metric keys as rows, models as columns (fits a narrow terminal)."""
     table = Table(title=title)

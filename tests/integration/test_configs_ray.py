@@ -55,3 +55,11 @@ def test_every_distribution_parses_and_maps_to_tune():
     assert 2 <= domains["ranker.epochs"].sample() < 10
     assert touches_upstream(space)
     assert Param("ranker.dim", "choice", (32,)).to_tune().sample() == 32
+
+
+def test_the_rayservices_serve_config_passes_serve_schema():
+    from ray.serve.schema import ServeDeploySchema
+
+    service = yaml.safe_load((ROOT / "deploy" / "kuberay" / "rayservice.yaml").read_text())
+    ServeDeploySchema.model_validate(yaml.safe_load(service["spec"]["serveConfigV2"]))
+    ServeDeploySchema.model_validate(yaml.safe_load((ROOT / "deploy" / "serve-compose.yaml").read_text()))

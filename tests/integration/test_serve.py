@@ -522,6 +522,40 @@ def test_hot_swap_to_new_bundle_versions_under_load(service):
     assert similar.status_code == 200 and similar.json()["bundle_version"] == switches[-1][2], similar.text
 
 
+def test_the_client_drives_the_live_app(service):
+    """``longtail.client`` against the Serve app: every route, typed errors, and the async client."""
+    import asyncio
+
+    from longtail.client import AsyncClient, Client, Conflict, NotFound, Unauthorized
+
+    with Client(service["url"], token=TOKEN) as lt:
+        health = lt.health()
+        listed = lt.recommend("u1", k=5)
+        assert listed.strategy == "hybrid" and listed.bundle_version == health.bundle_version
+        top = listed.items[0].item_id
+        assert lt.send_event(event_id="client-1", user_id="u1", item_id=top, type="click").stored == 1
+        with pytest.raises(Conflict):
+            lt.send_event(event_id="client-1", user_id="u1", item_id="2", type="click")
+        assert top not in {i.item_id for i in lt.recommend("u1", k=5).items}
+        assert lt.add_item("client-item", "A story of robots number 7").added
+        assert lt.similar("client-item", k=3).items and lt.recommend_text("robots", k=3).items
+        with pytest.raises(NotFound):
+            lt.similar("no-such-item")
+        assert lt.erase_user("u1").events_deleted >= 1
+        assert "longtail_request_seconds" in lt.metrics()
+    with Client(service["url"], token="wrong") as stranger, pytest.raises(Unauthorized):
+        stranger.recommend("u2")
+
+    async def together() -> list[list[str]]:
+        async with AsyncClient(service["url"], token=TOKEN) as lt:
+            answers = await asyncio.gather(*(lt.recommend(u, k=4) for u in ("u2", "u3", "u4")))
+        return [[i.item_id for i in a.items] for a in answers]
+
+    with Client(service["url"], token=TOKEN) as lt:
+        one_by_one = [[i.item_id for i in lt.recommend(u, k=4).items] for u in ("u2", "u3", "u4")]
+    assert asyncio.run(together()) == one_by_one
+
+
 def test_whole_app_restart_loses_no_acknowledged_event_and_runs_without_auth(service):
     url, head, work = service["url"], service["head"], service["work"]
     acked = [f"restart-{i}" for i in range(20)]
@@ -547,11 +581,10 @@ def test_whole_app_restart_loses_no_acknowledged_event_and_runs_without_auth(ser
     assert post(service, "/recommend", {"user_id": "new-space-fan", "k": 21}).status_code == 200
 
 
-def readme_curls() -> list[str]:
-    """The `curl` commands of the README's Serve section, continuation lines joined."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## Serve: the real-time ranker service") :]
-    section = section[: section.index("\n## ", 10)]
+def guide_curls() -> list[str]:
+    """The `curl` commands of the serving guide's first section, continuation lines joined."""
+    guide = (ROOT / "docs" / "guide" / "serving.md").read_text()
+    section = guide[: guide.index("\n## ")]
     commands, current = [], ""
     for line in section.splitlines():
         if line.startswith("curl ") or current:
@@ -562,12 +595,12 @@ def readme_curls() -> list[str]:
     return commands
 
 
-def test_the_readmes_curl_examples_work_as_written(service):
-    """Run the README's curl lines verbatim (only the port differs) against the live app."""
+def test_the_serving_guides_curl_examples_work_as_written(service):
+    """Run the serving guide's curl lines verbatim (only the port differs) against the live app."""
     import os
     import subprocess
 
-    commands = readme_curls()
+    commands = guide_curls()
     assert len(commands) >= 4 and all("content-type: application/json" in c for c in commands)
     answers = []
     for command in commands:

@@ -95,7 +95,10 @@ def test_sweep_interrupted_resumed_and_best_config_is_a_train_config(tiny_encode
     experiment = client.get_experiment_by_name("longtail-tune-sweep")
     runs = client.search_runs([experiment.experiment_id])
     trials = {r.data.tags["trial_name"]: r for r in runs if "trial_name" in r.data.tags}
-    assert len(trials) == 3, [r.data.tags for r in runs]
+    ended = {f"run_trial_{t['trial']}" for t in summary["trials"]}
+    # every trial of the summary is a run (a trial interrupted by Ctrl-C has one too, though it ran again)
+    assert ended <= set(trials) and len(trials) <= 4, [r.data.tags for r in runs]
+    trials = {name: run for name, run in trials.items() if name in ended}
     finished = [r for r in trials.values() if "valid_ndcg_at_10" in r.data.metrics]
     assert finished and all("ranker.lr" in r.data.params for r in trials.values())
     epochs = client.get_metric_history(finished[0].info.run_id, "objective")

@@ -79,7 +79,10 @@ def test_default_encoder_is_the_packaged_minilm():
 
 def test_hub_name_path_goes_to_from_pretrained(tmp_path, monkeypatch):
     """A name that is not a local path is treated as a hub id (offline here, so it must fail cleanly)."""
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # read at import: set the constant the loaders consult too
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(OSError):
         load_encoder("sentence-transformers/no-such-model-here")
 
@@ -110,3 +113,19 @@ def test_the_default_encoders_files_are_checked_against_their_pinned_sha256(tmp_
     verify_default_weights.cache_clear()
     with pytest.raises(EncoderWeightsError, match=r"config.json: sha256 .* expected 953f9c0d"):
         verify_default_weights(copy)
+
+
+@pytest.mark.parametrize(("pooling", "projection_dim"), [("mean", None), ("cls", 8)])
+def test_a_saved_encoder_is_a_sentence_transformers_model_giving_the_same_vectors(
+    tiny_encoder, tmp_path, pooling, projection_dim
+):
+    from sentence_transformers import SentenceTransformer
+
+    encoder = load_encoder(str(tiny_encoder), pooling=pooling, projection_dim=projection_dim).eval()
+    out = save_encoder(encoder, load_tokenizer(str(tiny_encoder)), tmp_path / "enc", max_length=24)
+    texts = ["a quiet space drama", "robots and aliens in a heist story, told slowly over many pages"]
+    ours = embed_texts(load_encoder(str(out)).eval(), load_tokenizer(str(out)), texts, 24)
+    theirs = SentenceTransformer(str(out), device="cpu").encode(texts, normalize_embeddings=False)
+    assert theirs.shape == (2, projection_dim or 32)
+    np.testing.assert_allclose(theirs, ours, atol=1e-5)
+    assert SentenceTransformer(str(out), device="cpu").max_seq_length == 24

@@ -13,15 +13,16 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "platform" / "longtail"
 # what each room may import of the package (besides itself); the frameworks are checked in a subprocess
 MAY_IMPORT = {
-    "config": set(),
+    "errors": set(),
+    "config": {"errors"},
     "files": set(),
     "topk": set(),
-    "data": {"config", "files"},
-    "model": {"config", "data", "topk"},
-    "eval": {"config", "data", "model", "topk"},
-    "recommend": {"config", "data", "model", "eval", "topk", "bundle"},
-    "bundle": {"config", "data", "files", "model"},
-    "store": set(),
+    "data": {"errors", "config", "files"},
+    "model": {"errors", "config", "data", "topk"},
+    "eval": {"errors", "config", "data", "model", "topk"},
+    "recommend": {"errors", "config", "data", "model", "eval", "topk", "bundle"},
+    "bundle": {"errors", "config", "data", "files", "model"},
+    "store": {"errors"},
 }
 
 

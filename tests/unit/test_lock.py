@@ -59,7 +59,9 @@ def pins(path: Path) -> dict[str, tuple[Version, list[str]]]:
 
 
 LOCK = pins(ROOT / "requirements" / "lock.txt")
+SERVE_LOCK = pins(ROOT / "requirements" / "lock-serve.txt")
 TORCH = pins(ROOT / "requirements" / "torch-cpu.txt")
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
 
 def test_every_pin_carries_its_hashes_and_torch_is_apart():
@@ -73,8 +75,8 @@ def test_every_pin_carries_its_hashes_and_torch_is_apart():
 
 
 def test_every_direct_dependency_is_locked_within_its_declared_range():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    declared = [Requirement(r) for r in [*project["dependencies"], *project["optional-dependencies"]["dev"]]]
+    extras = PROJECT["optional-dependencies"]
+    declared = [Requirement(r) for r in [*PROJECT["dependencies"], *extras["all"], *extras["dev"]]]
     for req in declared:
         name = canonicalize_name(req.name)
         version = (TORCH if name == "torch" else LOCK)[name][0]
@@ -90,3 +92,16 @@ def test_no_locked_version_has_a_known_advisory(name):
         assert Version(version.base_version) >= Version(fixed), (
             f"{name} {version}: {advisory} (fixed in {fixed})"
         )
+
+
+def test_the_serving_lock_is_the_lock_cut_to_core_serve_and_client():
+    """requirements/lock-serve.txt (the serving image) pins what the core, `serve` and `client` need, at the
+    main lock's versions and hashes, and nothing of the train, tune, track or dev roles."""
+    assert SERVE_LOCK and "torch" not in SERVE_LOCK
+    assert {n: SERVE_LOCK[n] for n in SERVE_LOCK} == {n: LOCK[n] for n in SERVE_LOCK}
+    extras = PROJECT["optional-dependencies"]
+    for line in [*PROJECT["dependencies"], *extras["serve"], *extras["client"]]:
+        req = Requirement(line)
+        if canonicalize_name(req.name) != "torch":
+            assert canonicalize_name(req.name) in SERVE_LOCK, req.name
+    assert not {"deepspeed", "optuna", "mlflow-skinny", "pytest", "mkdocs"} & set(SERVE_LOCK)

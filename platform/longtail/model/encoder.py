@@ -175,22 +175,63 @@ def load_encoder(
     return encoder
 
 
-def save_encoder(encoder: TextEncoder, tokenizer: PreTrainedTokenizerBase, out: Path) -> Path:
-    """A Hugging Face model directory in safetensors, plus our pooling and projection head."""
+def save_encoder(
+    encoder: TextEncoder, tokenizer: PreTrainedTokenizerBase, out: Path, *, max_length: int = 256
+) -> Path:
+    """A Hugging Face model directory in safetensors that is also a sentence-transformers model
+    (``SentenceTransformer(out)`` gives the same unit vectors: Transformer → Pooling → [Dense] → Normalize),
+    plus our own record of the pooling and projection head."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     encoder.backbone.save_pretrained(out, safe_serialization=True)
     tokenizer.save_pretrained(out)
-    config = {
-        "pooling": encoder.pooling,
-        "projection_dim": encoder.projection.out_features if encoder.projection else None,
-    }
-    (out / HEAD_CONFIG).write_text(json.dumps(config, indent=2))
+    projection_dim = encoder.projection.out_features if encoder.projection is not None else None
+    (out / HEAD_CONFIG).write_text(json.dumps({"pooling": encoder.pooling, "projection_dim": projection_dim}))
     if encoder.projection is not None:
         save_file(
             {k: v.contiguous() for k, v in encoder.projection.state_dict().items()}, str(out / HEAD_FILE)
         )
+    _write_sentence_transformers_layout(encoder, out, max_length)
     return out
+
+
+def _write_sentence_transformers_layout(encoder: TextEncoder, out: Path, max_length: int) -> None:
+    """modules.json and each module's folder, as sentence-transformers writes them."""
+    hidden = encoder.backbone.config.hidden_size
+    modules = [("", "Transformer"), ("1_Pooling", "Pooling")]
+    pooling = {
+        "word_embedding_dimension": hidden,
+        "pooling_mode_cls_token": encoder.pooling == "cls",
+        "pooling_mode_mean_tokens": encoder.pooling == "mean",
+        "pooling_mode_max_tokens": False,
+        "pooling_mode_mean_sqrt_len_tokens": False,
+    }
+    (out / "1_Pooling").mkdir(exist_ok=True)
+    (out / "1_Pooling" / "config.json").write_text(json.dumps(pooling, indent=2))
+    if encoder.projection is not None:
+        dense = out / "2_Dense"
+        dense.mkdir(exist_ok=True)
+        head = {
+            "in_features": hidden,
+            "out_features": encoder.projection.out_features,
+            "bias": False,
+            "activation_function": "torch.nn.modules.linear.Identity",
+        }
+        (dense / "config.json").write_text(json.dumps(head, indent=2))
+        save_file(
+            {"linear.weight": encoder.projection.weight.detach().contiguous()},
+            str(dense / "model.safetensors"),
+        )
+        modules.append(("2_Dense", "Dense"))
+    modules.append((f"{len(modules)}_Normalize", "Normalize"))
+    entries = [
+        {"idx": i, "name": str(i), "path": path, "type": f"sentence_transformers.models.{kind}"}
+        for i, (path, kind) in enumerate(modules)
+    ]
+    (out / "modules.json").write_text(json.dumps(entries, indent=2))
+    (out / "sentence_bert_config.json").write_text(
+        json.dumps({"max_seq_length": max_length, "do_lower_case": False}, indent=2)
+    )
 
 
 def tokenize(

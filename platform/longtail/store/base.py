@@ -20,6 +20,9 @@ from typing import Protocol
 
 import numpy as np
 
+from longtail.errors import StoreError, StoreUnavailable
+
+__all__ = ["StoreError", "StoreUnavailable"]  # re-exported from longtail.errors
 SCHEMA_VERSION = 2
 # what a migration copies, table by table, in this column order (``Store.dump`` / ``Store.restore``)
 COLUMNS = {
@@ -40,14 +43,6 @@ COLUMNS = {
     "erased_events": ("event_hash",),
 }
 TABLES = tuple(COLUMNS)
-
-
-class StoreError(RuntimeError):
-    """A store that is missing, of another schema, or misconfigured."""
-
-
-class StoreUnavailable(StoreError):
-    """The store is locked, busy or unreachable right now; the request may be retried (HTTP 503)."""
 
 
 class EventConflict(ValueError):

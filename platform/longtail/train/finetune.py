@@ -105,7 +105,7 @@ def finetune(
     ft, res = config.finetune, config.resources
     if not ft.enabled:
         encoder = load_encoder(config.encoder.name, config.encoder.pooling, config.encoder.projection_dim)
-        save_encoder(encoder, load_tokenizer(config.encoder.name), out)
+        save_encoder(encoder, load_tokenizer(config.encoder.name), out, max_length=config.encoder.max_length)
         return FinetuneResult(out, {})
     train_pairs, valid_pairs, per_epoch = build_pairs(data, config)
     world = res.num_workers

@@ -141,7 +141,7 @@ def _save_final(engine, tokenizer, job: FinetuneJob, metrics: dict[str, float]) 
     with ctx, tempfile.TemporaryDirectory() as tmp:
         if rank == 0:
             module.float()
-            save_encoder(module, tokenizer, Path(tmp) / "encoder")
+            save_encoder(module, tokenizer, Path(tmp) / "encoder", max_length=job.encoder.max_length)
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         else:
             ray.train.report(metrics)

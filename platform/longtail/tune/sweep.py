@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +148,7 @@ def run_trial(params: dict[str, Any], job: SweepJob) -> None:
 def run_sweep(
     params: list[Param],
     base: TrainConfig,
+    *,
     data_dir: Path,
     out: Path,
     objective: Objective,
@@ -158,7 +160,7 @@ def run_sweep(
     seed: int = 0,
     stages: Path | None = None,
     callbacks: list | None = None,
-    log=print,
+    log: Callable[[str], None] = print,
 ) -> SweepResult:
     """Run (or resume) the sweep in ``out/experiment``; write best-config.yaml, trials.csv/.md, pareto.png."""
     from ray.tune.schedulers import ASHAScheduler
