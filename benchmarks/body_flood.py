@@ -17,7 +17,9 @@ import argparse
 import asyncio
 import contextlib
 import json
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -206,10 +208,7 @@ def main() -> None:
     )
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
-    work = args.out / "body-flood"
-    work.mkdir(parents=True, exist_ok=True)
-    for stale in work.glob("state.sqlite*"):
-        stale.unlink()
+    work = Path(tempfile.mkdtemp(prefix="longtail-body-flood-"))  # the store and metrics of the runs
     piece = b"x" * args.piece_bytes
     report = {
         "pieces": args.pieces,
@@ -223,7 +222,8 @@ def main() -> None:
     }
     if args.live:
         report["live"] = live(args.bundle, work, args.pieces, piece, args.pace_s)
-    (args.out / "body-flood.json").write_text(json.dumps(report, indent=2))
+    shutil.rmtree(work, ignore_errors=True)
+    (args.out / "body-flood.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
 
 
