@@ -92,7 +92,7 @@ check: install
 	$(BIN)/ruff check $(CODE)
 	$(BIN)/ruff format --check $(CODE)
 	$(BIN)/mypy
-	$(BIN)/mkdocs build --strict --quiet --site-dir $$(mktemp -d)
+	site=$$(mktemp -d) && $(BIN)/mkdocs build --strict --quiet --site-dir $$site && rm -rf $$site
 
 # The generated pages (docs/results.md from docs/results/*.json, the configuration reference, the README's
 # headline table), then the site into site/.

@@ -32,6 +32,7 @@ def test_job_submit_trains_across_two_nodes(tiny_encoder, tmp_path, monkeypatch)
         "ranker.epochs=2",
         "ranker.examples_per_epoch=128",
         "graph.kg_k=0",
+        "finetune.enabled=false",  # tiny.yaml fine-tunes; test_finetune and test_pipeline cover it
         "resources.num_workers=2",
         "resources.cpus_per_worker=1",
     ]  # 2 × 1 CPU: one worker per node

@@ -15,6 +15,7 @@ import re
 import subprocess
 import sys
 import tomllib
+from concurrent.futures import ThreadPoolExecutor
 from importlib import metadata
 from pathlib import Path
 
@@ -96,25 +97,37 @@ ROLES = {
 }
 
 
-@pytest.mark.parametrize("role", sorted(ROLES))
-def test_a_role_imports_only_what_its_extras_install(role):
-    extras, modules = ROLES[role]
-    allowed = closure(
-        PROJECT["dependencies"] + [r for e in extras for r in PROJECT["optional-dependencies"][e]]
-    )
-    found, _ = imported_distributions(modules)
-    outside = tuple(top for top, dists in found.items() if not set(dists) & allowed)
-    assert len(outside) <= 4, outside  # a few optional imports, not a missing extra
-    again, _ = imported_distributions(modules, blocked=outside)  # fails if any of them is needed
-    assert not set(outside) & set(again)
+def allowed_for(role: str) -> set[str]:
+    extras = PROJECT["optional-dependencies"]
+    return closure(PROJECT["dependencies"] + [r for e in ROLES[role][0] for r in extras[e]])
 
 
-def test_the_serve_app_and_the_client_stay_off_the_heavy_roles():
-    found, loaded = imported_distributions(ROLES["serve"][1])
+@pytest.fixture(scope="module")
+def imports() -> dict[str, tuple[dict[str, list[str]], list[str]]]:
+    """Each role's imports, the interpreters run two at a time (each imports torch, most import Ray)."""
+    with ThreadPoolExecutor(2) as pool:
+        found = pool.map(lambda role: imported_distributions(ROLES[role][1]), ROLES)
+        return dict(zip(ROLES, found, strict=True))
+
+
+def test_every_role_imports_only_what_its_extras_install(imports):
+    outside = {
+        role: tuple(top for top, dists in imports[role][0].items() if not set(dists) & allowed_for(role))
+        for role in ROLES
+    }
+    assert all(len(names) <= 4 for names in outside.values()), outside  # optional imports, not an extra
+    # the role imports again with those modules unimportable: it fails if any of them is needed
+    with ThreadPoolExecutor(2) as pool:
+        again = pool.map(lambda role: imported_distributions(ROLES[role][1], outside[role]), ROLES)
+        for role, (found, _) in zip(ROLES, again, strict=True):
+            assert not set(outside[role]) & set(found), role
+
+
+def test_the_serve_app_and_the_client_stay_off_the_heavy_roles(imports):
+    found, loaded = imports["serve"]
     assert not {"deepspeed", "optuna", "mlflow"} & set(found)
     assert not [m for m in loaded if m.startswith(("longtail.train", "longtail.tune", "longtail.tracking"))]
-    found, _ = imported_distributions(ROLES["client"][1])
-    assert not {"torch", "ray", "fastapi", "numpy"} & set(found)
+    assert not {"torch", "ray", "fastapi", "numpy"} & set(imports["client"][0])
 
 
 def test_the_closure_check_can_fail():

@@ -1,4 +1,4 @@
-"""`longtail tune` on real local Ray: a 3-trial sweep with the tiny config, interrupted after its first
+"""`longtail tune` on real local Ray: a 2-trial sweep with the tiny config, interrupted after its first
 trial and resumed, whose best config is a valid train config."""
 
 from __future__ import annotations
@@ -42,6 +42,7 @@ def test_sweep_interrupted_resumed_and_best_config_is_a_train_config(tiny_encode
         "ranker.epochs=2",
         "ranker.examples_per_epoch=128",
         "graph.kg_k=0",
+        "finetune.enabled=false",  # tiny.yaml fine-tunes; test_finetune and test_pipeline cover it
         "resources.num_workers=1",
     ]
     command = [
@@ -56,7 +57,7 @@ def test_sweep_interrupted_resumed_and_best_config_is_a_train_config(tiny_encode
         "--out",
         str(out),
         "--samples",
-        "3",
+        "2",
         "--objective",
         "0.5*ndcg@10+0.5*tail_recall@20",
         "--cpus-per-trial",
@@ -70,16 +71,16 @@ def test_sweep_interrupted_resumed_and_best_config_is_a_train_config(tiny_encode
     assert first.poll() is None, first.communicate()[0][-4000:]  # still running: interrupt it mid-sweep
     first.send_signal(signal.SIGINT)
     log = first.communicate(timeout=300)[0]
-    assert finished_trials(out / "experiment") < 3, log[-3000:]
+    assert finished_trials(out / "experiment") < 2, log[-3000:]
     # the same command again without --resume refuses to overwrite the sweep
     again = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "--resume" in again.stderr
     resumed = subprocess.run([*command, "--resume"], capture_output=True, text=True, timeout=900)
     assert resumed.returncode == 0, (resumed.stdout + resumed.stderr)[-4000:]
     summary = json.loads((out / "summary.json").read_text())
-    assert len(summary["trials"]) == 3 and all(t["status"] != "error" for t in summary["trials"])
+    assert len(summary["trials"]) == 2 and all(t["status"] != "error" for t in summary["trials"])
     assert summary["pareto_front"] and (out / "pareto.png").read_bytes()[:4] == b"\x89PNG"
-    assert (out / "trials.csv").read_text().count("\n") == 4
+    assert (out / "trials.csv").read_text().count("\n") == 3
     best = yaml.safe_load((out / "best-config.yaml").read_text())
     assert best["ranker"]["alpha"] == pytest.approx(summary["best"]["ranker.alpha"])
     assert best["ranker"]["epochs"] == 2  # the base config's values survive
@@ -97,7 +98,7 @@ def test_sweep_interrupted_resumed_and_best_config_is_a_train_config(tiny_encode
     trials = {r.data.tags["trial_name"]: r for r in runs if "trial_name" in r.data.tags}
     ended = {f"run_trial_{t['trial']}" for t in summary["trials"]}
     # every trial of the summary is a run (a trial interrupted by Ctrl-C has one too, though it ran again)
-    assert ended <= set(trials) and len(trials) <= 4, [r.data.tags for r in runs]
+    assert ended <= set(trials) and len(trials) <= 3, [r.data.tags for r in runs]
     trials = {name: run for name, run in trials.items() if name in ended}
     finished = [r for r in trials.values() if "valid_ndcg_at_10" in r.data.metrics]
     assert finished and all("ranker.lr" in r.data.params for r in trials.values())
