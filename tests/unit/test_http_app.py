@@ -19,7 +19,7 @@ from longtail.serve.auth import Tokens
 from longtail.serve.local import LocalRecommender
 from longtail.serve.metrics import ServeMetrics
 from longtail.serve.pooled_store import PooledStore
-from longtail.store import open_store
+from longtail.store import Retention, open_store
 
 WRITE, READ = "w-token", "r-token"
 
@@ -310,6 +310,20 @@ def test_new_item_is_recommendable_at_once(client):
     )
     assert "new-space" in [i["item_id"] for i in ranked.json()["items"]]
     assert client.get("/items/nope/similar").status_code == 404
+
+
+def test_an_item_beyond_the_stores_cap_is_a_507_naming_the_cap(served, tmp_path):
+    recommender, _, metrics = served
+    full = PooledStore(
+        open_store(str(tmp_path / "full.sqlite"), create=True, retention=Retention(items=1)), 1
+    )
+    with TestClient(create_app(recommender, full, TOKENS, Limits(), metrics=metrics)) as capped:
+        first = {"item_id": "cap-1", "text": "C story number 1"}
+        assert capped.post("/items", json=first, headers=bearer(WRITE)).status_code == 200
+        second = capped.post("/items", json={"item_id": "cap-2", "text": "C"}, headers=bearer(WRITE))
+        assert second.status_code == 507 and "max_stored_items: 1" in second.json()["detail"]
+    assert full.store.known_items(["cap-1", "cap-2"]) == {"cap-1"}
+    full.close()
 
 
 def test_a_locked_store_answers_503_with_retry_after_and_reads_go_on(client, served):

@@ -20,7 +20,7 @@ from longtail.serve.spec import (
     resolve_bundle,
     resolve_store,
 )
-from longtail.store import StoreError
+from longtail.store import Retention, StoreError
 
 
 def test_bundle_from_env_wins_and_is_verified(tiny_bundle, tmp_path, monkeypatch):
@@ -120,11 +120,15 @@ def test_the_replica_spec_resolves_paths_and_carries_the_limits(tiny_bundle, tmp
         token_file=str(token),
         max_body_bytes=4096,
         max_clock_skew_s=10,
+        events_per_user=50,
+        max_stored_items=None,
     )
     spec = replica_spec(args)
     assert spec.bundle == str(tiny_bundle.resolve()) and spec.store == str((tmp_path / "s.sqlite").resolve())
     assert spec.auth.token_file == str(token.resolve()) and spec.metrics_dir.endswith("s.metrics")
     assert spec.limits.max_body_bytes == 4096 and spec.limits.max_clock_skew_s == 10
+    assert spec.open_store().retention == Retention(events_per_user=50, items=None)  # what replicas open
+    assert AppArgs().events_per_user == 1000 and AppArgs().max_stored_items == 100_000  # bounded by default
 
 
 def test_gauges_of_dead_replicas_are_dropped_at_scrape(tmp_path):

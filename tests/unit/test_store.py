@@ -21,8 +21,10 @@ from longtail.store import (
     Event,
     EventConflict,
     EventsAdded,
+    Retention,
     Store,
     StoreError,
+    StoreFull,
     StoreUnavailable,
     open_store,
 )
@@ -130,6 +132,30 @@ def test_histories_hold_the_newest_events_only(spec):
         and got.types == ["view", "view", "purchase"]
         and got.weights == [None, 2.0, None]
     )
+
+
+def test_a_user_keeps_their_newest_events_within_the_retention(spec):
+    store = open_store(spec, create=True, retention=Retention(events_per_user=3))
+    store.add_events([ev(f"e{i}", item=str(i), t=float(i)) for i in range(5)] + [ev("v1", user="v", t=1.0)])
+    store.add_events([ev("late", item="old", t=0.5)])  # older than the kept three: kept out at once
+    store.add_events([ev("e9", item="9", t=9.0)])  # the newest displaces the oldest kept
+    everything = open_store(spec)  # the command line's view: every stored row
+    assert everything.histories(["u", "v"], 100)["u"].items == ["3", "4", "9"]
+    assert everything.histories(["v"], 100)["v"].items == ["a"]  # another user's events are left alone
+    assert sum(len(rows) for table, rows in everything.dump(1000) if table == "events") == 4  # deleted
+
+
+def test_an_item_beyond_the_cap_is_refused_and_nothing_is_stored(spec):
+    vector = np.ones(4, dtype=np.float32)
+    store = open_store(spec, create=True, retention=Retention(items=2))
+    assert store.add_item("i1", "one", {}, "enc", vector) and store.add_item("i2", "two", {}, "enc", vector)
+    assert not store.add_item("i1", "again", {}, "enc", vector)  # a known id is no new item, full or not
+    with pytest.raises(StoreFull, match="max_stored_items: 2"):
+        store.add_item("i3", "three", {}, "enc", vector)
+    assert store.known_items(["i1", "i2", "i3"]) == {"i1", "i2"}
+    assert [i.item_id for i in store.items_after(0, "enc")] == ["i1", "i2"]
+    with pytest.raises(ValueError, match="events_per_user"):
+        Retention(events_per_user=0)
 
 
 def test_items_and_vectors_per_encoder(spec):

@@ -40,7 +40,7 @@ from longtail.serve.schemas import (
     SimilarResponse,
     TextQuery,
 )
-from longtail.store import Event, EventConflict, StoreUnavailable
+from longtail.store import Event, EventConflict, StoreFull, StoreUnavailable
 
 log = logging.getLogger("longtail.serve")
 RETRY_AFTER_S = "1"
@@ -244,9 +244,12 @@ def _writes(recommender: Recommender, store: PooledStore) -> APIRouter:
         if recommender.in_bundle([body.item_id]) or await store.known_items([body.item_id]):
             raise HTTPException(409, f"item_id {body.item_id!r} is already in the catalog")
         embedded = await recommender.embed(body.text)
-        added = await store.add_item(
-            body.item_id, body.text, body.fields or {}, embedded["encoder"], embedded["vector"]
-        )
+        try:
+            added = await store.add_item(
+                body.item_id, body.text, body.fields or {}, embedded["encoder"], embedded["vector"]
+            )
+        except StoreFull as exc:
+            raise HTTPException(507, str(exc)) from None
         if not added:
             raise HTTPException(409, f"item_id {body.item_id!r} is already in the catalog")
         _metrics(request).items_added.inc()

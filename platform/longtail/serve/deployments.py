@@ -12,7 +12,6 @@ from longtail.serve.knobs import EncoderKnobs, ListKnobs, ReplicaSpec
 from longtail.serve.metrics import ServeMetrics
 from longtail.serve.pooled_store import PooledStore
 from longtail.serve.reader import Reader, set_torch_threads
-from longtail.store import open_store
 
 __all__ = ["Encoder", "Ranker"]
 
@@ -31,7 +30,7 @@ class Ranker:
         replica = f"{node}/{replica_id.unique_id}"
         metrics = ServeMetrics.open(spec.metrics_dir)
         metrics.replicas.labels("Ranker").set(1)
-        store = PooledStore(open_store(spec.store, timeout_s=spec.store_timeout_s), spec.store_threads)
+        store = PooledStore(spec.open_store(), spec.store_threads)
         self.core = Reader(spec.bundle, store, metrics, replica)
 
     def reconfigure(self, config: dict) -> None:
@@ -69,7 +68,7 @@ class Encoder:
     def __init__(self, spec: ReplicaSpec) -> None:
         set_torch_threads(spec.torch_threads)
         ServeMetrics.open(spec.metrics_dir).replicas.labels("Encoder").set(1)
-        self.core = EncoderCore(spec.bundle, open_store(spec.store, timeout_s=spec.store_timeout_s))
+        self.core = EncoderCore(spec.bundle, spec.open_store())
         self.core.start_backfill()
 
     def reconfigure(self, config: dict) -> None:

@@ -29,7 +29,6 @@ from longtail.serve.knobs import IngressKnobs, ListKnobs, ReplicaSpec
 from longtail.serve.metrics import ServeMetrics
 from longtail.serve.pooled_store import PooledStore
 from longtail.serve.reader import EncoderMismatch, Reader, set_torch_threads
-from longtail.store import open_store
 
 log = logging.getLogger("longtail.serve")
 READ_RETRIES = 2  # a ranker read whose replica died is sent again (reads change nothing)
@@ -63,7 +62,7 @@ class Ingress:
     def __init__(self, ranker: DeploymentHandle | None, encoder: DeploymentHandle, spec: ReplicaSpec) -> None:
         set_torch_threads(spec.torch_threads)
         self.ranker, self.encoder = ranker, encoder
-        self.store = PooledStore(open_store(spec.store, timeout_s=spec.store_timeout_s), spec.store_threads)
+        self.store = PooledStore(spec.open_store(), spec.store_threads)
         self.catalog_ids = frozenset(str(i) for i in read_item_ids(spec.bundle))
         self._version = read_manifest(spec.bundle, verify=False).version  # verified by the builder
         self.tokens = load_tokens(

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from longtail.serve.api import Limits
 from longtail.serve.auth import AuthSources
 from longtail.serve.schemas import MAX_K
+from longtail.store import Retention, Store, open_store
 
 
 class Strict(BaseModel):
@@ -64,6 +65,12 @@ class AppArgs(Strict):
     )
     store_threads: int = Field(
         4, ge=1, le=64, description="threads (PostgreSQL: connections) per replica for store calls"
+    )
+    events_per_user: int | None = Field(
+        1000, ge=1, description="newest events the store keeps per user (older ones deleted); null: all"
+    )
+    max_stored_items: int | None = Field(
+        100_000, ge=1, description="items POST /items may add before it answers 507; null: no cap"
     )
     torch_threads: int = Field(1, ge=1, description="intra-op threads per ranker/encoder replica")
     ranker_deployment: bool = Field(
@@ -155,3 +162,8 @@ class ReplicaSpec:
     torch_threads: int = 1
     auth: AuthSources = field(default_factory=AuthSources)
     limits: Limits = field(default_factory=Limits)
+    retention: Retention = field(default_factory=Retention)
+
+    def open_store(self) -> Store:
+        """This deploy's store, as a replica opens it (checked to exist by the builder)."""
+        return open_store(self.store, timeout_s=self.store_timeout_s, retention=self.retention)

@@ -14,7 +14,7 @@ from longtail.bundle import BundleError, read_manifest
 from longtail.serve.api import Limits
 from longtail.serve.auth import AuthSources, load_tokens
 from longtail.serve.knobs import AppArgs, ReplicaSpec
-from longtail.store import is_postgres, open_store
+from longtail.store import Retention, is_postgres, open_store
 
 BUNDLE_ENV = "LONGTAIL_BUNDLE"
 
@@ -124,4 +124,5 @@ def replica_spec(args: AppArgs) -> ReplicaSpec:
         args.torch_threads,
         sources,
         limits,
+        Retention(args.events_per_user, args.max_stored_items),
     )

@@ -19,9 +19,11 @@ from longtail.store.base import (
     Event,
     EventConflict,
     EventsAdded,
+    Retention,
     Store,
     StoredItem,
     StoreError,
+    StoreFull,
     StoreUnavailable,
     UserEvents,
 )
@@ -31,8 +33,10 @@ __all__ = [
     "Event",
     "EventConflict",
     "EventsAdded",
+    "Retention",
     "Store",
     "StoreError",
+    "StoreFull",
     "StoreUnavailable",
     "StoredItem",
     "UserEvents",
@@ -56,12 +60,16 @@ def is_store_file(path: Path) -> bool:
         return file.read(16) == b"SQLite format 3\x00"
 
 
-def open_store(spec: str, create: bool = False, timeout_s: float = 5.0) -> Store:
-    """The store a config names: ``postgresql://…`` (or ``postgres://``) or a SQLite file path."""
+def open_store(
+    spec: str, create: bool = False, timeout_s: float = 5.0, retention: Retention | None = None
+) -> Store:
+    """The store a config names: ``postgresql://…`` (or ``postgres://``) or a SQLite file path; without
+    ``retention`` it keeps everything (the command line, migrations)."""
+    kept = retention or Retention()
     if is_postgres(spec):
         from longtail.store.postgres import PostgresStore
 
-        return PostgresStore(spec, create=create, timeout_s=timeout_s)
+        return PostgresStore(spec, create=create, timeout_s=timeout_s, retention=kept)
     from longtail.store.sqlite import SqliteStore
 
-    return SqliteStore(spec, create=create, timeout_s=timeout_s)
+    return SqliteStore(spec, create=create, timeout_s=timeout_s, retention=kept)

@@ -9,6 +9,9 @@ Rules both implementations keep (``tests/unit/test_store.py`` runs against both)
   its ``event_id`` is tombstoned or its timestamp is at or before the erasure; events stamped after it are a
   new history. Erasure and insertion serialise (one writer at a time on SQLite; a table lock on PostgreSQL).
 - Reads never take the write lock. Locked, busy or unreachable → ``StoreUnavailable`` (HTTP 503).
+- Bounded growth (``Retention``, set by the serving app): a user keeps their newest ``events_per_user``
+  events (older ones are deleted in the batch that displaces them, so an ``event_id`` is an idempotency key
+  over the kept events); adding an item beyond ``items`` raises ``StoreFull`` and stores nothing.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import numpy as np
 
 from longtail.errors import StoreError, StoreUnavailable
 
-__all__ = ["StoreError", "StoreUnavailable"]  # re-exported from longtail.errors
+__all__ = ["StoreError", "StoreFull", "StoreUnavailable"]  # the first and last from longtail.errors
 SCHEMA_VERSION = 2
 # what a migration copies, table by table, in this column order (``Store.dump`` / ``Store.restore``)
 COLUMNS = {
@@ -43,6 +46,32 @@ COLUMNS = {
     "erased_events": ("event_hash",),
 }
 TABLES = tuple(COLUMNS)
+
+
+class StoreFull(StoreError):
+    """The store holds as many run-time items as its ``Retention`` allows (nothing was stored)."""
+
+
+@dataclass(frozen=True)
+class Retention:
+    """How far token holders can make a store grow; None: no bound (the command line's stores)."""
+
+    events_per_user: int | None = None  # newest events kept per user; older ones deleted on write
+    items: int | None = None  # items added at run time (POST /items); one more is ``StoreFull``
+
+    def __post_init__(self) -> None:
+        for name in ("events_per_user", "items"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"Retention.{name} must be ≥ 1 or None, got {value}")
+
+    def check_items(self, stored: int) -> None:
+        """Raise ``StoreFull`` when ``stored`` run-time items leave no room for one more."""
+        if self.items is not None and stored >= self.items:
+            raise StoreFull(
+                f"the store holds {stored} run-time items, its cap (`max_stored_items: {self.items}` in the "
+                "app's args); raise the cap, or retrain so that the items join a bundle"
+            )
 
 
 class EventConflict(ValueError):

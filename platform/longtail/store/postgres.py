@@ -32,6 +32,7 @@ from longtail.store.base import (
     SCHEMA_VERSION,
     Event,
     EventsAdded,
+    Retention,
     StoredItem,
     StoreError,
     StoreUnavailable,
@@ -94,11 +95,17 @@ def _local_host(host: str) -> bool:
 
 
 class PostgresStore:
-    def __init__(self, url: str, create: bool = False, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        url: str,
+        create: bool = False,
+        timeout_s: float = 5.0,
+        retention: Retention = Retention(),  # noqa: B008 (frozen)
+    ) -> None:
         import psycopg
 
         self._psycopg = psycopg
-        self.url, self.timeout_s = url, timeout_s
+        self.url, self.timeout_s, self.retention = url, timeout_s, retention
         self.params = connection_options(url)
         self._local = threading.local()
         if create:
@@ -218,6 +225,13 @@ class PostgresStore:
                     for e in fresh
                 ],
             )
+            keep = self.retention.events_per_user
+            if keep is not None and fresh:
+                cur.executemany(  # per user, down the (user_id, timestamp, seq) index past the newest
+                    "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE user_id = %s "
+                    "ORDER BY timestamp DESC, seq DESC OFFSET %s)",
+                    [(user, keep) for user in sorted({e.user_id for e in fresh})],
+                )
         return added
 
     def histories(self, user_ids: list[str], limit: int) -> dict[str, UserEvents]:
@@ -260,6 +274,13 @@ class PostgresStore:
     # ---- items ----------------------------------------------------------------------------------
     def add_item(self, item_id: str, text: str, fields: dict, encoder: str, vector: np.ndarray) -> bool:
         with self._write() as cur:
+            if self.retention.items is not None:
+                cur.execute("LOCK TABLE items IN SHARE ROW EXCLUSIVE MODE")  # one count-then-insert at a time
+                cur.execute("SELECT 1 FROM items WHERE item_id = %s", (item_id,))
+                if cur.fetchone():
+                    return False
+                cur.execute("SELECT COUNT(*) FROM items")
+                self.retention.check_items(cur.fetchone()[0])
             cur.execute(
                 "INSERT INTO items (item_id, text, fields) VALUES (%s, %s, %s) ON CONFLICT (item_id) DO "
                 "NOTHING",

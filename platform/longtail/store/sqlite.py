@@ -23,6 +23,7 @@ from longtail.store.base import (
     SCHEMA_VERSION,
     Event,
     EventsAdded,
+    Retention,
     StoredItem,
     StoreError,
     StoreUnavailable,
@@ -67,9 +68,15 @@ BUSY = ("locked", "busy", "unable to open", "disk i/o error")
 
 
 class SqliteStore:
-    def __init__(self, path: str | Path, create: bool = False, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        create: bool = False,
+        timeout_s: float = 5.0,
+        retention: Retention = Retention(),  # noqa: B008 (frozen)
+    ) -> None:
         self.path = Path(path).expanduser()
-        self.timeout_s = timeout_s
+        self.timeout_s, self.retention = timeout_s, retention
         self._local = threading.local()
         if not self.path.is_file():
             if not create:
@@ -184,6 +191,13 @@ class SqliteStore:
                     for e in fresh
                 ],
             )
+            keep = self.retention.events_per_user
+            if keep is not None and fresh:
+                conn.executemany(  # per user, down the (user_id, timestamp, seq) index past the newest
+                    "DELETE FROM events WHERE seq IN (SELECT seq FROM events WHERE user_id = ? "
+                    "ORDER BY timestamp DESC, seq DESC LIMIT -1 OFFSET ?)",
+                    [(user, keep) for user in sorted({e.user_id for e in fresh})],
+                )
         return added
 
     def histories(self, user_ids: list[str], limit: int) -> dict[str, UserEvents]:
@@ -225,6 +239,11 @@ class SqliteStore:
     # ---- items ----------------------------------------------------------------------------------
     def add_item(self, item_id: str, text: str, fields: dict, encoder: str, vector: np.ndarray) -> bool:
         with self._write() as conn:
+            if self.retention.items is not None:
+                known = conn.execute("SELECT 1 FROM items WHERE item_id = ?", (item_id,)).fetchone()
+                if known:
+                    return False
+                self.retention.check_items(conn.execute("SELECT COUNT(*) FROM items").fetchone()[0])
             cur = conn.execute(
                 "INSERT OR IGNORE INTO items (item_id, text, fields) VALUES (?, ?, ?)",
                 (item_id, text, json.dumps(fields, sort_keys=True)),
