@@ -111,6 +111,33 @@ def flood_section(flood: dict) -> str:
     )
 
 
+def loo_section(loo: dict) -> str:
+    """``python -m benchmarks.loo``: the defaults under leave-one-out beside the baselines and the papers."""
+    keys = ("ndcg@10", "hit@10", "tail_recall@20", "coverage@20", "aplt@1", "aplt@10")
+    lines = [
+        "| model | seen items | " + " | ".join(keys) + " |",
+        "|---|---|" + "---:|" * len(keys),
+    ]
+    for row in loo["results"]:
+        values = [cell(row["metrics"].get(k)) for k in keys]
+        seen = "masked" if row["masked"] else "unmasked"
+        lines.append(f"| {row['model']} | {seen} | " + " | ".join(values) + " |")
+    for paper in loo["published"]:
+        values = [cell(paper.get(k)) for k in keys]
+        seen = "masked" if paper["masked"] else "unmasked"
+        lines.append(f"| {paper['model']} ({paper['source']}) | {seen} | " + " | ".join(values) + " |")
+    same = "\n".join(f"- {line}" for line in loo["protocol"]["same"])
+    different = "\n".join(f"- {line}" for line in loo["protocol"]["different"])
+    return (
+        f"## Leave-one-out on {loo['dataset']}, next to published tables (`python -m benchmarks.loo`)\n\n"
+        f"`{loo['command']}` with the built-in defaults ({loo['train_s']:.0f} s on {loo['machine']}), then "
+        f"`longtail eval` on the test item of each of {loo['results'][0]['users']:,} users; hit@10 is HR@10 "
+        "and ndcg@10 N@10. Published rows are copied from their sources (– where not given).\n\n"
+        + "\n".join(lines)
+        + f"\n\nWhat matches the published protocol:\n\n{same}\n\nWhat differs:\n\n{different}\n"
+    )
+
+
 SECTIONS = {"demo.json": demo_section, "body-flood.json": flood_section}
 
 
@@ -125,8 +152,10 @@ def results_page() -> str:
         path = RESULTS / name
         if path.is_file():
             parts.append(render(json.loads(path.read_text())))
+    for path in sorted(RESULTS.glob("loo-*.json")):
+        parts.append(loo_section(json.loads(path.read_text())))
     for path in sorted(RESULTS.glob("*.json")):  # any other `longtail eval` report committed there
-        if path.name not in SECTIONS:
+        if path.name not in SECTIONS and not path.name.startswith("loo-"):
             report = json.loads(path.read_text())
             if "results" in report:
                 parts.append(

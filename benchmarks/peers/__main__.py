@@ -314,7 +314,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, required=True)
     ap.add_argument("--format", default=None, help="importer format when --data is a source directory")
-    ap.add_argument("--split", default="warm", choices=("warm", "cold"))
+    ap.add_argument("--split", default="warm", choices=("warm", "cold", "loo"))
     ap.add_argument(
         "--bundle", type=Path, default=None, help="a `longtail train` bundle of this data and split"
     )

@@ -92,8 +92,8 @@ def prepare(
     seed: int = 2024,
 ) -> Dataset:
     """Import a named dataset (``dataset="ml-100k"``) or your files (``source`` in ``format`` recbole,
-    movielens,
-    csv, parquet or jsonl), validate it, make the warm and cold splits and write it as Parquet to ``out``.
+    movielens, csv, parquet or jsonl), validate it, make the warm, cold and leave-one-out splits and write it
+    as Parquet to ``out``.
 
     >>> data = prepare(dataset="ml-100k", out="data/ml-100k")  # doctest: +SKIP
     >>> data.manifest["users"]  # doctest: +SKIP
@@ -176,11 +176,14 @@ def evaluate(
     config: PathLike | None = None,
     overrides: Sequence[str] | Mapping[str, Any] | None = None,
     forget: str | None = None,
+    keep_seen: bool = False,
     progress: Callable[[str], Callable[[int, int], None]] | None = None,
 ) -> Report:
     """Full-ranking evaluation on ``part`` of ``split``: the bundle's served lists, its own lists and its
     retriever alone, then each baseline in ``models`` (mostpop, itemknn, bpr; knobs from ``config``'s
     ``baselines:``). ``forget``: leave a store's erased users (or a file's ids) out of the data.
+    ``keep_seen``: the bundle may list a user's history again (the unmasked protocol of some published
+    tables; the baselines always mask, so it refuses ``models``).
 
     >>> report = evaluate("bundles/ml100k", "data/ml-100k", models=["mostpop"])  # doctest: +SKIP
     >>> report.table()["hybrid"]["ndcg@10"]  # doctest: +SKIP
@@ -188,11 +191,13 @@ def evaluate(
     """
     from longtail.bundle import read_manifest
     from longtail.cli_support import bundle_pipeline, bundle_recommenders, forgotten_dataset
-    from longtail.config import TrainConfig, load_config
+    from longtail.config import ConfigError, TrainConfig, load_config
     from longtail.data.encoded import load_split_data
     from longtail.eval.evaluate import evaluate as evaluate_model
     from longtail.model.factory import build_baseline
 
+    if keep_seen and (models or bundle is None):
+        raise ConfigError("keep_seen evaluates a bundle alone: the baselines always mask seen items")
     data_dir = dataset_path(data)
     if forget:
         data_dir, _ = forgotten_dataset(data_dir, forget, data_dir.parent / ".longtail-data")
@@ -202,7 +207,7 @@ def evaluate(
     baselines = load_config(TrainConfig, config, _override_list(overrides)).baselines
     fitted: list = []
     if bundle_dir is not None:
-        fitted += bundle_recommenders(bundle_pipeline(bundle_dir, split_data, data_dir))
+        fitted += bundle_recommenders(bundle_pipeline(bundle_dir, split_data, data_dir), not keep_seen)
     for name in models:
         model = build_baseline(name, baselines)
         model.fit(split_data)

@@ -176,7 +176,7 @@ def data_prepare(
     ] = UnknownItems.error,
     seed: Annotated[int, typer.Option(help="Seed of the cold-item draw.")] = 2024,
 ) -> None:
-    """Import a dataset, validate it, make the warm and cold splits, and write it as Parquet."""
+    """Import a dataset, validate it, make the warm, cold and leave-one-out splits, write it as Parquet."""
     from longtail.api import prepare
     from longtail.console import console
     from longtail.console import out as stdout
@@ -431,10 +431,13 @@ def eval_cmd(
         list[str] | None, typer.Option(help="Baseline: mostpop, itemknn or bpr. Repeatable.")
     ] = None,
     bundle: Annotated[Path | None, typer.Option(help="A trained bundle to evaluate (as 'hybrid').")] = None,
-    split: Annotated[str, typer.Option(help="Split name: warm, cold or given.")] = "warm",
+    split: Annotated[str, typer.Option(help="Split name: warm, cold, loo or given.")] = "warm",
     part: Annotated[Part, typer.Option(help="Part to evaluate.")] = Part.test,
     config: Annotated[Path | None, typer.Option(help="Train config YAML (its baselines section).")] = None,
     forget: Annotated[str | None, typer.Option(help=FORGET_HELP)] = None,
+    keep_seen: Annotated[
+        bool, typer.Option(help="The bundle may list seen items again (unmasked protocol; no --model).")
+    ] = False,
     overrides: Annotated[
         list[str] | None, typer.Argument(help="KEY=VALUE overrides, e.g. baselines.bpr.epochs=10")
     ] = None,
@@ -447,7 +450,7 @@ def eval_cmd(
     from longtail.eval.report import write_report
     from longtail.model.factory import BASELINE_NAMES
 
-    names = model or ([] if bundle else ["mostpop"])
+    names = model or ([] if bundle or keep_seen else ["mostpop"])
     unknown = [n for n in names if n not in BASELINE_NAMES]
     if unknown:
         raise ConfigError(f"--model {unknown[0]!r}: expected one of {', '.join(BASELINE_NAMES)}")
@@ -462,9 +465,12 @@ def eval_cmd(
             models=names,
             config=config,
             overrides=overrides,
+            keep_seen=keep_seen,
             progress=lambda name: start(f"rank {name}"),
         )
     context = {"dataset": read_manifest(data)["source"], "split": split, "part": part.value}
+    if keep_seen:
+        context["seen_items"] = "kept (unmasked)"
     paths = write_report(report.results, out, context)
     stdout.print(metric_table(report.results, f"{context['dataset']} · {split} · {part.value}"))
     stdout.print(f"report: {paths['json']}  table: {paths['markdown']}  plot: {paths['plot']}")

@@ -31,17 +31,17 @@ def bundle_events(bundle: Path | None):
     return None if bundle is None else read_manifest(bundle, verify=False).config.events
 
 
-def bundle_recommenders(pipe) -> list:
+def bundle_recommenders(pipe, exclude_seen: bool = True) -> list:
     """What ``longtail eval --bundle`` compares: the served lists, the model's own lists (when the bundle
     re-ranks) and the retriever's own lists (the first stage alone)."""
     from longtail.recommend.build import own_lists
     from longtail.recommend.recommender import PipelineRecommender, RetrieverRecommender
 
-    models = [PipelineRecommender(pipe, "hybrid")]
+    models = [PipelineRecommender(pipe, "hybrid", exclude_seen=exclude_seen)]
     knobs = pipe.knobs
     if knobs.shelves.active or knobs.tail_boost > 0 or knobs.exploration > 0:
-        models.append(PipelineRecommender(own_lists(pipe), "hybrid (own lists)"))
-    models.append(RetrieverRecommender(pipe, "retriever (first stage)"))
+        models.append(PipelineRecommender(own_lists(pipe), "hybrid (own lists)", exclude_seen=exclude_seen))
+    models.append(RetrieverRecommender(pipe, "retriever (first stage)", exclude_seen=exclude_seen))
     return models
 
 

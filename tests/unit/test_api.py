@@ -36,6 +36,12 @@ def test_evaluate_reports_the_bundle_and_each_baseline_as_plain_evaluation_does(
     assert table["mostpop"] == pytest.approx(plain, nan_ok=True)
     with pytest.raises(ConfigError, match="no_such"):
         longtail.evaluate(None, data, models=["mostpop"], overrides={"baselines.no_such": 1})
+    with pytest.raises(ConfigError, match="baselines always mask"):
+        longtail.evaluate(tiny_bundle, data, models=["mostpop"], keep_seen=True)
+    # leave-one-out: one test item per user with 3 or more interactions; unmasked, a list may repeat history
+    loo = longtail.evaluate(tiny_bundle, data, split="loo", keep_seen=True).results[0]
+    assert loo.n_users == len(set(load_split_data(data, "loo", None).part("test").users))
+    assert set(loo.metrics) >= {"hit@10", "ndcg@10", "aplt@1", "aplt@10"}
 
 
 @pytest.fixture(scope="module")

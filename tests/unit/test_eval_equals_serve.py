@@ -67,3 +67,19 @@ def test_eval_lists_equal_the_serving_replicas_lists(which, shelves, tmp_path, r
         (ranked,) = live.recommend([Query(user_id, history, 10, strengths=strengths)])
         served.append([item["item_id"] for item in ranked.items])
     assert served == [[str(data.item_ids[i]) for i in row if i >= 0] for row in evaluated]
+
+
+def test_the_unmasked_protocol_lists_seen_items_again_and_the_masked_one_never(tiny_bundle, tmp_path):
+    from longtail.recommend.recommender import RetrieverRecommender
+
+    bundle = read_bundle(tiny_bundle)
+    data = load_split_data(write_clustered_dataset(tmp_path / "data"), bundle.config.split)
+    users = np.unique(data.part("test").users)
+    histories = data.histories(history_parts("test")).rows(users)
+    seen = [set(histories.of(row).tolist()) for row in range(len(users))]
+    pipe, k = load_pipeline(bundle), data.n_items  # k = the whole catalog: every seen item fits
+    for make in (PipelineRecommender, RetrieverRecommender):
+        masked = make(pipe).recommend(users, histories, k)
+        unmasked = make(pipe, exclude_seen=False).recommend(users, histories, k)
+        assert not any(s & set(row.tolist()) for s, row in zip(seen, masked, strict=True))
+        assert all(s <= set(row.tolist()) for s, row in zip(seen, unmasked, strict=True))

@@ -43,7 +43,7 @@ def test_recbole_given_split(tmp_path):
     ds = import_source(d, "recbole", ImportOptions())
     assert ds.given is not None and ds.given.counts() == {"train": 14, "valid": 3, "test": 3}
     manifest = write_dataset(ds, tmp_path / "data", source="toy")
-    assert set(manifest["splits"]) == {"warm", "cold", "given"}
+    assert set(manifest["splits"]) == {"warm", "cold", "loo", "given"}
     assert read_split(tmp_path / "data", "given").test.num_rows == 3
 
 

@@ -64,6 +64,9 @@ def test_tail_and_cold_restrict_targets_but_not_lists():
     assert m["tail_recall@20"] == 0.0  # only user 0 has a tail target (25), not shown
     assert m["cold_recall@20"] == 0.0
     assert m["recall@20"] == (0.5 + 1.0) / 2
+    assert m["aplt@1"] == 0.0 and m["aplt@10"] == 0.0 and m["aplt@20"] == 0.5  # items 10-19 are tail
+    shifted = compute_metrics(topk[:, ::-1], targets, buckets)  # tail items first
+    assert shifted["aplt@1"] == 1.0 and shifted["aplt@10"] == 1.0
     no_cold = compute_metrics(topk, targets, {"tail": buckets["tail"], "cold": np.zeros(30, bool)})
     assert math.isnan(no_cold["cold_recall@20"])  # no user has a cold target
 

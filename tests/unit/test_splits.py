@@ -7,7 +7,7 @@ import pytest
 
 from longtail.data import ImportOptions, import_source, load_named, popularity_buckets, write_dataset
 from longtail.data.encoded import load_split_data
-from longtail.data.splits import cold_items, cold_split, warm_split
+from longtail.data.splits import cold_items, cold_split, loo_split, warm_split
 
 
 def pairs(table):
@@ -45,6 +45,27 @@ def test_warm_split_sizes_follow_floor_of_a_tenth():
     warm = warm_split(table, np.array([str(i) for i in range(n)], dtype=object))
     assert warm.counts() == {"train": 31, "valid": 3, "test": 3}
     assert warm.test.column("item_id").to_pylist() == ["34", "35", "36"]
+
+
+def test_leave_one_out_keeps_the_sources_order_for_ties():
+    import pyarrow as pa
+
+    # b's last two share a timestamp: the row order decides (item 9 came after 1), not the item ids;
+    # c has 2 interactions and stays in train; rows of one user need not be adjacent
+    rows = [("b", "5", 1.0), ("c", "1", 1.0), ("b", "9", 7.0), ("b", "1", 7.0), ("c", "2", 2.0)]
+    rows += [("a", str(i), float(i)) for i in range(4)]
+    table = pa.table(
+        {
+            "user_id": [u for u, _, _ in rows],
+            "item_id": [i for _, i, _ in rows],
+            "timestamp": [t for _, _, t in rows],
+            "weight": pa.array([1.0] * len(rows), pa.float32()),
+            "event_type": ["x"] * len(rows),
+        }
+    )
+    loo = loo_split(table)
+    assert pairs(loo.test) == [("a", "3"), ("b", "1")] and pairs(loo.valid) == [("a", "2"), ("b", "9")]
+    assert pairs(loo.train) == [("a", "0"), ("a", "1"), ("b", "5"), ("c", "1"), ("c", "2")]
 
 
 def test_cold_split_moves_valid_to_test_and_drops_train(toy):

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 from longtail.data.errors import DataError
 from longtail.data.ids import encode, naturally_sorted_unique
-from longtail.data.splits import PARTS, SplitTables, cold_items, cold_split, warm_split
+from longtail.data.splits import PARTS, SplitTables, cold_items, cold_split, loo_split, warm_split
 from longtail.files import file_sha256
 
 FORMAT_VERSION = 1
@@ -115,10 +115,14 @@ def keep_first_pairs(interactions: pa.Table) -> tuple[pa.Table, int]:
 
 
 def make_splits(dataset: Dataset, seed: int) -> dict[str, SplitTables]:
-    """The warm and cold splits, plus ``given`` when the source came split."""
+    """The warm, cold and leave-one-out splits, plus ``given`` when the source came split."""
     catalog = dataset.catalog()
     warm = warm_split(dataset.interactions, catalog)
-    splits = {"warm": warm, "cold": cold_split(warm, cold_items(dataset.interactions, catalog, seed))}
+    splits = {
+        "warm": warm,
+        "cold": cold_split(warm, cold_items(dataset.interactions, catalog, seed)),
+        "loo": loo_split(dataset.interactions),
+    }
     if dataset.given is not None:
         splits["given"] = dataset.given
     return splits
@@ -208,6 +212,9 @@ def read_split(data_dir: Path, split: str) -> SplitTables:
     """The train, valid and test tables of split ``split`` of a prepared dataset."""
     manifest = read_manifest(data_dir)
     if split not in manifest["splits"]:
-        raise DataError(str(data_dir), f"no split {split!r}", expected=f"one of {sorted(manifest['splits'])}")
+        older = " (prepared before 0.2: `longtail data prepare` again writes it)" if split == "loo" else ""
+        raise DataError(
+            str(data_dir), f"no split {split!r}{older}", expected=f"one of {sorted(manifest['splits'])}"
+        )
     base = Path(data_dir) / "splits" / split
     return SplitTables(*(pq.read_table(base / f"{p}.parquet") for p in PARTS))

@@ -1,5 +1,5 @@
-"""Splits of the evaluation protocol (docs/design.md, "Evaluation protocol"): warm (per user by time) and
-cold-item.
+"""Splits of the evaluation protocol (docs/design.md, "Evaluation protocol"): warm (per user by time),
+cold-item, and leave-one-out (the published tables' protocol).
 
 Both take canonical interactions with one row per (user, item) and return new tables; nothing is
 shuffled except the seeded choice of cold items.
@@ -66,6 +66,24 @@ def warm_split(interactions: pa.Table, catalog: np.ndarray) -> SplitTables:
     part[position >= size - 2 * hold] = 1
     part[position >= size - hold] = 2
     part[size < 3] = 0
+    rows = interactions.take(pa.array(order))
+    return SplitTables(*(rows.filter(pa.array(part == k)) for k in range(3)))
+
+
+def loo_split(interactions: pa.Table) -> SplitTables:
+    """Leave-one-out: per user by time, ties in the source's row order (a ``seq`` column's order, as
+    published runs order them), the last interaction to test, the one before it to valid, the rest to
+    train. Users with fewer than 3 interactions stay wholly in train."""
+    users = naturally_sorted_unique(interactions.column("user_id").to_numpy(zero_copy_only=False))
+    code = encode(interactions.column("user_id").to_numpy(zero_copy_only=False), users)
+    n = interactions.num_rows
+    order = np.lexsort((np.arange(n), interactions.column("timestamp").to_numpy(), code))
+    user_sorted = code[order]
+    starts = np.flatnonzero(np.r_[True, user_sorted[1:] != user_sorted[:-1]]) if n else np.zeros(0, int)
+    sizes = np.diff(np.r_[starts, n])
+    size = np.repeat(sizes, sizes)  # (n,) history length of each row's user
+    from_end = size - 1 - (np.arange(n) - np.repeat(starts, sizes))  # (n,) 0 for a user's last row
+    part = np.where(size < 3, 0, np.clip(2 - from_end, 0, 2)).astype(np.int8)  # 0 train, 1 valid, 2 test
     rows = interactions.take(pa.array(order))
     return SplitTables(*(rows.filter(pa.array(part == k)) for k in range(3)))
 

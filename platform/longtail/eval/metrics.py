@@ -20,6 +20,8 @@ METRIC_KEYS = (
     "tail_ndcg@10",
     "cold_recall@20",
     "coverage@20",
+    "aplt@1",
+    "aplt@10",
     "aplt@20",
     "gini@20",
 )
@@ -135,6 +137,8 @@ def compute_metrics(
         "tail_ndcg@10": ndcg(tail_hits, n_tail, 10),
         "cold_recall@20": recall(cold_hits, n_cold, 20),
         "coverage@20": coverage(topk, n_items, 20),
+        "aplt@1": aplt(topk, buckets["tail"], 1),  # tail exposure at rank 1 (published LOO tables)
+        "aplt@10": aplt(topk, buckets["tail"], 10),
         "aplt@20": aplt(topk, buckets["tail"], 20),
         "gini@20": gini(topk, n_items, 20),
     }

@@ -10,17 +10,21 @@ from longtail.recommend.pipeline import Batch, Pipeline, recommend, retriever_li
 
 class PipelineRecommender:
     """retrieve → rank → arrange for batches of users; shelf exposure accumulates over one object's calls
-    (make one per evaluation pass)."""
+    (make one per evaluation pass). ``exclude_seen=False`` may list a user's history again (the unmasked
+    protocol of some published tables)."""
 
-    def __init__(self, pipeline: Pipeline, name: str = "hybrid", batch_users: int = 256) -> None:
+    def __init__(
+        self, pipeline: Pipeline, name: str = "hybrid", batch_users: int = 256, exclude_seen: bool = True
+    ) -> None:
         self.pipeline, self.name, self.batch_users = pipeline, name, batch_users
+        self.exclude_seen = exclude_seen
         self.exposure = np.zeros(pipeline.n_items, dtype=np.float64)
 
     def fit(self, data: SplitData) -> None:
         """Training happens in ``longtail.train``; this adapter only recommends."""
 
     def recommend(self, users: np.ndarray, histories: Histories, k: int) -> np.ndarray:
-        """(b, k) lists, each user's history excluded."""
+        """(b, k) lists, each user's history excluded unless ``exclude_seen`` is off."""
         out = np.full((len(users), k), -1, dtype=np.int64)
         step = (
             self.batch_users
@@ -29,7 +33,8 @@ class PipelineRecommender:
         )
         for start in range(0, len(users), step):
             rows = np.arange(start, min(start + step, len(users)))
-            lists = recommend(self.pipeline, Batch.of(histories.rows(rows)), k, self.exposure)
+            batch = Batch.of(histories.rows(rows), self.exclude_seen)
+            lists = recommend(self.pipeline, batch, k, self.exposure)
             out[rows] = lists.items
         return out
 
@@ -37,8 +42,11 @@ class PipelineRecommender:
 class RetrieverRecommender:
     """The retriever's own lists: its MIPS search alone (the first stage without the ranker)."""
 
-    def __init__(self, pipeline: Pipeline, name: str = "retriever", batch_users: int = 512) -> None:
+    def __init__(
+        self, pipeline: Pipeline, name: str = "retriever", batch_users: int = 512, exclude_seen: bool = True
+    ) -> None:
         self.pipeline, self.name, self.batch_users = pipeline, name, batch_users
+        self.exclude_seen = exclude_seen
 
     def fit(self, data: SplitData) -> None:
         """Already trained."""
@@ -47,5 +55,5 @@ class RetrieverRecommender:
         out = np.full((len(users), k), -1, dtype=np.int64)
         for start in range(0, len(users), self.batch_users):
             rows = np.arange(start, min(start + self.batch_users, len(users)))
-            out[rows] = retriever_lists(self.pipeline, Batch.of(histories.rows(rows)), k)
+            out[rows] = retriever_lists(self.pipeline, Batch.of(histories.rows(rows), self.exclude_seen), k)
         return out
