@@ -138,7 +138,78 @@ def loo_section(loo: dict) -> str:
     )
 
 
-SECTIONS = {"demo.json": demo_section, "body-flood.json": flood_section}
+def online_sim_section(runs: list[dict]) -> str:
+    """``python -m benchmarks.online_sim``: arms replayed on each dataset's held-out test part."""
+    lines = [
+        "| dataset | users | requests | arm | clicks | tail clicks | new-item clicks | coverage |",
+        "|---|---:|---:|---|---:|---:|---:|---:|",
+    ]
+    ratios = ["| dataset | arm | clicks | tail clicks | new-item clicks |", "|---|---|---:|---:|---:|"]
+
+    def with_interval(arm: dict, key: str) -> str:
+        low, high = arm[key]["interval"]
+        return f"{arm[key]['clicks']:,} [{low:,.0f}, {high:,.0f}]"
+
+    def ratio(run: dict, name: str, key: str) -> str:
+        base = run["arms"]["fixed"][key]["clicks"]
+        value = run["arms"][name][key]["clicks"] / base if base else float("nan")
+        paired = run["compare"].get(f"{name}_vs_fixed", {}).get(key)
+        if paired is None:
+            return f"{value:.3f}"
+        low, high = paired["interval"]
+        return f"{value:.3f} [{low:.3f}, {high:.3f}]"
+
+    for run in runs:
+        for name, arm in run["arms"].items():
+            lines.append(
+                f"| {run['dataset']} | {run['users']:,} | {run['requests']:,} | {name} | "
+                f"{with_interval(arm, 'all')} | {with_interval(arm, 'tail')} | {with_interval(arm, 'new')} | "
+                f"{arm['coverage']:.3f} |"
+            )
+        for name in (n for n in run["arms"] if n not in ("fixed", "none") and "fixed" in run["arms"]):
+            ratios.append(
+                f"| {run['dataset']} | {name} | {ratio(run, name, 'all')} | {ratio(run, name, 'tail')} | "
+                f"{ratio(run, name, 'new')} |"
+            )
+    return (
+        "## Online replay\n\n"
+        "`python -m benchmarks.online_sim --bundle B --data D` replays the warm split's test interactions in "
+        "time order through the serving ranker (in-process, a real SQLite store per arm); a user clicks a "
+        "served item that is among their later interactions (the replay click model; its bias is in the "
+        "script). Sums over users with 95% bootstrap intervals; k = 20.\n\n"
+        + "\n".join(lines)
+        + "\n\nEach arm over the fixed shelves (ratio of sums; a paired bootstrap 95% interval where the run "
+        "computed one):\n\n" + "\n".join(ratios) + "\n"
+    )
+
+
+def online_load_section(load: dict) -> str:
+    """``python -m benchmarks.online_load``: the request path with impressions on, off, and an empty app."""
+    rows = ["| load | app | requests/s | p50 ms | p99 ms | errors |", "|---|---|---:|---:|---:|---:|"]
+    for phase, label in (("loaded", f"concurrency {load['concurrency']}"), ("idle", "concurrency 1")):
+        for app in ("impressions on", "impressions off", "empty"):
+            got = load[phase][app]
+            rows.append(
+                f"| {label} | {app} | {got['rps']:.1f} | {got['p50_ms']:.1f} | {got['p99_ms']:.1f} | "
+                f"{got['errors']} |"
+            )
+    loaded = load["loaded"]
+    return (
+        "## The request path with impressions (`python -m benchmarks.online_load`)\n\n"
+        f"Three applications on one head ({load['cpus']} cores), alternating windows of one load generator: "
+        f"/recommend with impressions recorded, the same app without, and an empty app. Impressions on / "
+        f"off: {loaded['on_vs_off_throughput']:.3f}× throughput; on / empty app: "
+        f"{loaded['on_vs_empty_throughput']:.3f}× throughput, {loaded['on_vs_empty_p99']:.3f}× p99.\n\n"
+        + "\n".join(rows)
+        + "\n"
+    )
+
+
+SECTIONS = {
+    "demo.json": demo_section,
+    "body-flood.json": flood_section,
+    "online-load.json": online_load_section,
+}
 
 
 def results_page() -> str:
@@ -154,8 +225,11 @@ def results_page() -> str:
             parts.append(render(json.loads(path.read_text())))
     for path in sorted(RESULTS.glob("loo-*.json")):
         parts.append(loo_section(json.loads(path.read_text())))
+    sims = [json.loads(path.read_text()) for path in sorted(RESULTS.glob("online-sim-*.json"))]
+    if sims:
+        parts.append(online_sim_section(sims))
     for path in sorted(RESULTS.glob("*.json")):  # any other `longtail eval` report committed there
-        if path.name not in SECTIONS and not path.name.startswith("loo-"):
+        if path.name not in SECTIONS and not path.name.startswith(("loo-", "online-sim-")):
             report = json.loads(path.read_text())
             if "results" in report:
                 parts.append(

@@ -69,12 +69,15 @@ class Report:
 
 @dataclass(frozen=True)
 class Recommended:
-    """One item of a list: its id, the score that placed it, whether it is a tail item, and (with
-    ``explain``) each score term's contribution and the history items the attention read."""
+    """One item of a list: its id, the score that placed it, whether it is a tail item, its bucket (head,
+    tail, new), the shelf that filled its slot, and (with ``explain``) each score term's contribution and the
+    history items the attention read."""
 
     item_id: str
     score: float
     tail: bool
+    bucket: str | None = None
+    shelf: str | None = None
     reason: str | None = None
     explanation: dict[str, Any] | None = field(default=None, compare=False)
 

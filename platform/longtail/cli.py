@@ -22,7 +22,7 @@ from typer.core import TyperGroup
 from longtail import __version__
 from longtail.errors import USER_ERRORS, ConfigError, DataError
 
-ORDER = ("data", "finetune", "embed", "train", "tune", "eval", "recommend", "store", "config")
+ORDER = ("data", "finetune", "embed", "train", "tune", "eval", "recommend", "store", "report", "config")
 
 
 class DataFlowOrder(TyperGroup):
@@ -43,6 +43,10 @@ data_app = typer.Typer(help="Import, validate and split datasets; forget users."
 app.add_typer(data_app, name="data")
 store_app = typer.Typer(help="The serving state store (SQLite file or PostgreSQL URL).", no_args_is_help=True)
 app.add_typer(store_app, name="store")
+report_app = typer.Typer(
+    help="Reports on what the service served and how users engaged.", no_args_is_help=True
+)
+app.add_typer(report_app, name="report")
 config_app = typer.Typer(help="The train config: resolved values and the schema.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
@@ -618,6 +622,45 @@ def store_erased(
 
     for user in sorted(open_store(store).erased_users()):
         typer.echo(user)
+
+
+# ---- reports ----------------------------------------------------------------------------------------------
+@report_app.command("online")
+@friendly
+def report_online(
+    store: Annotated[str, typer.Option(help="The serving store: SQLite file or postgresql:// URL.")],
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only lists shown in this last span: 90m, 24h, 7d… (default: all kept)."),
+    ] = None,
+    control: Annotated[
+        str | None, typer.Option(help="The arm others are compared with (default: first).")
+    ] = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the report as JSON here.")
+    ] = None,
+    plot_out: Annotated[
+        Path | None, typer.Option("--plot", help="Also plot the rates per arm (PNG) here.")
+    ] = None,
+) -> None:
+    """Per-arm engagement of served lists (all, head, tail, never-touched items; per shelf) with 95%
+    intervals, and which arm is ahead of the control — or that the data cannot tell yet."""
+    import time
+
+    from longtail.store import online as report
+    from longtail.store import open_store
+    from longtail.store.tracking import since_of
+
+    try:
+        start = since_of(None if since is None else report.parse_duration(since), time.time())
+        built = report.build_report(open_store(store).online_rows(start), control)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    typer.echo(report.render(built))
+    if json_out is not None:
+        typer.echo(f"json: {report.write_json(built, json_out)}")
+    if plot_out is not None:
+        typer.echo(f"plot: {report.plot(built, plot_out)}")
 
 
 # ---- config -----------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import urllib.parse
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from unittest.mock import ANY  # a matcher for values that vary (not a mock)
 
 import httpx
 import pytest
@@ -175,9 +176,14 @@ def test_event_changes_the_next_recommendation_and_is_idempotent(service):
     top = before[0]["item_id"]
     event = {"event_id": "ev-u2-1", "user_id": "u2", "item_id": top, "type": "purchase"}
     first = post(service, "/events", event, headers=auth())
-    assert first.status_code == 200 and first.json() == {"stored": 1, "duplicates": 0, "erased": 0}
+    assert first.status_code == 200 and first.json() == {
+        "stored": 1,
+        "duplicates": 0,
+        "erased": 0,
+        "attributed": ANY,
+    }
     again = post(service, "/events", {"events": [event]}, headers=auth())
-    assert again.json() == {"stored": 0, "duplicates": 1, "erased": 0}
+    assert again.json() == {"stored": 0, "duplicates": 1, "erased": 0, "attributed": 0}
     reused = post(service, "/events", {**event, "item_id": before[1]["item_id"]}, headers=auth())
     assert reused.status_code == 409 and "ev-u2-1" in reused.json()["detail"]  # an id names one event
     after = post(
@@ -344,9 +350,18 @@ def test_prometheus_scrapes_the_app_and_every_dashboard_query_returns_data(servi
         )
     api = f"http://127.0.0.1:{port}/api/v1"
     try:
-        post(
-            service, "/recommend", {"user_id": "u1", "k": 5}, headers=auth()
-        )  # traffic of both kinds inside the window
+        shown = post(service, "/recommend", {"user_id": "u1", "k": 5}, headers=auth()).json()
+        time.sleep(1.5)  # the list is written within its replica's flush interval (0.5 s)
+        click = {
+            "event_id": "prom-click",
+            "user_id": "u1",
+            "item_id": shown["items"][0]["item_id"],
+            "type": "click",
+        }
+        click |= {"recommendation_id": shown["recommendation_id"], "position": 0}
+        assert (
+            post(service, "/events", click, headers=auth()).json()["attributed"] == 1
+        )  # the KPI panels' data
         assert post(service, "/recommend", {"user_id": "u1", "k": 0}, headers=auth()).status_code == 422
         deadline, up = time.time() + 60, []
         while time.time() < deadline and len(up) < 5:  # five good scrapes: rates have points to work with
@@ -412,6 +427,40 @@ def test_user_config_change_applies_live_without_failed_requests(service):
         worker.join()
     assert boosted != base
     assert failures == []
+
+
+def test_the_shipped_ab_arms_apply_live_record_attribute_and_report(service):
+    """serve_configs/ranker-ab.yaml's arms deployed as a user_config change: every answer names a sticky arm,
+    clicks sent back with the recommendation_id are attributed, and `longtail report online` reads both arms
+    from the store."""
+    shipped = yaml.safe_load((ROOT / "serve_configs" / "ranker-ab.yaml").read_text())
+    ingress = next(d for d in shipped["applications"][0]["deployments"] if d["name"] == "Ingress")
+    ab = {k: ingress["user_config"]["ranker"][k] for k in ("experiment", "arms")}
+    names = {a["name"] for a in ab["arms"]}
+    head, work = service["head"], service["work"]
+    config = write_config(work / "ranker-ab.yaml", service["port"], service["args"], ab)
+    cli("serve", "deploy", str(config), "--address", head["dashboard"], timeout=300, env=head["env"])
+    deadline, in_a_row = time.time() + 90, 0
+    while time.time() < deadline and in_a_row < 8:  # both replicas reconfigured (requests spread over them)
+        answer = post(service, "/recommend", {"user_id": "u1", "k": 5}, headers=auth()).json()
+        in_a_row = in_a_row + 1 if answer.get("arm") in names else 0
+        time.sleep(0.25)
+    assert in_a_row >= 8, answer
+    arms, clicks = {}, []
+    for user in [f"u{i}" for i in range(10)] * 2:
+        got = post(service, "/recommend", {"user_id": user, "k": 5}, headers=auth()).json()
+        assert arms.setdefault(user, got["arm"]) == got["arm"]  # sticky
+        item = got["items"][0]["item_id"]
+        clicks.append(
+            {"event_id": f"ab-{user}-{len(clicks)}", "user_id": user, "item_id": item, "type": "click"}
+        )
+        clicks[-1] |= {"recommendation_id": got["recommendation_id"], "position": 0}
+    assert set(arms.values()) == names  # ten users fall in both halves (hash of the experiment and id)
+    time.sleep(1.5)  # every replica has written its lists (0.5 s flush)
+    sent = post(service, "/events", {"events": clicks}, headers=auth()).json()
+    assert sent["stored"] == len(clicks) and sent["attributed"] == len(clicks)
+    report = cli("longtail", "report", "online", "--store", service["args"]["store"], "--since", "1h")
+    assert all(name in report.stdout for name in names) and "vs" in report.stdout, report.stdout
 
 
 def test_openapi_fuzz_never_gets_a_5xx(service):
@@ -576,7 +625,7 @@ def test_whole_app_restart_loses_no_acknowledged_event_and_runs_without_auth(ser
         "events": [{"event_id": e, "user_id": "restart-user", "item_id": "5", "type": "view"} for e in acked]
     }
     r = post(service, "/events", again)  # no token needed now
-    assert r.status_code == 200 and r.json() == {"stored": 0, "duplicates": 20, "erased": 0}
+    assert r.status_code == 200 and r.json() == {"stored": 0, "duplicates": 20, "erased": 0, "attributed": 0}
     ranked = post(service, "/recommend", {"user_id": "restart-user", "k": 3}).json()
     assert ranked["strategy"] == "hybrid"
     assert post(service, "/recommend", {"user_id": "new-space-fan", "k": 21}).status_code == 200
@@ -617,5 +666,5 @@ def test_the_serving_guides_curl_examples_work_as_written(service):
     by_route = {c.split()[2].split("/", 1)[1]: a for c, a in zip(commands, answers, strict=True)}
     assert answers[1]["strategy"] == "hybrid" and answers[1]["items"]  # the event made 196 a known user
     assert all("contributions" in item["explanation"] for item in answers[2]["items"])
-    assert by_route["events"] == {"stored": 1, "duplicates": 0, "erased": 0}
+    assert by_route["events"] == {"stored": 1, "duplicates": 0, "erased": 0, "attributed": ANY}
     assert by_route["items"]["added"] is True

@@ -31,6 +31,9 @@ def exported_names(tmp_path: Path) -> set[str]:
     metrics.lists.labels("hybrid").inc()
     metrics.bundle.labels("v1").set(1)
     metrics.replicas.labels("Ranker").set(1)
+    metrics.impressions.labels("default", "hybrid").inc()
+    metrics.impression_slots.labels("default", "tail", "tail").inc()
+    metrics.attributed.labels("default", "tail", "tail").inc()
     for gauge in (metrics.coverage, metrics.catalog_size):
         gauge.set(1)
     for counter in (
@@ -42,6 +45,7 @@ def exported_names(tmp_path: Path) -> set[str]:
         metrics.read_retries,
         metrics.served_items,
         metrics.served_tail,
+        metrics.impressions_dropped,
     ):
         counter.inc()
     text = metrics.scrape().decode()
@@ -77,6 +81,9 @@ def test_the_panels_users_expect_are_there():
         "longtail_catalog_coverage",
         "longtail_replicas",
         "longtail_bundle_info",
+        "longtail_impressions_total",
+        "longtail_impression_slots_total",
+        "longtail_attributed_events_total",
     }
     assert expected <= used
     exprs = " ".join(expr for _, expr in dashboard_queries())

@@ -229,9 +229,10 @@ def test_event_changes_the_next_list_is_idempotent_and_a_reused_id_is_a_conflict
         "stored": 1,
         "duplicates": 0,
         "erased": 0,
+        "attributed": 1,  # u2 was just shown the item (matched by user, item and window)
     }
     again = client.post("/events", json={"events": [event]}, headers=bearer(WRITE))
-    assert again.json() == {"stored": 0, "duplicates": 1, "erased": 0}
+    assert again.json() == {"stored": 0, "duplicates": 1, "erased": 0, "attributed": 0}
     reused = client.post("/events", json={**event, "item_id": before[1]["item_id"]}, headers=bearer(WRITE))
     assert reused.status_code == 409 and "ev-u2-1" in reused.json()["detail"]
     after = client.post("/recommend", json={"user_id": "u2", "k": 5}, headers=read).json()["items"]
@@ -275,13 +276,13 @@ def test_an_erased_users_stamped_replays_are_refused_and_unstamped_events_start_
     client.post("/events", json=old, headers=w)
     assert client.delete("/users/er", headers=w).json() == {"user_id": "er", "events_deleted": 1}
     replay = client.post("/events", json={"events": [old, {**old, "event_id": "er-late"}]}, headers=w)
-    assert replay.json() == {"stored": 0, "duplicates": 0, "erased": 2}
+    assert replay.json() == {"stored": 0, "duplicates": 0, "erased": 2, "attributed": 0}
     unstamped_replay = {k: v for k, v in old.items() if k != "timestamp"}
     assert client.post("/events", json=unstamped_replay, headers=w).json()["erased"] == 1  # its id was erased
     back = client.post(
         "/events", json={"event_id": "er-new", "user_id": "er", "item_id": "5", "type": "view"}, headers=w
     )
-    assert back.json() == {"stored": 1, "duplicates": 0, "erased": 0}
+    assert back.json() == {"stored": 1, "duplicates": 0, "erased": 0, "attributed": 0}
     listed = client.post(
         "/recommend",
         json={"user_id": "er", "k": 3, "exclude_seen": False, "explain": True},
@@ -402,3 +403,52 @@ def test_every_documented_example_body_validates():
     for body in bodies:
         kind = EventIn if "event_id" in body else ItemIn if "text" in body else RecommendRequest
         kind.model_validate(body)
+
+
+def test_lists_are_recorded_events_attributed_and_erasure_reaches_both(client, served):
+    """A served list carries its recommendation_id and arm; an event naming it is attributed, one naming
+    another user's list is not; KPIs count both; erasing the user deletes their impressions and
+    attributions."""
+    store = served[1].store
+    w, r = bearer(WRITE), bearer(READ)
+    mine = client.post("/recommend", json={"user_id": "loop-a", "k": 4}, headers=r).json()
+    theirs = client.post("/recommend", json={"user_id": "loop-b", "k": 4}, headers=r).json()
+    assert mine["recommendation_id"] != theirs["recommendation_id"] and mine["arm"] == "default"
+    assert all(i["shelf"] in {"popular", "explore"} and i["bucket"] for i in mine["items"])
+    clicked = mine["items"][1]["item_id"]
+    event = {"user_id": "loop-a", "item_id": clicked, "type": "click", "position": 1}
+    ok = client.post(
+        "/events",
+        json={**event, "event_id": "loop-1", "recommendation_id": mine["recommendation_id"]},
+        headers=w,
+    )
+    assert ok.status_code == 200 and ok.json()["attributed"] == 1
+    stolen = {
+        **event,
+        "event_id": "loop-2",
+        "recommendation_id": theirs["recommendation_id"],
+        "position": None,
+    }
+    assert client.post("/events", json=stolen, headers=w).json()["attributed"] == 0  # another user's list
+    assert (
+        client.post("/events", json={**event, "event_id": "loop-3", "position": 7}, headers=w).status_code
+        == 422
+    )
+    metrics = client.get("/metrics").text
+    assert 'longtail_impressions_total{arm="default",strategy="cold_start"}' in metrics
+    assert "longtail_attributed_events_total{" in metrics
+    before = store.online_rows(0.0)
+    assert client.post("/users/erase", json={"user_id": "loop-a"}, headers=w).status_code == 200
+    after = store.online_rows(0.0)
+    assert after.users["default"] == before.users["default"] - 1
+    assert sum(s[3] for s in after.slots) == sum(s[3] for s in before.slots) - 4  # loop-a's 4 slots
+    assert sum(s[4] for s in after.slots) == sum(s[4] for s in before.slots) - 1  # and their attribution
+
+
+def test_impressions_can_be_switched_off(served):
+    recommender, store, metrics = served
+    with TestClient(
+        create_app(recommender, store, TOKENS, Limits(), metrics=metrics, record_impressions=False)
+    ) as c:
+        body = c.post("/recommend", json={"user_id": "quiet", "k": 3}, headers=bearer(READ)).json()
+    assert "recommendation_id" not in body and body["items"]

@@ -21,11 +21,13 @@ from longtail.store import (
     Event,
     EventConflict,
     EventsAdded,
+    Impression,
     Retention,
     Store,
     StoreError,
     StoreFull,
     StoreUnavailable,
+    Tracking,
     open_store,
 )
 from longtail.store.sqlite import SqliteStore
@@ -407,12 +409,18 @@ def test_sqlite_to_postgres_and_back_keeps_events_items_vectors_and_erasures(tmp
     source.add_vectors("enc-B", {"n1": np.ones(3, np.float32)})
     source.erase_user("x")
     pg = fresh_database(postgres_url, f"migrate_{next(_count)}")
+    now = time.time()
+    source.add_impressions([shown("L1", "u", now, ("a", "model", "head"), ("b", "tail", "tail"))])
+    assert source.add_events([ev("e3", item="b", t=now + 5.0, recommendation_id="L1")]).attributed == 1
     assert migrate(str(tmp_path / "a.sqlite"), pg).rows == {
-        "events": 2,
+        "events": 3,
         "items": 1,
         "item_vectors": 2,
         "erased_users": 1,
         "erased_events": 1,
+        "impressions": 1,
+        "impression_items": 2,
+        "attributions": 1,
     }
     with pytest.raises(StoreError, match="not empty"):
         migrate(str(tmp_path / "a.sqlite"), pg)
@@ -425,3 +433,93 @@ def test_sqlite_to_postgres_and_back_keeps_events_items_vectors_and_erasures(tmp
     assert [i.item_id for i in on_pg.items_after(0, "enc-A")] == ["n1", "n2"]
     with pytest.raises(StoreError, match="exists"):
         migrate(pg, str(tmp_path / "a.sqlite"))
+
+
+def shown(rid: str, user: str, at: float, *slots: tuple[str, str, str], arm: str = "A") -> Impression:
+    return Impression(rid, user, at, arm, "v1", "hybrid", "{}", tuple(slots))
+
+
+def test_events_are_attributed_to_the_list_they_came_from_and_nowhere_else(spec):
+    store = open_store(spec, create=True, tracking=Tracking(window_s=100.0, early_s=5.0, keep_s=None))
+    store.add_impressions(
+        [
+            shown("L1", "u", 1000.0, ("a", "model", "head"), ("b", "tail", "tail"), ("n", "new", "new")),
+            shown("L2", "v", 1000.0, ("a", "model", "head")),
+        ]
+    )
+    cases = {  # event → attributed?
+        ev("clicked", item="b", t=1050.0, recommendation_id="L1", position=1): True,
+        ev("other-users-list", item="a", t=1050.0, recommendation_id="L2"): False,
+        ev("not-in-the-list", item="c", t=1050.0, recommendation_id="L1"): False,
+        ev("expired", item="a", t=1101.0, recommendation_id="L1"): False,
+        ev("before-it-was-shown", item="a", t=990.0, recommendation_id="L1"): False,
+        ev("wrong-position", item="a", t=1050.0, recommendation_id="L1", position=1): False,
+        ev("unknown-list", item="a", t=1050.0, recommendation_id="L9"): False,
+        ev("no-id-matched", item="n", t=1060.0): True,
+        ev("no-id-too-late", user="v", item="a", t=1200.0): False,
+    }
+    for event, expected in cases.items():
+        assert store.add_events([event]).attributed == int(expected), event.event_id
+    assert store.add_events([ev("clicked", item="b", t=1050.0, recommendation_id="L1")]).attributed == 0
+    assert store.engagement(0.0, ("tail", "new")) == {"b": (1, 1), "n": (1, 1)}
+    rows = store.online_rows(0.0)
+    assert rows.lists == {"A": 2} and rows.users == {"A": 2}
+    assert rows.slots == [
+        ("A", "model", "head", 2, 0),
+        ("A", "new", "new", 1, 1),
+        ("A", "tail", "tail", 1, 1),
+    ]
+    assert rows.first_engagement == [("A", 60.0)] and rows.engaged_by_type == {"view": 2}
+
+
+def test_erasure_and_age_remove_impressions_and_attributions(spec):
+    store = open_store(spec, create=True, tracking=Tracking(window_s=100.0, keep_s=1000.0))
+    now = time.time()
+    store.add_impressions(
+        [shown("L1", "u", now, ("a", "model", "head")), shown("L2", "v", now, ("a", "tail", "tail"))]
+    )
+    store.add_events([ev("e1", item="a", t=now + 1, recommendation_id="L1"), ev("e2", user="v", t=now + 1)])
+    assert store.item_activity(now) == {"a": 2} and store.item_activity(now + 2) == {}  # the live trend
+    store.erase_user("u")
+    assert store.item_activity(now) == {"a": 1}
+    rows = store.online_rows(0.0)
+    assert rows.lists == {"A": 1} and rows.slots == [("A", "tail", "tail", 1, 1)]
+    store.add_impressions([shown("L3", "w", now, ("a", "model", "head"))])
+    store.add_impressions([shown("old", "w", now - 2000.0, ("a", "model", "head"))])  # past keep_s: pruned
+    assert store.online_rows(0.0).lists == {"A": 2}
+
+
+def _as_schema_2(spec: str) -> None:
+    """Turn a fresh store of the current schema into one of schema 2 (no impression tables)."""
+    drop = ["DROP TABLE impression_items", "DROP TABLE attributions", "DROP TABLE impressions"]
+    if spec.startswith("postgresql://"):
+        import psycopg
+
+        with psycopg.connect(spec, autocommit=True) as conn:
+            for statement in drop:
+                conn.execute(statement)
+            conn.execute("UPDATE longtail_meta SET value = '2' WHERE key = 'schema_version'")
+        return
+    conn = sqlite3.connect(spec)
+    for statement in drop:
+        conn.execute(statement)
+    conn.execute("UPDATE meta SET value = '2' WHERE key = 'schema_version'")
+    conn.commit()
+    conn.close()
+
+
+def test_a_schema_2_store_is_refused_then_migrated_with_its_events(spec, tmp_path, postgres_url):
+    from longtail.store.migrate import migrate
+
+    open_store(spec, create=True).add_events([ev("e1"), ev("e2", item="b", t=2.0)])
+    _as_schema_2(spec)
+    with pytest.raises(StoreError, match="migrate"):
+        open_store(spec)
+    target = str(tmp_path / "v3.sqlite") if spec.startswith("postgresql://") else spec  # SQLite: in place
+    done = migrate(spec, target)
+    assert done.source_schema == 2 and done.rows["events"] == 2 and done.rows["impressions"] == 0
+    new = open_store(target)
+    assert new.histories(["u"], 10)["u"].items == ["a", "b"]
+    now = time.time()
+    new.add_impressions([shown("L1", "u", now, ("c", "tail", "tail"))])
+    assert new.add_events([ev("e3", item="c", t=now + 1, recommendation_id="L1")]).attributed == 1

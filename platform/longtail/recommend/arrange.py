@@ -79,6 +79,10 @@ class Shelves:
         return self.tail_share > 0.0 or self.new_share > 0.0
 
 
+MODEL_SHELF, TAIL_SHELF, NEW_SHELF = 0, 1, 2  # which part of a list filled a slot (``arrange_labelled``)
+SHELF_NAMES = ("model", "tail", "new")
+
+
 def arrange(
     candidates: np.ndarray,
     scores: np.ndarray,
@@ -102,12 +106,36 @@ def arrange(
     given, order the new-item shelf (e.g. text similarity to the history, which needs no interactions).
     Without shelves this is the plain top k (ties to the lower column).
     """
+    picks, _ = arrange_labelled(candidates, scores, k, tail, new, shelves, exposure, new_scores, record)
+    return picks
+
+
+def arrange_labelled(
+    candidates: np.ndarray,
+    scores: np.ndarray,
+    k: int,
+    tail: np.ndarray,
+    new: np.ndarray,
+    shelves: Shelves,
+    exposure: np.ndarray,
+    new_scores: np.ndarray | None = None,
+    record: bool = True,
+    shelf_bonus: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``arrange``'s picks (b, k) and the shelf that filled each slot (b, k): ``MODEL_SHELF`` (the relevance
+    block and the slots a reserved block left over), ``TAIL_SHELF``, ``NEW_SHELF``; -1 where nothing is left.
+
+    ``shelf_bonus`` (n,), when given, is added to each candidate's score in the reserved blocks only (the
+    feedback-driven shelves: a sampled estimate of how users engage with the item when it is shown there).
+    """
+    shelf = np.full((len(scores), k), -1, dtype=np.int8)
     if not shelves.active:
         picks = top_k(scores, k)  # (b, k) columns
+        shelf[picks >= 0] = MODEL_SHELF
         if record:
             shown = np.take_along_axis(candidates, np.maximum(picks, 0), 1)[picks >= 0]
             np.add.at(exposure, shown, 1.0)
-        return picks
+        return picks, shelf
     n_tail, n_new = round(shelves.tail_share * k), round(shelves.new_share * k)
     n_top = k - n_tail - n_new
     out = np.full((len(scores), k), -1, dtype=np.int64)
@@ -119,16 +147,26 @@ def arrange(
         z = zscore(np.where(open_, s, -np.inf))
         picks = best(np.where(open_, s, -np.inf), n_top)
         open_[picks] = False
+        labels = [np.full(len(picks), MODEL_SHELF)]
         z_new = z if new_scores is None else zscore(np.where(np.isfinite(s), new_scores[row], -np.inf))
         damping = shelves.exposure_penalty * np.log1p(exposure[safe])  # (c,)
-        for share, mask, zz in ((n_tail, tail[safe], z), (n_new, new[safe], z_new)):
+        if shelf_bonus is not None:
+            damping = damping - shelf_bonus[safe]
+        for share, mask, zz, label in (
+            (n_tail, tail[safe], z, TAIL_SHELF),
+            (n_new, new[safe], z_new, NEW_SHELF),
+        ):
             if share:
                 block = best(np.where(open_ & mask, zz - damping, -np.inf), share)
                 open_[block] = False
                 picks = np.concatenate([picks, block])
+                labels.append(np.full(len(block), label))
         if len(picks) < k:
-            picks = np.concatenate([picks, best(np.where(open_, s, -np.inf), k - len(picks))])
+            rest = best(np.where(open_, s, -np.inf), k - len(picks))
+            picks = np.concatenate([picks, rest])
+            labels.append(np.full(len(rest), MODEL_SHELF))
         out[row, : len(picks)] = picks
+        shelf[row, : len(picks)] = np.concatenate(labels)
         if record:
             exposure[items[picks]] += 1
-    return out
+    return out, shelf

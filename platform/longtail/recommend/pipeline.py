@@ -38,7 +38,7 @@ from longtail.data.splits import popularity_buckets
 from longtail.model.factory import graph_tensor
 from longtail.model.hybrid import HybridOutput, HybridRanker
 from longtail.model.retriever import FactorizedRetriever
-from longtail.recommend.arrange import Shelves, arrange, explore, tail_boost, zscore
+from longtail.recommend.arrange import Shelves, arrange_labelled, explore, tail_boost, zscore
 from longtail.recommend.channels import graph_neighbours, merge
 from longtail.recommend.index import ItemIndex, choose_kind
 
@@ -180,6 +180,7 @@ class Lists:
     columns: np.ndarray  # (b, k) each pick's column in ``candidates``
     ranked: HybridOutput  # the ranker's output over ``candidates`` (explanations)
     recent: np.ndarray  # (b, L) the history the ranker read
+    shelves: np.ndarray | None = None  # (b, k) int8 shelf of each slot (arrange.MODEL_SHELF …), -1 where -1
 
 
 @torch.no_grad()
@@ -332,9 +333,25 @@ def arrange_lists(
     record: bool = True,
 ) -> np.ndarray:
     """(b, k) columns into ``candidates``: top-k, or the shelves when they are on."""
+    return arrange_slots(p, batch, candidates, scores, k, exposure, record)[0]
+
+
+def arrange_slots(
+    p: Pipeline,
+    batch: Batch,
+    candidates: np.ndarray,
+    scores: np.ndarray,
+    k: int,
+    exposure: np.ndarray,
+    record: bool = True,
+    shelf_bonus: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``arrange_lists``'s columns (b, k) and the shelf of each slot (b, k) (``arrange.arrange_labelled``)."""
     shelves = p.knobs.shelves
     new_scores = new_item_scores(p, batch, candidates, scores) if shelves.new_share > 0 else None
-    return arrange(candidates, scores, k, p.tail, p.new, shelves, exposure, new_scores, record)
+    return arrange_labelled(
+        candidates, scores, k, p.tail, p.new, shelves, exposure, new_scores, record, shelf_bonus
+    )
 
 
 def new_item_scores(p: Pipeline, batch: Batch, candidates: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -359,16 +376,18 @@ def recommend(
     exposure: np.ndarray | None = None,
     record: bool = True,
     boost: float | None = None,
+    shelf_bonus: np.ndarray | None = None,
 ) -> Lists:
-    """retrieve → rank → arrange for one batch of users. ``exposure`` (n,) counts past showings (shelves)."""
+    """retrieve → rank → arrange for one batch of users. ``exposure`` (n,) counts past showings (shelves);
+    ``shelf_bonus`` (n,) lifts items in the reserved shelves only (the feedback-driven shelves)."""
     exposure = np.zeros(p.n_items) if exposure is None else exposure
     candidates = retrieve(p, batch, k)
     scores, out, recent = rank(p, batch, candidates, boost)
-    columns = arrange_lists(p, batch, candidates, scores, k, exposure, record)
+    columns, slots = arrange_slots(p, batch, candidates, scores, k, exposure, record, shelf_bonus)
     safe = np.maximum(columns, 0)
     items = np.where(columns >= 0, np.take_along_axis(candidates, safe, 1), -1)
     picked = np.where(columns >= 0, np.take_along_axis(scores, safe, 1), np.nan)
-    return Lists(items, picked, candidates, columns, out, recent)
+    return Lists(items, picked, candidates, columns, out, recent, slots)
 
 
 def retriever_lists(p: Pipeline, batch: Batch, k: int) -> np.ndarray:

@@ -7,6 +7,7 @@
     ingress.py deployments.py app.py   the Serve Ingress, Ranker and Encoder, and the app builder
     knobs.py spec.py schemas.py   typed args and knobs, the app's Ray-free build helpers, HTTP bodies
     metrics.py pooled_store.py    Prometheus; store calls on a bounded pool
+    impressions.py batching.py    served lists written behind the request path; batching without a fixed wait
 
 The state store itself is ``longtail.store``.
 """

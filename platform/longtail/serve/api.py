@@ -11,9 +11,13 @@ on its next request; a locked or unreachable store answers 503 with ``Retry-Afte
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from collections.abc import Iterable
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Protocol
 
@@ -22,6 +26,7 @@ from fastapi.responses import JSONResponse, Response
 
 from longtail.serve.auth import Tokens, bearer_scheme, require_personal, require_read, require_write
 from longtail.serve.guard import VERSION_HEADER, GuardMiddleware
+from longtail.serve.impressions import ImpressionLog
 from longtail.serve.metrics import CONTENT_TYPE, ServeMetrics
 from longtail.serve.pooled_store import PooledStore
 from longtail.serve.schemas import (
@@ -40,7 +45,7 @@ from longtail.serve.schemas import (
     SimilarResponse,
     TextQuery,
 )
-from longtail.store import Event, EventConflict, StoreFull, StoreUnavailable
+from longtail.store import Event, EventConflict, Impression, StoreFull, StoreUnavailable
 
 log = logging.getLogger("longtail.serve")
 RETRY_AFTER_S = "1"
@@ -71,8 +76,8 @@ class Recommender(Protocol):
         ...
 
     async def recommend(self, request: dict) -> dict:
-        """A ``RecommendRequest`` as a dict → the ranked list (``RecommendResponse`` fields +
-        ``served_by``)."""
+        """A ``RecommendRequest`` as a dict → the ranked list (``RecommendResponse`` fields with ``arm``, +
+        ``served_by`` and ``knobs``: the arm's list knobs, recorded with the impression)."""
         ...
 
     async def similar(self, item_id: str, k: int) -> dict:
@@ -93,16 +98,33 @@ class Recommender(Protocol):
 
 
 def create_app(
-    recommender: Recommender, store: PooledStore, auth: Tokens, limits: Limits, *, metrics: ServeMetrics
+    recommender: Recommender,
+    store: PooledStore,
+    auth: Tokens,
+    limits: Limits,
+    *,
+    metrics: ServeMetrics,
+    record_impressions: bool = True,
 ) -> FastAPI:
     """The HTTP app over one recommender and store; ``app.state`` holds ``auth``, ``limits`` (replace it to
-    change limits live), ``metrics``, ``replica`` (the ``x-longtail-replica`` header) and ``version``."""
+    change limits live), ``metrics``, ``replica`` (the ``x-longtail-replica`` header), ``version`` and
+    ``impressions`` (the served lists' write-behind log; None when ``record_impressions`` is off)."""
+    log_ = ImpressionLog(store, metrics) if record_impressions else None
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        if log_ is not None:
+            await log_.close()  # what is queued reaches the store before the replica goes
+
     app = FastAPI(
         title="longtail",
         description="Recommendations that surface the long tail: hybrid text + graph + CF ranking, live "
         "events.",
         version="1",
+        lifespan=lifespan,
     )
+    app.state.impressions = log_
     app.state.auth, app.state.limits, app.state.metrics = auth, limits, metrics
     app.state.replica, app.state.version = "local", recommender.version
     app.add_middleware(GuardMiddleware)
@@ -150,6 +172,11 @@ def _reads(recommender: Recommender) -> APIRouter:
         _check_k(request, body.k)
         ranked = await recommender.recommend(body.model_dump())
         served_by = ranked.pop("served_by", "")
+        knobs = ranked.pop("knobs", {})
+        impressions: ImpressionLog | None = request.app.state.impressions
+        if impressions is not None:
+            ranked["recommendation_id"] = uuid.uuid4().hex
+            impressions.record(_impression(ranked, knobs, _metrics(request)))
         # the ranker's dicts already have the documented shape: no re-validation of k items per request
         response = versioned(ranked, ranked["bundle_version"])
         response.headers[RANKER_HEADER] = served_by  # node/replica of the ranker that made the list
@@ -205,6 +232,9 @@ def _writes(recommender: Recommender, store: PooledStore) -> APIRouter:
         nothing); a resent event_id is a duplicate; events of an erased user sent before the erasure are
         refused; a timestamp later than now (plus the allowed clock skew) is a 422."""
         batch = body.events if isinstance(body, EventBatch) else [body]
+        impressions: ImpressionLog | None = request.app.state.impressions
+        if impressions is not None:
+            await impressions.flush()  # this replica's lists are in the store before its events match them
         now = time.time()
         _check_timestamps(batch, now, _limits(request).max_clock_skew_s, isinstance(body, EventBatch))
         unknown = sorted({e.item_id for e in batch} - recommender.in_bundle(e.item_id for e in batch))
@@ -223,8 +253,10 @@ def _writes(recommender: Recommender, store: PooledStore) -> APIRouter:
                 e.item_id,
                 e.type,
                 now if e.timestamp is None else e.timestamp,
-                e.weight,
-                e.timestamp is not None,
+                weight=e.weight,
+                stamped=e.timestamp is not None,
+                recommendation_id=e.recommendation_id,
+                position=e.position,
             )
             for e in batch
         ]
@@ -236,7 +268,14 @@ def _writes(recommender: Recommender, store: PooledStore) -> APIRouter:
         metrics.events.inc(added.stored)
         metrics.duplicate_events.inc(added.duplicates)
         metrics.erased_events.inc(added.erased)
-        return {"stored": added.stored, "duplicates": added.duplicates, "erased": added.erased}
+        for (arm, shelf, bucket), n in Counter(e[:3] for e in added.engaged).items():
+            metrics.attributed.labels(arm, shelf, bucket).inc(n)
+        return {
+            "stored": added.stored,
+            "duplicates": added.duplicates,
+            "erased": added.erased,
+            "attributed": added.attributed,
+        }
 
     @router.post("/items", response_model=ItemResponse, dependencies=WRITE)
     async def items(body: ItemIn, request: Request) -> dict:
@@ -273,6 +312,29 @@ def _writes(recommender: Recommender, store: PooledStore) -> APIRouter:
         return await erase(body.user_id, request)
 
     return router
+
+
+def _impression(ranked: dict, knobs: dict, metrics: ServeMetrics) -> Impression:
+    """The impression of a served list (``ranked``: the recommender's answer with its recommendation_id;
+    ``knobs``: the list knobs of its arm), counted in the metrics as it is recorded."""
+    arm = ranked.get("arm", "default")
+    slots = tuple(
+        (i["item_id"], i.get("shelf") or "model", i.get("bucket") or ("tail" if i["tail"] else "head"))
+        for i in ranked["items"]
+    )
+    metrics.impressions.labels(arm, ranked["strategy"]).inc()
+    for (shelf, bucket), n in Counter(s[1:] for s in slots).items():
+        metrics.impression_slots.labels(arm, shelf, bucket).inc(n)
+    return Impression(
+        recommendation_id=ranked["recommendation_id"],
+        user_id=ranked["user_id"],
+        shown_at=time.time(),
+        arm=arm,
+        bundle_version=ranked["bundle_version"],
+        strategy=ranked["strategy"],
+        knobs=json.dumps(knobs, sort_keys=True),
+        items=slots,
+    )
 
 
 def _check_timestamps(batch: list[EventIn], now: float, skew_s: float, in_list: bool) -> None:

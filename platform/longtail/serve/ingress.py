@@ -25,6 +25,7 @@ from ray.serve.handle import DeploymentHandle
 from longtail.bundle import read_item_ids, read_manifest
 from longtail.serve.api import RETRY_AFTER_S, create_app
 from longtail.serve.auth import load_tokens
+from longtail.serve.batching import PassBatcher
 from longtail.serve.knobs import IngressKnobs, ListKnobs, ReplicaSpec
 from longtail.serve.metrics import ServeMetrics
 from longtail.serve.pooled_store import PooledStore
@@ -72,6 +73,7 @@ class Ingress:
         self.metrics = ServeMetrics.open(spec.metrics_dir)
         self.metrics.replicas.labels("Ingress").set(1)
         self.limits = spec.limits
+        self.record_impressions = spec.record_impressions
         self.http_app: FastAPI | None = None
         # no Ranker deployment: this replica ranks in-process (reads skip one Serve hop)
         node = ray.get_runtime_context().get_node_id()[:12]
@@ -80,11 +82,20 @@ class Ingress:
             if ranker is not None
             else Reader(spec.bundle, self.store, self.metrics, f"{node}/{self.replica}")
         )
+        # in-process: the requests that arrive while a pass ranks form the next pass (no fixed wait)
+        self.passes = None if self.local is None else PassBatcher(self.local.recommend_many)
         if not self.tokens.enabled:
             log.warning("auth: none — every route is open to anyone who can reach this port")
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        self.http_app = create_app(self, self.store, self.tokens, self.limits, metrics=self.metrics)
+        self.http_app = create_app(
+            self,
+            self.store,
+            self.tokens,
+            self.limits,
+            metrics=self.metrics,
+            record_impressions=self.record_impressions,
+        )
         self.http_app.state.replica = self.replica
         return self.http_app
 
@@ -100,9 +111,11 @@ class Ingress:
         self.limits = dataclasses.replace(self.limits, max_k=knobs.max_k)
         if self.http_app is not None:
             self.http_app.state.limits = self.limits
-        for batched in (self._recommend_batch, self._recommend_local):
-            batched.set_max_batch_size(knobs.recommend_batch_size)
-            batched.set_batch_wait_timeout_s(knobs.recommend_batch_wait_s)
+        self._recommend_batch.set_max_batch_size(knobs.recommend_batch_size)
+        self._recommend_batch.set_batch_wait_timeout_s(knobs.recommend_batch_wait_s)
+        if self.passes is not None:
+            self.passes.set_max_size(knobs.recommend_batch_size)
+            self.passes.set_linger_s(knobs.recommend_batch_wait_s)
 
     # ---- the app's Recommender ------------------------------------------------------------------------
     @property
@@ -113,8 +126,9 @@ class Ingress:
         return {i for i in item_ids if i in self.catalog_ids}
 
     async def recommend(self, request: dict) -> dict:
-        batched = self._recommend_batch if self.local is None else self._recommend_local
-        return await batched(request)
+        if self.passes is not None:
+            return await self.passes.submit(request)
+        return await self._recommend_batch(request)
 
     async def similar(self, item_id: str, k: int) -> dict:
         return await self._read("similar", item_id, k)
@@ -148,13 +162,6 @@ class Ingress:
         for the batch instead of one per request (up to ``RANKER_CALLS`` batches in flight, so several Ranker
         replicas work at once and the autoscaler sees the load)."""
         return await self._read("recommend_many", requests)
-
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.025, max_concurrent_batches=1)
-    async def _recommend_local(self, requests: list[dict]) -> list[dict]:
-        """The same, ranked in-process: one batch at a time, so requests that arrive while one is ranked
-        all join the next (batch 8 costs a third per user of batch 1 on the ML-100K bundle)."""
-        assert self.local is not None
-        return await self.local.recommend_many(requests)
 
     async def _read(self, method: str, *args: object) -> dict:
         """A ranker call that changes nothing: in-process, or to the Ranker deployment (resent on another

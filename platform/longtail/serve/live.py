@@ -18,14 +18,15 @@ import numpy as np
 from scipy import sparse
 
 from longtail.bundle import Bundle
+from longtail.config import RetrievalConfig
 from longtail.data.encoded import Histories, table_strengths
 from longtail.data.events import event_strengths
 from longtail.model.explain import explain
 from longtail.model.graph import topk_rows
-from longtail.recommend.arrange import Shelves
+from longtail.recommend.arrange import SHELF_NAMES, Shelves
 from longtail.recommend.build import load_pipeline, popularity_penalty_of, trend_bonus_of
-from longtail.recommend.pipeline import Batch, Knobs, grow, popularity_terms, recommend
-from longtail.serve.knobs import ListKnobs
+from longtail.recommend.pipeline import Batch, Knobs, Pipeline, grow, popularity_terms, recommend
+from longtail.serve.knobs import PER_DEPLOY, ListKnobs, arm_of
 from longtail.store import StoredItem
 from longtail.topk import best
 
@@ -41,13 +42,31 @@ class Query:
     tail_boost: float | None = None  # None: the knob's value
     explain: bool = False
     strengths: list[float] | None = None  # event strength of each history item; None: all 1
+    arm: str = "default"  # the user's A/B arm (``LivePipeline.arm_for``)
 
 
 @dataclass
 class Ranked:
     user_id: str
     strategy: str  # "hybrid" or "cold_start"
-    items: list[dict] = field(default_factory=list)  # item_id, score, tail, [reason], [explanation]
+    items: list[dict] = field(
+        default_factory=list
+    )  # item_id, score, tail, bucket, shelf, [reason], [explanation]
+    arm: str = "default"
+
+
+@dataclass(frozen=True)
+class ArmState:
+    """One A/B arm as a replica applies it: its share, the knobs it ranks with, and the run-time knobs."""
+
+    share: float
+    knobs: Knobs
+    retrieval: RetrievalConfig  # with the arm's candidates
+    settings: ListKnobs
+    described: dict = field(default_factory=dict)  # the arm's list knobs that are set (impressions record it)
+
+
+PRIOR_SHOWINGS = 50.0  # strength of the feedback-driven shelves' prior (pseudo-showings at the overall rate)
 
 
 class LivePipeline:
@@ -71,6 +90,9 @@ class LivePipeline:
         self.last_item_seq = 0
         self._window: deque[list[int]] = deque()
         self.exposure = np.zeros(self.n_items, dtype=np.float64)  # (n,) showings in the window
+        self.shown = np.zeros(self.n_items)  # (n,) shelf showings the feedback-driven shelves learn from
+        self.engaged = np.zeros(self.n_items)  # (n,) of which attributed to an event
+        self.activity = np.zeros(self.n_items)  # (n,) stored events per item in the feedback window
 
     @property
     def n_items(self) -> int:
@@ -90,8 +112,16 @@ class LivePipeline:
         self.tail_items = np.flatnonzero(self.pipeline.tail)  # (n_tail,)
 
     def configure(self, knobs: ListKnobs) -> None:
-        """Apply run-time knobs; every knob of None is the bundle's (as trained and selected on valid)."""
+        """Apply run-time knobs and arms; every knob of None is the bundle's (as trained and selected on
+        valid)."""
         self.knobs = knobs
+        self.arms = {name: self._arm(share, arm) for name, (share, arm) in knobs.arm_knobs().items()}
+        first = next(iter(self.arms.values()))
+        self.pipeline = dataclasses.replace(
+            self.pipeline, knobs=first.knobs, retrieval=first.retrieval, rng=self.rng
+        )
+
+    def _arm(self, share: float, knobs: ListKnobs) -> ArmState:
         trained, retrieval = self.trained
         shelves = trained.shelves
         tail = shelves.tail_share if knobs.tail_share is None else knobs.tail_share
@@ -108,12 +138,71 @@ class LivePipeline:
             alpha=knobs.alpha,
             beta=knobs.beta,
         )
-        candidates = {None: retrieval.candidates, "exact": None}.get(knobs.candidates, knobs.candidates)
-        self.pipeline = dataclasses.replace(
-            self.pipeline,
-            knobs=live,
-            retrieval=retrieval.model_copy(update={"candidates": candidates}),
-            rng=self.rng,
+        candidates = (
+            retrieval.candidates
+            if knobs.candidates is None
+            else None
+            if knobs.candidates == "exact"
+            else int(knobs.candidates)
+        )
+        described = knobs.model_dump(exclude_none=True, exclude=set(PER_DEPLOY))
+        return ArmState(
+            share, live, retrieval.model_copy(update={"candidates": candidates}), knobs, described
+        )
+
+    def arm_for(self, user_id: str) -> str:
+        """The user's arm under the current knobs (``longtail.serve.knobs.arm_of``)."""
+        if len(self.arms) == 1:
+            return next(iter(self.arms))
+        return arm_of(user_id, self.knobs.experiment, [(n, a.share) for n, a in self.arms.items()])
+
+    def arm_pipeline(self, arm: str) -> Pipeline:
+        """The pipeline as ``arm`` ranks: the current models and catalog with the arm's knobs."""
+        state = self.arms[arm]
+        return dataclasses.replace(self.pipeline, knobs=state.knobs, retrieval=state.retrieval)
+
+    def set_engagement(self, engagement: dict[str, tuple[int, int]]) -> None:
+        """Per item (shelf showings, engaged showings), as ``Store.engagement`` reads them."""
+        self.shown[:], self.engaged[:] = 0.0, 0.0
+        for item, (shown, engaged) in engagement.items():
+            i = self.index.get(item)
+            if i is not None:
+                self.shown[i], self.engaged[i] = shown, min(engaged, shown)
+
+    def set_activity(self, activity: dict[str, int]) -> None:
+        """Per item, stored events in the window, as ``Store.item_activity`` reads them."""
+        self.activity[:] = 0.0
+        for item, n in activity.items():
+            i = self.index.get(item)
+            if i is not None:
+                self.activity[i] = n
+
+    @property
+    def learns_from_feedback(self) -> bool:
+        return any(a.settings.shelf_feedback > 0 or a.settings.shelf_trend > 0 for a in self.arms.values())
+
+    def shelf_lift(self, settings: ListKnobs) -> np.ndarray | None:
+        """(n,) what the reserved shelves add to each item's score under an arm's knobs: the engagement lift
+        (``shelf_bonus``) and the live trend; None when both are off."""
+        lift = self.shelf_bonus(settings.shelf_feedback)
+        if settings.shelf_trend > 0:
+            trend = settings.shelf_trend * np.log1p(self.activity)
+            lift = trend if lift is None else lift + trend
+        return lift
+
+    def shelf_bonus(self, weight: float) -> np.ndarray | None:
+        """(n,) the feedback-driven shelves' lift: weight · log((engaged + m·P) / (m·(shown + P))), the log of
+        an item's engagement rate on the shelves (its posterior mean, shrunk towards the shelves' overall rate
+        m by P = ``PRIOR_SHOWINGS`` pseudo-showings) over m. An item never shown gets 0; one users engage with
+        more than the others rises; one shown often and ignored sinks below the never-shown ones, which then
+        take its slots. None when ``weight`` is 0. (Thompson sampling from the Beta posterior lost to this on
+        the valid replay, ``benchmarks/online_sim.py``: its draws for rarely shown items are noise on the
+        shelf order.)"""
+        if weight <= 0.0:
+            return None
+        rate = float(np.clip((self.engaged.sum() + 1.0) / (self.shown.sum() + 100.0), 1e-4, 0.5))
+        return weight * np.log(
+            (self.engaged + rate * PRIOR_SHOWINGS) / (rate * (self.shown + PRIOR_SHOWINGS))
         )
 
     @property
@@ -139,6 +228,8 @@ class LivePipeline:
             p, new_vectors, _grow_graph(p.graph, np.vstack([p.text_vectors, new_vectors]), n, self.text_k)
         )
         self.exposure = np.concatenate([self.exposure, np.zeros(m)])
+        self.shown, self.engaged = np.r_[self.shown, np.zeros(m)], np.r_[self.engaged, np.zeros(m)]
+        self.activity = np.r_[self.activity, np.zeros(m)]
         self._index_popularity()
         for offset, it in enumerate(fresh):
             self.item_ids.append(it.item_id)
@@ -173,11 +264,14 @@ class LivePipeline:
 
     # ---- ranking --------------------------------------------------------------------------------
     def recommend(self, queries: list[Query]) -> list[Ranked]:
-        """Ranked lists for a batch of queries: one pipeline pass per distinct tail boost among them."""
+        """Ranked lists for a batch of queries: one pipeline pass per distinct (arm, tail boost)."""
         results: dict[int, Ranked] = {}
         warm = [q for q in queries if q.history]
-        for boost in sorted({q.tail_boost for q in warm}, key=lambda b: -1.0 if b is None else b):
-            group = [q for q in warm if q.tail_boost == boost]
+        groups = sorted(
+            {(q.arm, q.tail_boost) for q in warm}, key=lambda g: (g[0], -1.0 if g[1] is None else g[1])
+        )
+        for arm, boost in groups:
+            group = [q for q in warm if q.arm == arm and q.tail_boost == boost]
             for q, ranked in zip(group, self._rank(group, boost), strict=True):
                 results[id(q)] = ranked
         ranked_lists = [results.get(id(q)) or self.cold_start(q) for q in queries]
@@ -186,6 +280,8 @@ class LivePipeline:
         return ranked_lists
 
     def _rank(self, queries: list[Query], boost: float | None) -> list[Ranked]:
+        arm = queries[0].arm
+        pipeline = self.arm_pipeline(arm)
         lengths = [len(q.history) for q in queries]
         strengths = None
         if any(q.strengths is not None for q in queries):
@@ -200,7 +296,8 @@ class LivePipeline:
         )
         batch = Batch(histories, np.asarray([q.exclude_seen for q in queries]))
         k = max(q.k for q in queries)
-        lists = recommend(self.pipeline, batch, k, self.exposure, record=False, boost=boost)
+        bonus = self.shelf_lift(self.arms[arm].settings)
+        lists = recommend(pipeline, batch, k, self.exposure, record=False, boost=boost, shelf_bonus=bonus)
         notes = None
         if any(q.explain for q in queries):
             notes = explain(
@@ -208,13 +305,15 @@ class LivePipeline:
                 lists.recent,
                 lists.columns,
                 np.asarray(self.item_ids, dtype=object),
-                popularity=popularity_terms(self.pipeline, lists.candidates),
+                popularity=popularity_terms(pipeline, lists.candidates),
             )
+        assert lists.shelves is not None
         out = []
         for row, q in enumerate(queries):
             keep = lists.items[row] >= 0
             picks, values = lists.items[row][keep][: q.k], lists.scores[row][keep][: q.k]
-            ranked = Ranked(q.user_id, "hybrid", self._items(picks, values))
+            shelves = [SHELF_NAMES[s] for s in lists.shelves[row][keep][: q.k].tolist()]
+            ranked = Ranked(q.user_id, "hybrid", self._items(picks, values, shelves), arm)
             if q.explain and notes is not None:
                 for item, reason in zip(ranked.items, notes[row], strict=False):
                     item["explanation"] = reason
@@ -225,8 +324,9 @@ class LivePipeline:
         """Popular items plus a ``cold_start_tail_share`` of random tail items on evenly spread slots."""
         seen = set(q.history) if q.exclude_seen else set()
         popular = (int(i) for i in self.popular_order if int(i) not in seen)  # lazy: stops after k
-        want = min(len(self.tail_items), round(q.k * self.knobs.cold_start_tail_share))
-        draw = (
+        share = self.arms[q.arm].settings.cold_start_tail_share if q.arm in self.arms else 0.0
+        want = min(len(self.tail_items), round(q.k * share))
+        draw: np.ndarray | list[int] = (
             self.rng.choice(self.tail_items, min(len(self.tail_items), want + len(seen)), replace=False)
             if want
             else []
@@ -245,17 +345,29 @@ class LivePipeline:
                     break
             else:
                 break  # both sources exhausted
-        items = self._items(np.asarray(picks, dtype=np.int64), -np.arange(len(picks), dtype=np.float64))
-        for item, reason in zip(items, reasons, strict=True):
-            item["reason"] = reason
-        return Ranked(q.user_id, "cold_start", items)
+        items = self._items(
+            np.asarray(picks, dtype=np.int64), -np.arange(len(picks), dtype=np.float64), reasons
+        )
+        for entry, reason in zip(items, reasons, strict=True):
+            entry["reason"] = reason
+        return Ranked(q.user_id, "cold_start", items, q.arm)
 
-    def _items(self, picks: np.ndarray, values: np.ndarray) -> list[dict]:
-        tail = self.pipeline.tail
-        return [
-            {"item_id": self.item_ids[i], "score": float(v), "tail": bool(tail[i])}
+    def _items(self, picks: np.ndarray, values: np.ndarray, shelves: list[str] | None = None) -> list[dict]:
+        """Response items; ``shelves``: what filled each slot (model, tail, new; popular, explore for a new
+        user), None for lists that are not a user's (neighbours, text search)."""
+        tail, new = self.pipeline.tail, self.pipeline.new
+        out = [
+            {
+                "item_id": self.item_ids[i],
+                "score": float(v),
+                "tail": bool(tail[i]),
+                "bucket": "new" if new[i] else "tail" if tail[i] else "head",
+            }
             for i, v in zip(picks.tolist(), values.tolist(), strict=True)
         ]
+        for item, shelf in zip(out, shelves or [], strict=False):
+            item["shelf"] = shelf
+        return out
 
     def _observe(self, picks: list[int]) -> None:
         self._window.append(picks)

@@ -64,6 +64,22 @@ class ServeMetrics:
         self.lists = counter("longtail_recommendations_total", "recommendation lists served", ("strategy",))
         self.served_items = counter("longtail_served_items_total", "items in served lists")
         self.served_tail = counter("longtail_served_tail_items_total", "tail items in served lists")
+        self.impressions = counter(
+            "longtail_impressions_total", "served lists recorded as impressions", ("arm", "strategy")
+        )
+        self.impression_slots = counter(
+            "longtail_impression_slots_total",
+            "slots of recorded lists by arm, the shelf that filled them and the item's bucket",
+            ("arm", "shelf", "bucket"),
+        )
+        self.attributed = counter(
+            "longtail_attributed_events_total",
+            "events attributed to a recorded list, by the slot's arm, shelf and bucket",
+            ("arm", "shelf", "bucket"),
+        )
+        self.impressions_dropped = counter(
+            "longtail_impressions_dropped_total", "impressions dropped: the store stayed busy too long"
+        )
         self.coverage = Gauge(
             "longtail_catalog_coverage",
             "share of the catalog in the lists of a sliding window (latest replica)",

@@ -15,7 +15,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from longtail.store import Event, EventsAdded, Store, StoredItem, UserEvents
+from longtail.store import Event, EventsAdded, Impression, Store, StoredItem, UserEvents
 
 T = TypeVar("T")
 
@@ -57,3 +57,12 @@ class PooledStore:
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+    async def add_impressions(self, impressions: list[Impression]) -> None:
+        return await self._run(self.store.add_impressions, impressions)
+
+    async def engagement(self, since: float, shelves: tuple[str, ...]) -> dict[str, tuple[int, int]]:
+        return await self._run(self.store.engagement, since, shelves)
+
+    async def item_activity(self, since: float) -> dict[str, int]:
+        return await self._run(self.store.item_activity, since)

@@ -11,6 +11,7 @@ queue behind it.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -50,6 +51,7 @@ class Reader:
         self.replica = replica
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="longtail-pipeline")
         self._lock: asyncio.Lock | None = None  # made on the replica's event loop, at its first call
+        self._engagement_at = -float("inf")  # monotonic time of the last engagement read
         self._apply_items(store.store.items_after(0, self.encoder_id))
 
     @property
@@ -80,12 +82,28 @@ class Reader:
         if items:
             await self._in_thread(self._apply_items, items)
 
+    async def _sync_engagement(self) -> None:
+        """Re-read the shelves' item engagement when an arm learns from it and the last read is older than
+        ``feedback_refresh_s`` (how stale the feedback-driven shelves may be, plus the impression flush)."""
+        knobs = self.ranker.knobs
+        if not self.ranker.learns_from_feedback:
+            return
+        if time.monotonic() - self._engagement_at < knobs.feedback_refresh_s:
+            return
+        self._engagement_at = time.monotonic()
+        since = time.time() - knobs.feedback_window_s
+        engagement = await self.store.engagement(since, ("tail", "new"))
+        activity = await self.store.item_activity(since)
+        await self._in_thread(self.ranker.set_engagement, engagement)
+        await self._in_thread(self.ranker.set_activity, activity)
+
     async def recommend_many(self, requests: list[dict]) -> list[dict]:
         """RecommendRequest dicts → ranked lists in request order, scored in one pipeline pass."""
         users = sorted({r["user_id"] for r in requests})
         stored = await self.store.histories(users, self.stored_history)
         async with self.lock:
             await self._sync_items()
+            await self._sync_engagement()
             return await self._in_thread(self._rank, requests, stored)
 
     def _rank(self, requests: list[dict], stored: dict) -> list[dict]:
@@ -104,6 +122,7 @@ class Reader:
                     r.get("tail_boost"),
                     r.get("explain", False),
                     strengths,
+                    self.ranker.arm_for(r["user_id"]),
                 )
             )
         ranked = self.ranker.recommend(queries)
@@ -113,7 +132,13 @@ class Reader:
             self.metrics.served_tail.inc(sum(item["tail"] for item in result.items))
         self.metrics.coverage.set(self.ranker.coverage)
         return [
-            {**asdict(r), "bundle_version": self.ranker.version, "served_by": self.replica} for r in ranked
+            {
+                **asdict(r),
+                "bundle_version": self.ranker.version,
+                "served_by": self.replica,
+                "knobs": self.ranker.arms[r.arm].described,
+            }
+            for r in ranked
         ]
 
     async def similar(self, item_id: str, k: int) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 Id = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f\x7f]+$")]
 Knob = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -35,6 +35,10 @@ class RecommendedItem(BaseModel):
     item_id: str
     score: float
     tail: bool = Field(description="outside the head (the top 20% of items by train interactions)")
+    bucket: str | None = Field(None, description="'head', 'tail', or 'new' (never touched in train)")
+    shelf: str | None = Field(
+        None, description="what filled the slot: 'model', 'tail', 'new' ('popular', 'explore' for new users)"
+    )
     reason: str | None = Field(None, description="cold start only: 'popular' or 'explore'")
     explanation: dict[str, Any] | None = None
 
@@ -44,6 +48,12 @@ class RecommendResponse(BaseModel):
     strategy: str = Field(description="'hybrid', 'cold_start' or 'text'")
     items: list[RecommendedItem]
     bundle_version: str
+    arm: str | None = Field(None, description="the user's A/B arm")
+    recommendation_id: str | None = Field(
+        None,
+        description="send it back with the events this list led to (attribution); absent when lists "
+        "are not recorded",
+    )
 
 
 class EventIn(Strict):
@@ -58,6 +68,16 @@ class EventIn(Strict):
         le=1e6,
         description="multiplies the event type's strength when the bundle has events.use_weight; null: 1",
     )
+    recommendation_id: Id | None = Field(
+        None, description="the recommendation_id of the list the event came from (attribution)"
+    )
+    position: int | None = Field(None, ge=0, le=MAX_K, description="the item's 0-based slot in that list")
+
+    @model_validator(mode="after")
+    def _position_needs_a_list(self) -> EventIn:
+        if self.position is not None and self.recommendation_id is None:
+            raise ValueError("position is a slot of a list: send it with that list's recommendation_id")
+        return self
 
     @field_validator("timestamp", "weight")
     @classmethod
@@ -75,6 +95,7 @@ class EventsResponse(BaseModel):
     stored: int = Field(description="events newly stored")
     duplicates: int = Field(description="events whose event_id was already stored (ignored)")
     erased: int = Field(0, description="events refused: their user was erased after they were sent")
+    attributed: int = Field(0, description="stored events attributed to a served list")
 
 
 class ItemIn(Strict):

@@ -14,7 +14,7 @@ from longtail.bundle import BundleError, read_manifest
 from longtail.serve.api import Limits
 from longtail.serve.auth import AuthSources, load_tokens
 from longtail.serve.knobs import AppArgs, ReplicaSpec
-from longtail.store import Retention, is_postgres, open_store
+from longtail.store import Retention, Tracking, is_postgres, open_store
 
 BUNDLE_ENV = "LONGTAIL_BUNDLE"
 
@@ -115,14 +115,21 @@ def replica_spec(args: AppArgs) -> ReplicaSpec:
         max_body_messages=args.max_body_messages,
         max_clock_skew_s=args.max_clock_skew_s,
     )
+    keep_days = args.impressions_keep_days
     return ReplicaSpec(
-        bundle,
-        store,
-        metrics_directory(args, store),
-        args.store_timeout_s,
-        args.store_threads,
-        args.torch_threads,
-        sources,
-        limits,
-        Retention(args.events_per_user, args.max_stored_items),
+        bundle=bundle,
+        store=store,
+        metrics_dir=metrics_directory(args, store),
+        store_timeout_s=args.store_timeout_s,
+        store_threads=args.store_threads,
+        torch_threads=args.torch_threads,
+        auth=sources,
+        limits=limits,
+        retention=Retention(args.events_per_user, args.max_stored_items),
+        tracking=Tracking(
+            window_s=args.attribution_window_s,
+            match_unlabelled=args.attribute_unlabelled,
+            keep_s=None if keep_days is None else keep_days * 86_400.0,
+        ),
+        record_impressions=args.record_impressions,
     )

@@ -1,4 +1,6 @@
-"""The serving state store: user events, items added at run time, item vectors per encoder, erasures.
+"""The serving state store: user events, items added at run time, item vectors per encoder, erasures, and
+the served lists (impressions) with the events attributed to them (``longtail.store.tracking``; read by
+``longtail report online``, ``longtail.store.online``).
 
 ``open_store`` picks the backend from a store string: a ``postgresql://`` URL → ``PostgresStore`` (one store
 for every node of a cluster), anything else → ``SqliteStore`` on that file (the embedded default, one
@@ -19,12 +21,15 @@ from longtail.store.base import (
     Event,
     EventConflict,
     EventsAdded,
+    Impression,
+    OnlineRows,
     Retention,
     Store,
     StoredItem,
     StoreError,
     StoreFull,
     StoreUnavailable,
+    Tracking,
     UserEvents,
 )
 
@@ -33,12 +38,15 @@ __all__ = [
     "Event",
     "EventConflict",
     "EventsAdded",
+    "Impression",
+    "OnlineRows",
     "Retention",
     "Store",
     "StoreError",
     "StoreFull",
     "StoreUnavailable",
     "StoredItem",
+    "Tracking",
     "UserEvents",
     "is_postgres",
     "is_store_file",
@@ -61,15 +69,20 @@ def is_store_file(path: Path) -> bool:
 
 
 def open_store(
-    spec: str, create: bool = False, timeout_s: float = 5.0, retention: Retention | None = None
+    spec: str,
+    create: bool = False,
+    timeout_s: float = 5.0,
+    retention: Retention | None = None,
+    tracking: Tracking | None = None,
 ) -> Store:
     """The store a config names: ``postgresql://…`` (or ``postgres://``) or a SQLite file path; without
-    ``retention`` it keeps everything (the command line, migrations)."""
-    kept = retention or Retention()
+    ``retention`` it keeps everything (the command line, migrations); ``tracking``: how events are
+    attributed to served lists (the app's args), default ``Tracking()``."""
+    kept, tracked = retention or Retention(), tracking or Tracking()
     if is_postgres(spec):
         from longtail.store.postgres import PostgresStore
 
-        return PostgresStore(spec, create=create, timeout_s=timeout_s, retention=kept)
+        return PostgresStore(spec, create=create, timeout_s=timeout_s, retention=kept, tracking=tracked)
     from longtail.store.sqlite import SqliteStore
 
-    return SqliteStore(spec, create=create, timeout_s=timeout_s, retention=kept)
+    return SqliteStore(spec, create=create, timeout_s=timeout_s, retention=kept, tracking=tracked)

@@ -12,6 +12,9 @@ Rules both implementations keep (``tests/unit/test_store.py`` runs against both)
 - Bounded growth (``Retention``, set by the serving app): a user keeps their newest ``events_per_user``
   events (older ones are deleted in the batch that displaces them, so an ``event_id`` is an idempotency key
   over the kept events); adding an item beyond ``items`` raises ``StoreFull`` and stores nothing.
+- Impressions and attribution (``Tracking``; rules in ``longtail.store.tracking``): ``add_impressions``
+  stores served lists; ``add_events`` attributes each newly stored event to at most one impression in the
+  same transaction; erasure deletes the user's impressions and attributions with their events.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import numpy as np
 from longtail.errors import StoreError, StoreUnavailable
 
 __all__ = ["StoreError", "StoreFull", "StoreUnavailable"]  # the first and last from longtail.errors
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3  # 3: impressions, impression_items, attributions
 # what a migration copies, table by table, in this column order (``Store.dump`` / ``Store.restore``)
 COLUMNS = {
     "events": (
@@ -44,7 +47,20 @@ COLUMNS = {
     "item_vectors": ("seq", "item_id", "encoder", "vector"),
     "erased_users": ("user_id", "erased_at"),
     "erased_events": ("event_hash",),
+    "impressions": ("recommendation_id", "user_id", "shown_at", "arm", "bundle_version", "strategy", "knobs"),
+    "impression_items": ("recommendation_id", "position", "item_id", "shelf", "bucket"),
+    "attributions": (
+        "event_id",
+        "recommendation_id",
+        "position",
+        "user_id",
+        "item_id",
+        "type",
+        "timestamp",
+        "matched_by",
+    ),
 }
+TABLES_OF_SCHEMA_2 = ("events", "items", "item_vectors", "erased_users", "erased_events")
 TABLES = tuple(COLUMNS)
 
 
@@ -74,6 +90,34 @@ class Retention:
             )
 
 
+@dataclass(frozen=True)
+class Tracking:
+    """How served lists are recorded and events attributed to them (``longtail.store.tracking``)."""
+
+    window_s: float = 86_400.0  # an event is attributed to a list shown at most this long before it
+    early_s: float = 60.0  # ... or this much after it (senders' clocks run a little behind the server's)
+    match_unlabelled: bool = True  # events without a recommendation_id: matched by (user, item, window)
+    keep_s: float | None = 30 * 86_400.0  # impressions (and their attributions) kept this long; None: all
+
+    def __post_init__(self) -> None:
+        if self.window_s <= 0 or self.early_s < 0 or (self.keep_s is not None and self.keep_s <= 0):
+            raise ValueError(f"Tracking needs window_s > 0, early_s ≥ 0, keep_s > 0 or None: {self}")
+
+
+@dataclass(frozen=True)
+class Impression:
+    """One served list: who saw it, which arm and bundle made it, and each slot's item, shelf and bucket."""
+
+    recommendation_id: str
+    user_id: str
+    shown_at: float  # unix seconds
+    arm: str
+    bundle_version: str
+    strategy: str  # hybrid | cold_start
+    knobs: str  # the arm's list knobs, JSON
+    items: tuple[tuple[str, str, str], ...]  # by position: (item_id, shelf model|tail|new|cold_start, bucket)
+
+
 class EventConflict(ValueError):
     """``event_id``s already used by events with another payload (nothing of the batch was stored)."""
 
@@ -94,6 +138,8 @@ class Event:
     timestamp: float  # unix seconds: the sender's, or the arrival time when ``stamped`` is False
     weight: float | None = None  # None: the type's default weight
     stamped: bool = True  # the sender gave the timestamp
+    recommendation_id: str | None = None  # the list the event came from (attribution), if the sender says
+    position: int | None = None  # the item's slot in that list (0-based), if the sender says
 
     def same_payload(self, other: Event) -> bool:
         """Same event resent: user, item, type and weight agree, and the timestamps when both were sent."""
@@ -112,6 +158,8 @@ class EventsAdded:
     stored: int
     duplicates: int  # event_id already stored with the same payload
     erased: int  # refused: their user was erased after (or their event_id with) them
+    attributed: int = 0  # stored events attributed to a served list
+    engaged: tuple[tuple[str, str, str, str], ...] = ()  # each attributed one: (arm, shelf, bucket, type)
 
 
 @dataclass(frozen=True)
@@ -148,6 +196,23 @@ class Store(Protocol):
         """Every erased user id → erasure time (unix seconds)."""
         ...
 
+    def add_impressions(self, impressions: list[Impression]) -> None:
+        """Store served lists (an id already stored is ignored) and delete those older than
+        ``Tracking.keep_s``."""
+        ...
+
+    def engagement(self, since: float, shelves: tuple[str, ...]) -> dict[str, tuple[int, int]]:
+        """item_id → (slots shown, slots engaged) on ``shelves`` in lists shown at or after ``since``."""
+        ...
+
+    def item_activity(self, since: float) -> dict[str, int]:
+        """item_id → stored events on it with a timestamp at or after ``since`` (the live trend)."""
+        ...
+
+    def online_rows(self, since: float) -> OnlineRows:
+        """What ``longtail report online`` reads: slots and engagement by arm × shelf × bucket."""
+        ...
+
     def add_item(self, item_id: str, text: str, fields: dict, encoder: str, vector: np.ndarray) -> bool:
         """Store a new item with its vector from ``encoder``; False when ``item_id`` exists (nothing
         changes)."""
@@ -181,6 +246,18 @@ class Store(Protocol):
     def restore(self, chunks: Iterable[tuple[str, list[tuple]]]) -> dict[str, int]:
         """Insert ``dump``'s rows into this store, which must be empty, in one transaction; rows per table."""
         ...
+
+
+@dataclass(frozen=True)
+class OnlineRows:
+    """Served lists since a time, aggregated in the store (``Store.online_rows``)."""
+
+    lists: dict[str, int]  # arm → lists shown
+    users: dict[str, int]  # arm → distinct users shown a list
+    slots: list[tuple[str, str, str, int, int]]  # (arm, shelf, bucket, slots shown, slots engaged)
+    first_engagement: list[tuple[str, float]]  # (arm, seconds from a new item's first showing to its first
+    # attributed event), one per new item engaged in that arm
+    engaged_by_type: dict[str, int]  # event type → attributed events
 
 
 def event_hash(event_id: str) -> str:

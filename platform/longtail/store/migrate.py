@@ -1,9 +1,10 @@
 """``longtail store migrate SRC DST``: copy a store into a new one of the current schema.
 
 Every event (with its weight, stamp and arrival time), every item added at run time with its vectors, the
-erased users with their erasure times and the erased events' tombstones are kept, so erased users stay
+erased users with their erasure times, the erased events' tombstones, and the served lists (impressions)
+with their attributions are kept, so erased users stay
 erased and their replays stay refused. Sources: a SQLite file of any schema this package has written
-(schema 1, the first store, included), or a store of the current schema on either backend; destinations:
+(schema 1, the first store, included), or a PostgreSQL store of schema 2 or the current one; destinations:
 a SQLite file that does not exist yet, or an empty PostgreSQL database. The copy is one transaction on the
 destination; a SQLite destination is written to a temporary sibling and renamed into place, so a failed
 migration leaves nothing behind.
@@ -26,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from longtail.store import SCHEMA_VERSION, StoreError, is_postgres, open_store
-from longtail.store.base import COLUMNS
+from longtail.store.base import COLUMNS, TABLES_OF_SCHEMA_2
 from longtail.store.sqlite import sqlite_schema
 
 
@@ -43,7 +44,10 @@ def migrate(source: str, destination: str, chunk: int = 10_000) -> Migrated:
     if is_postgres(source):
         if source == destination:
             raise StoreError("a PostgreSQL store migrates into another (empty) database, not into itself")
-        schema, chunks = SCHEMA_VERSION, open_store(source).dump(chunk)
+        from longtail.store.postgres import PostgresStore
+
+        old = PostgresStore(source, schemas=(2, SCHEMA_VERSION))
+        schema, chunks = old.schema, old.dump(chunk)
     else:
         schema, chunks = _sqlite_source(Path(source).expanduser(), chunk)
     if is_postgres(destination):
@@ -78,6 +82,11 @@ def _sqlite_source(path: Path, chunk: int) -> tuple[int, Iterator[tuple[str, lis
         queries = {
             t: f"SELECT {', '.join(c)} FROM {t}" + (" ORDER BY seq" if "seq" in c else "")
             for t, c in COLUMNS.items()
+        }
+    elif schema == 2:  # no impressions yet
+        queries = {
+            t: f"SELECT {', '.join(COLUMNS[t])} FROM {t}" + (" ORDER BY seq" if "seq" in COLUMNS[t] else "")
+            for t in TABLES_OF_SCHEMA_2
         }
     elif schema == 1:  # events had no weight and were all stamped by their sender; items carried a vector of
         # an unnamed encoder (not copied: re-encoded when served); there were no tombstones

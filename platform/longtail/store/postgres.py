@@ -18,6 +18,7 @@ skip one).
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import threading
@@ -27,15 +28,20 @@ from contextlib import contextmanager
 
 import numpy as np
 
+from longtail.store import tracking as track
 from longtail.store.base import (
     COLUMNS,
     SCHEMA_VERSION,
+    TABLES_OF_SCHEMA_2,
     Event,
     EventsAdded,
+    Impression,
+    OnlineRows,
     Retention,
     StoredItem,
     StoreError,
     StoreUnavailable,
+    Tracking,
     UserEvents,
     event_hash,
     plan_insert,
@@ -101,23 +107,26 @@ class PostgresStore:
         create: bool = False,
         timeout_s: float = 5.0,
         retention: Retention = Retention(),  # noqa: B008 (frozen)
+        tracking: Tracking = Tracking(),  # noqa: B008 (frozen)
+        schemas: tuple[int, ...] = (SCHEMA_VERSION,),
     ) -> None:
+        """``schemas``: the schema versions this handle may open (a migration reads older ones)."""
         import psycopg
 
         self._psycopg = psycopg
-        self.url, self.timeout_s, self.retention = url, timeout_s, retention
+        self.url, self.timeout_s, self.retention, self.tracking = url, timeout_s, retention, tracking
         self.params = connection_options(url)
         self._local = threading.local()
         if create:
             with self._write() as cur:
                 cur.execute("SELECT pg_advisory_xact_lock(7345123)")  # two replicas creating at once
-                for statement in SCHEMA:
+                for statement in [*SCHEMA, *track.SCHEMA]:
                     cur.execute(statement)
                 cur.execute(
                     "INSERT INTO longtail_meta VALUES ('schema_version', %s) ON CONFLICT (key) DO NOTHING",
                     (str(SCHEMA_VERSION),),
                 )
-        self._check_schema()
+        self.schema = self._check_schema(schemas)
 
     def describe(self) -> str:
         p = self.params
@@ -156,7 +165,7 @@ class PostgresStore:
     def _read(self):
         return self._transaction(read_only=True)
 
-    def _check_schema(self) -> None:
+    def _check_schema(self, schemas: tuple[int, ...]) -> int:
         with self._read() as cur:
             cur.execute("SELECT to_regclass('longtail_meta') IS NOT NULL")
             exists = cur.fetchone()[0]
@@ -173,12 +182,13 @@ class PostgresStore:
             raise StoreError(
                 f"{self.describe()}: not a longtail store of schema {SCHEMA_VERSION} (no schema version)"
             )
-        if int(version[0]) != SCHEMA_VERSION:
+        if int(version[0]) not in schemas:
             raise StoreError(
                 f"{self.describe()}: a store of schema {version[0]}, this longtail reads schema "
                 f"{SCHEMA_VERSION}; "
                 "migrate it into a new database with `longtail store migrate OLD NEW`"
             )
+        return int(version[0])
 
     # ---- events ---------------------------------------------------------------------------------
     def add_events(self, events: list[Event]) -> EventsAdded:
@@ -232,7 +242,8 @@ class PostgresStore:
                     "ORDER BY timestamp DESC, seq DESC OFFSET %s)",
                     [(user, keep) for user in sorted({e.user_id for e in fresh})],
                 )
-        return added
+            engaged = track.attribute(track.PostgresSql(cur), fresh, self.tracking)
+        return dataclasses.replace(added, attributed=len(engaged), engaged=tuple(engaged))
 
     def histories(self, user_ids: list[str], limit: int) -> dict[str, UserEvents]:
         users = sorted(set(user_ids))
@@ -259,6 +270,7 @@ class PostgresStore:
                 "INSERT INTO erased_events (event_hash) VALUES (%s) ON CONFLICT DO NOTHING",
                 [(event_hash(i),) for i in ids],
             )
+            track.erase(track.PostgresSql(cur), user_id)
             cur.execute(
                 "INSERT INTO erased_users (user_id, erased_at) VALUES (%s, %s) ON CONFLICT (user_id) "
                 "DO UPDATE SET erased_at = GREATEST(erased_users.erased_at, excluded.erased_at)",
@@ -270,6 +282,23 @@ class PostgresStore:
         with self._read() as cur:
             cur.execute("SELECT user_id, erased_at FROM erased_users")
             return dict(cur.fetchall())
+
+    # ---- impressions ----------------------------------------------------------------------------
+    def add_impressions(self, impressions: list[Impression]) -> None:
+        with self._write() as cur:
+            track.insert_impressions(track.PostgresSql(cur), impressions, self.tracking, time.time())
+
+    def engagement(self, since: float, shelves: tuple[str, ...]) -> dict[str, tuple[int, int]]:
+        with self._read() as cur:
+            return track.engagement(track.PostgresSql(cur), since, shelves)
+
+    def item_activity(self, since: float) -> dict[str, int]:
+        with self._read() as cur:
+            return track.item_activity(track.PostgresSql(cur), since)
+
+    def online_rows(self, since: float) -> OnlineRows:
+        with self._read() as cur:
+            return track.online_rows(track.PostgresSql(cur), since)
 
     # ---- items ----------------------------------------------------------------------------------
     def add_item(self, item_id: str, text: str, fields: dict, encoder: str, vector: np.ndarray) -> bool:
@@ -337,8 +366,10 @@ class PostgresStore:
 
     # ---- migration ------------------------------------------------------------------------------
     def dump(self, chunk: int = 10_000) -> Iterator[tuple[str, list[tuple]]]:
+        tables = tuple(COLUMNS) if self.schema == SCHEMA_VERSION else TABLES_OF_SCHEMA_2
         with self._read() as cur:  # REPEATABLE READ: one snapshot for every table
-            for table, columns in COLUMNS.items():
+            for table in tables:
+                columns = COLUMNS[table]
                 order = " ORDER BY seq" if "seq" in columns else ""
                 cur.execute(f"SELECT {', '.join(columns)} FROM {table}{order}")  # nosec B608: fixed names
                 while rows := cur.fetchmany(chunk):

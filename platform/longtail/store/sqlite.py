@@ -8,6 +8,7 @@ on the same machine; not across machines (use PostgreSQL there).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import threading
@@ -18,15 +19,19 @@ from pathlib import Path
 
 import numpy as np
 
+from longtail.store import tracking as track
 from longtail.store.base import (
     COLUMNS,
     SCHEMA_VERSION,
     Event,
     EventsAdded,
+    Impression,
+    OnlineRows,
     Retention,
     StoredItem,
     StoreError,
     StoreUnavailable,
+    Tracking,
     UserEvents,
     event_hash,
     plan_insert,
@@ -74,9 +79,10 @@ class SqliteStore:
         create: bool = False,
         timeout_s: float = 5.0,
         retention: Retention = Retention(),  # noqa: B008 (frozen)
+        tracking: Tracking = Tracking(),  # noqa: B008 (frozen)
     ) -> None:
         self.path = Path(path).expanduser()
-        self.timeout_s, self.retention = timeout_s, retention
+        self.timeout_s, self.retention, self.tracking = timeout_s, retention, tracking
         self._local = threading.local()
         if not self.path.is_file():
             if not create:
@@ -87,7 +93,7 @@ class SqliteStore:
             if not self.path.parent.is_dir():
                 raise StoreError(f"{self.path.parent}: no such directory for the store")
             with self._write() as conn:
-                for statement in SCHEMA.split(";"):
+                for statement in [*SCHEMA.split(";"), *track.SCHEMA]:
                     if statement.strip():
                         conn.execute(statement)
                 conn.execute(
@@ -198,7 +204,8 @@ class SqliteStore:
                     "ORDER BY timestamp DESC, seq DESC LIMIT -1 OFFSET ?)",
                     [(user, keep) for user in sorted({e.user_id for e in fresh})],
                 )
-        return added
+            engaged = track.attribute(track.SqliteSql(conn), fresh, self.tracking)
+        return dataclasses.replace(added, attributed=len(engaged), engaged=tuple(engaged))
 
     def histories(self, user_ids: list[str], limit: int) -> dict[str, UserEvents]:
         users = sorted(set(user_ids))
@@ -225,6 +232,7 @@ class SqliteStore:
                 "INSERT OR IGNORE INTO erased_events (event_hash) VALUES (?)", [(event_hash(i),) for i in ids]
             )
             conn.execute("DELETE FROM events WHERE user_id = ?", (user_id,))
+            track.erase(track.SqliteSql(conn), user_id)
             conn.execute(
                 "INSERT INTO erased_users (user_id, erased_at) VALUES (?, ?) "
                 "ON CONFLICT(user_id) DO UPDATE SET erased_at = max(erased_at, excluded.erased_at)",
@@ -235,6 +243,23 @@ class SqliteStore:
     def erased_users(self) -> dict[str, float]:
         with self._read() as conn:
             return dict(conn.execute("SELECT user_id, erased_at FROM erased_users").fetchall())
+
+    # ---- impressions ----------------------------------------------------------------------------
+    def add_impressions(self, impressions: list[Impression]) -> None:
+        with self._write() as conn:
+            track.insert_impressions(track.SqliteSql(conn), impressions, self.tracking, time.time())
+
+    def engagement(self, since: float, shelves: tuple[str, ...]) -> dict[str, tuple[int, int]]:
+        with self._read() as conn:
+            return track.engagement(track.SqliteSql(conn), since, shelves)
+
+    def item_activity(self, since: float) -> dict[str, int]:
+        with self._read() as conn:
+            return track.item_activity(track.SqliteSql(conn), since)
+
+    def online_rows(self, since: float) -> OnlineRows:
+        with self._read() as conn:
+            return track.online_rows(track.SqliteSql(conn), since)
 
     # ---- items ----------------------------------------------------------------------------------
     def add_item(self, item_id: str, text: str, fields: dict, encoder: str, vector: np.ndarray) -> bool:
