@@ -271,7 +271,12 @@ def test_erasure_sticks_and_any_accepted_id_can_be_erased(service):
         {"events": [event, {**event, "event_id": "late", "timestamp": 1001.0}]},
         headers=auth(),
     )
-    assert replay.json() == {"stored": 0, "duplicates": 0, "erased": 2}  # a replay and a late event: refused
+    assert replay.json() == {
+        "stored": 0,
+        "duplicates": 0,
+        "erased": 2,
+        "attributed": 0,
+    }  # replay, late: refused
     assert (
         post(service, "/recommend", {"user_id": "u4", "k": 5}, headers=auth()).json()["strategy"]
         == "cold_start"

@@ -91,4 +91,4 @@ def test_rankers_on_two_nodes_share_one_postgresql_store(tmp_path, tiny_bundle, 
         replay = httpx.post(
             url + "/events", json=event, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=30
         )
-        assert replay.json() == {"stored": 0, "duplicates": 0, "erased": 1}
+        assert replay.json() == {"stored": 0, "duplicates": 0, "erased": 1, "attributed": 0}
