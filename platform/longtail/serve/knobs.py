@@ -246,8 +246,8 @@ class IngressKnobs(Strict):
         0.025,
         ge=0.0,
         le=1.0,
-        description="ranker_deployment: true only: wait for a batch to fill before the Ranker call "
-        "(in-process ranking never waits: requests arriving during a pass form the next)",
+        description="in-process: the most a pass waits for the previous pass's requests to come back (a lone "
+        "request never waits); ranker_deployment: true: wait for a batch to fill before the Ranker call",
     )
     ranker: ListKnobs | None = Field(
         None, description="the in-process ranker's knobs (ranker_deployment: false)"

@@ -156,9 +156,14 @@ class LivePipeline:
             return next(iter(self.arms))
         return arm_of(user_id, self.knobs.experiment, [(n, a.share) for n, a in self.arms.items()])
 
+    def arm_state(self, arm: str) -> ArmState:
+        """An arm's state; the first arm for a name the current knobs no longer hold (a reconfigure between a
+        request's arm and its pass)."""
+        return self.arms.get(arm) or next(iter(self.arms.values()))
+
     def arm_pipeline(self, arm: str) -> Pipeline:
         """The pipeline as ``arm`` ranks: the current models and catalog with the arm's knobs."""
-        state = self.arms[arm]
+        state = self.arm_state(arm)
         return dataclasses.replace(self.pipeline, knobs=state.knobs, retrieval=state.retrieval)
 
     def set_engagement(self, engagement: dict[str, tuple[int, int]]) -> None:
@@ -296,7 +301,7 @@ class LivePipeline:
         )
         batch = Batch(histories, np.asarray([q.exclude_seen for q in queries]))
         k = max(q.k for q in queries)
-        bonus = self.shelf_lift(self.arms[arm].settings)
+        bonus = self.shelf_lift(self.arm_state(arm).settings)
         lists = recommend(pipeline, batch, k, self.exposure, record=False, boost=boost, shelf_bonus=bonus)
         notes = None
         if any(q.explain for q in queries):
@@ -324,7 +329,7 @@ class LivePipeline:
         """Popular items plus a ``cold_start_tail_share`` of random tail items on evenly spread slots."""
         seen = set(q.history) if q.exclude_seen else set()
         popular = (int(i) for i in self.popular_order if int(i) not in seen)  # lazy: stops after k
-        share = self.arms[q.arm].settings.cold_start_tail_share if q.arm in self.arms else 0.0
+        share = self.arm_state(q.arm).settings.cold_start_tail_share
         want = min(len(self.tail_items), round(q.k * share))
         draw: np.ndarray | list[int] = (
             self.rng.choice(self.tail_items, min(len(self.tail_items), want + len(seen)), replace=False)

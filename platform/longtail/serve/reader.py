@@ -136,7 +136,7 @@ class Reader:
                 **asdict(r),
                 "bundle_version": self.ranker.version,
                 "served_by": self.replica,
-                "knobs": self.ranker.arms[r.arm].described,
+                "knobs": self.ranker.arm_state(r.arm).described,
             }
             for r in ranked
         ]
