@@ -176,7 +176,11 @@ def online_sim_section(runs: list[dict]) -> str:
         "`python -m benchmarks.online_sim --bundle B --data D` replays the warm split's test interactions in "
         "time order through the serving ranker (in-process, a real SQLite store per arm); a user clicks a "
         "served item that is among their later interactions (the replay click model; its bias is in the "
-        "script). Sums over users with 95% bootstrap intervals; k = 20.\n\n"
+        "script). Sums over users with 95% bootstrap intervals; k = 20. The bundles replayed (versions "
+        + ", ".join(f"{run['dataset']} `{run['bundle_version']}`" for run in runs)
+        + ') were trained by commit 6b5bf4b\'s defaults, before the training changes of the "Training time" '
+        "section: a bundle trained now fits the chosen ID dropout from a half-way choice and draws other "
+        "examples, so its replay figures will differ (not re-measured).\n\n"
         + "\n".join(lines)
         + "\n\nEach arm over the fixed shelves (ratio of sums; a paired bootstrap 95% interval where the run "
         "computed one):\n\n" + "\n".join(ratios) + "\n"
@@ -205,10 +209,44 @@ def online_load_section(load: dict) -> str:
     )
 
 
+def train_time_section(timing: dict) -> str:
+    """``python -m benchmarks.train_time``: the defaults' wall time per stage and what the run chose."""
+    stages = list(dict.fromkeys(k for run in timing["runs"] for k in run["stage_seconds"]))
+    rows = [
+        "| dataset | interactions | items | code | minutes per 100k | wall s | "
+        + " | ".join(f"{k} s" for k in stages)
+        + " | epochs | id_dropout | test ndcg@10 | test tail_recall@20 | own tail_recall@20 |",
+        "|---|---:|---:|---|---:|---:|" + "---:|" * len(stages) + "---:|---:|---:|---:|---:|",
+    ]
+    for run in timing["runs"]:
+        for label, got in (("before", run.get("before")), ("now", run)):
+            if got is None:
+                continue
+            chosen, name = got.get("chosen") or {}, run["dataset"].rsplit("/", 1)[-1]
+            dropout = "–" if chosen.get("id_dropout") is None else f"{chosen['id_dropout']:g}"
+            rows.append(
+                f"| {name} | {run['interactions']:,} | {run['items']:,} | {label} "
+                f"({got.get('code', timing.get('code', ''))}) | {got['minutes_per_100k']:.2f} | "
+                f"{got['wall_s']:,.0f} | "
+                + " | ".join(cell(got.get("stage_seconds", {}).get(k)) for k in stages)
+                + f" | {got.get('epochs', '–')} | {dropout} | "
+                f"{cell(got['test'].get('ndcg@10'))} | {cell(got['test'].get('tail_recall@20'))} | "
+                f"{cell(got['own_test'].get('tail_recall@20'))} |"
+            )
+    return (
+        "## Training time (`python -m benchmarks.train_time`)\n\n"
+        f"`{timing['command']}` with the built-in defaults on {timing['machine']}, each run from an empty "
+        'stage cache (the encoder copied and the catalog embedded included). "before" rows are the '
+        "manifests of bundles the previous code trained on the same prepared data (their train seconds; "
+        "stage times were not recorded then).\n\n" + "\n".join(rows) + "\n"
+    )
+
+
 SECTIONS = {
     "demo.json": demo_section,
     "body-flood.json": flood_section,
     "online-load.json": online_load_section,
+    "train-time.json": train_time_section,
 }
 
 

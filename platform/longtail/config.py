@@ -271,6 +271,13 @@ class SelectConfig(StrictModel):
         description="ID dropout values fitted (both stages; one fit each), the best on valid kept; "
         "null = the config's ranker/retriever id_dropout, one fit",
     )
+    fit_rung: float = Field(
+        0.5,
+        gt=0.0,
+        le=1.0,
+        description="share of ranker.epochs (rounded up) every id_dropout value trains before the "
+        "choice; only the chosen fit trains on (1 = every value trains fully)",
+    )
     popularity_adjustments: list[float] | None = Field(
         [0.0, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0],
         description="ranker.popularity_adjustment values tried on "

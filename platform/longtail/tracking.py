@@ -115,6 +115,7 @@ def log_train_run(
             final.update(numeric(values, f"{variant}/{part}/"))
     if "seconds" in metrics:
         final["seconds"] = float(metrics["seconds"])
+    final.update(numeric(metrics.get("stage_seconds", {}), "seconds/"))
     for key, value in final.items():
         client.log_metric(run_id, key, value)
     client.log_artifact(run_id, str(bundle / "manifest.json"))

@@ -58,9 +58,11 @@ def test_tiny_pipeline_trains_caches_and_evaluates(ray_cluster, tiny_encoder, tm
     first = evaluate(RetrieverRecommender(pipe), data, "test").metrics
     assert first == pytest.approx(metrics["retriever"]["test"], abs=1e-6, nan_ok=True)
     assert (tmp_path / "bundle-alpha-sweep.png").read_bytes()[:4] == b"\x89PNG"
-    # a second run with the same inputs, through the console script, reuses every stage (the ID-dropout-0
-    # fit is the first run's) and fits once more with ID dropout 0.3; it keeps one fit and chooses the
-    # shelves on valid (the defaults), and the bundle serves what it chose
+    # a second run with the same inputs, through the console script, reuses every upstream stage and fits
+    # ID dropout 0 and 0.3 for the first of the two epochs (select.fit_rung 0.5), chooses one on valid and
+    # continues only that one to epoch 2 (ID dropout 0 to epoch 2 is the first run's fit: reused); it
+    # chooses γ and δ again on the continued fit and the shelves on valid (the defaults), and the bundle
+    # serves what it chose
     cli = Path(sys.executable).parent / "longtail"
     again = subprocess.run(
         [
@@ -81,22 +83,33 @@ def test_tiny_pipeline_trains_caches_and_evaluates(ray_cluster, tiny_encoder, tm
         timeout=600,
     )
     assert again.returncode == 0, again.stderr[-2000:]
-    assert again.stderr.count("reusing") == 4 and again.stderr.count("fit: start") == 1, again.stderr[-2000:]
+    assert again.stderr.count("fit: epochs 1-1 of id_dropout") == 2, again.stderr[-2000:]
     assert "ndcg@10" in again.stdout and "select: shelves" in again.stderr
     second = read_bundle(tmp_path / "bundle2")
-    fits = second.manifest.metrics["selection"]["fit"]  # every fit at every (γ, δ)
+    fits = second.manifest.metrics["selection"]["fit"]
     gammas, deltas = TrainConfig().select.popularity_adjustments, TrainConfig().select.trend_boosts
-    assert [
-        (row["id_dropout"], row["popularity_adjustment"], row["trend_boost"]) for row in fits["grid"]
-    ] == [(d, g, t) for d in (0.0, 0.3) for t in deltas for g in gammas]
+    rung = fits["rung"]  # every one-epoch fit at every (γ, δ)
+    assert rung["epochs"] == 1 and [
+        (row["id_dropout"], row["popularity_adjustment"], row["trend_boost"], row["epochs"])
+        for row in rung["grid"]
+    ] == [(d, g, t, 1) for d in (0.0, 0.3) for t in deltas for g in gammas]
     kept = fits["chosen"]
+    assert kept["id_dropout"] == rung["chosen"]["id_dropout"]
+    continued = f"fit: epochs 2-2 of id_dropout {kept['id_dropout']:g}"
+    if kept["id_dropout"] == 0.0:
+        assert continued not in again.stderr and again.stderr.count("reusing") == 4, again.stderr[-2000:]
+    else:
+        assert continued in again.stderr and again.stderr.count("reusing") == 3, again.stderr[-2000:]
+    assert [row["epochs"] for row in fits["grid"]] == [2] * len(gammas) * len(deltas)
+    assert [h["epoch"] for h in second.manifest.metrics["fit_history"]] == [1.0, 2.0]
+    assert second.config.ranker.epochs == 2
     assert second.config.ranker.id_dropout == second.config.retriever.id_dropout == kept["id_dropout"]
     assert second.config.ranker.popularity_adjustment == kept["popularity_adjustment"]
     assert second.config.ranker.trend_boost == kept["trend_boost"]
     assert (
         f"select: id_dropout {kept['id_dropout']:g}, popularity_adjustment "
         f"{kept['popularity_adjustment']:g}, "
-        f"trend_boost {kept['trend_boost']:g} of 2 fits × {len(gammas)} adjustments × {len(deltas)} trend "
+        f"trend_boost {kept['trend_boost']:g} of 1 fits × {len(gammas)} adjustments × {len(deltas)} trend "
         f"boosts"
     ) in again.stderr
     recent = load_split_data(data_dir, "warm").recent_counts(second.config.ranker.trend_window)

@@ -56,6 +56,15 @@ def test_score_equals_the_formula(setup):
     dense = torch.as_tensor(graph.toarray())
     kappa = torch.nn.functional.softplus(model.assoc_scale) * 10
     assert torch.isclose(out.assoc[0, 7], kappa * (r * dense[[0, 1, 2], 7]).sum(), atol=1e-5)
+    # and its gradients (training: shared candidates) are the formula's, for κ and λ alike
+    model.train()
+    got = torch.autograd.grad(model(history).assoc[0, 7], [model.assoc_scale, model.assoc_decay])
+    lam = torch.nn.functional.softplus(model.assoc_decay)
+    r = torch.exp(-lam * torch.tensor([2.0, 1.0, 0.0]))
+    by_hand = torch.nn.functional.softplus(model.assoc_scale) * 10 * (r / r.sum() * dense[[0, 1, 2], 7]).sum()
+    want = torch.autograd.grad(by_hand, [model.assoc_scale, model.assoc_decay])
+    for g, w in zip(got, want, strict=True):
+        assert torch.isclose(g, w, atol=1e-6) and w != 0
 
 
 def test_scoring_tables_give_the_autograd_path_numbers_and_follow_weight_updates(setup, monkeypatch):
@@ -102,6 +111,8 @@ def test_graph_reach_is_the_same_through_the_dense_buffer_and_the_sorted_path(se
     assert few.shape[1] * 4 < n + 1 <= everything.shape[1] * 4
     with torch.no_grad():
         dense, sparse_ = model.assoc(history, mask, everything), model.assoc(history, mask, few)
+        shared = model.assoc(history, mask, torch.arange(n))  # one (b, n + 1) sum for the batch
+    assert torch.allclose(shared, dense[:, :n], atol=1e-6)
     assert torch.allclose(torch.gather(dense, 1, few), sparse_, atol=1e-6)
     assert (dense[:, n] == 0).all() and (
         dense > 0
@@ -118,7 +129,7 @@ def test_per_user_candidates_score_like_the_whole_catalog(setup):
     ).eval()
     n = data.n_items
     history = torch.tensor([[0, 1, 2, n], [5, 6, n, n]])
-    full = model(history)  # shared candidates: every item, through the graph product
+    full = model(history)  # shared candidates: every item
     cand = torch.tensor([[7, 3, 12, n], [0, 19, 5, 1]])  # one set per user, padded with n
     own = model(history, cand)  # through the edge lookup, no (b, n) tensor
     expected = torch.gather(full.score, 1, cand.clamp(max=n - 1))
@@ -155,6 +166,30 @@ def test_attention_masks_padding():
     changed = hist.clone()
     changed[0, 2] = 100.0  # whatever sits in a padded slot cannot change the result
     assert torch.allclose(attn.weights(cand, changed, mask)[0], w[0])
+
+
+@pytest.mark.parametrize("heads", [1, 2])
+def test_shared_candidates_give_the_per_user_numbers_and_gradients(heads):
+    # training scores candidates shared by the batch (candidate-major, one product per head); serving scores
+    # one set per user: the same weights, scores and gradients, padding and empty histories included
+    torch.manual_seed(0)
+    attn = TargetAttention(dim=8, heads=heads, max_history=5)
+    torch.nn.init.normal_(attn.recency)
+    mask = torch.tensor([[True] * 5, [True, True, False, False, False], [False] * 5])
+    strength = torch.rand(3, 5) + 0.5
+    inputs = [torch.randn(4, 8), torch.randn(4, 8), torch.randn(3, 5, 8), torch.randn(3, 5, 8)]
+    results = []
+    for shared in (True, False):
+        attn.zero_grad()
+        x = [t.clone().requires_grad_() for t in inputs]
+        cand = (x[0], x[1]) if shared else (x[0].expand(3, 4, 8), x[1].expand(3, 4, 8))
+        score, w = attn(*cand, x[2], x[3], mask, strength)
+        (score * torch.arange(1.0, 13.0).view(3, 4)).sum().backward()
+        grads = [t.grad for t in x] + [p.grad.clone() for p in attn.parameters()]
+        results.append([score.detach(), w.detach(), *grads])
+    for a, b in zip(*results, strict=True):
+        assert torch.allclose(a, b, atol=1e-5)
+    assert (results[0][0][2] == 0).all() and not results[0][0].isnan().any()  # the empty history scores 0
 
 
 def test_a_new_event_changes_the_next_ranking(setup):

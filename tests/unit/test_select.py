@@ -157,13 +157,35 @@ def test_the_fit_choice_keeps_the_tail_among_fits_tied_on_ndcg():
 
 def test_each_fit_candidate_sets_both_stages_id_dropout_and_nothing_else():
     from longtail.config import TrainConfig
-    from longtail.train.chain import with_id_dropout
+    from longtail.train.select import with_id_dropout
 
     base = TrainConfig()
     candidate = with_id_dropout(base, 0.3)
     assert candidate.ranker.id_dropout == candidate.retriever.id_dropout == 0.3
     assert candidate.model_copy(update={"ranker": base.ranker, "retriever": base.retriever}) == base
     assert base.ranker.id_dropout == 0.0  # the default config is untouched
+
+
+@pytest.mark.parametrize(
+    ("values", "rung", "epochs", "expected"),
+    [
+        ([0.0, 0.3], 0.5, 12, 6),
+        ([0.0, 0.3], 0.5, 5, 3),
+        ([0.0, 0.3], 1.0, 12, 12),
+        ([0.0, 0.3], 0.01, 4, 1),
+        ([0.3], 0.5, 12, 12),
+        (None, 0.5, 12, 12),
+    ],
+)
+def test_id_dropout_values_train_the_rung_share_of_the_epochs_before_the_choice(
+    values, rung, epochs, expected
+):
+    from longtail.config import TrainConfig
+    from longtail.train.select import rung_epochs, with_epochs
+
+    config = TrainConfig.model_validate({"select": {"id_dropout": values, "fit_rung": rung}})
+    assert rung_epochs(with_epochs(config, epochs)) == expected
+    assert with_epochs(config, epochs).model_copy(update={"ranker": config.ranker}) == config
 
 
 def test_popularity_adjusted_variants_equal_plain_evaluations_and_move_lists_to_the_tail(tiny_bundle):

@@ -37,6 +37,7 @@ def bundle(tmp_path):
         "test": {"ndcg@10": 0.18, "coverage@20": 0.7},
         "own_lists": {"test": {"ndcg@10": 0.18}},
         "seconds": 12.5,
+        "stage_seconds": {"encoder_embed_graph": 2.5, "fit_and_popularity_terms": 9.0},
         "fit_history": [
             {"epoch": 1.0, "train_loss": 3.0, "valid_ndcg@10": 0.1},
             {"epoch": 2.0, "train_loss": 2.5, "valid_ndcg@10": 0.2},
@@ -72,6 +73,7 @@ def test_train_run_carries_params_epochs_finals_and_plots(bundle, tmp_path):
         run.data.metrics["test/ndcg_at_10"] == 0.18 and run.data.metrics["own_lists/test/ndcg_at_10"] == 0.18
     )
     assert "valid/cold_recall_at_20" not in run.data.metrics  # NaN: no cold items, not a zero
+    assert run.data.metrics["seconds/fit_and_popularity_terms"] == 9.0  # each stage's wall time
     artifacts = {a.path for a in client.list_artifacts(run_id)} | {
         a.path for a in client.list_artifacts(run_id, "plots")
     }

@@ -54,33 +54,72 @@ class TargetAttention(nn.Module):
             w = mask.float() if strength is None else mask.float() * strength
             w = w / w.sum(1, keepdim=True).clamp_min(1e-12)  # (b, L)
             return w[:, None, :].expand(b, c, length)
+        if cand.dim() == 2:
+            return self._shared_weights(cand, hist, mask, strength, projected).permute(1, 0, 2)
         # every pass over the (b, h, c, L) logits counts (it is the ranker's largest tensor): the 1/√dh
         # scale goes into the (smaller) keys, recency and padding into one (b, h, 1, L) bias
         q, k = (cand, hist) if projected else (self.query(cand), self.key(hist))
         k = k.reshape(b, length, self.heads, self.head_dim) / math.sqrt(self.head_dim)  # (b, L, h, dh)
         k = k.permute(0, 2, 3, 1)  # (b, h, dh, L)
-        if cand.dim() == 2:
-            q = q.reshape(c, self.heads, self.head_dim).transpose(0, 1)  # (h, c, dh)
-            logits = torch.matmul(q[None], k)  # (b, h, c, L)
-        elif self.heads == 1:
+        if self.heads == 1:
             logits = torch.matmul(q, k[:, 0])[:, None]  # (b, 1, c, L): no per-head copy of the queries
         else:
             q = q.reshape(b, c, self.heads, self.head_dim).transpose(1, 2)  # (b, h, c, dh)
             logits = torch.matmul(q, k)  # (b, h, c, L)
+        bias = self._bias(mask, strength)[:, :, None, :]  # (b, h, 1, L)
+        w = torch.softmax(logits + bias, dim=-1).mean(1)  # (b, c, L)
+        return self._zero_empty(w, mask, 0)
+
+    def _shared_weights(
+        self,
+        cand: torch.Tensor,
+        hist: torch.Tensor,
+        mask: torch.Tensor,
+        strength: torch.Tensor | None,
+        projected: bool,
+    ) -> torch.Tensor:
+        """Attention of candidates (c, d) shared by the batch over histories (b, L, d): (c, b, L).
+
+        Candidate-major, so the logits of each head are one (c, dh) × (dh, b·L) product (bias added in it)
+        rather than b small ones (training: about a third faster than the (b, h, c, L) layout, same
+        numbers).
+        """
+        b, length, _ = hist.shape
+        c = cand.shape[0]
+        q, k = (cand, hist) if projected else (self.query(cand), self.key(hist))
+        k = k.reshape(b * length, self.heads, self.head_dim) / math.sqrt(self.head_dim)  # (b·L, h, dh)
+        q = q.reshape(c, self.heads, self.head_dim).transpose(0, 1)  # (h, c, dh)
+        bias = self._bias(mask, strength).transpose(0, 1).reshape(self.heads, 1, b * length)  # (h, 1, b·L)
+        k = k.permute(1, 2, 0)  # (h, dh, b·L)
+        # the mean over heads one head at a time: no (h, c, b, L) tensor, nor its expanded gradient
+        w = torch.softmax(torch.addmm(bias[0], q[0], k[0]).view(c, b, length), dim=-1)
+        for i in range(1, self.heads):
+            w = w + torch.softmax(torch.addmm(bias[i], q[i], k[i]).view(c, b, length), dim=-1)
+        w = w / self.heads  # (c, b, L)
+        return self._zero_empty(w, mask, 1)
+
+    def _bias(self, mask: torch.Tensor, strength: torch.Tensor | None) -> torch.Tensor:
+        """Recency, log strength and padding (−inf) per head: (b, h, L). An empty history keeps finite
+        logits: a softmax over −inf only would be NaN (in backward too, spoiling every gradient of the
+        batch); ``_zero_empty`` zeroes its weights instead."""
+        length = mask.shape[1]
         from_end = (mask.sum(1, keepdim=True) - 1 - torch.arange(length, device=mask.device)).clamp(0, None)
         bias = self.recency[:, from_end.clamp(max=self.recency.shape[1] - 1)].permute(1, 0, 2)  # (b, h, L)
         if strength is not None:
             bias = bias + torch.log(strength)[:, None, :]
-        empty = ~mask.any(1)  # (b,) no real item: such a history scores 0
-        # padding gets -inf, except in an empty history, whose softmax over -inf only would be NaN (in
-        # backward
-        # too, spoiling every gradient of the batch); its weights are zeroed below instead
-        blocked = ~mask[:, None, :] & ~empty[:, None, None]  # (b, 1, L)
-        bias = bias.masked_fill(blocked, float("-inf"))[:, :, None, :]  # (b, h, 1, L)
-        w = torch.softmax(logits + bias, dim=-1).mean(1)  # (b, c, L)
-        if empty.any():
-            w = w.masked_fill(empty[:, None, None], 0.0)
-        return w
+        blocked = ~mask & mask.any(1, keepdim=True)  # (b, L)
+        return bias.masked_fill(blocked[:, None, :], float("-inf"))
+
+    @staticmethod
+    def _zero_empty(w: torch.Tensor, mask: torch.Tensor, user_dim: int) -> torch.Tensor:
+        """``w`` with the weights of empty histories set to 0 (an empty history scores 0); users on
+        ``user_dim`` of w, positions last."""
+        empty = ~mask.any(1)  # (b,)
+        if not empty.any():
+            return w
+        shape = [1] * w.dim()
+        shape[user_dim] = len(empty)
+        return w.masked_fill(empty.view(shape), 0.0)
 
     def forward(
         self,
@@ -95,7 +134,11 @@ class TargetAttention(nn.Module):
         """(scores (b, c), weights (b, c, L)) for candidates (c, d) or (b, c, d) against histories (b, L, d);
         strength (b, L) or None; ``projected``: the features are already W_q x (candidates) and W_k x
         (history)."""
+        if cand_vec.dim() == 2 and self.use_attention:  # shared: candidate-major throughout
+            b, length, d = hist_vec.shape
+            w = self._shared_weights(cand_feat, hist_feat, mask, strength, projected)  # (c, b, L)
+            sim = (cand_vec @ hist_vec.reshape(b * length, d).T).view(-1, b, length)  # (c, b, L)
+            return (w * sim).sum(-1).T, w.permute(1, 0, 2)
         w = self.weights(cand_feat, hist_feat, mask, strength, projected)  # (b, c, L)
-        pattern = "cd,bld->bcl" if cand_vec.dim() == 2 else "bcd,bld->bcl"
-        sim = torch.einsum(pattern, cand_vec, hist_vec)  # (b, c, L)
+        sim = torch.einsum("bcd,bld->bcl" if cand_vec.dim() == 3 else "cd,bld->bcl", cand_vec, hist_vec)
         return (w * sim).sum(-1), w

@@ -23,7 +23,6 @@ there is no per-user parameter.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 
 import torch
@@ -153,22 +152,6 @@ class HybridRanker(nn.Module):
         keys, weights = edge_table(graph)
         self.register_buffer("edge_keys", keys, persistent=False)  # (nnz,) sorted
         self.register_buffer("edge_weights", weights, persistent=False)  # (nnz,)
-        self._graph_t: torch.Tensor | None = None
-
-    def graph_t(self) -> torch.Tensor:
-        """Aᵀ (n, n) in CSR, for products with whole-catalog rows; built on first use (serving never needs
-        it)."""
-        if self._graph_t is None or self._graph_t.device != self.edge_keys.device:
-            with (
-                warnings.catch_warnings()
-            ):  # "sparse CSR support is in beta": matmul and its backward are used
-                warnings.simplefilter("ignore", UserWarning)
-                keys, n = self.edge_keys, self.n_items
-                t = torch.sparse_coo_tensor(
-                    torch.stack([keys % EDGE_KEY, keys // EDGE_KEY]), self.edge_weights, (n, n)
-                )
-                self._graph_t = t.coalesce().to_sparse_csr()
-        return self._graph_t
 
     def item_text(self, items: torch.Tensor) -> torch.Tensor:
         """Projected text vectors (…, dim); padding maps to zeros."""
@@ -236,11 +219,9 @@ class HybridRanker(nn.Module):
             self._tables_key = key
         return self._tables
 
-    def _reach_of(self, history: torch.Tensor, r: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
-        """Σ_l r_l A[h_l, c] for per-user candidates (b, c), reading only the graph rows of the history items
-        (b·L·degree entries), summed per (user, item) in a dense (b, n + 1) buffer while that is no larger
-        than
-        the attention's (b, c, L) tensors, else by sorting the entries (no catalog-sized row per user)."""
+    def _history_edges(self, history: torch.Tensor, r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every graph edge leaving a history item: (user·(n + 1) + its target (E,), r_l·A[h_l, target] (E,)),
+        read from the sorted edge keys (b·L·degree entries; padding has no row)."""
         b, length = history.shape
         keys, n = self.edge_keys, self.n_items + 1
         src = history.reshape(-1)  # (b·L,)
@@ -252,20 +233,25 @@ class HybridRanker(nn.Module):
             + torch.arange(len(slot), device=keys.device)
             - (torch.cumsum(lengths, 0) - lengths)[slot]
         )
-        user_dst = (
-            torch.div(slot, length, rounding_mode="floor") * n + keys[pos] % EDGE_KEY
-        )  # (E,) user·n + dst
-        weight = self.edge_weights[pos] * r.reshape(-1)[slot]
-        if (
-            n <= candidates.shape[-1] * length
-        ):  # a (b, n + 1) buffer no larger than the attention's (b, c, L): no sort
-            dense = torch.zeros(b * n, device=keys.device).index_add_(0, user_dst, weight)
+        user_dst = torch.div(slot, length, rounding_mode="floor") * n + keys[pos] % EDGE_KEY  # (E,)
+        return user_dst, self.edge_weights[pos] * r.reshape(-1)[slot]
+
+    def _reach_of(self, history: torch.Tensor, r: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """Σ_l r_l A[h_l, c] for per-user candidates (b, c) from the history's edges, summed per (user, item)
+        in a dense (b, n + 1) buffer while that is no larger than the attention's (b, c, L) tensors, else
+        by sorting the entries (no catalog-sized row per user: a request's memory does not grow with the
+        catalog)."""
+        b, length = history.shape
+        n = self.n_items + 1
+        user_dst, weight = self._history_edges(history, r)
+        if n <= candidates.shape[-1] * length:  # a (b, n + 1) buffer no larger than the attention's: no sort
+            dense = torch.zeros(b * n, device=weight.device).index_add_(0, user_dst, weight)
             return dense.view(b, n).gather(1, candidates)
         unique, inverse = torch.unique(user_dst, return_inverse=True)  # sorted
-        reach = torch.zeros(len(unique), device=keys.device).index_add(0, inverse, weight)  # (U,)
-        query = torch.arange(b, device=keys.device)[:, None] * n + candidates  # (b, c)
+        reach = torch.zeros(len(unique), device=weight.device).index_add(0, inverse, weight)  # (U,)
+        query = torch.arange(b, device=weight.device)[:, None] * n + candidates  # (b, c)
         if len(unique) == 0:
-            return torch.zeros(query.shape, device=keys.device)
+            return torch.zeros(query.shape, device=weight.device)
         at = torch.searchsorted(unique, query).clamp(max=len(unique) - 1)
         return torch.where(unique[at] == query, reach[at], 0.0)
 
@@ -284,15 +270,13 @@ class HybridRanker(nn.Module):
             r = r * strength
         r = r / r.sum(1, keepdim=True).clamp_min(1e-12)
         kappa = nn.functional.softplus(self.assoc_scale) * 10.0
-        if (
-            candidates.dim() == 2
-        ):  # per-user candidates: the history's graph rows, then a lookup per candidate
+        if candidates.dim() == 2:  # per-user candidates: the history's edges, then a lookup per candidate
             return kappa * self._reach_of(history, r, candidates)
-        rows = torch.zeros(b, self.n_items + 1, device=history.device).scatter_add(1, history, r)[
-            :, : self.n_items
-        ]
-        reach = torch.sparse.mm(self.graph_t(), rows.t()).t()  # (b, n) = rows @ A
-        return kappa * reach[:, candidates]
+        # shared by the batch (training, whole-catalog scoring): the history's edges summed into (b, n + 1);
+        # a catalog-wide sparse product here cost more, and its backward re-sorted the graph every step
+        user_dst, weight = self._history_edges(history, r)
+        rows = torch.zeros(b * (self.n_items + 1), device=weight.device).index_add_(0, user_dst, weight)
+        return kappa * rows.view(b, -1)[:, candidates]
 
     def forward(
         self,

@@ -47,13 +47,17 @@ from longtail.recommend.recommender import PipelineRecommender, RetrieverRecomme
 from longtail.train.embed import embed_catalog
 from longtail.train.finetune import finetune
 from longtail.train.fit import fit_models
+from longtail.train.fit_state import FitEnd, read_end, write_end
 from longtail.train.select import (
     FIT_KEYS,
     choose_fit_point,
     choose_fit_trend_point,
+    rung_epochs,
     sample_users,
     select_shelves,
     variant_metrics,
+    with_epochs,
+    with_id_dropout,
 )
 
 Log = Callable[[str], None]
@@ -252,17 +256,25 @@ def prepare_stages(data_dir: Path, config: TrainConfig, work: Path, log: Log = p
     return Stages(data, encoder_dir, vectors, graph, key, work)
 
 
-def fit_stage(config: TrainConfig, stages: Stages, log: Log = print) -> tuple[dict[str, dict], list[dict]]:
-    """Both stages' weights and the fit's per-epoch history, reused when this config's fit exists."""
+def fit_stage(
+    config: TrainConfig, stages: Stages, log: Log = print, start: FitEnd | None = None
+) -> tuple[dict[str, dict], list[dict], FitEnd | None]:
+    """Both stages' weights, the fit's per-epoch history and its end (to continue it; None for a cached fit
+    without one), reused when this config's fit exists. ``start``: a shorter fit's end to continue up to
+    ``ranker.epochs``."""
     key = digest(
         stages.key, fitted_ranker_knobs(config), config.retriever, candidate_knobs(config), config.events
     )
     paths = {name: stages.work / f"{name}-{key}.safetensors" for name in ("retriever", "ranker")}
-    history_path = stages.work / f"fit-{key}.json"
+    history_path, end_dir = stages.work / f"fit-{key}.json", stages.work / f"end-{key}"
     if all(path.is_file() for path in paths.values()):
         log(f"fit: reusing {paths['ranker']}")
     else:
-        log("fit: start (retriever + ranker)")
+        first = 1 if start is None else start.state["epoch"] + 1
+        log(
+            f"fit: epochs {first}-{config.ranker.epochs} of id_dropout {config.ranker.id_dropout:g} "
+            "(retriever + ranker)"
+        )
         result = fit_models(
             stages.data,
             stages.vectors,
@@ -273,50 +285,56 @@ def fit_stage(config: TrainConfig, stages: Stages, log: Log = print) -> tuple[di
             config.resources,
             run_name=f"fit-{key}",
             events=config.events,
+            start=start,
         )
+        write_end(result.end, end_dir)
         save_file(result.retriever_state, str(paths["retriever"]))
         save_file(result.ranker_state, str(paths["ranker"]))
         history_path.write_text(json.dumps(result.history))
         forget_run(config.resources.storage_path, f"fit-{key}")
     history = json.loads(history_path.read_text()) if history_path.is_file() else []
-    return {name: load_file(str(path)) for name, path in paths.items()}, history
-
-
-def with_id_dropout(config: TrainConfig, value: float) -> TrainConfig:
-    """``config`` with both stages' ID dropout set to ``value``."""
-    return config.model_copy(
-        update={
-            "ranker": config.ranker.model_copy(update={"id_dropout": value}),
-            "retriever": config.retriever.model_copy(update={"id_dropout": value}),
-        }
-    )
+    return {name: load_file(str(path)) for name, path in paths.items()}, history, read_end(end_dir)
 
 
 def choose_fit(
     config: TrainConfig, stages: Stages, log: Log = print
 ) -> tuple[TrainConfig, dict[str, dict], list[dict], Pipeline, dict]:
-    """One fit per ``select.id_dropout`` value (or the config's one fit when null), then
-    ``choose_popularity_terms`` over them. Returns the chosen fit's config, weights, history and pipeline,
-    and the record for the manifest (``metrics.selection.fit``)."""
-    select = config.select
-    recent = stages.data.recent_counts(config.ranker.trend_window)
-    fits, weights = [], []
+    """One fit per ``select.id_dropout`` value (or the config's one fit when null) for ``rung_epochs``,
+    ``choose_popularity_terms`` over them, then the chosen fit continued to ``ranker.epochs`` and its γ and
+    δ chosen again (successive halving: the other values' second halves are never trained). Returns the
+    chosen fit's config, weights, history and pipeline, and the record for the manifest
+    (``metrics.selection.fit``; ``rung``: the choice among the shorter fits)."""
+    select, epochs = config.select, config.ranker.epochs
+    rung = rung_epochs(config)
+    fits, weights, ends = [], [], []
     for value in select.id_dropout if select.id_dropout is not None else [None]:
-        candidate = config if value is None else with_id_dropout(config, value)
-        states, history = fit_stage(candidate, stages, log)
-        pipe = trained_pipeline(
-            candidate,
-            stages.vectors,
-            stages.graph,
-            stages.data.train_counts(),
-            states["retriever"],
-            states["ranker"],
-            recent,
-        )
-        fits.append((candidate, pipe, history))
+        candidate = with_epochs(config if value is None else with_id_dropout(config, value), rung)
+        states, history, end = fit_stage(candidate, stages, log)
+        fits.append((candidate, _pipeline_of(candidate, stages, states), history))
         weights.append(states)
-    best, config, pipe, record = choose_popularity_terms(fits, stages.data, log)
-    return config, weights[best], fits[best][2], pipe, record
+        ends.append(end)
+    best, chosen, pipe, record = choose_popularity_terms(fits, stages.data, log)
+    states, history, end = weights[best], fits[best][2], ends[best]
+    if rung < epochs and not (end is not None and end.stopped):  # early stopping ended it: it is done
+        full = with_epochs(fits[best][0], epochs)  # no end kept (a cache from elsewhere): from scratch
+        states, history, _ = fit_stage(full, stages, log, start=end)
+        _, chosen, pipe, final = choose_popularity_terms(
+            [(full, _pipeline_of(full, stages, states), history)], stages.data, log
+        )
+        record = {**final, "rung": {"epochs": rung, **record}}
+    return with_epochs(chosen, epochs), states, history, pipe, record
+
+
+def _pipeline_of(config: TrainConfig, stages: Stages, states: dict[str, dict]) -> Pipeline:
+    return trained_pipeline(
+        config,
+        stages.vectors,
+        stages.graph,
+        stages.data.train_counts(),
+        states["retriever"],
+        states["ranker"],
+        stages.data.recent_counts(config.ranker.trend_window),
+    )
 
 
 def choose_popularity_terms(
@@ -401,10 +419,17 @@ def _rounded(x: float) -> float | None:
 def train_pipeline(data_dir: Path, config: TrainConfig, out: Path, log: Log = print) -> Path:
     """Run every stage for ``config.split`` of the prepared dataset ``data_dir``; write the bundle ``out``."""
     data_dir, out = Path(data_dir), Path(out)
-    started = time.time()
+    started = lap = time.time()
+    seconds: dict[str, float] = {}  # wall time per stage, into the manifest (metrics.stage_seconds)
+
+    def done(stage: str) -> None:
+        nonlocal lap
+        seconds[stage], lap = round(time.time() - lap, 1), time.time()
+
     stages = prepare_stages(
         data_dir, config, out.parent / ".longtail-stages", log
     )  # shared by sibling bundles
+    done("encoder_embed_graph")
     data, encoder_dir, vectors, graph = stages.data, stages.encoder_dir, stages.vectors, stages.graph
     fingerprint = read_manifest(data_dir)["fingerprint"]
     select = config.select
@@ -415,7 +440,7 @@ def train_pipeline(data_dir: Path, config: TrainConfig, out: Path, log: Log = pr
     ):
         config, states, history, pipe, fit_selection = choose_fit(config, stages, log)
     else:
-        states, history = fit_stage(config, stages, log)
+        states, history, _ = fit_stage(config, stages, log)
         pipe = trained_pipeline(
             config,
             vectors,
@@ -427,9 +452,11 @@ def train_pipeline(data_dir: Path, config: TrainConfig, out: Path, log: Log = pr
         )
         fit_selection = None
     log(f"index: {pipe.index.kind} over {pipe.index.n_items} items")
+    done("fit_and_popularity_terms")
     selection = None
     if config.select.shelves:
         config, pipe, selection = choose_shelves(config, pipe, data, log)
+    done("shelves")
     results = evaluate_pipeline(pipe, data)
     metrics: dict[str, Any] = {part: r.metrics for part, r in results["hybrid"].items()}
     for variant in ("own_lists", "retriever"):
@@ -443,7 +470,9 @@ def train_pipeline(data_dir: Path, config: TrainConfig, out: Path, log: Log = pr
     metrics["alpha_sweep_test"] = [
         dict(zip(("alpha", "ndcg@10", "tail_recall@20"), p, strict=True)) for p in alpha_sweep(pipe, data)
     ]
+    done("evaluate")
     metrics["seconds"] = round(time.time() - started, 1)
+    metrics["stage_seconds"] = seconds
     tables = read_split(data_dir, config.split)
     histories = pa.concat_tables([tables.train, tables.valid, tables.test]).select(
         ["user_id", "item_id", "timestamp", "weight", "event_type"]

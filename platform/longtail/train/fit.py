@@ -5,14 +5,18 @@ optimizer, the sum of their sampled-softmax losses (``NextItemObjective``). Each
 of the examples; rank 0 runs the two-stage pipeline (retrieve → rank, exact MIPS) on the valid part (all
 users, or a seeded sample of ``ranker.valid_users``) after every epoch, keeps the best weights by its
 ndcg@10 (the retriever's own lists are recorded beside it) and decides early stopping, which it
-broadcasts. Checkpoints each epoch let a restarted worker group continue.
+broadcasts. Checkpoints each epoch (weights, Adam's moments, the early-stopping state) let a restarted
+worker group continue, and a finished fit's end state lets a longer fit continue it (``FitResult.end``,
+``fit_models(start=...)``: ``longtail train`` fits every ID-dropout value for part of the epochs, then
+only the chosen one on). Each epoch draws its examples from a generator seeded by the epoch, so a
+continued fit sees the examples an uninterrupted one would.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +30,6 @@ import torch.distributed as dist
 from pydantic import BaseModel, ConfigDict
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
-from safetensors.torch import load_file, save_file
 from scipy import sparse
 
 from longtail.config import EventsConfig, RankerConfig, ResourcesConfig, RetrievalConfig, RetrieverConfig
@@ -43,8 +46,14 @@ from longtail.model.objective import (
 )
 from longtail.recommend.build import make_pipeline
 from longtail.recommend.recommender import PipelineRecommender, RetrieverRecommender
-
-CURRENT, BEST, STATE = "ranker.safetensors", "best.safetensors", "state.json"
+from longtail.train.fit_state import (
+    FitEnd,
+    epoch_generator,
+    load_optimizer_tensors,
+    optimizer_tensors,
+    read_end,
+    write_end,
+)
 
 
 class FitJob(BaseModel):
@@ -58,15 +67,18 @@ class FitJob(BaseModel):
     inputs: Any  # ObjectRef of (SplitData, vectors, graph)
     threads: int
     examples_per_epoch: int
+    start: Any = None  # ObjectRef of a FitEnd to continue from, or None
 
 
 @dataclass
 class FitResult:
-    """Best weights of both stages (by the pipeline's valid ndcg@10) and the per-epoch history of rank 0."""
+    """Best weights of both stages (by the pipeline's valid ndcg@10), the per-epoch history of rank 0 and
+    the state to continue the fit from."""
 
     retriever_state: dict[str, torch.Tensor]
     ranker_state: dict[str, torch.Tensor]
     history: list[dict[str, float]]
+    end: FitEnd
 
 
 def split_state(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -111,14 +123,17 @@ def fit_loop(config: dict[str, Any]) -> None:
         torch.as_tensor(share),
         torch.as_tensor(popularity_log_prior(counts)),
     )
-    state = {"epoch": 0, "best": -1.0, "bad": 0, "history": []}
-    best = _cpu_state(objective)
+    state: dict[str, Any] = {"epoch": 0, "best": -1.0, "bad": 0, "history": []}
+    best, adam = _cpu_state(objective), None
     checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
+    if checkpoint is not None:  # a restarted worker group: this run's last epoch
         with checkpoint.as_directory() as ckpt:
-            objective.load_state_dict(load_file(str(Path(ckpt) / CURRENT)))
-            best = load_file(str(Path(ckpt) / BEST))
-            state = json.loads((Path(ckpt) / STATE).read_text())
+            start = read_end(Path(ckpt))
+    else:  # a longer fit continuing a finished one, or None
+        start = None if job.start is None else ray.get(job.start)
+    if start is not None:
+        objective.load_state_dict(start.current)
+        best, adam, state = start.best, start.optimizer, dict(start.state)
     device = ray.train.torch.get_device()
     ddp = ray.train.torch.prepare_model(
         objective, parallel_strategy_kwargs={"broadcast_buffers": False, "find_unused_parameters": True}
@@ -129,10 +144,13 @@ def fit_loop(config: dict[str, Any]) -> None:
         None if a is None else torch.as_tensor(a[mine]).to(device) for a in (strengths, weights)
     )
     optimizer = torch.optim.Adam(ddp.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    generator = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
+    if adam:
+        load_optimizer_tensors(optimizer, adam)
     per_worker = max(1, job.examples_per_epoch // world)
     validation = job.retrieval.model_copy(update={"index": "exact"})  # no ANN build per epoch
     for epoch in range(state["epoch"], cfg.epochs):
+        generator = epoch_generator(cfg.seed, rank, epoch)
+        started = time.monotonic()
         pick = torch.randperm(len(targets), generator=generator)[:per_worker].to(device)
         loss = train_epoch(
             ddp,
@@ -146,6 +164,7 @@ def fit_loop(config: dict[str, Any]) -> None:
             strengths=_take(strengths, pick),
             weights=_take(weights, pick),
         )
+        trained = time.monotonic()
         stop = torch.zeros(1, device=device)
         metrics = {"epoch": float(epoch + 1), "train_loss": loss}
         if rank == 0:
@@ -175,13 +194,14 @@ def fit_loop(config: dict[str, Any]) -> None:
             print(
                 f"[fit] epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f} valid ndcg@10 "
                 f"{result.metrics['ndcg@10']:.4f} "
-                f"(retriever alone {first.metrics['ndcg@10']:.4f}; best {state['best']:.4f})",
+                f"(retriever alone {first.metrics['ndcg@10']:.4f}; best {state['best']:.4f}; "
+                f"train {trained - started:.0f} s, valid {time.monotonic() - trained:.0f} s)",
                 flush=True,
             )
         dist.broadcast(stop, src=0)
-        state["epoch"] = epoch + 1
+        state["epoch"], state["stopped"] = epoch + 1, bool(stop.item())
         state["history"].append(metrics)
-        _report(rank, core, best, state, metrics)
+        _report(rank, core, best, optimizer, state, metrics)
         if stop.item():
             break
 
@@ -203,15 +223,18 @@ def _take(values: torch.Tensor | None, pick: torch.Tensor) -> torch.Tensor | Non
 
 
 def _report(
-    rank: int, model: torch.nn.Module, best: dict[str, torch.Tensor], state: dict, metrics: dict
+    rank: int,
+    model: torch.nn.Module,
+    best: dict[str, torch.Tensor],
+    optimizer: torch.optim.Optimizer,
+    state: dict,
+    metrics: dict,
 ) -> None:
     if rank != 0:
         ray.train.report(metrics)
         return
     with tempfile.TemporaryDirectory() as tmp:
-        save_file(_cpu_state(model), str(Path(tmp) / CURRENT))
-        save_file(best, str(Path(tmp) / BEST))
-        (Path(tmp) / STATE).write_text(json.dumps(state))
+        write_end(FitEnd(_cpu_state(model), best, optimizer_tensors(optimizer), state), Path(tmp))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
@@ -226,9 +249,11 @@ def fit_models(
     run_name: str = "fit",
     callbacks: list | None = None,
     events: EventsConfig | None = None,
+    start: FitEnd | None = None,
 ) -> FitResult:
     """Train retriever and ranker on ``data.train`` with early stopping on ``data.valid``; best weights
-    back."""
+    back. ``start``: the end of a fit of the same configuration with fewer epochs, continued up to
+    ``ranker.epochs``."""
     n_examples = int(np.maximum(data.histories(("train",)).lengths() - 1, 0).sum())
     if n_examples == 0:
         raise ValueError("no next-item examples: every train history has fewer than two items")
@@ -240,6 +265,7 @@ def fit_models(
         inputs=ray.put((data, vectors, graph)),
         threads=max(1, math.floor(resources.cpus_per_worker)),
         examples_per_epoch=ranker.examples_per_epoch or default_examples_per_epoch(n_examples),
+        start=None if start is None else ray.put(start),
     )
     trainer = TorchTrainer(
         fit_loop,
@@ -262,5 +288,7 @@ def fit_models(
     if result.error is not None:
         raise result.error
     with result.checkpoint.as_directory() as ckpt:
-        state = json.loads((Path(ckpt) / STATE).read_text())
-        return FitResult(*split_state(load_file(str(Path(ckpt) / BEST))), state["history"])
+        end = read_end(Path(ckpt))
+    if end is None:
+        raise RuntimeError(f"the fit's last checkpoint {result.checkpoint.path} holds no complete fit state")
+    return FitResult(*split_state(end.best), end.state["history"], end)

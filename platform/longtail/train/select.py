@@ -34,11 +34,12 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from longtail.config import SelectConfig
+from longtail.config import SelectConfig, TrainConfig
 from longtail.data.encoded import SplitData
 from longtail.data.splits import popularity_buckets
 from longtail.eval.metrics import compute_metrics
@@ -230,3 +231,28 @@ def select_shelves(pipe: Pipeline, data: SplitData, select: SelectConfig, seed: 
 
 def _json(x: float) -> float | None:
     return None if x != x else round(float(x), 6)
+
+
+# ---- the fit candidates (``longtail.train.chain.choose_fit``) ----------------------------------------
+def with_id_dropout(config: TrainConfig, value: float) -> TrainConfig:
+    """``config`` with both stages' ID dropout set to ``value``."""
+    return config.model_copy(
+        update={
+            "ranker": config.ranker.model_copy(update={"id_dropout": value}),
+            "retriever": config.retriever.model_copy(update={"id_dropout": value}),
+        }
+    )
+
+
+def with_epochs(config: TrainConfig, epochs: int) -> TrainConfig:
+    """``config`` with the fit's epoch budget set to ``epochs``."""
+    return config.model_copy(update={"ranker": config.ranker.model_copy(update={"epochs": epochs})})
+
+
+def rung_epochs(config: TrainConfig) -> int:
+    """Epochs every ``select.id_dropout`` value trains before the choice: ``select.fit_rung`` of
+    ``ranker.epochs`` (rounded up), or all of them when there is one value to fit."""
+    epochs, values = config.ranker.epochs, config.select.id_dropout
+    if values is None or len(values) < 2:
+        return epochs
+    return max(1, min(epochs, math.ceil(config.select.fit_rung * epochs)))

@@ -1,0 +1,64 @@
+"""A fit's state between epochs: Adam's moments survive the safetensors round trip, so a continued fit
+takes the step an uninterrupted one would, and each epoch's draw depends on the epoch alone."""
+
+from __future__ import annotations
+
+import torch
+
+from longtail.train.fit_state import (
+    FitEnd,
+    epoch_generator,
+    load_optimizer_tensors,
+    optimizer_tensors,
+    read_end,
+    write_end,
+)
+
+
+def _steps(model: torch.nn.Module, optimizer: torch.optim.Optimizer, n: int, seed: int) -> None:
+    data = torch.Generator().manual_seed(seed)
+    for _ in range(n):
+        x = torch.randn(8, 4, generator=data)
+        optimizer.zero_grad()
+        model(x).pow(2).sum().backward()
+        optimizer.step()
+
+
+def test_a_fit_continued_from_its_written_end_matches_one_that_never_stopped(tmp_path):
+    torch.manual_seed(0)
+    straight = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    resumed = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    resumed.load_state_dict(straight.state_dict())
+    adam = torch.optim.Adam(straight.parameters(), lr=0.05)
+    _steps(straight, adam, 5, seed=1)
+    end = FitEnd(
+        {k: v.clone() for k, v in straight.state_dict().items()},
+        {k: v.clone() for k, v in straight.state_dict().items()},
+        optimizer_tensors(adam),
+        {"epoch": 1, "best": 0.5, "bad": 0, "history": [{"epoch": 1.0}], "stopped": False},
+    )
+    write_end(end, tmp_path / "end")
+    _steps(straight, adam, 3, seed=2)
+
+    back = read_end(tmp_path / "end")
+    assert back is not None and back.state == end.state and not back.stopped
+    resumed.load_state_dict(back.current)
+    fresh = torch.optim.Adam(resumed.parameters(), lr=0.05)
+    load_optimizer_tensors(fresh, back.optimizer)
+    _steps(resumed, fresh, 3, seed=2)
+    for a, b in zip(straight.parameters(), resumed.parameters(), strict=True):
+        torch.testing.assert_close(a, b)
+    # without the moments the continued steps differ (what keeping them is for)
+    cold = torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Linear(3, 2))
+    cold.load_state_dict(back.current)
+    _steps(cold, torch.optim.Adam(cold.parameters(), lr=0.05), 3, seed=2)
+    assert not torch.allclose(cold[0].weight, straight[0].weight)
+
+
+def test_an_incomplete_end_reads_as_none_and_epoch_draws_depend_on_the_epoch_only(tmp_path):
+    (tmp_path / "end").mkdir()
+    (tmp_path / "end" / "state.json").write_text("{}")
+    assert read_end(tmp_path / "end") is None
+    draw = [torch.randperm(100, generator=epoch_generator(0, 0, e)) for e in (3, 3, 4)]
+    assert torch.equal(draw[0], draw[1]) and not torch.equal(draw[0], draw[2])
+    assert not torch.equal(draw[0], torch.randperm(100, generator=epoch_generator(0, 1, 3)))  # per rank
