@@ -3,12 +3,14 @@ per 100k interactions (the whole run, encoder and embedding included, from an em
 figures the run chose on valid, so a faster default can be checked for what it costs.
 
     python -m benchmarks.train_time --data /tmp/data/ml-100k --data /tmp/data/amazon2014-toy \
-        [--before B_ML100K --before B_TOY --before-code COMMIT] [--work /tmp/longtail-train-time]
-        [--out docs/results/train-time.json]
+        [--before B_ML100K --before B_TOY --before-code COMMIT] [--previous OLD.json]
+        [--work /tmp/longtail-train-time] [--out docs/results/train-time.json]
 
 ``--data``: prepared datasets (`longtail data prepare`). Each run starts from an empty work directory.
 ``--before``: bundles an earlier commit (``--before-code``) trained on the same data with the defaults, in
 the order of ``--data``: their train seconds and figures are recorded beside the new run's.
+``--previous``: this script's JSON from an earlier commit: its runs (and their "before" rows) of the same
+datasets become "before" rows of the new ones, oldest first.
 Writes the JSON that ``python -m harness.docs`` turns into the "Training time" section of docs/results.md.
 """
 
@@ -87,12 +89,20 @@ def main() -> None:
     parser.add_argument("--data", type=Path, action="append", required=True, help="a prepared dataset")
     parser.add_argument("--before", type=Path, action="append", default=[], help="an earlier bundle")
     parser.add_argument("--before-code", default="earlier", help="the commit that trained --before")
+    parser.add_argument("--previous", type=Path, help="this script's JSON from an earlier commit")
     parser.add_argument("--work", type=Path, default=Path("/tmp/longtail-train-time"))
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "train-time.json")
     args = parser.parse_args()
     runs = [one_dataset(data, args.work / data.name) for data in args.data]
     for run, bundle in zip(runs, args.before, strict=False):
-        run["before"] = earlier(bundle, run["interactions"], args.before_code)
+        run["before"] = [earlier(bundle, run["interactions"], args.before_code)]
+    if args.previous is not None:
+        old = json.loads(args.previous.read_text())
+        for run in runs:
+            for prior in (r for r in old["runs"] if r["dataset"] == run["dataset"]):
+                rows = prior.pop("before", [])
+                rows = rows if isinstance(rows, list) else [rows]
+                run["before"] = [*rows, {"code": old["code"], **prior}, *run.get("before", [])]
     for run in runs:
         print(
             f"{run['dataset']}: {run['wall_s']:.0f} s for {run['interactions']:,} interactions = "

@@ -219,9 +219,11 @@ def train_time_section(timing: dict) -> str:
         "|---|---:|---:|---|---:|---:|" + "---:|" * len(stages) + "---:|---:|---:|---:|---:|",
     ]
     for run in timing["runs"]:
-        for label, got in (("before", run.get("before")), ("now", run)):
-            if got is None:
-                continue
+        before = run.get("before") or []
+        for label, got in [
+            *(("before", b) for b in (before if isinstance(before, list) else [before])),
+            ("now", run),
+        ]:
             chosen, name = got.get("chosen") or {}, run["dataset"].rsplit("/", 1)[-1]
             dropout = "–" if chosen.get("id_dropout") is None else f"{chosen['id_dropout']:g}"
             rows.append(

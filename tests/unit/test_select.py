@@ -193,7 +193,7 @@ def test_popularity_adjusted_variants_equal_plain_evaluations_and_move_lists_to_
     data = clustered_split()
     users = sample_users(data, "valid", None)
     variants = [pipe.with_knobs(popularity_penalty=g) for g in (0.0, 0.5, 50.0)]
-    got = variant_metrics(pipe, variants, data, users)
+    got = variant_metrics(variants, data, users)
     for variant, metrics in zip(variants, got, strict=True):  # one ranking pass, the same lists as evaluate's
         assert metrics == pytest.approx(
             evaluate(PipelineRecommender(variant), data, "valid").metrics, nan_ok=True

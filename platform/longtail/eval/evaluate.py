@@ -85,16 +85,29 @@ def evaluate(
     of a large dataset); reported figures use every user. ``among`` (user indices) keeps only those users
     (e.g. a peer fit on a sample of users); popularity buckets stay those of ``data``'s whole train part.
     """
-    histories = data.histories(history_parts(part))
-    targets_all = data.histories((part,)).to_csr(data.n_items)  # (n_users, n_items)
-    users = np.flatnonzero(np.diff(targets_all.indptr) > 0)
+    users = eval_users(data, part, max_users, seed, among)
+    topk = rank(model, data, users, data.histories(history_parts(part)), k=20, progress=progress)
+    return score_lists(getattr(model, "name", type(model).__name__), topk, data, part, users)
+
+
+def eval_users(
+    data: SplitData, part: str, max_users: int | None = None, seed: int = 0, among: np.ndarray | None = None
+) -> np.ndarray:
+    """``evaluate``'s users: those with a target in ``part`` (of ``among``), a seeded sample of at most
+    ``max_users``."""
+    targets = data.histories((part,)).to_csr(data.n_items)
+    users = np.flatnonzero(np.diff(targets.indptr) > 0)
     if among is not None:
         users = np.intersect1d(users, among)
     if max_users is not None and len(users) > max_users:
         users = np.sort(np.random.default_rng(seed).choice(users, max_users, replace=False))
-    topk = rank(model, data, users, histories, k=20, progress=progress)
-    targets = targets_all[users]
+    return users
+
+
+def score_lists(model: str, topk: np.ndarray, data: SplitData, part: str, users: np.ndarray) -> EvalResult:
+    """Every metric of the top-20 lists ``topk`` (len(users), 20) against ``users``' targets in ``part``."""
+    targets = data.histories((part,)).to_csr(data.n_items)[users]
     counts = data.train_counts()
     metrics = compute_metrics(topk, targets, popularity_buckets(counts))
     deciles = recall_by_bins(topk, targets, popularity_deciles(counts), k=20)
-    return EvalResult(getattr(model, "name", type(model).__name__), part, len(users), metrics, deciles)
+    return EvalResult(model, part, len(users), metrics, deciles)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from longtail.topk import best, top_k
+from longtail.topk import top_k
 
 
 def zscore(x: np.ndarray, axis: int | None = None) -> np.ndarray:
@@ -81,6 +81,7 @@ class Shelves:
 
 MODEL_SHELF, TAIL_SHELF, NEW_SHELF = 0, 1, 2  # which part of a list filled a slot (``arrange_labelled``)
 SHELF_NAMES = ("model", "tail", "new")
+_SHELVES = np.array([MODEL_SHELF, TAIL_SHELF, NEW_SHELF], np.int8)
 
 
 def arrange(
@@ -127,6 +128,10 @@ def arrange_labelled(
 
     ``shelf_bonus`` (n,), when given, is added to each candidate's score in the reserved blocks only (the
     feedback-driven shelves: a sampled estimate of how users engage with the item when it is shown there).
+
+    The batch is arranged at once (z-scores, the relevance block, the shelves' candidates); only where
+    exposure damping reads the picks of earlier rows (``record`` with λ > 0) do the reserved blocks go row
+    by row, over each row's shelf candidates alone. A test holds both to the row-by-row rule.
     """
     shelf = np.full((len(scores), k), -1, dtype=np.int8)
     if not shelves.active:
@@ -137,36 +142,121 @@ def arrange_labelled(
             np.add.at(exposure, shown, 1.0)
         return picks, shelf
     n_tail, n_new = round(shelves.tail_share * k), round(shelves.new_share * k)
-    n_top = k - n_tail - n_new
-    out = np.full((len(scores), k), -1, dtype=np.int64)
-    for row, s in enumerate(scores):
-        items = candidates[row]
-        real = items >= 0
-        safe = np.where(real, items, 0)
-        open_ = np.isfinite(s) & real  # (c,) still available
-        z = zscore(np.where(open_, s, -np.inf))
-        picks = best(np.where(open_, s, -np.inf), n_top)
-        open_[picks] = False
-        labels = [np.full(len(picks), MODEL_SHELF)]
-        z_new = z if new_scores is None else zscore(np.where(np.isfinite(s), new_scores[row], -np.inf))
-        damping = shelves.exposure_penalty * np.log1p(exposure[safe])  # (c,)
-        if shelf_bonus is not None:
-            damping = damping - shelf_bonus[safe]
-        for share, mask, zz, label in (
-            (n_tail, tail[safe], z, TAIL_SHELF),
-            (n_new, new[safe], z_new, NEW_SHELF),
-        ):
-            if share:
-                block = best(np.where(open_ & mask, zz - damping, -np.inf), share)
-                open_[block] = False
-                picks = np.concatenate([picks, block])
-                labels.append(np.full(len(block), label))
-        if len(picks) < k:
-            rest = best(np.where(open_, s, -np.inf), k - len(picks))
+    safe = np.maximum(candidates, 0)  # (b, c) catalog indices, 0 for padding
+    finite = np.isfinite(scores)
+    s = np.where(finite & (candidates >= 0), scores, -np.inf)  # (b, c) what may be picked
+    z = zscore(s, axis=1)
+    z_new = z if new_scores is None else zscore(np.where(finite, new_scores, -np.inf), axis=1)
+    top = top_k(s, k - n_tail - n_new)  # (b, n_top) the relevance block
+    open_ = np.isfinite(s)
+    _close(open_, top)
+    tail_z = np.where(open_ & tail[safe], z, -np.inf)  # (b, c) tail shelf candidates
+    new_z = np.where(open_ & new[safe], z_new, -np.inf)
+    if record and shelves.exposure_penalty > 0:  # row r's damping reads the picks of rows < r
+        columns, labels = _in_order(
+            candidates, (top, tail_z, new_z), open_, s, k, shelves, exposure, shelf_bonus
+        )
+        return columns, _labelled(shelf, columns, labels)
+    damping = _damping(shelves.exposure_penalty, exposure, shelf_bonus)[safe]  # (b, c)
+    tail_block = top_k(tail_z - damping, n_tail)  # (b, n_tail)
+    _close(open_, tail_block)
+    new_block = top_k(np.where(open_, new_z, -np.inf) - damping, n_new)  # (b, n_new)
+    _close(open_, new_block)
+    short = (top >= 0).sum(1) + (tail_block >= 0).sum(1) + (new_block >= 0).sum(1) < k
+    rest = top_k(np.where(open_ & short[:, None], s, -np.inf), k) if short.any() else top[:, :0]
+    parts = np.concatenate([top, tail_block, new_block, rest], axis=1)  # (b, m) list order, -1 gaps
+    labels = np.repeat(
+        [MODEL_SHELF, TAIL_SHELF, NEW_SHELF, MODEL_SHELF], [top.shape[1], n_tail, n_new, rest.shape[1]]
+    )
+    order = np.argsort(parts < 0, axis=1, kind="stable")[:, :k]  # real picks first, in list order
+    columns = np.take_along_axis(parts, order, 1)
+    if record:
+        shown = np.take_along_axis(candidates, np.maximum(columns, 0), 1)[columns >= 0]
+        np.add.at(exposure, shown, 1.0)
+    return columns, _labelled(shelf, columns, labels[order])
+
+
+def _close(open_: np.ndarray, picks: np.ndarray) -> None:
+    """Mark picked columns (b, m) (-1: none) as taken in ``open_`` (b, c)."""
+    rows, cols = np.nonzero(picks >= 0)
+    open_[rows, picks[rows, cols]] = False
+
+
+def _labelled(shelf: np.ndarray, columns: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    shelf[:] = np.where(columns >= 0, labels, -1)
+    return shelf
+
+
+def _in_order(
+    candidates: np.ndarray,
+    blocks: tuple[np.ndarray, np.ndarray, np.ndarray],
+    open_: np.ndarray,
+    s: np.ndarray,
+    k: int,
+    shelves: Shelves,
+    exposure: np.ndarray,
+    shelf_bonus: np.ndarray | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``arrange_labelled``'s columns and shelves (b, k), row by row: a row's picks are added to ``exposure``
+    before the next row is damped by it. ``blocks``: the relevance block (b, n_top) and the tail and new
+    shelves' z-scores (b, c), -inf where a candidate may not go."""
+    top, tail_z, new_z = blocks
+    n_top = top.shape[1]
+    n_tail = round(shelves.tail_share * k)
+    n_new = k - n_top - n_tail
+    full = np.repeat(_SHELVES, [n_top, n_tail, n_new])  # (k,) the labels of a row no block left short
+    top_short = np.any(top < 0, axis=1).tolist()  # (b,) bools
+    columns = np.full((len(s), k), -1, dtype=np.int64)
+    labels = np.full((len(s), k), -1, dtype=np.int8)
+    # each row's shelf candidates first (by column, so that equal values keep the lower column first)
+    eligible = np.isfinite(tail_z) | np.isfinite(new_z)  # (b, c)
+    width = eligible.sum(1)  # (b,)
+    at = np.argsort(~eligible, axis=1, kind="stable")[:, : max(int(width.max(initial=0)), 1)]  # (b, e)
+    tail_e, new_e = np.take_along_axis(tail_z, at, 1), np.take_along_axis(new_z, at, 1)  # (b, e)
+    items_e = np.take_along_axis(np.maximum(candidates, 0), at, 1)
+    item_damping = _damping(shelves.exposure_penalty, exposure, shelf_bonus)  # (n,) kept up to date
+    for row in range(len(s)):
+        w = width[row]
+        damping = item_damping[items_e[row, :w]]  # (w,)
+        tail_at = _best(tail_e[row, :w] - damping, n_tail)  # positions in at[row]
+        new_row = new_e[row, :w] - damping
+        new_row[tail_at] = -np.inf
+        new_at = _best(new_row, n_new)
+        relevant = top[row]
+        picks = np.concatenate([relevant, at[row, tail_at], at[row, new_at]])
+        shelf = full
+        if len(picks) < k or top_short[row]:  # a block ran short
+            relevant = relevant[relevant >= 0]
+            picks = np.concatenate([relevant, at[row, tail_at], at[row, new_at]])
+            shelf = np.repeat(_SHELVES, [len(relevant), len(tail_at), len(new_at)])
+            left = open_[row].copy()
+            left[picks] = False
+            rest = _best(np.where(left, s[row], -np.inf), k - len(picks))  # the model's best of what is left
             picks = np.concatenate([picks, rest])
-            labels.append(np.full(len(rest), MODEL_SHELF))
-        out[row, : len(picks)] = picks
-        shelf[row, : len(picks)] = np.concatenate(labels)
-        if record:
-            exposure[items[picks]] += 1
-    return out, shelf
+            shelf = np.concatenate([shelf, np.full(len(rest), MODEL_SHELF, np.int8)])
+        columns[row, : len(picks)] = picks
+        labels[row, : len(picks)] = shelf
+        shown = candidates[row, picks]
+        exposure[shown] += 1
+        item_damping[shown] = _damping(shelves.exposure_penalty, exposure[shown], shelf_bonus, shown)
+    return columns, labels
+
+
+def _damping(
+    penalty: float, exposure: np.ndarray, shelf_bonus: np.ndarray | None, items: np.ndarray | None = None
+) -> np.ndarray:
+    """What a reserved-shelf candidate loses: λ·log(1 + times shown) − its shelf bonus, for each entry of
+    ``exposure`` (of ``items``, or of the whole catalog)."""
+    damping = penalty * np.log1p(exposure)
+    if shelf_bonus is None:
+        return damping
+    return damping - (shelf_bonus if items is None else shelf_bonus[items])
+
+
+def _best(values: np.ndarray, m: int) -> np.ndarray:
+    """``topk.best`` for the short rows of the loop above: the ≤ m largest finite entries of ``values`` (c,),
+    best first, equal values by the lower index."""
+    if m == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.argsort(-values, kind="stable")[:m]
+    return order[np.isfinite(values[order])]

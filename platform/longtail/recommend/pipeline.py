@@ -311,10 +311,10 @@ def popularity_terms(p: Pipeline, candidates: np.ndarray) -> np.ndarray | None:
     in the newest part of train); None when both are off. A never-touched item gets 0."""
     safe = np.maximum(candidates, 0)
     terms = None
-    if p.knobs.popularity_penalty:
-        terms = -p.knobs.popularity_penalty * np.log1p(np.asarray(p.train_counts)[safe])
+    if p.knobs.popularity_penalty:  # log1p over the catalog (n,), then gathered: fewer entries than (b, C)
+        terms = -p.knobs.popularity_penalty * np.log1p(np.asarray(p.train_counts))[safe]
     if p.knobs.trend_bonus and p.recent_counts is not None:
-        trend = p.knobs.trend_bonus * np.log1p(np.asarray(p.recent_counts)[safe])
+        trend = p.knobs.trend_bonus * np.log1p(np.asarray(p.recent_counts))[safe]
         terms = trend if terms is None else terms + trend
     return terms
 

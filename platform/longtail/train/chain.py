@@ -29,7 +29,7 @@ from longtail.config import TrainConfig
 from longtail.data import read_manifest, read_split, read_table
 from longtail.data.encoded import SplitData, load_split_data
 from longtail.data.vectors import vectors_of
-from longtail.eval.evaluate import EvalResult, evaluate
+from longtail.eval.evaluate import EvalResult, eval_users, evaluate, history_parts, score_lists
 from longtail.eval.report import plot_alpha_sweep
 from longtail.model.factory import build_graph, build_ranker, build_retriever
 from longtail.model.graph import item_entity_matrix
@@ -43,7 +43,7 @@ from longtail.recommend.build import (
     trend_bonus_of,
 )
 from longtail.recommend.pipeline import Pipeline
-from longtail.recommend.recommender import PipelineRecommender, RetrieverRecommender
+from longtail.recommend.recommender import PipelineRecommender, RetrieverRecommender, pipeline_lists
 from longtail.train.embed import embed_catalog
 from longtail.train.finetune import finetune
 from longtail.train.fit import fit_models
@@ -153,15 +153,14 @@ def evaluate_pipeline(
 ) -> dict[str, dict[str, EvalResult]]:
     """Results by variant and part: ``hybrid`` (the config's re-rank and shelves), ``own_lists`` (the two
     stages without them) and ``retriever`` (the first stage's own lists)."""
-    variants = {
-        "hybrid": lambda: PipelineRecommender(pipe),
-        "own_lists": lambda: PipelineRecommender(own_lists(pipe)),
-        "retriever": lambda: RetrieverRecommender(pipe),
-    }
-    return {
-        name: {part: evaluate(make(), data, part, max_users=max_users) for part in parts}
-        for name, make in variants.items()
-    }
+    results: dict[str, dict[str, EvalResult]] = {"hybrid": {}, "own_lists": {}, "retriever": {}}
+    for part in parts:  # the hybrid and its own lists from one ranking pass
+        users = eval_users(data, part, max_users)
+        lists = pipeline_lists([pipe, own_lists(pipe)], data.histories(history_parts(part)).rows(users), 20)
+        for name, topk in zip(("hybrid", "own_lists"), lists, strict=True):
+            results[name][part] = score_lists("hybrid", topk, data, part, users)
+        results["retriever"][part] = evaluate(RetrieverRecommender(pipe), data, part, max_users=max_users)
+    return results
 
 
 def alpha_sweep(
@@ -362,7 +361,7 @@ def choose_popularity_terms(
             for g, d in points
         ]
         first = len(rows)
-        for (gamma, delta), valid in zip(points, variant_metrics(pipe, variants, data, users), strict=True):
+        for (gamma, delta), valid in zip(points, variant_metrics(variants, data, users), strict=True):
             rows.append(
                 {
                     "id_dropout": candidate.ranker.id_dropout,

@@ -44,7 +44,8 @@ from longtail.data.encoded import SplitData
 from longtail.data.splits import popularity_buckets
 from longtail.eval.metrics import compute_metrics
 from longtail.recommend.arrange import Shelves
-from longtail.recommend.pipeline import Batch, Pipeline, arrange_lists, rank, retrieve, score_knobs
+from longtail.recommend.pipeline import Pipeline
+from longtail.recommend.variants import variant_lists
 
 K = 20  # list length of the metrics the rule reads
 
@@ -84,36 +85,19 @@ def grid_metrics(
     """Valid metrics of every point's lists for ``users`` (history: train), one retrieve + rank per batch;
     the pipeline's score knobs (popularity adjustment, tail boost, exploration) stay on, only its shelves
     are replaced."""
-    return variant_metrics(
-        pipe, [pipe.with_knobs(shelves=p.shelves) for p in points], data, users, batch_users
-    )
+    return variant_metrics([pipe.with_knobs(shelves=p.shelves) for p in points], data, users, batch_users)
 
 
 def variant_metrics(
-    pipe: Pipeline, variants: list[Pipeline], data: SplitData, users: np.ndarray, batch_users: int = 256
+    variants: list[Pipeline], data: SplitData, users: np.ndarray, batch_users: int = 256
 ) -> list[dict[str, float]]:
-    """Valid metrics of the lists of each variant of ``pipe`` — the same models, index and retrieval, other
-    shelves or popularity terms — for ``users`` (history: train). Retrieval and the ranker's forward run
-    once per batch; each variant re-scores (its penalty) and arranges (its shelves) the same candidates."""
-    base = pipe.with_knobs(
-        shelves=Shelves(), popularity_penalty=0.0, trend_bonus=0.0, tail_boost=0.0, exploration=0.0
-    )
-    exposures = [np.zeros(pipe.n_items) for _ in variants]  # each variant's own evaluation pass
-    topk = np.full((len(variants), len(users), K), -1, dtype=np.int64)
-    histories = data.histories(("train",))
-    for start in range(0, len(users), batch_users):
-        rows = np.arange(start, min(start + batch_users, len(users)))
-        batch = Batch.of(histories.rows(users[rows]))
-        candidates = retrieve(base, batch, K)
-        scores, _, _ = rank(base, batch, candidates)
-        for j, variant in enumerate(variants):
-            adjusted = score_knobs(variant, candidates, scores)
-            columns = arrange_lists(variant, batch, candidates, adjusted, K, exposures[j])
-            items = np.take_along_axis(candidates, np.maximum(columns, 0), 1)
-            topk[j, rows] = np.where(columns >= 0, items, -1)
+    """Valid metrics of the lists of each variant of one pipeline — the same models, index and retrieval,
+    other shelves or popularity terms — for ``users`` (history: train): ``variant_lists``, one retrieval
+    and ranker forward per batch."""
+    topk = variant_lists(variants, data.histories(("train",)).rows(users), K, batch_users)
     targets = data.histories(("valid",)).to_csr(data.n_items)[users]
     buckets = popularity_buckets(data.train_counts())
-    return [compute_metrics(topk[j], targets, buckets) for j in range(len(variants))]
+    return [compute_metrics(lists, targets, buckets) for lists in topk]
 
 
 def choose(
