@@ -39,6 +39,10 @@ def cell(value: Any) -> str:
     return str(value)
 
 
+def seconds(value: float | None) -> str:
+    return "–" if value is None else f"{value:,.1f}"
+
+
 def eval_table(report: dict, metrics: tuple[str, ...] = METRICS) -> str:
     """A `longtail eval` JSON as a Markdown table: one row per model."""
     lines = ["| model | " + " | ".join(metrics) + " |", "|---|" + "---:|" * len(metrics)]
@@ -230,7 +234,7 @@ def train_time_section(timing: dict) -> str:
                 f"| {name} | {run['interactions']:,} | {run['items']:,} | {label} "
                 f"({got.get('code', timing.get('code', ''))}) | {got['minutes_per_100k']:.2f} | "
                 f"{got['wall_s']:,.0f} | "
-                + " | ".join(cell(got.get("stage_seconds", {}).get(k)) for k in stages)
+                + " | ".join(seconds(got.get("stage_seconds", {}).get(k)) for k in stages)
                 + f" | {got.get('epochs', '–')} | {dropout} | "
                 f"{cell(got['test'].get('ndcg@10'))} | {cell(got['test'].get('tail_recall@20'))} | "
                 f"{cell(got['own_test'].get('tail_recall@20'))} |"
@@ -238,9 +242,12 @@ def train_time_section(timing: dict) -> str:
     return (
         "## Training time (`python -m benchmarks.train_time`)\n\n"
         f"`{timing['command']}` with the built-in defaults on {timing['machine']}, each run from an empty "
-        'stage cache (the encoder copied and the catalog embedded included). "before" rows are the '
-        "manifests of bundles the previous code trained on the same prepared data (their train seconds; "
-        "stage times were not recorded then).\n\n" + "\n".join(rows) + "\n"
+        'stage cache (the encoder copied and the catalog embedded included). "before" rows are earlier '
+        "commits on the same prepared data: this benchmark's runs, or the manifests of their bundles (train "
+        "seconds; no stage times). Rows of different commits ran at different hours of a shared machine: "
+        "where a commit left a stage's code alone, its seconds show how much the machine's speed moved, so "
+        "compare the stages a commit changed. A commit that changes no choice trains the same bundle: the "
+        "figures on the right repeat.\n\n" + "\n".join(rows) + "\n"
     )
 
 
