@@ -10,7 +10,8 @@ figures the run chose on valid, so a faster default can be checked for what it c
 ``--before``: bundles an earlier commit (``--before-code``) trained on the same data with the defaults, in
 the order of ``--data``: their train seconds and figures are recorded beside the new run's.
 ``--previous``: this script's JSON from an earlier commit: its runs (and their "before" rows) of the same
-datasets become "before" rows of the new ones, oldest first.
+datasets become "before" rows of the new ones, oldest first. ``--add``: keep the runs of other datasets
+already in ``--out`` (each row says which commit ran it).
 Writes the JSON that ``python -m harness.docs`` turns into the "Training time" section of docs/results.md.
 """
 
@@ -90,6 +91,7 @@ def main() -> None:
     parser.add_argument("--before", type=Path, action="append", default=[], help="an earlier bundle")
     parser.add_argument("--before-code", default="earlier", help="the commit that trained --before")
     parser.add_argument("--previous", type=Path, help="this script's JSON from an earlier commit")
+    parser.add_argument("--add", action="store_true", help="keep --out's runs of other datasets")
     parser.add_argument("--work", type=Path, default=Path("/tmp/longtail-train-time"))
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "train-time.json")
     args = parser.parse_args()
@@ -108,7 +110,15 @@ def main() -> None:
             f"{run['dataset']}: {run['wall_s']:.0f} s for {run['interactions']:,} interactions = "
             f"{run['minutes_per_100k']:.2f} min per 100k ({run['stage_seconds']})"
         )
-    result = {"command": "longtail train --data DATA", "machine": machine(), "code": commit(), "runs": runs}
+    code = commit()
+    for run in runs:
+        run["code"] = code
+    if args.add and args.out.is_file():
+        kept = json.loads(args.out.read_text())
+        ours = {run["dataset"] for run in runs}
+        others = [{"code": kept["code"], **r} for r in kept["runs"] if r["dataset"] not in ours]
+        runs = [*others, *runs]
+    result = {"command": "longtail train --data DATA", "machine": machine(), "code": code, "runs": runs}
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
 

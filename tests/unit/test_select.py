@@ -349,3 +349,26 @@ def test_the_default_rules_trade_a_few_percent_of_ndcg_and_the_least_spreading_f
     assert points[old[choose([points[j] for j in old], [metrics[j] for j in old], *args)]] == ShelfPoint(
         0.4, 0.1, 0.5
     )
+
+
+def test_one_ranking_pass_gives_each_variant_the_lists_it_gets_alone(tiny_bundle):
+    """``pipeline_lists`` (how ``longtail train`` evaluates the hybrid and its own lists): each variant's
+    lists equal its own ``PipelineRecommender`` pass — shelves with exposure damping included; variants
+    that rank differently are refused."""
+    from longtail.eval.evaluate import eval_users, history_parts
+    from longtail.recommend.arrange import Shelves
+    from longtail.recommend.recommender import pipeline_lists
+
+    pipe = load_pipeline(read_bundle(tiny_bundle)).with_knobs(
+        shelves=Shelves(0.4, 0.2, 5.0), tail_boost=0.2, popularity_penalty=0.1
+    )
+    data = clustered_split()
+    users = eval_users(data, "test")
+    histories = data.histories(history_parts("test")).rows(users)
+    variants = [own_lists(pipe), pipe, pipe.with_knobs(shelves=Shelves(0.4, 0.0, 0.0))]  # damped second
+    lists = pipeline_lists(variants, histories, 5)  # 5 of a 20-item catalog: the shelves choose
+    for variant, got in zip(variants, lists, strict=True):
+        assert got.tolist() == PipelineRecommender(variant).recommend(users, histories, 5).tolist()
+    assert lists[0].tolist() != lists[1].tolist()
+    with pytest.raises(ValueError, match="α and β"):
+        pipeline_lists([pipe, pipe.with_knobs(alpha=0.5)], histories, 20)
