@@ -40,7 +40,7 @@ def tiny_config(encoder_dir, storage, **finetune) -> TrainConfig:
     )
 
 
-@pytest.mark.parametrize("stage", [0, 1, 2])
+@pytest.mark.parametrize("stage", [0, 2])  # stage 1: the killed-worker test below
 def test_zero_stages_train_and_write_a_consolidated_encoder(ray_cluster, tiny_encoder, tmp_path, stage):
     data = clustered_split()
     cfg = tiny_config(tiny_encoder, tmp_path / "runs", zero_stage=stage)
@@ -70,6 +70,9 @@ def test_killed_worker_resumes_from_the_last_checkpoint(ray_cluster, tiny_encode
     assert result.metrics["resumed_from"] in (2, 4)
     assert result.metrics["micro_step"] == 8  # and finished the run instead of starting over
     assert (tmp_path / "encoder" / "model.safetensors").is_file()
+    before = load_encoder(str(tiny_encoder)).backbone.state_dict()
+    after = load_encoder(str(tmp_path / "encoder")).backbone.state_dict()  # ZeRO-1, consolidated
+    assert any(not np.allclose(before[k].numpy(), after[k].numpy()) for k in before)
 
 
 def test_ray_data_embedding_equals_single_process(ray_cluster, tiny_encoder, tmp_path):
