@@ -3,7 +3,9 @@ knobs or popularity terms — from one retrieve and one ranker forward per batch
 
 Each variant's lists equal what ``recommend`` gives it over the same users in the same batches (its own
 shelf exposure, counted from zero over the pass). Variants that differ only in their shelves share their
-re-scored candidates (the score knobs run once per batch unless exploration draws noise).
+re-scored candidates (the score knobs run once per batch unless exploration draws noise). Exploration
+draws from the pipelines' shared generator batch by batch, so where several variants explore, their noise
+differs from that of separate passes.
 """
 
 from __future__ import annotations
