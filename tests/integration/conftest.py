@@ -1,4 +1,6 @@
-"""A real local Ray cluster per test module, shut down when the module ends."""
+"""A real local Ray cluster per test module, shut down when the module ends; ``ray_env``: the environment
+of a console-script subprocess that joins it (``RAY_ADDRESS``, as inside ``ray job submit``) rather than
+start a cluster of its own."""
 
 from __future__ import annotations
 
@@ -17,3 +19,8 @@ def ray_cluster():
         yield ray
     finally:
         ray.shutdown()
+
+
+@pytest.fixture
+def ray_env(ray_cluster) -> dict[str, str]:
+    return {**os.environ, "RAY_ADDRESS": ray_cluster.get_runtime_context().gcs_address}

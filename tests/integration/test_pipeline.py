@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def test_tiny_pipeline_trains_caches_and_evaluates(ray_cluster, tiny_encoder, tmp_path):
+def test_tiny_pipeline_trains_caches_and_evaluates(ray_env, tiny_encoder, tmp_path):
     data_dir = write_clustered_dataset(tmp_path / "data")
     overrides = [
         f"encoder.name={tiny_encoder}",
@@ -58,8 +59,9 @@ def test_tiny_pipeline_trains_caches_and_evaluates(ray_cluster, tiny_encoder, tm
     first = evaluate(RetrieverRecommender(pipe), data, "test").metrics
     assert first == pytest.approx(metrics["retriever"]["test"], abs=1e-6, nan_ok=True)
     assert (tmp_path / "bundle-alpha-sweep.png").read_bytes()[:4] == b"\x89PNG"
-    # a second run with the same inputs, through the console script, reuses every upstream stage and fits
-    # ID dropout 0 and 0.3 for the first of the two epochs (select.fit_rung 0.5), chooses one on valid and
+    # a second run with the same inputs, through the console script (joining this module's cluster), reuses
+    # every upstream stage and fits ID dropout 0 and 0.3 for the first of the two epochs (select.fit_rung
+    # 0.5) in one Ray Train run (the same worker trains both, one after the other), chooses one on valid and
     # continues only that one to epoch 2 (ID dropout 0 to epoch 2 is the first run's fit: reused); it
     # chooses γ and δ again on the continued fit and the shelves on valid (the defaults), and the bundle
     # serves what it chose
@@ -81,9 +83,15 @@ def test_tiny_pipeline_trains_caches_and_evaluates(ray_cluster, tiny_encoder, tm
         capture_output=True,
         text=True,
         timeout=600,
+        env=ray_env,
     )
     assert again.returncode == 0, again.stderr[-2000:]
     assert again.stderr.count("fit: epochs 1-1 of id_dropout") == 2, again.stderr[-2000:]
+    workers = {  # the rank-0 worker that trained each rung fit
+        value: re.search(rf"pid=(\d+)\)\S* \[fit\] id_dropout {value} epoch 1/1", again.stderr).group(1)
+        for value in ("0", "0.3")
+    }
+    assert workers["0"] == workers["0.3"], again.stderr[-2000:]
     assert "ndcg@10" in again.stdout and "select: shelves" in again.stderr
     second = read_bundle(tmp_path / "bundle2")
     fits = second.manifest.metrics["selection"]["fit"]
@@ -156,6 +164,7 @@ def test_tiny_pipeline_trains_caches_and_evaluates(ray_cluster, tiny_encoder, tm
         check=True,
         capture_output=True,
         timeout=300,
+        env=ray_env,
     )
     results = json.loads(report.read_text())["results"]
     assert [r["model"] for r in results] == [
@@ -195,6 +204,7 @@ def test_tiny_pipeline_trains_caches_and_evaluates(ray_cluster, tiny_encoder, tm
             capture_output=True,
             text=True,
             timeout=600,
+            env=ray_env,
         )
         assert done.returncode == 0, done.stderr[-2000:]
         lists[mode] = {row["user_id"]: row["items"] for row in map(json.loads, recs.read_text().splitlines())}

@@ -62,3 +62,11 @@ def test_an_incomplete_end_reads_as_none_and_epoch_draws_depend_on_the_epoch_onl
     draw = [torch.randperm(100, generator=epoch_generator(0, 0, e)) for e in (3, 3, 4)]
     assert torch.equal(draw[0], draw[1]) and not torch.equal(draw[0], draw[2])
     assert not torch.equal(draw[0], torch.randperm(100, generator=epoch_generator(0, 1, 3)))  # per rank
+
+
+def test_a_fit_is_finished_when_it_trained_every_epoch_or_stopped_early():
+    def end(epoch: int, stopped: bool) -> FitEnd:
+        return FitEnd({}, {}, {}, {"epoch": epoch, "best": 0.1, "bad": 0, "history": [], "stopped": stopped})
+
+    assert end(3, False).finished(3) and end(2, True).finished(3)
+    assert not end(2, False).finished(3) and not end(3, False).finished(6)  # a rung fit continued to 6

@@ -46,7 +46,7 @@ from longtail.recommend.pipeline import Pipeline
 from longtail.recommend.recommender import PipelineRecommender, RetrieverRecommender, pipeline_lists
 from longtail.train.embed import embed_catalog
 from longtail.train.finetune import finetune
-from longtail.train.fit import fit_models
+from longtail.train.fit import FitInputs, FitRun, FitSpec, examples_per_epoch, fit_many
 from longtail.train.fit_state import FitEnd, read_end, write_end
 from longtail.train.select import (
     FIT_KEYS,
@@ -261,38 +261,64 @@ def fit_stage(
     """Both stages' weights, the fit's per-epoch history and its end (to continue it; None for a cached fit
     without one), reused when this config's fit exists. ``start``: a shorter fit's end to continue up to
     ``ranker.epochs``."""
-    key = digest(
-        stages.key, fitted_ranker_knobs(config), config.retriever, candidate_knobs(config), config.events
-    )
-    paths = {name: stages.work / f"{name}-{key}.safetensors" for name in ("retriever", "ranker")}
-    history_path, end_dir = stages.work / f"fit-{key}.json", stages.work / f"end-{key}"
-    if all(path.is_file() for path in paths.values()):
-        log(f"fit: reusing {paths['ranker']}")
-    else:
+    [fitted] = fit_stages([config], stages, log, [start])
+    return fitted
+
+
+def fit_stages(
+    configs: list[TrainConfig],
+    stages: Stages,
+    log: Log = print,
+    starts: list[FitEnd | None] | None = None,
+) -> list[tuple[dict[str, dict], list[dict], FitEnd | None]]:
+    """``fit_stage`` of each config; the fits not in the stage cache train in one Ray Train run, one after
+    the other (one worker-group start-up for all of them)."""
+    starts = starts or [None] * len(configs)
+    keys = [
+        digest(stages.key, fitted_ranker_knobs(c), c.retriever, candidate_knobs(c), c.events) for c in configs
+    ]
+    paths = [
+        {name: stages.work / f"{name}-{key}.safetensors" for name in ("retriever", "ranker")} for key in keys
+    ]
+    todo = []
+    for index, (candidate, start, path) in enumerate(zip(configs, starts, paths, strict=True)):
+        if all(file.is_file() for file in path.values()):
+            log(f"fit: reusing {path['ranker']}")
+            continue
         first = 1 if start is None else start.state["epoch"] + 1
-        log(
-            f"fit: epochs {first}-{config.ranker.epochs} of id_dropout {config.ranker.id_dropout:g} "
-            "(retriever + ranker)"
-        )
-        result = fit_models(
-            stages.data,
-            stages.vectors,
-            stages.graph,
-            config.ranker,
-            config.retriever,
+        ranker = candidate.ranker
+        log(f"fit: epochs {first}-{ranker.epochs} of id_dropout {ranker.id_dropout:g} (retriever + ranker)")
+        todo.append(index)
+    if todo:
+        config = configs[todo[0]]  # the fits of one job share the data, retrieval, events and resources
+        run = f"fit-{keys[todo[0]] if len(todo) == 1 else digest(*(keys[i] for i in todo))}"
+        results = fit_many(
+            FitInputs(stages.data, stages.vectors, stages.graph),
+            [
+                FitSpec(
+                    ranker=configs[i].ranker,
+                    retriever=configs[i].retriever,
+                    examples_per_epoch=examples_per_epoch(stages.data, configs[i].ranker),
+                )
+                for i in todo
+            ],
             config.retrieval,
             config.resources,
-            run_name=f"fit-{key}",
-            events=config.events,
-            start=start,
+            FitRun(run, events=config.events, starts=[starts[i] for i in todo]),
         )
-        write_end(result.end, end_dir)
-        save_file(result.retriever_state, str(paths["retriever"]))
-        save_file(result.ranker_state, str(paths["ranker"]))
-        history_path.write_text(json.dumps(result.history))
-        forget_run(config.resources.storage_path, f"fit-{key}")
-    history = json.loads(history_path.read_text()) if history_path.is_file() else []
-    return {name: load_file(str(path)) for name, path in paths.items()}, history, read_end(end_dir)
+        for index, result in zip(todo, results, strict=True):
+            write_end(result.end, stages.work / f"end-{keys[index]}")
+            save_file(result.retriever_state, str(paths[index]["retriever"]))
+            save_file(result.ranker_state, str(paths[index]["ranker"]))
+            (stages.work / f"fit-{keys[index]}.json").write_text(json.dumps(result.history))
+        forget_run(config.resources.storage_path, run)
+    fitted = []
+    for key, path in zip(keys, paths, strict=True):
+        history_path = stages.work / f"fit-{key}.json"
+        history = json.loads(history_path.read_text()) if history_path.is_file() else []
+        states = {name: load_file(str(file)) for name, file in path.items()}
+        fitted.append((states, history, read_end(stages.work / f"end-{key}")))
+    return fitted
 
 
 def choose_fit(
@@ -305,10 +331,12 @@ def choose_fit(
     (``metrics.selection.fit``; ``rung``: the choice among the shorter fits)."""
     select, epochs = config.select, config.ranker.epochs
     rung = rung_epochs(config)
+    values = select.id_dropout if select.id_dropout is not None else [None]
+    candidates = [with_epochs(config if v is None else with_id_dropout(config, v), rung) for v in values]
     fits, weights, ends = [], [], []
-    for value in select.id_dropout if select.id_dropout is not None else [None]:
-        candidate = with_epochs(config if value is None else with_id_dropout(config, value), rung)
-        states, history, end = fit_stage(candidate, stages, log)
+    for candidate, (states, history, end) in zip(
+        candidates, fit_stages(candidates, stages, log), strict=True
+    ):
         fits.append((candidate, _pipeline_of(candidate, stages, states), history))
         weights.append(states)
         ends.append(end)

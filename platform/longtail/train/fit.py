@@ -7,9 +7,10 @@ users, or a seeded sample of ``ranker.valid_users``) after every epoch, keeps th
 ndcg@10 (the retriever's own lists are recorded beside it) and decides early stopping, which it
 broadcasts. Checkpoints each epoch (weights, Adam's moments, the early-stopping state) let a restarted
 worker group continue, and a finished fit's end state lets a longer fit continue it (``FitResult.end``,
-``fit_models(start=...)``: ``longtail train`` fits every ID-dropout value for part of the epochs, then
-only the chosen one on). Each epoch draws its examples from a generator seeded by the epoch, so a
-continued fit sees the examples an uninterrupted one would.
+``FitSpec.start``: ``longtail train`` fits every ID-dropout value for part of the epochs, then only the
+chosen one on). One worker group trains a job's fits one after the other (``fit_many``: the ID-dropout
+values' shorter fits pay for one worker-group start-up, not one each). Each epoch draws its examples from a
+generator seeded by the epoch, so a continued fit sees the examples an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -56,18 +57,26 @@ from longtail.train.fit_state import (
 )
 
 
-class FitJob(BaseModel):
-    """Everything a fit worker reads: the ranker config and an object-store reference to the arrays."""
+class FitSpec(BaseModel):
+    """One fit of a job: both stages' configs, its examples per epoch and, to continue a shorter fit of the
+    same configuration up to ``ranker.epochs``, that fit's end (an ObjectRef of a ``FitEnd``) or None."""
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
     ranker: RankerConfig
     retriever: RetrieverConfig
+    examples_per_epoch: int
+    start: Any = None
+
+
+class FitJob(BaseModel):
+    """Everything a fit worker reads: the fits to train in turn, an object-store reference to the arrays."""
+
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    fits: list[FitSpec]
     retrieval: RetrievalConfig
     events: EventsConfig = EventsConfig()
     inputs: Any  # ObjectRef of (SplitData, vectors, graph)
     threads: int
-    examples_per_epoch: int
-    start: Any = None  # ObjectRef of a FitEnd to continue from, or None
 
 
 @dataclass
@@ -100,23 +109,49 @@ def _cpu_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def fit_loop(config: dict[str, Any]) -> None:
-    """Ray Train worker entry point."""
+    """Ray Train worker entry point: the job's fits in turn, each skipped when the checkpoint a restarted
+    worker group resumes from holds it finished."""
     job = FitJob.model_validate(config)
-    cfg = job.ranker
     torch.set_num_threads(job.threads)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     print(f"[fit] worker {rank}/{world} on node {ray.get_runtime_context().get_node_id()}", flush=True)
-    data, vectors, graph = ray.get(job.inputs)
+    inputs = ray.get(job.inputs)
+    ends: dict[int, FitEnd] = {}
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:  # a restarted worker group: this run's last epoch
+        with checkpoint.as_directory() as ckpt:
+            ends = {i: end for i in range(len(job.fits)) if (end := read_end(Path(ckpt) / _fit_dir(i)))}
+    for index, spec in enumerate(job.fits):
+        start = ends.get(index)
+        if start is not None and start.finished(spec.ranker.epochs):
+            continue
+        if start is None and spec.start is not None:  # a longer fit continuing a finished one
+            start = ray.get(spec.start)
+        ends[index] = _fit_one(spec, job, inputs, start, lambda end, i=index: {**ends, i: end})
+
+
+def _fit_one(
+    spec: FitSpec,
+    job: FitJob,
+    inputs: tuple[SplitData, np.ndarray, sparse.csr_matrix],
+    start: FitEnd | None,
+    checkpoint_of: Any,
+) -> FitEnd:
+    """One fit from ``start`` (or from scratch) up to ``spec.ranker.epochs``; ``checkpoint_of(end)``: every
+    fit's end to checkpoint after an epoch (the finished fits' and this one's). Returns where it ended."""
+    cfg = spec.ranker
+    rank, world = ray.train.get_context().get_world_rank(), ray.train.get_context().get_world_size()
+    data, vectors, graph = inputs
     counts = data.train_counts()
     ranker = build_ranker(cfg, vectors, graph, counts)
-    retriever = build_retriever(job.retriever, cfg.max_history, vectors, graph, counts, cfg.seed)
+    retriever = build_retriever(spec.retriever, cfg.max_history, vectors, graph, counts, cfg.seed)
     train = data.histories(("train",))
     prefixes, targets = next_item_examples(train, cfg.max_history, data.n_items)
     strengths, weights = example_strengths(train, cfg.max_history, job.events)
     mine = np.arange(rank, len(targets), world)
     share = np.bincount(targets[mine], minlength=data.n_items) / max(len(mine), 1)
-    loss = LossSpec(cfg.popularity_correction, cfg.temperature, {"retriever": job.retriever.loss_weight})
+    loss = LossSpec(cfg.popularity_correction, cfg.temperature, {"retriever": spec.retriever.loss_weight})
     objective = NextItemObjective(
         {"retriever": retriever, "ranker": ranker},
         loss,
@@ -125,12 +160,6 @@ def fit_loop(config: dict[str, Any]) -> None:
     )
     state: dict[str, Any] = {"epoch": 0, "best": -1.0, "bad": 0, "history": []}
     best, adam = _cpu_state(objective), None
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:  # a restarted worker group: this run's last epoch
-        with checkpoint.as_directory() as ckpt:
-            start = read_end(Path(ckpt))
-    else:  # a longer fit continuing a finished one, or None
-        start = None if job.start is None else ray.get(job.start)
     if start is not None:
         objective.load_state_dict(start.current)
         best, adam, state = start.best, start.optimizer, dict(start.state)
@@ -146,7 +175,7 @@ def fit_loop(config: dict[str, Any]) -> None:
     optimizer = torch.optim.Adam(ddp.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if adam:
         load_optimizer_tensors(optimizer, adam)
-    per_worker = max(1, job.examples_per_epoch // world)
+    per_worker = max(1, spec.examples_per_epoch // world)
     validation = job.retrieval.model_copy(update={"index": "exact"})  # no ANN build per epoch
     for epoch in range(state["epoch"], cfg.epochs):
         generator = epoch_generator(cfg.seed, rank, epoch)
@@ -192,8 +221,8 @@ def fit_loop(config: dict[str, Any]) -> None:
                 state["bad"] += 1
             stop[0] = float(state["bad"] >= cfg.patience)
             print(
-                f"[fit] epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f} valid ndcg@10 "
-                f"{result.metrics['ndcg@10']:.4f} "
+                f"[fit] id_dropout {cfg.id_dropout:g} epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f} valid "
+                f"ndcg@10 {result.metrics['ndcg@10']:.4f} "
                 f"(retriever alone {first.metrics['ndcg@10']:.4f}; best {state['best']:.4f}; "
                 f"train {trained - started:.0f} s, valid {time.monotonic() - trained:.0f} s)",
                 flush=True,
@@ -201,9 +230,11 @@ def fit_loop(config: dict[str, Any]) -> None:
         dist.broadcast(stop, src=0)
         state["epoch"], state["stopped"] = epoch + 1, bool(stop.item())
         state["history"].append(metrics)
-        _report(rank, core, best, optimizer, state, metrics)
+        end = FitEnd(_cpu_state(core), best, optimizer_tensors(optimizer), state) if rank == 0 else None
+        _report(end, checkpoint_of, metrics)
         if stop.item():
             break
+    return FitEnd(_cpu_state(core), best, optimizer_tensors(optimizer), state)
 
 
 def example_strengths(
@@ -222,19 +253,18 @@ def _take(values: torch.Tensor | None, pick: torch.Tensor) -> torch.Tensor | Non
     return None if values is None else values[pick]
 
 
-def _report(
-    rank: int,
-    model: torch.nn.Module,
-    best: dict[str, torch.Tensor],
-    optimizer: torch.optim.Optimizer,
-    state: dict,
-    metrics: dict,
-) -> None:
-    if rank != 0:
+def _fit_dir(index: int) -> str:
+    return f"fit-{index}"
+
+
+def _report(end: FitEnd | None, checkpoint_of: Any, metrics: dict) -> None:
+    """Rank 0 (``end`` given) checkpoints every fit's end; the other ranks report the metrics alone."""
+    if end is None:
         ray.train.report(metrics)
         return
     with tempfile.TemporaryDirectory() as tmp:
-        write_end(FitEnd(_cpu_state(model), best, optimizer_tensors(optimizer), state), Path(tmp))
+        for index, fit_end in checkpoint_of(end).items():
+            write_end(fit_end, Path(tmp) / _fit_dir(index))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
 
 
@@ -254,18 +284,63 @@ def fit_models(
     """Train retriever and ranker on ``data.train`` with early stopping on ``data.valid``; best weights
     back. ``start``: the end of a fit of the same configuration with fewer epochs, continued up to
     ``ranker.epochs``."""
+    [result] = fit_many(
+        FitInputs(data, vectors, graph),
+        [FitSpec(ranker=ranker, retriever=retriever, examples_per_epoch=examples_per_epoch(data, ranker))],
+        retrieval,
+        resources,
+        FitRun(run_name, callbacks, events, [start]),
+    )
+    return result
+
+
+@dataclass(frozen=True)
+class FitInputs:
+    """The arrays every fit reads: the split, the item text vectors (n, d) and the item graph (n, n)."""
+
+    data: SplitData
+    vectors: np.ndarray
+    graph: sparse.csr_matrix
+
+
+@dataclass(frozen=True)
+class FitRun:
+    """How a job runs: its Ray Train run name, callbacks, the events' use, and per fit a shorter fit's end
+    to continue (None: from scratch)."""
+
+    name: str = "fit"
+    callbacks: list | None = None
+    events: EventsConfig | None = None  # None: the defaults
+    starts: list[FitEnd | None] | None = None
+
+
+def examples_per_epoch(data: SplitData, ranker: RankerConfig) -> int:
+    """``ranker.examples_per_epoch``, or ``default_examples_per_epoch`` of the split's next-item examples."""
     n_examples = int(np.maximum(data.histories(("train",)).lengths() - 1, 0).sum())
     if n_examples == 0:
         raise ValueError("no next-item examples: every train history has fewer than two items")
+    return ranker.examples_per_epoch or default_examples_per_epoch(n_examples)
+
+
+def fit_many(
+    inputs: FitInputs,
+    fits: list[FitSpec],
+    retrieval: RetrievalConfig,
+    resources: ResourcesConfig,
+    run: FitRun,
+) -> list[FitResult]:
+    """Every fit of ``fits`` in one Ray Train run (one worker-group start-up), one after the other; their
+    results in order. ``run.starts`` puts each fit's ``start`` (a shorter fit's end) in the object store."""
+    starts = run.starts or [None] * len(fits)
     job = FitJob(
-        ranker=ranker,
-        retriever=retriever,
+        fits=[
+            spec.model_copy(update={"start": None if end is None else ray.put(end)})
+            for spec, end in zip(fits, starts, strict=True)
+        ],
         retrieval=retrieval,
-        events=events or EventsConfig(),
-        inputs=ray.put((data, vectors, graph)),
+        events=run.events or EventsConfig(),
+        inputs=ray.put((inputs.data, inputs.vectors, inputs.graph)),
         threads=max(1, math.floor(resources.cpus_per_worker)),
-        examples_per_epoch=ranker.examples_per_epoch or default_examples_per_epoch(n_examples),
-        start=None if start is None else ray.put(start),
     )
     trainer = TorchTrainer(
         fit_loop,
@@ -276,11 +351,11 @@ def fit_models(
             resources_per_worker={"CPU": resources.cpus_per_worker},
         ),
         run_config=RunConfig(
-            name=run_name,
+            name=run.name,
             storage_path=resources.storage_path,
             failure_config=FailureConfig(max_failures=resources.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=1),
-            callbacks=callbacks,
+            callbacks=run.callbacks,
         ),
         torch_config=TorchConfig(backend="nccl" if resources.use_gpu else "gloo"),
     )
@@ -288,7 +363,12 @@ def fit_models(
     if result.error is not None:
         raise result.error
     with result.checkpoint.as_directory() as ckpt:
-        end = read_end(Path(ckpt))
-    if end is None:
-        raise RuntimeError(f"the fit's last checkpoint {result.checkpoint.path} holds no complete fit state")
-    return FitResult(*split_state(end.best), end.state["history"], end)
+        ends = [read_end(Path(ckpt) / _fit_dir(i)) for i in range(len(fits))]
+    results = []
+    for index, end in enumerate(ends):
+        if end is None:
+            raise RuntimeError(
+                f"the fit's last checkpoint {result.checkpoint.path} holds no complete state of fit {index}"
+            )
+        results.append(FitResult(*split_state(end.best), end.state["history"], end))
+    return results

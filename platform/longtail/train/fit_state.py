@@ -34,6 +34,11 @@ class FitEnd:
         """True when early stopping ended the fit (continuing it would stop at once)."""
         return bool(self.state.get("stopped", False))
 
+    def finished(self, epochs: int) -> bool:
+        """True when a fit of ``epochs`` epochs has nothing left to train from here (a restarted worker
+        group skips it): early stopping ended it, or it trained every epoch."""
+        return self.stopped or int(self.state["epoch"]) >= epochs
+
 
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
     """An optimizer's per-parameter state as flat ``"{param index}.{name}"`` tensors (safetensors-ready)."""
