@@ -105,7 +105,7 @@ test: install postgres prometheus check
 
 # The inner loop: every test not marked `integration` (no Ray cluster, no Serve app), under 2 minutes.
 test-fast: install postgres prometheus check
-	$(BIN)/python -m pytest -q -m "not integration and not network" tests
+	$(BIN)/python -m pytest -q -m "not integration and not network" tests/unit tests/e2e  # tests/integration: all integration
 
 # Security: bandit over the package (offline) and pip-audit of the installed environment (needs the
 # vulnerability services on the internet). Accepted findings carry a `# nosec` with the reason.

@@ -379,13 +379,14 @@ def tune_cmd(
     from longtail.console import out as stdout
     from longtail.train.cluster import connect
     from longtail.tune.space import load_space
-    from longtail.tune.sweep import run_sweep
+    from longtail.tune.sweep import check_sweep, run_sweep
     from longtail.tune.trials import Objective, markdown_table
 
     params = load_space(space)
     base = load_config(TrainConfig, config, overrides)
     goal = Objective.parse(objective)
     require_dataset(data)
+    check_sweep(out, resume, cpus_per_trial)  # before Ray starts: a refused sweep returns at once
     connect()
     callbacks, uri, experiment = [], None, f"longtail-tune-{out.resolve().name}"
     if mlflow:
@@ -447,18 +448,19 @@ def eval_cmd(
     ] = None,
 ) -> None:
     """Evaluate models on a split with full ranking; write JSON, Markdown and a PNG plot."""
-    from longtail.api import evaluate
-    from longtail.console import metric_table, progress_tasks
-    from longtail.console import out as stdout
-    from longtail.data import read_manifest
-    from longtail.eval.report import write_report
-    from longtail.model.factory import BASELINE_NAMES
+    from longtail.config import BASELINE_NAMES
 
     names = model or ([] if bundle or keep_seen else ["mostpop"])
     unknown = [n for n in names if n not in BASELINE_NAMES]
     if unknown:
         raise ConfigError(f"--model {unknown[0]!r}: expected one of {', '.join(BASELINE_NAMES)}")
-    require_dataset(data)
+    require_dataset(data)  # both checks before the heavy imports: a mistyped command fails at once
+    from longtail.api import evaluate
+    from longtail.console import metric_table, progress_tasks
+    from longtail.console import out as stdout
+    from longtail.data import read_manifest
+    from longtail.eval.report import write_report
+
     data, _ = without_forgotten(data, forget, out.parent)
     with progress_tasks() as start:
         report = evaluate(

@@ -46,6 +46,9 @@ class BPRConfig(StrictModel):
     seed: int = Field(0, description="initialisation and sampling seed")
 
 
+BASELINE_NAMES = ("mostpop", "itemknn", "bpr")  # the baselines `--model` names (BaselinesConfig's fields)
+
+
 class BaselinesConfig(StrictModel):
     """Knobs of the baseline recommenders, by name."""
 

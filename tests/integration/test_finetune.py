@@ -53,10 +53,6 @@ def test_zero_stages_train_and_write_a_consolidated_encoder(ray_cluster, tiny_en
     after = load_encoder(str(tmp_path / "encoder")).backbone.state_dict()
     changed = [k for k in before if not np.allclose(before[k].numpy(), after[k].numpy())]
     assert changed, "fine-tuning did not change any weight"
-    if stage == 0:  # the same run again is restored from its finished checkpoint: same weights, no training
-        finetune(data, cfg, tmp_path / "again", run_name=f"zero{stage}")
-        again = load_encoder(str(tmp_path / "again")).backbone.state_dict()
-        assert all(np.allclose(after[k].numpy(), again[k].numpy()) for k in after)
 
 
 def test_killed_worker_resumes_from_the_last_checkpoint(ray_cluster, tiny_encoder, tmp_path):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from longtail.config import BaselinesConfig
+from longtail.config import BASELINE_NAMES, BaselinesConfig
 from longtail.data.encoded import Histories, Interactions
 from longtail.eval.evaluate import evaluate
 from longtail.model.base import Recommender
-from longtail.model.factory import BASELINE_NAMES, build_baseline
+from longtail.model.factory import build_baseline
 from tests.conftest import clustered_split
 
 

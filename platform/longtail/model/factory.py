@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from scipy import sparse
 
-from longtail.config import BaselinesConfig, GraphConfig, RankerConfig, RetrieverConfig
+from longtail.config import BASELINE_NAMES, BaselinesConfig, GraphConfig, RankerConfig, RetrieverConfig
 from longtail.data.encoded import Histories
 from longtail.model.base import Recommender
 from longtail.model.baselines import BPRMF, EpochCallback, ItemKNN, MostPop
@@ -14,8 +14,6 @@ from longtail.model.gates import Popularity
 from longtail.model.graph import combine, cooccurrence, kg_neighbours, text_knn
 from longtail.model.hybrid import HybridRanker, RankerSpec
 from longtail.model.retriever import FactorizedRetriever, RetrieverSpec
-
-BASELINE_NAMES = ("mostpop", "itemknn", "bpr")
 
 
 def build_baseline(name: str, config: BaselinesConfig, on_epoch: EpochCallback | None = None) -> Recommender:

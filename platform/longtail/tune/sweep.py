@@ -145,6 +145,20 @@ def run_trial(params: dict[str, Any], job: SweepJob) -> None:
     tune.report(report)
 
 
+def check_sweep(out: Path, resume: bool, cpus_per_trial: float) -> None:
+    """A ``ConfigError`` for a sweep that cannot start: a sweep already in ``out`` without ``resume``, none to
+    resume, or ``cpus_per_trial`` that leaves a trial's workers nothing (the CLI checks before Ray starts)."""
+    experiment = Path(out).resolve() / "experiment"
+    if experiment.exists() and not resume:
+        raise ConfigError(
+            f"{out}: a sweep already exists there; pass --resume to continue it or choose another --out"
+        )
+    if resume and not experiment.exists():
+        raise ConfigError(f"{out}: no sweep to resume (no {experiment})")
+    if cpus_per_trial <= DRIVER_CPUS:
+        raise ConfigError(f"--cpus-per-trial must be more than {DRIVER_CPUS}, got {cpus_per_trial}")
+
+
 def run_sweep(
     params: list[Param],
     base: TrainConfig,
@@ -168,20 +182,12 @@ def run_sweep(
     from ray.tune.search.optuna import OptunaSearch
 
     out = Path(out).resolve()
-    experiment = out / "experiment"
+    check_sweep(out, resume, cpus_per_trial)
     ledger_path = out / "trials.jsonl"
-    if experiment.exists() and not resume:
-        raise ConfigError(
-            f"{out}: a sweep already exists there; pass --resume to continue it or choose another --out"
-        )
-    if resume and not experiment.exists():
-        raise ConfigError(f"{out}: no sweep to resume (no {experiment})")
     ended = read_ledger(ledger_path) if resume else []
     base = base.model_copy(deep=True)
     if gpus_per_trial:
         base.resources.use_gpu, base.resources.num_workers = True, max(1, int(gpus_per_trial))
-    if cpus_per_trial <= DRIVER_CPUS:
-        raise ConfigError(f"--cpus-per-trial must be more than {DRIVER_CPUS}, got {cpus_per_trial}")
     base.resources.cpus_per_worker = (cpus_per_trial - DRIVER_CPUS) / base.resources.num_workers
     work = Path(stages).resolve() if stages else out / "stages"
     job = SweepJob(
