@@ -21,9 +21,10 @@ def test_the_no_text_copy_empties_every_text_and_keeps_interactions_and_splits(t
     assert {k: v for k, v in after["files"].items() if k != "items.parquet"} == {
         k: v for k, v in before["files"].items() if k != "items.parquet"
     }
-    assert (
-        after["fingerprint"] != before["fingerprint"]
-    )  # a bundle of the copy cannot pass for the original's
+    assert after["fingerprint"] != before["fingerprint"]  # its bundles cannot pass for the original's
+    (copy / "marker").write_text("")  # a rewrite replaces the whole directory
+    assert blank_text_copy(data, copy) == copy
+    assert (copy / "marker").is_file()  # reused, not written again
 
 
 def row(dataset: str, variant: str, valid_ndcg: float, own_tail: float = 0.1) -> dict:
