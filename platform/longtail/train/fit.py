@@ -2,15 +2,16 @@
 
 The factorized retriever and the hybrid ranker train together: one pass over the next-item examples, one
 optimizer, the sum of their sampled-softmax losses (``NextItemObjective``). Each worker trains on its share
-of the examples; rank 0 runs the two-stage pipeline (retrieve → rank, exact MIPS) on the valid part (all
-users, or a seeded sample of ``ranker.valid_users``) after every epoch, keeps the best weights by its
-ndcg@10 (the retriever's own lists are recorded beside it) and decides early stopping, which it
-broadcasts. Checkpoints each epoch (weights, Adam's moments, the early-stopping state) let a restarted
-worker group continue, and a finished fit's end state lets a longer fit continue it (``FitResult.end``,
-``FitSpec.start``: ``longtail train`` fits every ID-dropout value for part of the epochs, then only the
-chosen one on). One worker group trains a job's fits one after the other (``fit_many``: the ID-dropout
-values' shorter fits pay for one worker-group start-up, not one each). Each epoch draws its examples from a
-generator seeded by the epoch, so a continued fit sees the examples an uninterrupted one would.
+of the examples; after every epoch the workers run the two-stage pipeline (retrieve → rank, exact MIPS) on
+the valid part (all users, or a seeded sample of ``ranker.valid_users``), each on its share of the users,
+and rank 0 gathers the lists, scores them, keeps the best weights by ndcg@10 and decides early stopping,
+which it broadcasts. Checkpoints each epoch (weights, Adam's moments, the early-stopping state) let a
+restarted worker group continue, and a finished fit's end state lets a longer fit continue it
+(``FitResult.end``, ``FitSpec.start``: ``longtail train`` fits every ID-dropout value for part of the
+epochs, then only the chosen one on). One worker group trains a job's fits one after the other
+(``fit_many``: the ID-dropout values' shorter fits pay for one worker-group start-up, not one each). Each
+epoch draws its examples from a generator seeded by the epoch, so a continued fit sees the examples an
+uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from scipy import sparse
 
 from longtail.config import EventsConfig, RankerConfig, ResourcesConfig, RetrievalConfig, RetrieverConfig
 from longtail.data.encoded import Histories, SplitData
-from longtail.eval.evaluate import evaluate
+from longtail.eval.evaluate import eval_users, score_lists
+from longtail.eval.evaluate import rank as rank_lists
 from longtail.model.factory import build_ranker, build_retriever
 from longtail.model.objective import (
     LossSpec,
@@ -46,7 +48,9 @@ from longtail.model.objective import (
     train_epoch,
 )
 from longtail.recommend.build import make_pipeline
-from longtail.recommend.recommender import PipelineRecommender, RetrieverRecommender
+from longtail.recommend.pipeline import Pipeline
+from longtail.recommend.recommender import PipelineRecommender
+from longtail.train.collective import gather_rows
 from longtail.train.fit_state import (
     FitEnd,
     epoch_generator,
@@ -177,6 +181,7 @@ def _fit_one(
         load_optimizer_tensors(optimizer, adam)
     per_worker = max(1, spec.examples_per_epoch // world)
     validation = job.retrieval.model_copy(update={"index": "exact"})  # no ANN build per epoch
+    users = eval_users(data, "valid", cfg.valid_users, cfg.seed)  # (u,) every epoch's valid users
     for epoch in range(state["epoch"], cfg.epochs):
         generator = epoch_generator(cfg.seed, rank, epoch)
         started = time.monotonic()
@@ -196,25 +201,19 @@ def _fit_one(
         trained = time.monotonic()
         stop = torch.zeros(1, device=device)
         metrics = {"epoch": float(epoch + 1), "train_loss": loss}
-        if rank == 0:
-            models = core.scorers
-            pipe = make_pipeline(
-                retriever=models["retriever"],
-                ranker=models["ranker"],
-                vectors=vectors,
-                graph=graph,
-                train_counts=counts,
-                retrieval=validation,
-                history_strengths=job.events.in_history,
-            )
-            result = evaluate(
-                PipelineRecommender(pipe), data, "valid", max_users=cfg.valid_users, seed=cfg.seed
-            )
-            first = evaluate(
-                RetrieverRecommender(pipe), data, "valid", max_users=cfg.valid_users, seed=cfg.seed
-            )
+        pipe = make_pipeline(
+            retriever=core.scorers["retriever"],
+            ranker=core.scorers["ranker"],
+            vectors=vectors,
+            graph=graph,
+            train_counts=counts,
+            retrieval=validation,
+            history_strengths=job.events.in_history,
+        )
+        lists = valid_lists(pipe, data, users, device)
+        if lists is not None:  # rank 0
+            result = score_lists("hybrid", lists, data, "valid", users)
             metrics.update({f"valid_{k}": v for k, v in result.metrics.items() if not math.isnan(v)})
-            metrics.update({f"valid_retriever_{k}": first.metrics[k] for k in ("ndcg@10", "recall@20")})
             if result.metrics["ndcg@10"] > state["best"]:
                 state["best"], state["bad"], best = result.metrics["ndcg@10"], 0, _cpu_state(core)
             else:
@@ -222,8 +221,7 @@ def _fit_one(
             stop[0] = float(state["bad"] >= cfg.patience)
             print(
                 f"[fit] id_dropout {cfg.id_dropout:g} epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f} valid "
-                f"ndcg@10 {result.metrics['ndcg@10']:.4f} "
-                f"(retriever alone {first.metrics['ndcg@10']:.4f}; best {state['best']:.4f}; "
+                f"ndcg@10 {result.metrics['ndcg@10']:.4f} (best {state['best']:.4f}; "
                 f"train {trained - started:.0f} s, valid {time.monotonic() - trained:.0f} s)",
                 flush=True,
             )
@@ -235,6 +233,18 @@ def _fit_one(
         if stop.item():
             break
     return FitEnd(_cpu_state(core), best, optimizer_tensors(optimizer), state)
+
+
+def valid_lists(
+    pipe: Pipeline, data: SplitData, users: np.ndarray, device: torch.device
+) -> np.ndarray | None:
+    """The pipeline's top-20 lists (u, 20) of ``users`` on valid (history: train) on rank 0, None on the
+    other ranks: each worker ranks a contiguous share of the users (the lists ``evaluate`` makes, in a
+    1/world of the time)."""
+    shares = np.array_split(users, dist.get_world_size())
+    history = data.histories(("train",))
+    mine = rank_lists(PipelineRecommender(pipe), data, shares[dist.get_rank()], history, k=20)
+    return gather_rows(mine, [len(share) for share in shares], device)
 
 
 def example_strengths(
