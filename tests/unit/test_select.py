@@ -10,6 +10,7 @@ from pydantic import ValidationError
 
 from longtail.bundle import read_bundle
 from longtail.config import SelectConfig
+from longtail.data.encoded import Histories
 from longtail.eval.evaluate import evaluate
 from longtail.recommend.build import load_pipeline, own_lists
 from longtail.recommend.recommender import PipelineRecommender
@@ -372,3 +373,52 @@ def test_one_ranking_pass_gives_each_variant_the_lists_it_gets_alone(tiny_bundle
     assert lists[0].tolist() != lists[1].tolist()
     with pytest.raises(ValueError, match="α and β"):
         pipeline_lists([pipe, pipe.with_knobs(alpha=0.5)], histories, 20)
+
+
+def test_a_kept_ranking_pass_gives_the_lists_a_fresh_one_does_and_is_not_ranked_again(
+    tiny_bundle, monkeypatch
+):
+    """``RankMemo``: the choices after a fit and the valid evaluation read one ranking pass — the same lists
+    whatever the batches (the pass is padded to its widest batch), no second ranking of the same models
+    and histories, and no pass found for other models."""
+    from longtail.eval.evaluate import eval_users
+    from longtail.recommend import variants as variants_module
+    from longtail.recommend.arrange import Shelves
+    from longtail.recommend.recommender import pipeline_lists
+    from longtail.recommend.variants import RankMemo, rank_rows, shared_base, variant_lists
+
+    pipe = (
+        load_pipeline(read_bundle(tiny_bundle))
+        .with_knobs(shelves=Shelves(0.4, 0.2, 5.0), popularity_penalty=0.1)
+        .with_candidates(4)
+    )
+    data = clustered_split()
+    users = eval_users(data, "valid")
+    histories = data.histories(("train",)).rows(users)
+    variants = [own_lists(pipe), pipe]
+    keep = [histories.of(u)[: 1 + u % 6] for u in range(histories.n_users)]  # 1-6 items: other widths
+    short = Histories(np.r_[0, np.cumsum([len(h) for h in keep])].astype(np.int64), np.concatenate(keep))
+    ranked = rank_rows(shared_base(variants), short, 5, batch_users=3)
+    assert len({int((ranked.candidates[r : r + 3] >= 0).sum(1).max()) for r in range(0, len(users), 3)}) > 1
+    fresh = variant_lists(variants, short, 5, batch_users=4)  # other batches than the pass's
+    assert variant_lists(variants, short, 5, batch_users=4, ranked=ranked).tolist() == fresh.tolist()
+
+    calls = []
+    real_rank = variants_module.rank
+    monkeypatch.setattr(variants_module, "rank", lambda *a, **kw: calls.append(1) or real_rank(*a, **kw))
+    memo = RankMemo()
+    first = variant_metrics(variants, data, users, memo)
+    ranked_once = len(calls)
+    assert ranked_once > 0
+    for got, plain in zip(first, variant_metrics(variants, data, users), strict=True):
+        assert got == pytest.approx(plain, nan_ok=True)
+    adjusted = [pipe.with_knobs(popularity_penalty=0.5)]
+    [got], [plain] = variant_metrics(adjusted, data, users, memo), variant_metrics(adjusted, data, users)
+    assert got == pytest.approx(plain, nan_ok=True)
+    assert (
+        pipeline_lists(variants, histories, 20, memo).tolist()
+        == pipeline_lists(variants, histories, 20).tolist()
+    )
+    assert len(calls) == ranked_once + 3  # the three plain passes above: the memo ranked once
+    other = load_pipeline(read_bundle(tiny_bundle)).with_candidates(4)  # the same weights, other objects
+    assert memo.find(shared_base([other]), histories, 20) is None

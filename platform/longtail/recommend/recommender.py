@@ -7,7 +7,7 @@ import numpy as np
 from longtail.data.encoded import Histories, SplitData
 from longtail.eval.evaluate import batch_rows
 from longtail.recommend.pipeline import Batch, Pipeline, recommend, retriever_lists
-from longtail.recommend.variants import variant_lists
+from longtail.recommend.variants import RankMemo, shared_base, variant_lists
 
 
 class PipelineRecommender:
@@ -45,12 +45,18 @@ class PipelineRecommender:
         return out
 
 
-def pipeline_lists(variants: list[Pipeline], histories: Histories, k: int) -> np.ndarray:
+def pipeline_lists(
+    variants: list[Pipeline], histories: Histories, k: int, memo: RankMemo | None = None
+) -> np.ndarray:
     """(v, u, k): what ``evaluate`` gets from ``PipelineRecommender(variant)`` for each variant over the rows
     of ``histories`` — the same batches, each variant's own shelf exposure — from one retrieval and one
-    ranker forward per batch (``variant_lists``)."""
+    ranker forward per batch (``variant_lists``), or from the pass ``memo`` keeps of these histories (it
+    keeps none it does not have: a catalog-wide evaluation is ranked chunk by chunk)."""
     step, chunk = PipelineRecommender(variants[0]).step, batch_rows(variants[0].n_items)  # evaluate's chunks
     exposures = [np.zeros(v.n_items) for v in variants]
+    found = None if memo is None else memo.find(shared_base(variants), histories, k)
+    if found is not None:
+        return variant_lists(variants, histories, k, step, exposures, ranked=found)
     out = np.full((len(variants), histories.n_users, k), -1, dtype=np.int64)
     for start in range(0, histories.n_users, chunk):
         rows = np.arange(start, min(start + chunk, histories.n_users))

@@ -6,11 +6,17 @@ shelf exposure, counted from zero over the pass). Variants that differ only in t
 re-scored candidates (the score knobs run once per batch unless exploration draws noise). Exploration
 draws from the pipelines' shared generator batch by batch, so where several variants explore, their noise
 differs from that of separate passes.
+
+A ``RankMemo`` keeps the last retrieve → rank passes (``RankedRows``), so that later grids over the same
+models and histories skip them: ``longtail train`` ranks the valid users once for the chosen fit's
+popularity terms, its shelves and its valid evaluation.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -19,33 +25,122 @@ from longtail.recommend.arrange import Shelves, arrange_labelled
 from longtail.recommend.pipeline import Batch, Knobs, Pipeline, new_item_scores, rank, retrieve, score_knobs
 
 
-def variant_lists(
-    variants: list[Pipeline],
-    histories: Histories,
-    k: int,
-    batch_users: int = 256,
-    exposures: list[np.ndarray] | None = None,
-) -> np.ndarray:
-    """(v, u, k) catalog indices (-1: nothing left): each variant's top-``k`` lists for every row of
-    ``histories`` (u users), ranked in batches of ``batch_users`` rows. ``exposures``: each variant's shelf
-    exposure (n,), counted on in place (None: from zero)."""
+@dataclass(frozen=True)
+class RankedRows:
+    """One retrieve → rank pass over u histories: candidates (u, C) (-1 pads a row) and the ranker's own
+    scores (u, C) (-inf for padding), before any knob."""
+
+    candidates: np.ndarray
+    scores: np.ndarray
+
+    def rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(candidates, scores) of ``rows``, their all-padding columns dropped."""
+        candidates = self.candidates[rows]
+        width = int(np.flatnonzero((candidates >= 0).any(0)).max(initial=0)) + 1
+        return candidates[:, :width], self.scores[rows, :width]
+
+
+def shared_base(variants: list[Pipeline]) -> Pipeline:
+    """The first variant without knobs (its models, retrieval and gates), after checking that every variant
+    shares them."""
     first = variants[0]
     for v in variants:
         if v.ranker is not first.ranker or v.index is not first.index or v.retrieval != first.retrieval:
             raise ValueError("variant_lists: every variant must share the first one's models and retrieval")
         if (v.knobs.alpha, v.knobs.beta) != (first.knobs.alpha, first.knobs.beta):
             raise ValueError("variant_lists: every variant must share the first one's α and β gates")
-    base = first.with_knobs(
+    return first.with_knobs(
         shelves=Shelves(), popularity_penalty=0.0, trend_bonus=0.0, tail_boost=0.0, exploration=0.0
     )
+
+
+def rank_rows(base: Pipeline, histories: Histories, k: int, batch_users: int = 256) -> RankedRows:
+    """``base``'s candidates and scores for every row of ``histories``, ranked in batches of ``batch_users``;
+    each row's real candidates first (as ``retrieve`` packs them), padded to the widest batch."""
+    parts = [(np.full((0, 1), -1, np.int64), np.full((0, 1), -np.inf))]  # no rows: an empty pass
+    for start in range(0, histories.n_users, batch_users):
+        batch = Batch.of(histories.rows(np.arange(start, min(start + batch_users, histories.n_users))))
+        candidates = retrieve(base, batch, k)
+        scores, _, _ = rank(base, batch, candidates)  # (b, C) the ranker's own scores
+        parts.append((candidates, scores))
+    width = max(c.shape[1] for c, _ in parts)
+    candidates = np.concatenate(
+        [np.pad(c, ((0, 0), (0, width - c.shape[1])), constant_values=-1) for c, _ in parts]
+    )
+    scores = np.concatenate(
+        [np.pad(s, ((0, 0), (0, width - s.shape[1])), constant_values=-np.inf) for _, s in parts]
+    )
+    candidates.setflags(write=False)  # shared by every later grid: read, never written
+    scores.setflags(write=False)
+    return RankedRows(candidates, scores)
+
+
+class RankMemo:
+    """The last ``capacity`` retrieve → rank passes, by models, retrieval, gates and histories: a later grid
+    over the same ones reads them instead of ranking again (the same candidates and scores). An entry holds
+    its models, so it is found by identity (never by an ``id`` a freed model left behind)."""
+
+    def __init__(self, capacity: int = 2) -> None:
+        if capacity < 1:
+            raise ValueError(f"RankMemo keeps at least one pass, got capacity {capacity}")
+        self.capacity = capacity
+        self._passes: list[tuple[Pipeline, tuple, RankedRows]] = []  # (base, what else it ranked, pass)
+
+    @staticmethod
+    def _inputs(base: Pipeline, histories: Histories, k: int) -> tuple:
+        digest = hashlib.sha1(histories.indptr.tobytes())
+        digest.update(histories.items.tobytes())
+        if histories.strengths is not None:
+            digest.update(histories.strengths.tobytes())
+        return base.retrieval.model_dump_json(), base.knobs.alpha, base.knobs.beta, k, digest.hexdigest()
+
+    def find(self, base: Pipeline, histories: Histories, k: int) -> RankedRows | None:
+        """The kept pass of these models and histories, or None."""
+        inputs = self._inputs(base, histories, k)
+        for kept, kept_inputs, ranked in self._passes:
+            same_models = kept.ranker is base.ranker and kept.index is base.index
+            if same_models and kept.retriever is base.retriever and kept_inputs == inputs:
+                return ranked
+        return None
+
+    def ranked(self, base: Pipeline, histories: Histories, k: int, batch_users: int = 256) -> RankedRows:
+        """The kept pass, or a new one (kept; the oldest is dropped beyond ``capacity``)."""
+        found = self.find(base, histories, k)
+        if found is not None:
+            return found
+        ranked = rank_rows(base, histories, k, batch_users)
+        self._passes = [*self._passes, (base, self._inputs(base, histories, k), ranked)][-self.capacity :]
+        return ranked
+
+    def clear(self) -> None:
+        """Drop every kept pass (and the models they hold)."""
+        self._passes = []
+
+
+def variant_lists(
+    variants: list[Pipeline],
+    histories: Histories,
+    k: int,
+    batch_users: int = 256,
+    exposures: list[np.ndarray] | None = None,
+    ranked: RankedRows | None = None,
+) -> np.ndarray:
+    """(v, u, k) catalog indices (-1: nothing left): each variant's top-``k`` lists for every row of
+    ``histories`` (u users), ranked in batches of ``batch_users`` rows. ``exposures``: each variant's shelf
+    exposure (n,), counted on in place (None: from zero). ``ranked``: the rows' retrieve → rank pass
+    already made (``rank_rows`` of the same models and histories), None: ranked here."""
+    base = shared_base(variants)
     if exposures is None:
         exposures = [np.zeros(base.n_items) for _ in variants]  # each variant's own pass
     out = np.full((len(variants), histories.n_users, k), -1, dtype=np.int64)
     for start in range(0, histories.n_users, batch_users):
         rows = np.arange(start, min(start + batch_users, histories.n_users))
         batch = Batch.of(histories.rows(rows))
-        candidates = retrieve(base, batch, k)
-        scores, _, _ = rank(base, batch, candidates)  # (b, C) the ranker's own scores
+        if ranked is None:
+            candidates = retrieve(base, batch, k)
+            scores, _, _ = rank(base, batch, candidates)  # (b, C) the ranker's own scores
+        else:
+            candidates, scores = ranked.rows(rows)
         adjusted_by: dict[Knobs, tuple[np.ndarray, np.ndarray | None]] = {}  # score knobs → (scores, new)
         for j, variant in enumerate(variants):
             knobs = variant.knobs

@@ -44,6 +44,7 @@ from longtail.recommend.build import (
 )
 from longtail.recommend.pipeline import Pipeline
 from longtail.recommend.recommender import PipelineRecommender, RetrieverRecommender, pipeline_lists
+from longtail.recommend.variants import RankMemo
 from longtail.train.embed import embed_catalog
 from longtail.train.finetune import finetune
 from longtail.train.fit import FitInputs, FitRun, FitSpec, examples_per_epoch, fit_many
@@ -116,11 +117,12 @@ def trained_pipeline(
 
 
 def choose_shelves(
-    config: TrainConfig, pipe: Pipeline, data: SplitData, log: Log = print
+    config: TrainConfig, pipe: Pipeline, data: SplitData, log: Log = print, memo: RankMemo | None = None
 ) -> tuple[TrainConfig, Pipeline, dict]:
-    """The shelves chosen on valid (``select:``), written into the config the bundle records."""
+    """The shelves chosen on valid (``select:``), written into the config the bundle records; ``memo``: where
+    the valid users' ranking pass may already be."""
     started = time.time()
-    selection = select_shelves(pipe, data, config.select, config.ranker.seed)
+    selection = select_shelves(pipe, data, config.select, config.ranker.seed, memo)
     chosen = selection["chosen"]
     row = next(r for r in selection["grid"] if {k: r[k] for k in chosen} == chosen)
     own = selection["grid"][0]
@@ -149,14 +151,20 @@ def fitted_ranker_knobs(config: TrainConfig) -> dict:
 
 
 def evaluate_pipeline(
-    pipe: Pipeline, data: SplitData, parts: tuple[str, ...] = ("valid", "test"), max_users: int | None = None
+    pipe: Pipeline,
+    data: SplitData,
+    parts: tuple[str, ...] = ("valid", "test"),
+    max_users: int | None = None,
+    memo: RankMemo | None = None,
 ) -> dict[str, dict[str, EvalResult]]:
     """Results by variant and part: ``hybrid`` (the config's re-rank and shelves), ``own_lists`` (the two
-    stages without them) and ``retriever`` (the first stage's own lists)."""
+    stages without them) and ``retriever`` (the first stage's own lists). ``memo``: ranking passes the
+    choices made already (valid: the same users and models when ``select.users`` covers them all)."""
     results: dict[str, dict[str, EvalResult]] = {"hybrid": {}, "own_lists": {}, "retriever": {}}
     for part in parts:  # the hybrid and its own lists from one ranking pass
         users = eval_users(data, part, max_users)
-        lists = pipeline_lists([pipe, own_lists(pipe)], data.histories(history_parts(part)).rows(users), 20)
+        histories = data.histories(history_parts(part)).rows(users)
+        lists = pipeline_lists([pipe, own_lists(pipe)], histories, 20, memo)
         for name, topk in zip(("hybrid", "own_lists"), lists, strict=True):
             results[name][part] = score_lists("hybrid", topk, data, part, users)
         results["retriever"][part] = evaluate(RetrieverRecommender(pipe), data, part, max_users=max_users)
@@ -322,7 +330,7 @@ def fit_stages(
 
 
 def choose_fit(
-    config: TrainConfig, stages: Stages, log: Log = print
+    config: TrainConfig, stages: Stages, log: Log = print, memo: RankMemo | None = None
 ) -> tuple[TrainConfig, dict[str, dict], list[dict], Pipeline, dict]:
     """One fit per ``select.id_dropout`` value (or the config's one fit when null) for ``rung_epochs``,
     ``choose_popularity_terms`` over them, then the chosen fit continued to ``ranker.epochs`` and its γ and
@@ -340,13 +348,13 @@ def choose_fit(
         fits.append((candidate, _pipeline_of(candidate, stages, states), history))
         weights.append(states)
         ends.append(end)
-    best, chosen, pipe, record = choose_popularity_terms(fits, stages.data, log)
+    best, chosen, pipe, record = choose_popularity_terms(fits, stages.data, log, memo)
     states, history, end = weights[best], fits[best][2], ends[best]
     if rung < epochs and not (end is not None and end.stopped):  # early stopping ended it: it is done
         full = with_epochs(fits[best][0], epochs)  # no end kept (a cache from elsewhere): from scratch
         states, history, _ = fit_stage(full, stages, log, start=end)
         _, chosen, pipe, final = choose_popularity_terms(
-            [(full, _pipeline_of(full, stages, states), history)], stages.data, log
+            [(full, _pipeline_of(full, stages, states), history)], stages.data, log, memo
         )
         record = {**final, "rung": {"epochs": rung, **record}}
     return with_epochs(chosen, epochs), states, history, pipe, record
@@ -365,7 +373,10 @@ def _pipeline_of(config: TrainConfig, stages: Stages, states: dict[str, dict]) -
 
 
 def choose_popularity_terms(
-    fits: list[tuple[TrainConfig, Pipeline, list[dict]]], data: SplitData, log: Log = print
+    fits: list[tuple[TrainConfig, Pipeline, list[dict]]],
+    data: SplitData,
+    log: Log = print,
+    memo: RankMemo | None = None,
 ) -> tuple[int, TrainConfig, Pipeline, dict]:
     """Each fit's own lists scored on valid (the seeded ``select.users`` sample) at every pair of popularity
     adjustment γ (``select.popularity_adjustments``) and trend boost δ (``select.trend_boosts``) — one ranking
@@ -389,7 +400,7 @@ def choose_popularity_terms(
             for g, d in points
         ]
         first = len(rows)
-        for (gamma, delta), valid in zip(points, variant_metrics(variants, data, users), strict=True):
+        for (gamma, delta), valid in zip(points, variant_metrics(variants, data, users, memo), strict=True):
             rows.append(
                 {
                     "id_dropout": candidate.ranker.id_dropout,
@@ -459,13 +470,14 @@ def train_pipeline(data_dir: Path, config: TrainConfig, out: Path, log: Log = pr
     done("encoder_embed_graph")
     data, encoder_dir, vectors, graph = stages.data, stages.encoder_dir, stages.vectors, stages.graph
     fingerprint = read_manifest(data_dir)["fingerprint"]
+    memo = RankMemo()  # the valid users' ranking passes: the chosen fit's, read again by shelves and eval
     select = config.select
     if (
         select.id_dropout is not None
         or select.popularity_adjustments is not None
         or select.trend_boosts is not None
     ):
-        config, states, history, pipe, fit_selection = choose_fit(config, stages, log)
+        config, states, history, pipe, fit_selection = choose_fit(config, stages, log, memo)
     else:
         states, history, _ = fit_stage(config, stages, log)
         pipe = trained_pipeline(
@@ -482,9 +494,10 @@ def train_pipeline(data_dir: Path, config: TrainConfig, out: Path, log: Log = pr
     done("fit_and_popularity_terms")
     selection = None
     if config.select.shelves:
-        config, pipe, selection = choose_shelves(config, pipe, data, log)
+        config, pipe, selection = choose_shelves(config, pipe, data, log, memo)
     done("shelves")
-    results = evaluate_pipeline(pipe, data)
+    results = evaluate_pipeline(pipe, data, memo=memo)
+    memo.clear()  # the passes' memory back before the bundle is written
     metrics: dict[str, Any] = {part: r.metrics for part, r in results["hybrid"].items()}
     for variant in ("own_lists", "retriever"):
         metrics[variant] = {part: r.metrics for part, r in results[variant].items()}

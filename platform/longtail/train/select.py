@@ -45,7 +45,7 @@ from longtail.data.splits import popularity_buckets
 from longtail.eval.metrics import compute_metrics
 from longtail.recommend.arrange import Shelves
 from longtail.recommend.pipeline import Pipeline
-from longtail.recommend.variants import variant_lists
+from longtail.recommend.variants import RankMemo, shared_base, variant_lists
 
 K = 20  # list length of the metrics the rule reads
 
@@ -80,21 +80,28 @@ def sample_users(data: SplitData, part: str, max_users: int | None, seed: int = 
 
 
 def grid_metrics(
-    pipe: Pipeline, data: SplitData, points: list[ShelfPoint], users: np.ndarray, batch_users: int = 256
+    pipe: Pipeline,
+    data: SplitData,
+    points: list[ShelfPoint],
+    users: np.ndarray,
+    memo: RankMemo | None = None,
 ) -> list[dict[str, float]]:
-    """Valid metrics of every point's lists for ``users`` (history: train), one retrieve + rank per batch;
-    the pipeline's score knobs (popularity adjustment, tail boost, exploration) stay on, only its shelves
-    are replaced."""
-    return variant_metrics([pipe.with_knobs(shelves=p.shelves) for p in points], data, users, batch_users)
+    """Valid metrics of every point's lists for ``users`` (history: train), one retrieve + rank per batch
+    (or ``memo``'s pass); the pipeline's score knobs (popularity adjustment, tail boost, exploration) stay
+    on, only its shelves are replaced."""
+    return variant_metrics([pipe.with_knobs(shelves=p.shelves) for p in points], data, users, memo)
 
 
 def variant_metrics(
-    variants: list[Pipeline], data: SplitData, users: np.ndarray, batch_users: int = 256
+    variants: list[Pipeline], data: SplitData, users: np.ndarray, memo: RankMemo | None = None
 ) -> list[dict[str, float]]:
     """Valid metrics of the lists of each variant of one pipeline — the same models, index and retrieval,
     other shelves or popularity terms — for ``users`` (history: train): ``variant_lists``, one retrieval
-    and ranker forward per batch."""
-    topk = variant_lists(variants, data.histories(("train",)).rows(users), K, batch_users)
+    and ranker forward per batch of 256 users, or the pass ``memo`` keeps (made and kept there if it has
+    none)."""
+    histories = data.histories(("train",)).rows(users)
+    ranked = None if memo is None else memo.ranked(shared_base(variants), histories, K)
+    topk = variant_lists(variants, histories, K, ranked=ranked)
     targets = data.histories(("valid",)).to_csr(data.n_items)[users]
     buckets = popularity_buckets(data.train_counts())
     return [compute_metrics(lists, targets, buckets) for lists in topk]
@@ -190,11 +197,14 @@ def new_share_floor(select: SelectConfig, new_fraction: float) -> float:
     return max(select.min_new_share, proportional)
 
 
-def select_shelves(pipe: Pipeline, data: SplitData, select: SelectConfig, seed: int = 0) -> dict:
-    """Try the grid on valid; returns ``{"chosen": {...}, "rule": ..., "users": n, "grid": [...]}``."""
+def select_shelves(
+    pipe: Pipeline, data: SplitData, select: SelectConfig, seed: int = 0, memo: RankMemo | None = None
+) -> dict:
+    """Try the grid on valid; returns ``{"chosen": {...}, "rule": ..., "users": n, "grid": [...]}``.
+    ``memo``: where the valid users' ranking pass may already be (``RankMemo``)."""
     points = grid(select)
     users = sample_users(data, "valid", select.users, seed)
-    metrics = grid_metrics(pipe, data, points, users)
+    metrics = grid_metrics(pipe, data, points, users, memo)
     floor = new_share_floor(select, float(np.mean(pipe.new)))
     best = choose(points, metrics, select.recall_budget, select.tail_tolerance, select.min_coverage, floor)
     rows = [
