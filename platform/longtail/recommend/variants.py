@@ -75,6 +75,9 @@ def rank_rows(base: Pipeline, histories: Histories, k: int, batch_users: int = 2
     return RankedRows(candidates, scores)
 
 
+_RANKED_BY = ("retriever", "ranker", "index", "text_vectors", "graph", "catalog")  # a pass's objects
+
+
 class RankMemo:
     """The last ``capacity`` retrieve → rank passes, by models, retrieval, gates and histories: a later grid
     over the same ones reads them instead of ranking again (the same candidates and scores). An entry holds
@@ -92,14 +95,14 @@ class RankMemo:
         digest.update(histories.items.tobytes())
         if histories.strengths is not None:
             digest.update(histories.strengths.tobytes())
-        return base.retrieval.model_dump_json(), base.knobs.alpha, base.knobs.beta, k, digest.hexdigest()
+        gates = (base.knobs.alpha, base.knobs.beta)
+        return base.retrieval.model_dump_json(), base.history_strengths, gates, k, digest.hexdigest()
 
     def find(self, base: Pipeline, histories: Histories, k: int) -> RankedRows | None:
         """The kept pass of these models and histories, or None."""
         inputs = self._inputs(base, histories, k)
         for kept, kept_inputs, ranked in self._passes:
-            same_models = kept.ranker is base.ranker and kept.index is base.index
-            if same_models and kept.retriever is base.retriever and kept_inputs == inputs:
+            if kept_inputs == inputs and all(getattr(kept, f) is getattr(base, f) for f in _RANKED_BY):
                 return ranked
         return None
 
