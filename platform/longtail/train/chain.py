@@ -32,7 +32,7 @@ from longtail.data.vectors import vectors_of
 from longtail.eval.evaluate import EvalResult, eval_users, evaluate, history_parts, score_lists
 from longtail.eval.report import plot_alpha_sweep
 from longtail.model.factory import build_graph, build_ranker, build_retriever
-from longtail.model.graph import item_entity_matrix
+from longtail.model.graph import GRAPH_RULE, item_entity_matrix
 from longtail.recommend.build import (
     build_index,
     knobs_of,
@@ -242,7 +242,7 @@ def prepare_stages(data_dir: Path, config: TrainConfig, work: Path, log: Log = p
             data.item_ids, data.item_text, str(encoder_dir), config.encoder.max_length, embed, vectors_path
         )
     vectors = vectors_of(pq.read_table(vectors_path))
-    key = digest(key, config.graph)
+    key = digest(key, config.graph, GRAPH_RULE)
     graph_path = work / f"graph-{key}.parquet"
     if graph_path.is_file():
         edges = pq.read_table(graph_path)
