@@ -97,7 +97,11 @@ def one_dataset(data_dir: Path, work: Path) -> dict:
         config.graph, stages.vectors, item_entities(data_dir, data), data.histories(("train",))
     )
     parts = {name: matrix for name, matrix in parts.items() if matrix.nnz}
-    weights = {"text": config.graph.text_weight, "kg": config.graph.kg_weight, "cooc": config.graph.cooc_weight}
+    weights = {
+        "text": config.graph.text_weight,
+        "kg": config.graph.kg_weight,
+        "cooc": config.graph.cooc_weight,
+    }
     graphs = {"peak": combine_by_peak(parts, weights), "rows": combine(parts, weights)}
     knn = ItemKNN()
     knn.fit(data)
@@ -142,7 +146,7 @@ def main() -> None:
     args = parser.parse_args()
     runs = [one_dataset(data, args.work) for data in args.data]
     for given in args.bundle:
-        label, _, rest = given.partition("=")
+        label, _, rest = given.rpartition("=")  # a label may hold "=" (an override), a path not
         path, _, code = rest.rpartition("@")
         fingerprint, row = bundle_row(label, Path(path), code)
         matching = [run for run in runs if run["fingerprint"] == fingerprint]
