@@ -277,9 +277,9 @@ def text_ablation_section(ablation: dict) -> str:
     tolerance = ablation.get("ndcg_tolerance", 0.05)
     winners = ablation_winners(ablation["rows"], tolerance)
     rows = [
-        "| dataset | text | code | train s | valid ndcg@10 | valid own tail_recall@20 | test ndcg@10 | "
-        "test tail_recall@20 | own tail_recall@20 | cold_recall@20 | coverage@20 |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| dataset | text | code | train s | epochs | valid ndcg@10 | valid own tail_recall@20 | "
+        "test ndcg@10 | test tail_recall@20 | own tail_recall@20 | cold_recall@20 | coverage@20 |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in ablation["rows"]:
         mark = " ✓" if (row["dataset"], row["variant"]) in winners else ""
@@ -287,7 +287,7 @@ def text_ablation_section(ablation: dict) -> str:
         rows.append(
             f"| {row['dataset'].rsplit('/', 1)[-1]} | {ABLATION_LABELS[row['variant']]}{mark} | "
             f"{row['code']} | "
-            f"{row['train_s']:,.0f} | {cell(row['valid']['ndcg@10'])} | "
+            f"{row['train_s']:,.0f} | {row.get('epochs', '–')} | {cell(row['valid']['ndcg@10'])} | "
             f"{cell(row['own_valid']['tail_recall@20'])} | {cell(test['ndcg@10'])} | "
             f"{cell(test['tail_recall@20'])} | {cell(own['tail_recall@20'])} | "
             f"{cell(test['cold_recall@20'])} | {cell(test['coverage@20'])} |"
@@ -299,7 +299,9 @@ def text_ablation_section(ablation: dict) -> str:
         "has the same text vector, and `graph.text_k=0`; the knowledge graph stays), **frozen** (the "
         "built-in defaults), **contrastive fine-tune** (`finetune.enabled=true`: the encoder trained on the "
         "train part's item pairs before the catalog is embedded). Train seconds are the whole `longtail "
-        "train` (the fine-tune included); rows of different commits ran at different hours. The valid "
+        "train` (the fine-tune included); rows ran at different hours, some beside other jobs on the same "
+        "cores, so compare them with care. Epochs: those the kept fit trained (early stopping may end it "
+        "before `ranker.epochs`). The valid "
         "columns are what the platform's choices read (✓: each dataset's winner on valid by the rule of "
         f"`select`: valid ndcg@10 within {tolerance:g} (relative) of the best ties, the most own-list "
         "tail_recall@20 wins); the test columns are served lists unless named own; cold_recall@20 is on "

@@ -160,6 +160,12 @@ class RankerConfig(StrictModel):
         description="share of the newest train interactions whose counts are recent (trend_boost)",
     )
     patience: int = Field(2, ge=1, description="epochs without valid ndcg@10 gain before stopping")
+    min_epochs: int = Field(
+        6,
+        ge=1,
+        description="epochs trained before early stopping may end a fit (a fit's first epoch can score "
+        "like a popularity list and the next ones below it for a while)",
+    )
     valid_users: int | None = Field(
         2000, ge=1, description="users sampled (seeded) for each epoch's validation; null = all"
     )

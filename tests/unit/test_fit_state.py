@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import torch
 
+from longtail.config import RankerConfig
 from longtail.train.fit_state import (
     FitEnd,
+    early_stop,
     epoch_generator,
     load_optimizer_tensors,
     optimizer_tensors,
@@ -70,3 +72,24 @@ def test_a_fit_is_finished_when_it_trained_every_epoch_or_stopped_early():
 
     assert end(3, False).finished(3) and end(2, True).finished(3)
     assert not end(2, False).finished(3) and not end(3, False).finished(6)  # a rung fit continued to 6
+
+
+def _stopped_at(valid_ndcg: list[float], patience: int, min_epochs: int) -> int:
+    """The epoch a fit with these per-epoch valid figures ends at (the fit loop's bookkeeping)."""
+    best, bad = -1.0, 0
+    for epoch, value in enumerate(valid_ndcg, start=1):
+        best, bad = (value, 0) if value > best else (best, bad + 1)
+        if early_stop(epoch, bad, patience, min_epochs):
+            return epoch
+    return len(valid_ndcg)
+
+
+def test_early_stopping_waits_out_the_dip_after_a_popularity_like_first_epoch():
+    food = [0.0125, 0.0114, 0.0122, 0.0129, 0.0141, 0.0167]  # measured: the rung fit, ID dropout 0
+    defaults = RankerConfig()
+    assert _stopped_at(food, defaults.patience, defaults.min_epochs) == 6  # trained to its best epoch
+    assert _stopped_at(food, defaults.patience, 1) == 3  # patience alone kept epoch 1's weights
+    flat = [0.20, 0.19, 0.19, 0.18, 0.18, 0.17, 0.17, 0.16]
+    assert _stopped_at(flat, 2, 6) == 6  # a fit that never gains still ends at min_epochs
+    rising = [0.10, 0.12, 0.14, 0.15, 0.16, 0.17, 0.18, 0.17, 0.17, 0.18]
+    assert _stopped_at(rising, 2, 6) == 9  # after min_epochs patience acts as before

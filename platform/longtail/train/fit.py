@@ -53,6 +53,7 @@ from longtail.recommend.recommender import PipelineRecommender
 from longtail.train.collective import gather_rows
 from longtail.train.fit_state import (
     FitEnd,
+    early_stop,
     epoch_generator,
     load_optimizer_tensors,
     optimizer_tensors,
@@ -218,7 +219,7 @@ def _fit_one(
                 state["best"], state["bad"], best = result.metrics["ndcg@10"], 0, _cpu_state(core)
             else:
                 state["bad"] += 1
-            stop[0] = float(state["bad"] >= cfg.patience)
+            stop[0] = float(early_stop(epoch + 1, state["bad"], cfg.patience, cfg.min_epochs))
             print(
                 f"[fit] id_dropout {cfg.id_dropout:g} epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f} valid "
                 f"ndcg@10 {result.metrics['ndcg@10']:.4f} (best {state['best']:.4f}; "
