@@ -124,7 +124,7 @@ def one_dataset(
         source = blank_text_copy(data, work / "no-text-data") if variant == "no_text" else data
         if variant in given:
             bundle, by = given[variant]
-            rows.append(row_of(bundle, source, variant, by))
+            rows.append({**row_of(bundle, source, variant, by), "given": True})
             continue
         bundle = run_variant(source, variant, work / variant)
         rows.append(row_of(bundle, source, variant, code))
