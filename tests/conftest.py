@@ -158,17 +158,20 @@ def write_clustered_dataset(out: Path, n_users: int = 60) -> Path:
     return out
 
 
-def write_tiny_bundle(out: Path, encoder_dir: Path, epochs: int = 1, rerank: dict | None = None) -> Path:
+def write_tiny_bundle(
+    out: Path, encoder_dir: Path, epochs: int = 1, rerank: dict | None = None, neighbours: bool = False
+) -> Path:
     """A real bundle (write_bundle) over the clustered toy data: tiny encoder, text-kNN graph, ``epochs``
-    ranker
-    epochs (another count: another version), ``rerank`` the knobs it records as chosen."""
+    ranker epochs (another count: another version), ``rerank`` the knobs it records as chosen; with
+    ``neighbours``, the item-kNN matrix of the tail shelf (5 tail items per item)."""
     import torch
 
     from longtail.bundle import write_bundle
     from longtail.config import TrainConfig
+    from longtail.data.splits import popularity_buckets
     from longtail.model.encoder import embed_texts, load_encoder, load_tokenizer
     from longtail.model.factory import build_ranker, build_retriever
-    from longtail.model.graph import combine, text_knn
+    from longtail.model.graph import combine, cosine_neighbours, text_knn
     from longtail.model.objective import (
         LossSpec,
         NextItemObjective,
@@ -237,6 +240,9 @@ def write_tiny_bundle(out: Path, encoder_dir: Path, epochs: int = 1, rerank: dic
         config=config.model_dump(),
         data={"path": "clustered"},
         metrics={},
+        neighbours=cosine_neighbours(train, data.n_items, 5, targets=~popularity_buckets(counts)["head"])
+        if neighbours
+        else None,
     )
 
 

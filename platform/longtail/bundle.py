@@ -5,6 +5,8 @@
     items.parquet       item_id, text, train_count, recent_count, vector — in catalog order (the vocabulary);
                         recent_count: train interactions in the newest ``ranker.trend_window`` of train
     graph.parquet       src, dst, weight: the item graph's edges (catalog indices)
+    neighbours.parquet  src, dst, weight: item-kNN (cosine over train users), every item's most similar tail
+                        items: the tail shelf's order (``rerank.tail_knn``); absent when ``rerank.knn_k`` is 0
     ranker.safetensors  hybrid ranker weights (the second stage)
     retriever.safetensors  factorized retriever weights (the first stage)
     index.faiss         the retriever's FAISS index in FAISS's own binary format, for ivf/hnsw retrieval; an
@@ -64,6 +66,7 @@ FILES = (
     "histories.parquet",
 )
 INDEX_FILE = "index.faiss"
+NEIGHBOURS_FILE = "neighbours.parquet"
 
 
 __all__ = [
@@ -124,6 +127,7 @@ class Bundle:
     )  # (n,) int64 over the newest ranker.trend_window of train; None in older bundles
     vectors: np.ndarray  # (n, d) float32
     graph: sparse.csr_matrix  # (n, n)
+    neighbours: sparse.csr_matrix | None  # (n, n) item-kNN of the tail shelf; None in older bundles
     ranker_state: dict[str, torch.Tensor]
     retriever_state: dict[str, torch.Tensor]
     index_bytes: bytes | None  # FAISS's serialisation of the retriever index (ivf/hnsw), None for exact
@@ -163,6 +167,7 @@ def write_bundle(
     metrics: dict[str, Any],
     index_bytes: bytes | None = None,
     recent_counts: np.ndarray | None = None,
+    neighbours: sparse.csr_matrix | None = None,
 ) -> Path:
     """Write a complete bundle atomically (temporary sibling, then rename) and return its path."""
     out = Path(out)
@@ -176,17 +181,9 @@ def write_bundle(
         if recent_counts is not None:
             items = items.add_column(3, "recent_count", pa.array(np.asarray(recent_counts, dtype=np.int64)))
         pq.write_table(items, tmp / "items.parquet")
-        coo = graph.tocoo()
-        pq.write_table(
-            pa.table(
-                {
-                    "src": coo.row.astype(np.int64),
-                    "dst": coo.col.astype(np.int64),
-                    "weight": coo.data.astype(np.float32),
-                }
-            ),
-            tmp / "graph.parquet",
-        )
+        write_edges(graph, tmp / "graph.parquet")
+        if neighbours is not None:
+            write_edges(neighbours, tmp / NEIGHBOURS_FILE)
         save_file({k: v.contiguous() for k, v in ranker_state.items()}, str(tmp / "ranker.safetensors"))
         save_file({k: v.contiguous() for k, v in retriever_state.items()}, str(tmp / "retriever.safetensors"))
         if index_bytes is not None:
@@ -215,6 +212,24 @@ def write_bundle(
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def write_edges(matrix: sparse.spmatrix, path: Path) -> None:
+    """A sparse (n, n) matrix as an edge table: src, dst (catalog indices), weight."""
+    coo = sparse.coo_matrix(matrix)
+    weight = coo.data.astype(np.float32)
+    pq.write_table(
+        pa.table({"src": coo.row.astype(np.int64), "dst": coo.col.astype(np.int64), "weight": weight}), path
+    )
+
+
+def read_edges(path: Path, n: int) -> sparse.csr_matrix:
+    """``write_edges``'s table back as a CSR matrix (n, n)."""
+    edges = pq.read_table(path)
+    return sparse.csr_matrix(
+        (edges.column("weight").to_numpy(), (edges.column("src").to_numpy(), edges.column("dst").to_numpy())),
+        shape=(n, n),
+    )
 
 
 def publish_version(tmp: Path, out: Path, version: str) -> Path:
@@ -330,11 +345,6 @@ def read_bundle(path: Path) -> Bundle:
     manifest = read_manifest(path)
     items = pq.read_table(path / "items.parquet")
     n = items.num_rows
-    edges = pq.read_table(path / "graph.parquet")
-    graph = sparse.csr_matrix(
-        (edges.column("weight").to_numpy(), (edges.column("src").to_numpy(), edges.column("dst").to_numpy())),
-        shape=(n, n),
-    )
     index = path / INDEX_FILE
     return Bundle(
         path=path,
@@ -346,7 +356,8 @@ def read_bundle(path: Path) -> Bundle:
         if "recent_count" in items.column_names
         else None,
         vectors=vectors_of(items),
-        graph=graph,
+        graph=read_edges(path / "graph.parquet", n),
+        neighbours=read_edges(path / NEIGHBOURS_FILE, n) if NEIGHBOURS_FILE in manifest.files else None,
         ranker_state=load_file(str(path / "ranker.safetensors")),
         retriever_state=load_file(str(path / "retriever.safetensors")),
         index_bytes=index.read_bytes() if INDEX_FILE in manifest.files else None,

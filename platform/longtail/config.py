@@ -233,6 +233,14 @@ class RerankConfig(StrictModel):
     exposure_penalty: float = Field(
         0.0, ge=0.0, description="λ: shelf candidates lose λ·log(1 + times shown)"
     )
+    tail_knn: float = Field(
+        0.0,
+        ge=0.0,
+        description="w: the tail shelf orders by z(score) + w·z(item-kNN affinity to the history)",
+    )
+    knn_k: int = Field(
+        100, ge=0, description="tail items kept per item in the bundle's item-kNN matrix; 0 = none built"
+    )
 
     @model_validator(mode="after")
     def _shares_fit(self) -> RerankConfig:
@@ -253,6 +261,11 @@ class SelectConfig(StrictModel):
         [0.0, 0.1, 0.25, 0.5, 1.0],
         description="exposure_penalty values tried (the small ones find the least spreading "
         "that still reaches min_coverage: on a dense catalog every step of λ costs tail_recall@20)",
+    )
+    tail_knn_weights: list[float] = Field(
+        [0.0, 0.5, 1.0],
+        description="rerank.tail_knn values tried before the shelf grid, on the largest tail shelf alone "
+        "(the most valid tail_recall@20 wins; only with an item-kNN matrix, rerank.knn_k > 0)",
     )
     recall_budget: float = Field(
         0.25, ge=0.0, le=1.0, description="share of the own lists' valid recall@20 the shelves may cost"

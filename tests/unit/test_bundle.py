@@ -14,6 +14,7 @@ from safetensors.torch import load_file, save_file
 from longtail.bundle import BundleError, load_models, read_bundle, write_bundle
 from longtail.config import GraphConfig, RankerConfig, RetrievalConfig, RetrieverConfig
 from longtail.model.factory import build_graph, build_ranker, build_retriever
+from longtail.model.graph import cosine_neighbours
 from longtail.recommend.build import build_index, load_pipeline
 from tests.conftest import clustered_split
 
@@ -33,6 +34,7 @@ def bundle(tmp_path, tiny_encoder):
     model = build_ranker(RankerConfig(dim=8), vectors, graph, counts)
     retriever = build_retriever(RetrieverConfig(dim=8, layers=1), 30, vectors, graph, counts)
     index = build_index(retriever, RetrievalConfig.model_validate(CONFIG["retrieval"]))
+    neighbours = cosine_neighbours(data.histories(("train",)), data.n_items, 3)
     histories = pa.table({"user_id": ["u0"], "item_id": ["1"], "timestamp": [1.0]})
     path = write_bundle(
         tmp_path / "bundle",
@@ -49,6 +51,7 @@ def bundle(tmp_path, tiny_encoder):
         data={"split": "warm"},
         metrics={"test": {"ndcg@10": 0.1}},
         index_bytes=index.to_bytes(),
+        neighbours=neighbours,
     )
     return path, data, vectors, graph, model, retriever, index
 
@@ -58,6 +61,10 @@ def test_round_trip(bundle):
     b = read_bundle(path)
     assert list(b.item_ids) == list(data.item_ids) and np.allclose(b.vectors, vectors)
     assert (b.graph != graph).nnz == 0
+    assert (
+        b.neighbours is not None
+        and (b.neighbours != cosine_neighbours(data.histories(("train",)), data.n_items, 3)).nnz == 0
+    )
     assert b.config.retriever.dim == 8 and b.version == b.manifest.version  # a typed config, read once
     again_retriever, again = load_models(b)
     hist = torch.tensor([[0, 1, 2]])
@@ -67,12 +74,15 @@ def test_round_trip(bundle):
         assert torch.allclose(retriever(hist).score, again_retriever(hist).score, atol=1e-6)
     pipe = load_pipeline(b)  # the stored FAISS index, read back in its own format
     assert pipe.index.kind == "ivf" and pipe.index.n_items == data.n_items
+    assert pipe.neighbours is not None and (pipe.neighbours != b.neighbours).nnz == 0
     q = np.random.default_rng(1).normal(size=(3, 24)).astype(np.float32)
     assert np.array_equal(pipe.index.search(q, 5), index.search(q, 5))
     assert not list(path.rglob("*.pt")) and not list(path.rglob("*.bin")) and not list(path.rglob("*.pkl"))
 
 
-@pytest.mark.parametrize("name", ["ranker.safetensors", "index.faiss", "retriever.safetensors"])
+@pytest.mark.parametrize(
+    "name", ["ranker.safetensors", "index.faiss", "retriever.safetensors", "neighbours.parquet"]
+)
 def test_tampered_file_is_refused(bundle, name):
     path = bundle[0]
     raw = bytearray((path / name).read_bytes())

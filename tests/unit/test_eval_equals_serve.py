@@ -20,11 +20,19 @@ from tests.conftest import write_clustered_dataset
 
 @pytest.fixture(scope="module")
 def boosted_bundle(tmp_path_factory, tiny_encoder):
-    """A bundle whose recorded choice has a tail boost and shelves (Serve used to reset the boost to 0)."""
+    """A bundle whose recorded choice has a tail boost and shelves (Serve used to reset the boost to 0), the
+    tail shelf ordered with the item-kNN affinity."""
     from tests.conftest import write_tiny_bundle
 
-    rerank = {"tail_boost": 0.4, "tail_share": 0.2, "new_share": 0.1, "exposure_penalty": 0.25}
-    return write_tiny_bundle(tmp_path_factory.mktemp("boosted") / "b", tiny_encoder, rerank=rerank)
+    rerank = {
+        "tail_boost": 0.4,
+        "tail_share": 0.2,
+        "new_share": 0.1,
+        "exposure_penalty": 0.25,
+        "tail_knn": 1.0,
+    }
+    out = tmp_path_factory.mktemp("boosted") / "b"
+    return write_tiny_bundle(out, tiny_encoder, rerank=rerank, neighbours=True)
 
 
 @pytest.mark.parametrize(

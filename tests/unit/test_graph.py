@@ -1,9 +1,10 @@
-"""The item graph's combination of sources (longtail.model.graph.combine)."""
+"""The item graph's combination of sources (longtail.model.graph.combine) and item-kNN neighbours."""
 
 import numpy as np
 from scipy import sparse
 
-from longtail.model.graph import combine
+from longtail.data.encoded import Histories
+from longtail.model.graph import combine, cosine_neighbours
 
 
 def ring(n: int, step: int, values: np.ndarray) -> sparse.csr_matrix:
@@ -43,3 +44,27 @@ def test_a_source_off_or_empty_adds_nothing_and_an_untouched_item_reaches_its_ne
     assert np.allclose(np.asarray(graph.sum(1)).ravel(), 1.0)
     off = combine({"text": text, "cooc": cooc}, {"text": 0.0, "cooc": 1.0})
     assert off[0, 5] == 0.0 and off[5].nnz == 0
+
+
+def test_cosine_neighbours_keep_each_items_k_most_similar_target_items():
+    rows = [[0, 1, 2], [0, 1], [1, 3], [0, 2, 4], [4, 4, 1]]  # user 4 took item 4 twice: counted once
+    lengths = np.array([len(r) for r in rows])
+    histories = Histories(np.r_[0, np.cumsum(lengths)], np.concatenate(rows).astype(np.int64))
+    n = 6  # item 5: nobody took it
+    x = np.zeros((len(rows), n))
+    for u, r in enumerate(rows):
+        x[u, r] = 1.0
+    norms = np.sqrt(x.sum(0))
+    full = (x.T @ x) / (np.outer(norms, norms) + 1e-12)
+    np.fill_diagonal(full, 0.0)
+    every = cosine_neighbours(histories, n, n, block_cells=7).toarray()  # blocks of one row: same result
+    assert np.allclose(every, full, atol=1e-6)
+    top = cosine_neighbours(histories, n, 1).toarray()
+    assert ((top > 0).sum(1) == [1, 1, 1, 1, 1, 0]).all()
+    assert np.allclose(top.max(1), full.max(1), atol=1e-6)
+    targets = np.array([False, False, True, True, True, True])
+    tail = cosine_neighbours(histories, n, 2, targets=targets).toarray()
+    assert not tail[:, ~targets].any()  # only target columns
+    assert (
+        tail[0, 2] == tail[0].max() and tail[0, 2] > 0
+    )  # item 0's nearest target: item 2 (two shared users)

@@ -16,7 +16,7 @@ from longtail.recommend.arrange import Shelves
 from longtail.recommend.build import exact, load_pipeline, own_lists
 from longtail.recommend.channels import graph_neighbours, merge
 from longtail.recommend.index import ItemIndex
-from longtail.recommend.pipeline import Batch, Catalog, channels, recommend, retrieve
+from longtail.recommend.pipeline import Batch, Catalog, channels, rank, recommend, retrieve
 from longtail.recommend.recommender import PipelineRecommender
 from tests.conftest import clustered_split
 
@@ -229,3 +229,56 @@ def test_the_new_item_shelf_orders_by_text_profile_and_ranker_score_together(tin
     cosine = pipe.text_vectors[row] @ profile[0]
     expected = zscore(cosine.astype(np.float64)) + zscore(np.array([0.1, 2.0, 1.0]))
     assert np.allclose(got[0, [0, 2, 3]], expected, atol=1e-3)  # close cosines: z amplifies float32 rounding
+
+
+def test_the_tail_shelf_orders_by_ranker_score_and_item_knn_affinity_together(tiny_bundle):
+    from longtail.model.graph import cosine_neighbours
+    from longtail.recommend.arrange import zscore
+    from longtail.recommend.pipeline import tail_affinity, tail_item_scores
+
+    plain = load_pipeline(read_bundle(tiny_bundle))
+    assert plain.neighbours is None  # a bundle written without the item-kNN file
+    data = clustered_split()
+    near = cosine_neighbours(data.histories(("train",)), data.n_items, 5, targets=plain.tail)
+    pipe = dataclasses.replace(plain, neighbours=near).with_knobs(shelves=Shelves(0.5, 0.0, 0.0, 1.0))
+    batch = Batch.of(data.histories(("train",)).rows(np.arange(3)))
+    candidates = retrieve(pipe, batch, 10)
+    scores = np.where(candidates >= 0, np.random.default_rng(0).normal(size=candidates.shape), -np.inf)
+    affinity = tail_affinity(pipe, batch, candidates)
+    tail = (candidates >= 0) & pipe.tail[np.maximum(candidates, 0)]
+    assert np.isinf(affinity[~tail]).all() and np.isfinite(affinity[tail]).all()
+    reach = (batch.histories.to_csr(pipe.n_items) @ near).toarray()  # Σ over the history of sim(h, ·)
+    rows, cols = np.nonzero(tail)
+    assert np.allclose(affinity[rows, cols], reach[rows, candidates[rows, cols]])
+    got = tail_item_scores(pipe, candidates, scores, affinity)
+    for r in range(3):
+        on = tail[r]
+        expected = zscore(scores[r, on]) + zscore(affinity[r, on])
+        assert np.allclose(got[r, on], expected) and np.isinf(got[r, ~on]).all()
+    ranked, _, _ = rank(pipe, batch, candidates)
+    order = tail_item_scores(pipe, candidates, ranked, affinity)
+    lists = recommend(pipe, batch, 10).items
+    alone = recommend(pipe.with_knobs(shelves=Shelves(0.5, 0.0, 0.0, 0.0)), batch, 10).items
+    assert (lists[:, :5] == alone[:, :5]).all()  # the relevance block is the model's either way
+    for r in range(3):
+        open_ = np.isfinite(order[r]) & ~np.isin(candidates[r], lists[r, :5])
+        best = candidates[r][np.argsort(-np.where(open_, order[r], -np.inf))[: min(5, open_.sum())]]
+        assert set(lists[r, 5 : 5 + len(best)]) == set(best)  # the tail shelf: the best tail items by the sum
+    assert (lists[:, 5:] != alone[:, 5:]).any()  # the affinity moved some tail shelf
+
+
+def test_a_grown_catalog_keeps_the_item_knn_matrix_with_empty_rows_for_new_items(tiny_bundle):
+    from longtail.model.graph import cosine_neighbours
+    from longtail.recommend.pipeline import grow
+
+    pipe = load_pipeline(read_bundle(tiny_bundle))
+    data = clustered_split()
+    near = cosine_neighbours(data.histories(("train",)), data.n_items, 5, targets=pipe.tail)
+    pipe = dataclasses.replace(pipe, neighbours=near)
+    n = pipe.n_items
+    new = np.eye(2, pipe.text_vectors.shape[1], dtype=np.float32)
+    graph = sparse.csr_matrix(pipe.graph, copy=True)
+    graph.resize((n + 2, n + 2))
+    grown = grow(pipe, new, graph)
+    assert grown.neighbours.shape == (n + 2, n + 2) and grown.neighbours[n:].nnz == 0
+    assert (grown.neighbours[:n, :n] != near).nnz == 0 and pipe.neighbours.shape == (n, n)

@@ -18,6 +18,7 @@ from longtail.train.select import (
     ShelfPoint,
     choose,
     choose_fit_point,
+    choose_tail_knn,
     grid,
     grid_metrics,
     sample_users,
@@ -35,6 +36,34 @@ def test_grid_starts_with_the_own_lists_and_keeps_the_first_half_of_a_list_the_m
     assert len(points) == len(set(points))
     assert all(0 < p.tail_share + p.new_share <= 0.5 for p in points[1:])
     assert ShelfPoint(0.4, 0.2, 0.0) not in points and ShelfPoint(0.3, 0.2, 1.0) in points
+
+
+def test_the_grid_orders_every_tail_shelf_with_the_chosen_knn_weight():
+    select = SelectConfig(tail_shares=[0.0, 0.2], new_shares=[0.0, 0.1], exposure_penalties=[0.0])
+    plain, knn = grid(select), grid(select, 0.5)
+    assert all(p.tail_knn == 0 for p in plain) and len(knn) == len(plain) == 4
+    assert all(p.tail_knn == (0.5 if p.tail_share > 0 else 0.0) for p in knn)
+
+
+def test_the_knn_weight_is_the_one_whose_largest_tail_shelf_finds_the_most_tail(tiny_bundle):
+    from longtail.model.graph import cosine_neighbours
+
+    data = clustered_split()
+    pipe = load_pipeline(read_bundle(tiny_bundle))
+    select = SelectConfig(tail_shares=[0.0, 0.2, 0.5], tail_knn_weights=[0.5, 1.0])
+    users = sample_users(data, "valid", None)
+    assert choose_tail_knn(pipe, data, select, users) == {"chosen": 0.0, "rows": []}  # no item-kNN matrix
+    near = cosine_neighbours(data.histories(("train",)), data.n_items, 5, targets=pipe.tail)
+    pipe = dataclasses.replace(pipe, neighbours=near)
+    got = choose_tail_knn(pipe, data, select, users)
+    assert [(r["tail_share"], r["tail_knn"]) for r in got["rows"]] == [(0.5, 0.0), (0.5, 0.5), (0.5, 1.0)]
+    expected = grid_metrics(pipe, data, [ShelfPoint(0.5, 0.0, 0.0, w) for w in (0.0, 0.5, 1.0)], users)
+    tails = [m["tail_recall@20"] for m in expected]
+    assert got["chosen"] == (0.0, 0.5, 1.0)[tails.index(max(tails))]
+    assert [r["tail_recall@20"] for r in got["rows"]] == pytest.approx(tails, abs=1e-6)
+    out = select_shelves(pipe, data, select)
+    assert out["tail_knn"] == got
+    assert all(r["tail_knn"] == (got["chosen"] if r["tail_share"] > 0 else 0.0) for r in out["grid"])
 
 
 def test_rule_takes_the_most_tail_within_the_recall_budget():
@@ -123,6 +152,28 @@ def test_grid_metrics_equal_plain_evaluations_of_each_point(tiny_bundle):
         )
     assert got[1]["ndcg@10"] == pytest.approx(got[0]["ndcg@10"])  # the first half of a list stays the model's
     assert got[1] != got[0]
+
+
+def test_grid_metrics_with_a_knn_ordered_tail_shelf_equal_plain_evaluations(tiny_bundle):
+    from longtail.model.graph import cosine_neighbours
+
+    data = clustered_split()
+    pipe = load_pipeline(read_bundle(tiny_bundle))
+    near = cosine_neighbours(data.histories(("train",)), data.n_items, 5, targets=pipe.tail)
+    pipe = dataclasses.replace(pipe, neighbours=near)
+    points = [
+        ShelfPoint(0, 0, 0),
+        ShelfPoint(0.5, 0, 0),
+        ShelfPoint(0.5, 0, 0, 1.0),
+        ShelfPoint(0.3, 0.2, 1.0, 0.5),
+    ]
+    users = sample_users(data, "valid", None)
+    got = grid_metrics(pipe, data, points, users)
+    for point, metrics in zip(points, got, strict=True):
+        shelved = pipe.with_knobs(shelves=point.shelves)
+        assert metrics == pytest.approx(
+            evaluate(PipelineRecommender(shelved), data, "valid").metrics, nan_ok=True
+        )
 
 
 def test_select_shelves_reports_the_grid_and_a_chosen_point_of_it(tiny_bundle):

@@ -46,6 +46,17 @@ def test_exposure_penalty_moves_shelf_slots_to_items_shown_less():
     assert (plain[:, 1:] == [4, 5]).all()
 
 
+def test_tail_scores_order_the_tail_shelf_and_leave_the_relevance_block_alone():
+    candidates = np.broadcast_to(np.arange(10), SCORES.shape)
+    order = np.full(SCORES.shape, -np.inf)
+    order[0, 4:] = [0.0, 1.0, 2.0, 9.0, 5.0, 3.0]  # another order of the tail: item 7 first, then 8
+    shelves = Shelves(tail_share=0.4)
+    lists = arrange_columns(candidates, SCORES, 5, TAIL, NEW, shelves, np.zeros(10), tail_scores=order)
+    assert lists[0].tolist() == [0, 1, 2, 7, 8]
+    plain = arrange_columns(candidates, SCORES, 5, TAIL, NEW, shelves, np.zeros(10))
+    assert plain[0].tolist() == [0, 1, 2, 4, 5]
+
+
 def test_excluded_items_are_skipped_and_short_shelves_are_refilled():
     scores = SCORES.copy()
     scores[0, [4, 5, 6, 7, 8, 9]] = -np.inf  # every tail item excluded
@@ -74,6 +85,7 @@ def test_per_user_candidates_map_to_catalog_items_and_their_exposure():
         ({"tail_share": 1.5}, "tail_share"),
         ({"tail_share": 0.6, "new_share": 0.6}, "≤ 1"),
         ({"exposure_penalty": -1.0}, "exposure_penalty"),
+        ({"tail_knn": -1.0}, "tail_knn"),
     ],
 )
 def test_bad_shelves_are_refused(kwargs, message):

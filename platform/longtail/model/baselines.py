@@ -13,7 +13,7 @@ from scipy import sparse
 from longtail.config import BPRConfig
 from longtail.data.encoded import Histories, SplitData
 from longtail.model.base import ScoringRecommender
-from longtail.topk import top_k
+from longtail.model.graph import cosine_neighbours
 
 T = TypeVar("T")
 
@@ -52,28 +52,8 @@ class ItemKNN(ScoringRecommender):
 
     def fit(self, data: SplitData) -> None:
         """Build the top-k cosine similarity matrix (n_items, n_items) block by block."""
-        x = data.histories(("train",)).to_csr(data.n_items).tocsc()  # (n_users, n_items) binary
-        norms = np.sqrt(np.asarray(x.sum(0)).ravel())  # (n_items,)
-        n = data.n_items
-        k = min(self.k, max(n - 1, 1))
-        step = max(1, self.block_cells // max(n, 1))
-        rows, cols, vals = [], [], []
-        xt = x.T.tocsr()
-        for start in range(0, n, step):
-            stop = min(n, start + step)
-            block = (xt[start:stop] @ x).toarray()  # (c, n) co-counts
-            block /= np.outer(norms[start:stop], norms) + self.shrink + 1e-12
-            block[np.arange(stop - start), np.arange(start, stop)] = 0.0
-            top = top_k(block, k)  # (c, k)
-            val = np.take_along_axis(block, np.maximum(top, 0), 1)
-            keep = (top >= 0) & (val > 0)
-            rows.append(np.repeat(np.arange(start, stop), k)[keep.ravel()])
-            cols.append(top[keep])
-            vals.append(val[keep])
-        self.similarity = sparse.csr_matrix(
-            (np.concatenate(vals).astype(np.float32), (np.concatenate(rows), np.concatenate(cols))),
-            shape=(n, n),
-        )
+        train = data.histories(("train",))
+        self.similarity = cosine_neighbours(train, data.n_items, self.k, self.shrink, None, self.block_cells)
 
     def score(self, users: np.ndarray, histories: Histories) -> np.ndarray:
         """(b, n_items) summed similarity to the history."""

@@ -64,6 +64,35 @@ def kg_neighbours(item_entities: sparse.csr_matrix, k: int, block_cells: int = 1
     return _assemble(parts, n)
 
 
+def cosine_neighbours(
+    histories: Histories,
+    n_items: int,
+    k: int,
+    shrink: float = 0.0,
+    targets: np.ndarray | None = None,
+    block_cells: int = 1 << 25,
+) -> sparse.csr_matrix:
+    """Item-kNN similarity: sim(i, j) = |U_i ∩ U_j| / (sqrt(|U_i|·|U_j|) + shrink) over the users of
+    ``histories`` (each counted once per item), the k largest per row, no self-loops, in row blocks so memory
+    stays bounded. ``targets`` (n,) bool, when given, limits the columns to those items (the tail shelf's
+    neighbours: the k most similar tail items of every item)."""
+    x = histories.to_csr(n_items).tocsc()  # (n_users, n) binary
+    norms = np.sqrt(np.asarray(x.sum(0)).ravel())  # (n,)
+    k = min(k, max(n_items - 1, 1))
+    step = max(1, block_cells // max(n_items, 1))
+    xt = x.T.tocsr()
+    parts = []
+    for start in range(0, n_items, step):
+        stop = min(n_items, start + step)
+        block = (xt[start:stop] @ x).toarray()  # (c, n) co-counts
+        block /= np.outer(norms[start:stop], norms) + shrink + 1e-12
+        block[np.arange(stop - start), np.arange(start, stop)] = 0.0
+        if targets is not None:
+            block[:, ~targets] = 0.0
+        parts.append(topk_rows(block, k, start))
+    return _assemble(parts, n_items)
+
+
 def cooccurrence(histories: Histories, n_items: int, window: int, k: int) -> sparse.csr_matrix:
     """Items consumed within ``window`` steps of each other in a history, cosine-normalised, top-k per
     item."""

@@ -64,6 +64,7 @@ class Shelves:
     tail_share: float = 0.0  # slots after the relevance block kept for tail items
     new_share: float = 0.0  # slots kept for items nobody has interacted with yet
     exposure_penalty: float = 0.0  # λ: a reserved-slot candidate scores z(score) − λ·log(1 + times shown)
+    tail_knn: float = 0.0  # weight of the item-kNN affinity to the history in the tail shelf's order
 
     def __post_init__(self) -> None:
         for name in ("tail_share", "new_share"):
@@ -73,6 +74,8 @@ class Shelves:
             raise ValueError(f"tail_share + new_share must be ≤ 1, got {self.tail_share + self.new_share}")
         if self.exposure_penalty < 0.0:
             raise ValueError(f"exposure_penalty must be ≥ 0, got {self.exposure_penalty}")
+        if self.tail_knn < 0.0:
+            raise ValueError(f"tail_knn must be ≥ 0, got {self.tail_knn}")
 
     @property
     def active(self) -> bool:
@@ -94,6 +97,7 @@ def arrange(
     exposure: np.ndarray,
     new_scores: np.ndarray | None = None,
     record: bool = True,
+    tail_scores: np.ndarray | None = None,
 ) -> np.ndarray:
     """Column picks (b, k) into ``candidates`` (b, c), best first, -1 where nothing is left.
 
@@ -104,10 +108,13 @@ def arrange(
     candidate's z-scored score is lowered by λ·log(1 + exposure) so that items shown often already yield to
     others. Slots a block cannot fill go to the next best items. With ``record`` the picks are added to
     ``exposure`` row by row, so later rows of the batch see the earlier ones. ``new_scores`` (b, c), when
-    given, order the new-item shelf (e.g. text similarity to the history, which needs no interactions).
+    given, order the new-item shelf (e.g. text similarity to the history, which needs no interactions);
+    ``tail_scores`` (b, c), when given, order the tail shelf (``pipeline.tail_item_scores``).
     Without shelves this is the plain top k (ties to the lower column).
     """
-    picks, _ = arrange_labelled(candidates, scores, k, tail, new, shelves, exposure, new_scores, record)
+    picks, _ = arrange_labelled(
+        candidates, scores, k, tail, new, shelves, exposure, new_scores, record, tail_scores=tail_scores
+    )
     return picks
 
 
@@ -122,12 +129,15 @@ def arrange_labelled(
     new_scores: np.ndarray | None = None,
     record: bool = True,
     shelf_bonus: np.ndarray | None = None,
+    tail_scores: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``arrange``'s picks (b, k) and the shelf that filled each slot (b, k): ``MODEL_SHELF`` (the relevance
     block and the slots a reserved block left over), ``TAIL_SHELF``, ``NEW_SHELF``; -1 where nothing is left.
 
     ``shelf_bonus`` (n,), when given, is added to each candidate's score in the reserved blocks only (the
     feedback-driven shelves: a sampled estimate of how users engage with the item when it is shown there).
+    ``tail_scores`` (b, c), when given, order the tail shelf in place of the score (as ``new_scores`` the
+    new-item shelf).
 
     The batch is arranged at once (z-scores, the relevance block, the shelves' candidates); only where
     exposure damping reads the picks of earlier rows (``record`` with λ > 0) do the reserved blocks go row
@@ -150,7 +160,8 @@ def arrange_labelled(
     top = top_k(s, k - n_tail - n_new)  # (b, n_top) the relevance block
     open_ = np.isfinite(s)
     _close(open_, top)
-    tail_z = np.where(open_ & tail[safe], z, -np.inf)  # (b, c) tail shelf candidates
+    z_tail = z if tail_scores is None else zscore(np.where(finite, tail_scores, -np.inf), axis=1)
+    tail_z = np.where(open_ & tail[safe], z_tail, -np.inf)  # (b, c) tail shelf candidates
     new_z = np.where(open_ & new[safe], z_new, -np.inf)
     if record and shelves.exposure_penalty > 0:  # row r's damping reads the picks of rows < r
         columns, labels = _in_order(

@@ -37,7 +37,7 @@ def build_index(retriever: FactorizedRetriever, retrieval: RetrievalConfig, seed
 
 
 def shelves_of(rerank: RerankConfig) -> Shelves:
-    return Shelves(rerank.tail_share, rerank.new_share, rerank.exposure_penalty)
+    return Shelves(rerank.tail_share, rerank.new_share, rerank.exposure_penalty, rerank.tail_knn)
 
 
 def knobs_of(ranker: RankerConfig, rerank: RerankConfig | None = None) -> Knobs:
@@ -66,10 +66,12 @@ def make_pipeline(
     recent_counts: np.ndarray | None = None,
     history_strengths: bool = True,
     seed: int = 0,
+    neighbours: sparse.csr_matrix | None = None,
 ) -> Pipeline:
     """A pipeline over trained models (both put in eval mode): ``knobs`` None means the model's own lists
     without any popularity term; ``index`` None builds the MIPS index; ``recent_counts`` (n,) feed the trend
-    term; ``history_strengths``: the models read the histories' event strengths (``events.in_history``)."""
+    term; ``history_strengths``: the models read the histories' event strengths (``events.in_history``);
+    ``neighbours`` (n, n): the item-kNN matrix of the tail shelf's order (``Shelves.tail_knn``)."""
     vectors = np.asarray(vectors, dtype=np.float32)
     counts = np.asarray(train_counts)
     return Pipeline(
@@ -83,6 +85,7 @@ def make_pipeline(
         retrieval=retrieval,
         history_strengths=history_strengths,
         catalog=Catalog.of(counts, vectors, retrieval),
+        neighbours=None if neighbours is None else sparse.csr_matrix(neighbours, dtype=np.float32),
         knobs=knobs or Knobs(),
         rng=np.random.default_rng(seed),
     )
@@ -120,6 +123,7 @@ def load_pipeline(bundle: Bundle, retrieval: RetrievalConfig | None = None) -> P
         recent_counts=bundle.recent_counts,
         history_strengths=cfg.events.in_history,
         seed=cfg.ranker.seed,
+        neighbours=bundle.neighbours,
     )
 
 

@@ -139,6 +139,7 @@ class Pipeline:
     retrieval: RetrievalConfig
     history_strengths: bool  # the models read event strengths of the history (events.in_history)
     catalog: Catalog
+    neighbours: sparse.csr_matrix | None = None  # (n, n) item-kNN: every item's most similar tail items
     knobs: Knobs = field(default_factory=Knobs)
     rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))  # exploration noise
 
@@ -349,9 +350,41 @@ def arrange_slots(
     """``arrange_lists``'s columns (b, k) and the shelf of each slot (b, k) (``arrange.arrange_labelled``)."""
     shelves = p.knobs.shelves
     new_scores = new_item_scores(p, batch, candidates, scores) if shelves.new_share > 0 else None
+    tail_scores = None
+    if shelves.tail_share > 0 and shelves.tail_knn > 0 and p.neighbours is not None:
+        tail_scores = tail_item_scores(p, candidates, scores, tail_affinity(p, batch, candidates))
     return arrange_labelled(
-        candidates, scores, k, p.tail, p.new, shelves, exposure, new_scores, record, shelf_bonus
+        candidates, scores, k, p.tail, p.new, shelves, exposure, new_scores, record, shelf_bonus, tail_scores
     )
+
+
+def tail_affinity(p: Pipeline, batch: Batch, candidates: np.ndarray) -> np.ndarray:
+    """(b, C) item-kNN affinity of each tail candidate to the user's history, Σ_h sim(h, item) over
+    ``p.neighbours`` (the item-kNN peer's score), -inf for candidates that are not tail items. Reads only
+    the neighbour rows of the history's items."""
+    if p.neighbours is None:
+        raise ValueError("tail_affinity: the pipeline has no item-kNN neighbours")
+    safe = np.maximum(candidates, 0)
+    rows, cols = np.nonzero((candidates >= 0) & p.tail[safe])
+    reach = sparse.csr_matrix(batch.histories.to_csr(p.n_items) @ p.neighbours)  # (b, n)
+    out = np.full(candidates.shape, -np.inf)
+    out[rows, cols] = np.asarray(reach[rows, candidates[rows, cols]], dtype=np.float64).ravel()
+    return out
+
+
+def tail_item_scores(
+    p: Pipeline, candidates: np.ndarray, scores: np.ndarray, affinity: np.ndarray
+) -> np.ndarray:
+    """(b, C) the order of the tail shelf, -inf for candidates that are not tail items: z(the ranker's score)
+    + w·z(``affinity``, ``tail_affinity``), z over the user's tail candidates, w = ``shelves.tail_knn``.
+
+    Why: a tail item has few interactions, so the ranker's CF term knows it least, while the items its few
+    users also took say where it belongs. Measured on valid (tail_share 0.2-0.4), ordering the tail shelf by
+    the sum raised tail_recall@20 on ML-100K and food and left amazon2014-toy level; ``select`` chooses w."""
+    tail = np.isfinite(affinity) & np.isfinite(scores)
+    ranked = np.where(tail, scores, -np.inf)
+    near = np.where(tail, affinity, -np.inf)
+    return zscore(ranked, axis=1) + p.knobs.shelves.tail_knn * zscore(near, axis=1)
 
 
 def new_item_scores(p: Pipeline, batch: Batch, candidates: np.ndarray, scores: np.ndarray) -> np.ndarray:
@@ -431,4 +464,12 @@ def grow(p: Pipeline, new_vectors: np.ndarray, graph: sparse.csr_matrix) -> Pipe
         train_counts=counts,
         recent_counts=recent,
         catalog=catalog,
+        neighbours=None if p.neighbours is None else _padded(p.neighbours, n + m),
     )
+
+
+def _padded(matrix: sparse.csr_matrix, n: int) -> sparse.csr_matrix:
+    """``matrix`` with empty rows and columns up to (n, n)."""
+    out = sparse.csr_matrix(matrix, copy=True)
+    out.resize((n, n))
+    return out

@@ -22,7 +22,17 @@ import numpy as np
 
 from longtail.data.encoded import Histories
 from longtail.recommend.arrange import Shelves, arrange_labelled
-from longtail.recommend.pipeline import Batch, Knobs, Pipeline, new_item_scores, rank, retrieve, score_knobs
+from longtail.recommend.pipeline import (
+    Batch,
+    Knobs,
+    Pipeline,
+    new_item_scores,
+    rank,
+    retrieve,
+    score_knobs,
+    tail_affinity,
+    tail_item_scores,
+)
 
 
 @dataclass(frozen=True)
@@ -145,6 +155,8 @@ def variant_lists(
         else:
             candidates, scores = ranked.rows(rows)
         adjusted_by: dict[Knobs, tuple[np.ndarray, np.ndarray | None]] = {}  # score knobs → (scores, new)
+        tail_by: dict[tuple[Knobs, float], np.ndarray] = {}  # (score knobs, tail_knn) → tail shelf order
+        affinity: np.ndarray | None = None  # the batch's item-kNN affinity, made on first need
         for j, variant in enumerate(variants):
             knobs = variant.knobs
             key = dataclasses.replace(knobs, shelves=Shelves())
@@ -154,8 +166,23 @@ def variant_lists(
             if knobs.shelves.new_share > 0 and new_scores is None:
                 new_scores = new_item_scores(variant, batch, candidates, adjusted)
                 adjusted_by[key] = (adjusted, new_scores)
+            tail_scores = None
+            shelves = knobs.shelves
+            if shelves.tail_share > 0 and shelves.tail_knn > 0 and variant.neighbours is not None:
+                if (key, shelves.tail_knn) not in tail_by:
+                    affinity = tail_affinity(base, batch, candidates) if affinity is None else affinity
+                    tail_by[key, shelves.tail_knn] = tail_item_scores(variant, candidates, adjusted, affinity)
+                tail_scores = tail_by[key, shelves.tail_knn]
             columns, _ = arrange_labelled(
-                candidates, adjusted, k, variant.tail, variant.new, knobs.shelves, exposures[j], new_scores
+                candidates,
+                adjusted,
+                k,
+                variant.tail,
+                variant.new,
+                shelves,
+                exposures[j],
+                new_scores,
+                tail_scores=tail_scores,
             )
             items = np.take_along_axis(candidates, np.maximum(columns, 0), 1)
             out[j, rows] = np.where(columns >= 0, items, -1)

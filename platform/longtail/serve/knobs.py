@@ -144,6 +144,11 @@ class ListKnobs(Strict):
     exposure_penalty: float | None = Field(
         None, ge=0.0, description="λ: shelf items lose λ·log(1 + shown); null: bundle's"
     )
+    tail_knn: float | None = Field(
+        None,
+        ge=0.0,
+        description="w: the tail shelf orders by z(score) + w·z(item-kNN affinity); null: bundle's",
+    )
     candidates: Annotated[int, Field(ge=1)] | Literal["exact"] | None = Field(
         None, description="retriever candidates per user; exact: rank every item; null: the bundle's"
     )

@@ -130,6 +130,7 @@ class LivePipeline:
                 tail,
                 min(shelves.new_share if knobs.new_share is None else knobs.new_share, 1.0 - tail),
                 shelves.exposure_penalty if knobs.exposure_penalty is None else knobs.exposure_penalty,
+                shelves.tail_knn if knobs.tail_knn is None else knobs.tail_knn,
             ),
             tail_boost=trained.tail_boost if knobs.tail_boost is None else knobs.tail_boost,
             exploration=trained.exploration if knobs.exploration is None else knobs.exploration,

@@ -8,6 +8,7 @@ the stages downstream of it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -24,7 +25,7 @@ import pyarrow.parquet as pq
 from safetensors.torch import load_file, save_file
 from scipy import sparse
 
-from longtail.bundle import write_bundle
+from longtail.bundle import read_edges, write_bundle, write_edges
 from longtail.config import TrainConfig
 from longtail.data import read_manifest, read_split, read_table
 from longtail.data.encoded import SplitData, load_split_data
@@ -32,7 +33,7 @@ from longtail.data.vectors import vectors_of
 from longtail.eval.evaluate import EvalResult, eval_users, evaluate, history_parts, score_lists
 from longtail.eval.report import plot_alpha_sweep
 from longtail.model.factory import build_graph, build_ranker, build_retriever
-from longtail.model.graph import GRAPH_RULE, item_entity_matrix
+from longtail.model.graph import GRAPH_RULE, cosine_neighbours, item_entity_matrix
 from longtail.recommend.build import (
     build_index,
     knobs_of,
@@ -128,8 +129,8 @@ def choose_shelves(
     own = selection["grid"][0]
     log(
         f"select: shelves tail_share {chosen['tail_share']:g}, new_share {chosen['new_share']:g}, "
-        f"exposure_penalty "
-        f"{chosen['exposure_penalty']:g} of {len(selection['grid'])} on {selection['users']} valid users "
+        f"exposure_penalty {chosen['exposure_penalty']:g}, tail_knn {chosen['tail_knn']:g} of "
+        f"{len(selection['grid'])} on {selection['users']} valid users "
         f"({time.time() - started:.0f} s): tail_recall@20 {own['tail_recall@20']} → {row['tail_recall@20']}, "
         f"coverage@20 {own['coverage@20']} → {row['coverage@20']}, recall@20 {own['recall@20']} → "
         f"{row['recall@20']}"
@@ -261,6 +262,31 @@ def prepare_stages(data_dir: Path, config: TrainConfig, work: Path, log: Log = p
         os.replace(tmp, graph_path)  # atomic: concurrent sweep trials never read half a file
         log(f"graph: {graph.nnz} edges ({', '.join(f'{k} {v.nnz}' for k, v in parts.items())})")
     return Stages(data, encoder_dir, vectors, graph, key, work)
+
+
+def neighbours_stage(
+    config: TrainConfig, stages: Stages, tail: np.ndarray, log: Log = print
+) -> sparse.csr_matrix | None:
+    """Every item's ``rerank.knn_k`` most similar ``tail`` items, item-kNN cosine over the train users (the
+    tail shelf's order, ``rerank.tail_knn``), reused when the stage cache has it; None when knn_k is 0."""
+    k, n = config.rerank.knn_k, stages.data.n_items
+    if k == 0:
+        return None
+    targets = hashlib.sha256(np.packbits(tail).tobytes()).hexdigest()
+    path = stages.work / f"neighbours-{digest(stages.key, k, targets)}.parquet"
+    if path.is_file():
+        log(f"neighbours: reusing {path}")
+        return read_edges(path, n)
+    started = time.time()
+    neighbours = cosine_neighbours(stages.data.histories(("train",)), n, k, targets=tail)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    write_edges(neighbours, tmp)
+    os.replace(tmp, path)  # atomic, as the graph
+    log(
+        f"neighbours: {neighbours.nnz} item-kNN edges to {int(tail.sum())} tail items "
+        f"({time.time() - started:.0f} s)"
+    )
+    return neighbours
 
 
 def fit_stage(
@@ -492,6 +518,9 @@ def train_pipeline(data_dir: Path, config: TrainConfig, out: Path, log: Log = pr
         fit_selection = None
     log(f"index: {pipe.index.kind} over {pipe.index.n_items} items")
     done("fit_and_popularity_terms")
+    neighbours = neighbours_stage(config, stages, pipe.tail, log)
+    pipe = dataclasses.replace(pipe, neighbours=neighbours)
+    done("neighbours")
     selection = None
     if config.select.shelves:
         config, pipe, selection = choose_shelves(config, pipe, data, log, memo)
@@ -533,6 +562,7 @@ def train_pipeline(data_dir: Path, config: TrainConfig, out: Path, log: Log = pr
         data={"path": str(data_dir), "fingerprint": fingerprint, "split": config.split},
         index_bytes=None if pipe.index.kind == "exact" else pipe.index.to_bytes(),
         recent_counts=pipe.recent_counts,
+        neighbours=neighbours,
     )
     sweep = [(p["alpha"], p["ndcg@10"], p["tail_recall@20"]) for p in metrics["alpha_sweep_test"]]
     plot = plot_alpha_sweep(

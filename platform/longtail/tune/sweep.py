@@ -16,6 +16,7 @@ A trial that was running when the sweep stopped runs again from its start.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Callable
@@ -31,7 +32,13 @@ from longtail.data.encoded import SplitData
 from longtail.eval.evaluate import evaluate
 from longtail.recommend.pipeline import Pipeline
 from longtail.recommend.recommender import PipelineRecommender
-from longtail.train.chain import choose_popularity_terms, choose_shelves, prepare_stages, trained_pipeline
+from longtail.train.chain import (
+    choose_popularity_terms,
+    choose_shelves,
+    neighbours_stage,
+    prepare_stages,
+    trained_pipeline,
+)
 from longtail.train.fit import fit_models
 from longtail.tune.space import Param, touches_upstream
 from longtail.tune.trials import (
@@ -103,14 +110,13 @@ def select_like_train(
 def run_trial(params: dict[str, Any], job: SweepJob) -> None:
     """One trial: cached upstream stages, a ``TorchTrainer`` fit reporting per epoch, then valid+test."""
     config = apply_params(job.base, params)
+    log = lambda m: print(f"[trial] {m}", flush=True)  # noqa: E731
     if config.ranker.dim % config.ranker.heads:
         tune.report(
             {"objective": float("-inf"), "invalid": f"dim {config.ranker.dim} % heads {config.ranker.heads}"}
         )
         return
-    stages = prepare_stages(
-        Path(job.data_dir), config, Path(job.work), log=lambda m: print(f"[trial] {m}", flush=True)
-    )
+    stages = prepare_stages(Path(job.data_dir), config, Path(job.work), log=log)
     config.resources.storage_path = job.storage
     trial_id = tune.get_context().get_trial_id()
     result = fit_models(
@@ -134,6 +140,7 @@ def run_trial(params: dict[str, Any], job: SweepJob) -> None:
         result.ranker_state,
         stages.data.recent_counts(config.ranker.trend_window),
     )
+    pipe = dataclasses.replace(pipe, neighbours=neighbours_stage(config, stages, pipe.tail, log))  # as train
     config, pipe = select_like_train(config, pipe, stages.data, result.history)
     final = {
         part: evaluate(PipelineRecommender(pipe), stages.data, part).metrics for part in ("valid", "test")
