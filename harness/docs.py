@@ -363,6 +363,54 @@ def item_graph_section(graph: dict) -> str:
     )
 
 
+def tail_shelf_section(shelf: dict) -> str:
+    """``python -m benchmarks.tail_shelf``: the item-kNN weight's choice on valid, each weight at the chosen
+    shelf shares (valid), and the defaults' bundles before and after the tail shelf read the affinity."""
+    choice = [
+        "| dataset | w | largest tail shelf alone: valid tail_recall@20 | at the chosen shares: valid "
+        "recall@20 | valid tail_recall@20 | valid coverage@20 |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    bundles = [
+        "| dataset | bundle | code | shares (tail, new, λ) | w | test ndcg@10 | test recall@20 | "
+        "test tail_recall@20 | own tail_recall@20 | cold_recall@20 | coverage@20 |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for run in shelf["runs"]:
+        alone = {row["tail_knn"]: row["tail_recall@20"] for row in run["choice"]["rows"]}
+        for i, row in enumerate(run["weights"]):
+            w = row["tail_knn"]
+            mark = " (chosen)" if row["chosen"] else ""
+            choice.append(
+                f"| {run['dataset'] if i == 0 else ''} | {w:g}{mark} | {cell(alone.get(w))} | "
+                f"{cell(row['recall@20'])} | {cell(row['tail_recall@20'])} | {cell(row['coverage@20'])} |"
+            )
+        for row in run["bundles"]:
+            test, own, chosen = row["test"], row["own_test"], row["chosen"] or {}
+            shares = ", ".join(
+                f"{chosen.get(k, 0):g}" for k in ("tail_share", "new_share", "exposure_penalty")
+            )
+            w = chosen.get("tail_knn")
+            weight = "—" if w is None else f"{w:g}"
+            bundles.append(
+                f"| {run['dataset']} | {row['label']} | {row['code']} | {shares} | {weight} | "
+                f"{cell(test['ndcg@10'])} | {cell(test['recall@20'])} | {cell(test['tail_recall@20'])} | "
+                f"{cell(own['tail_recall@20'])} | {cell(test['cold_recall@20'])} | "
+                f"{cell(test['coverage@20'])} |"
+            )
+    return (
+        "## The tail shelf's order (`python -m benchmarks.tail_shelf`)\n\n"
+        "The tail shelf orders its candidates by z(score) + w·z(item-kNN affinity to the history) "
+        "(`rerank.tail_knn`). `longtail train` chooses w on valid before the shelf grid: the weight whose "
+        "largest tail shelf alone (no new-item shelf, no exposure damping) finds the most tail; every tail "
+        "shelf of the grid then uses it. Beside that choice, each w at the shares the grid chose (the same "
+        f"valid users, ranked again; {shelf['machine']}, {shelf['code']}):\n\n"
+        + "\n".join(choice)
+        + "\n\nThe defaults' bundles before the tail shelf read the affinity and after (served lists unless "
+        "named own; test):\n\n" + "\n".join(bundles) + "\n"
+    )
+
+
 SECTIONS = {
     "demo.json": demo_section,
     "body-flood.json": flood_section,
@@ -370,6 +418,7 @@ SECTIONS = {
     "train-time.json": train_time_section,
     "text-ablation.json": text_ablation_section,
     "item-graph.json": item_graph_section,
+    "tail-shelf.json": tail_shelf_section,
 }
 
 
