@@ -47,6 +47,7 @@ def test_tiny_pipeline_trains_caches_and_evaluates(ray_env, tiny_encoder, tmp_pa
     assert (bundle_dir / "encoder" / "model.safetensors").is_file() and (
         bundle_dir / "retriever.safetensors"
     ).is_file()
+    assert bundle.neighbours is not None and bundle.neighbours.nnz > 0  # the tail shelf's item-kNN matrix
     data = load_split_data(data_dir, "warm")
     pipe = load_pipeline(bundle)  # what eval and Serve read: the same lists as the training run wrote down
     # each epoch's validation: two workers ranked half the users each; the best epoch's weights (the
@@ -109,12 +110,17 @@ def test_tiny_pipeline_trains_caches_and_evaluates(ray_env, tiny_encoder, tmp_pa
     kept = fits["chosen"]
     assert kept["id_dropout"] == rung["chosen"]["id_dropout"]
     continued = f"fit: epochs 2-2 of id_dropout {kept['id_dropout']:g}"
+    assert "neighbours: reusing" in again.stderr, again.stderr[-2000:]  # the tail shelf's item-kNN matrix
     if kept["id_dropout"] == 0.0:
-        assert continued not in again.stderr and again.stderr.count("reusing") == 4, again.stderr[-2000:]
+        assert continued not in again.stderr and again.stderr.count("reusing") == 5, again.stderr[-2000:]
     else:
-        assert continued in again.stderr and again.stderr.count("reusing") == 3, again.stderr[-2000:]
+        assert continued in again.stderr and again.stderr.count("reusing") == 4, again.stderr[-2000:]
     assert [row["epochs"] for row in fits["grid"]] == [2] * len(gammas) * len(deltas)
     assert [h["epoch"] for h in second.manifest.metrics["fit_history"]] == [1.0, 2.0]
+    weight = second.manifest.metrics["selection"]["shelves"]["tail_knn"]  # chosen before the shelf grid
+    assert [r["tail_knn"] for r in weight["rows"]] == [0.0, 0.5, 1.0]
+    kept_row = next(r for r in weight["rows"] if r["tail_knn"] == second.config.rerank.tail_knn)
+    assert all(kept_row["tail_recall@20"] >= r["tail_recall@20"] for r in weight["rows"])
     assert second.config.ranker.epochs == 2
     assert second.config.ranker.id_dropout == second.config.retriever.id_dropout == kept["id_dropout"]
     assert second.config.ranker.popularity_adjustment == kept["popularity_adjustment"]
