@@ -111,8 +111,12 @@ def test_graph_reach_is_the_same_through_the_dense_buffer_and_the_sorted_path(se
     assert few.shape[1] * 4 < n + 1 <= everything.shape[1] * 4
     with torch.no_grad():
         dense, sparse_ = model.assoc(history, mask, everything), model.assoc(history, mask, few)
-        shared = model.assoc(history, mask, torch.arange(n))  # one (b, n + 1) sum for the batch
+        shared = model.assoc(history, mask, torch.arange(n))  # every item shared by the batch
+        # training's shared candidates: a subset, repeated items among them (targets of several users)
+        subset = torch.tensor([7, 1, 3, 7, 0, 1])
+        shared_subset = model.assoc(history, mask, subset)
     assert torch.allclose(shared, dense[:, :n], atol=1e-6)
+    assert torch.equal(shared_subset, shared[:, subset])
     assert torch.allclose(torch.gather(dense, 1, few), sparse_, atol=1e-6)
     assert (dense[:, n] == 0).all() and (
         dense > 0

@@ -22,6 +22,19 @@ import torch
 from torch import nn
 
 
+class _Transposed(torch.autograd.Function):
+    """x.T (2-d) whose gradient comes back contiguous: the plain transpose hands its (c, b) gradient on as a
+    strided view, and every (c, b, L) backward op before it then runs on (and copies) that layout."""
+
+    @staticmethod
+    def forward(ctx: object, x: torch.Tensor) -> torch.Tensor:
+        return x.t().contiguous()
+
+    @staticmethod
+    def backward(ctx: object, grad: torch.Tensor) -> torch.Tensor:
+        return grad.t().contiguous()
+
+
 class TargetAttention(nn.Module):
     """Scores candidates against histories through candidate-dependent attention weights."""
 
@@ -55,7 +68,8 @@ class TargetAttention(nn.Module):
             w = w / w.sum(1, keepdim=True).clamp_min(1e-12)  # (b, L)
             return w[:, None, :].expand(b, c, length)
         if cand.dim() == 2:
-            return self._shared_weights(cand, hist, mask, strength, projected).permute(1, 0, 2)
+            w = self._shared_weights(cand, hist, mask, strength, projected) / self.heads  # (c, b, L)
+            return w.permute(1, 0, 2)
         # every pass over the (b, h, c, L) logits counts (it is the ranker's largest tensor): the 1/√dh
         # scale goes into the (smaller) keys, recency and padding into one (b, h, 1, L) bias
         q, k = (cand, hist) if projected else (self.query(cand), self.key(hist))
@@ -78,7 +92,8 @@ class TargetAttention(nn.Module):
         strength: torch.Tensor | None,
         projected: bool,
     ) -> torch.Tensor:
-        """Attention of candidates (c, d) shared by the batch over histories (b, L, d): (c, b, L).
+        """Attention of candidates (c, d) shared by the batch over histories (b, L, d), summed over the heads
+        (the caller divides where that is cheapest): (c, b, L).
 
         Candidate-major, so the logits of each head are one (c, dh) × (dh, b·L) product (bias added in it)
         rather than b small ones (training: about a third faster than the (b, h, c, L) layout, same
@@ -95,8 +110,7 @@ class TargetAttention(nn.Module):
         w = torch.softmax(torch.addmm(bias[0], q[0], k[0]).view(c, b, length), dim=-1)
         for i in range(1, self.heads):
             w = w + torch.softmax(torch.addmm(bias[i], q[i], k[i]).view(c, b, length), dim=-1)
-        w = w / self.heads  # (c, b, L)
-        return self._zero_empty(w, mask, 1)
+        return self._zero_empty(w, mask, 1)  # (c, b, L)
 
     def _bias(self, mask: torch.Tensor, strength: torch.Tensor | None) -> torch.Tensor:
         """Recency, log strength and padding (−inf) per head: (b, h, L). An empty history keeps finite
@@ -133,12 +147,14 @@ class TargetAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(scores (b, c), weights (b, c, L)) for candidates (c, d) or (b, c, d) against histories (b, L, d);
         strength (b, L) or None; ``projected``: the features are already W_q x (candidates) and W_k x
-        (history)."""
+        (history). The weights carry no gradient (explanations read them)."""
         if cand_vec.dim() == 2 and self.use_attention:  # shared: candidate-major throughout
             b, length, d = hist_vec.shape
-            w = self._shared_weights(cand_feat, hist_feat, mask, strength, projected)  # (c, b, L)
-            sim = (cand_vec @ hist_vec.reshape(b * length, d).T).view(-1, b, length)  # (c, b, L)
-            return (w * sim).sum(-1).T, w.permute(1, 0, 2)
+            w = self._shared_weights(cand_feat, hist_feat, mask, strength, projected)  # (c, b, L) head sum
+            # the mean over heads divides the (c, d) candidate vectors, not a (c, b, L) tensor
+            y = cand_vec / self.heads
+            sim = (y @ hist_vec.reshape(b * length, d).T).view(-1, b, length)  # (c, b, L)
+            return _Transposed.apply((w * sim).sum(-1)), (w.detach() / self.heads).permute(1, 0, 2)
         w = self.weights(cand_feat, hist_feat, mask, strength, projected)  # (b, c, L)
         sim = torch.einsum("bcd,bld->bcl" if cand_vec.dim() == 3 else "cd,bld->bcl", cand_vec, hist_vec)
-        return (w * sim).sum(-1), w
+        return (w * sim).sum(-1), w.detach()

@@ -255,6 +255,22 @@ class HybridRanker(nn.Module):
         at = torch.searchsorted(unique, query).clamp(max=len(unique) - 1)
         return torch.where(unique[at] == query, reach[at], 0.0)
 
+    def _shared_reach(self, history: torch.Tensor, r: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+        """Σ_l r_l A[h_l, c] for candidates (c,) shared by the batch: (b, c), from the history's edges that
+        reach a candidate, summed per user and distinct candidate (no catalog-sized row per user: training
+        memory does not grow with the catalog; a catalog-wide sparse product cost more, and its backward
+        re-sorted the graph every step)."""
+        b, n = history.shape[0], self.n_items + 1
+        user_dst, weight = self._history_edges(history, r)  # (E,) each
+        distinct, inverse = torch.unique(candidates, return_inverse=True)  # (u,), (c,)
+        column = torch.full((n,), -1, dtype=torch.long, device=weight.device)
+        column[distinct] = torch.arange(len(distinct), device=weight.device)  # item → its column, or -1
+        hit = column[user_dst % n]  # (E,)
+        keep = hit >= 0
+        slot = torch.div(user_dst[keep], n, rounding_mode="floor") * len(distinct) + hit[keep]
+        reach = torch.zeros(b * len(distinct), device=weight.device).index_add_(0, slot, weight[keep])
+        return reach.view(b, -1)[:, inverse]
+
     def assoc(
         self,
         history: torch.Tensor,
@@ -263,7 +279,7 @@ class HybridRanker(nn.Module):
         strength: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """κ · Σ_l r_l A[h_l, c] for each user and candidate: (b, c); candidates (c,) or (b, c)."""
-        b, length = history.shape
+        length = history.shape[1]
         from_end = (mask.sum(1, keepdim=True) - 1 - torch.arange(length, device=history.device)).float()
         r = torch.exp(-nn.functional.softplus(self.assoc_decay) * from_end.clamp_min(0)) * mask  # (b, L)
         if strength is not None:
@@ -272,11 +288,7 @@ class HybridRanker(nn.Module):
         kappa = nn.functional.softplus(self.assoc_scale) * 10.0
         if candidates.dim() == 2:  # per-user candidates: the history's edges, then a lookup per candidate
             return kappa * self._reach_of(history, r, candidates)
-        # shared by the batch (training, whole-catalog scoring): the history's edges summed into (b, n + 1);
-        # a catalog-wide sparse product here cost more, and its backward re-sorted the graph every step
-        user_dst, weight = self._history_edges(history, r)
-        rows = torch.zeros(b * (self.n_items + 1), device=weight.device).index_add_(0, user_dst, weight)
-        return kappa * rows.view(b, -1)[:, candidates]
+        return kappa * self._shared_reach(history, r, candidates)  # shared by the batch (training)
 
     def forward(
         self,
