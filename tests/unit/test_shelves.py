@@ -134,7 +134,7 @@ def test_batched_shelves_equal_the_row_by_row_rule(seed):
     """Ties, padding, excluded candidates, short shelves, a shelf bonus, with and without exposure damping:
     ``arrange_labelled`` (vectorised over the batch, row by row only where damping reads earlier rows' picks)
     gives the reference's picks, shelves and exposure counts."""
-    from longtail.recommend.arrange import arrange_labelled
+    from longtail.recommend.arrange import arrange_labelled, order_for_shelves
 
     rng = np.random.default_rng(seed)
     for trial in range(60):
@@ -154,9 +154,17 @@ def test_batched_shelves_equal_the_row_by_row_rule(seed):
         record = bool(trial % 4)
         exposure = rng.integers(0, 5, n).astype(float)
         expected_exposure = exposure.copy()
+        prepared_exposure = exposure.copy()
         got = arrange_labelled(candidates, scores, k, tail, new, shelves, exposure, new_scores, record, bonus)
         expected = _row_by_row(
             candidates, scores, k, tail, new, shelves, expected_exposure, new_scores, record, bonus
         )
         assert got[0].tolist() == expected[0].tolist() and got[1].tolist() == expected[1].tolist()
         assert exposure.tolist() == expected_exposure.tolist()
+        # a grid's shared ordering (one per batch, whatever the shelves) gives the same picks
+        ordered = order_for_shelves(candidates, scores, k, new_scores)
+        shared = arrange_labelled(
+            candidates, scores, k, tail, new, shelves, prepared_exposure, None, record, bonus, ordered=ordered
+        )
+        assert shared[0].tolist() == expected[0].tolist() and shared[1].tolist() == expected[1].tolist()
+        assert prepared_exposure.tolist() == expected_exposure.tolist()

@@ -82,6 +82,35 @@ class Shelves:
         return self.tail_share > 0.0 or self.new_share > 0.0
 
 
+@dataclass(frozen=True)
+class Ordered:
+    """One batch's ranked candidates as every shelf setting reads them (``order_for_shelves``), so that a
+    grid of shelf settings over the same scores computes them once."""
+
+    s: np.ndarray  # (b, c) the scores of pickable candidates, -inf elsewhere
+    z: np.ndarray  # (b, c) s z-scored per row
+    z_new: np.ndarray  # (b, c) the new-item shelf's order, z-scored (z when no new_scores)
+    z_tail: np.ndarray  # (b, c) the tail shelf's order, z-scored (z when no tail_scores)
+    best: np.ndarray  # (b, k) the k best columns by s, best first, -1 where none is left
+
+
+def order_for_shelves(
+    candidates: np.ndarray,
+    scores: np.ndarray,
+    k: int,
+    new_scores: np.ndarray | None = None,
+    tail_scores: np.ndarray | None = None,
+) -> Ordered:
+    """What ``arrange_labelled`` reads of ``scores`` (b, c), ``new_scores`` and ``tail_scores`` whatever
+    the shelves: the relevance block of any size is a prefix of ``best`` (``top_k``'s one tie rule)."""
+    finite = np.isfinite(scores)
+    s = np.where(finite & (candidates >= 0), scores, -np.inf)  # (b, c) what may be picked
+    z = zscore(s, axis=1)
+    z_new = z if new_scores is None else zscore(np.where(finite, new_scores, -np.inf), axis=1)
+    z_tail = z if tail_scores is None else zscore(np.where(finite, tail_scores, -np.inf), axis=1)
+    return Ordered(s, z, z_new, z_tail, top_k(s, k))
+
+
 MODEL_SHELF, TAIL_SHELF, NEW_SHELF = 0, 1, 2  # which part of a list filled a slot (``arrange_labelled``)
 SHELF_NAMES = ("model", "tail", "new")
 _SHELVES = np.array([MODEL_SHELF, TAIL_SHELF, NEW_SHELF], np.int8)
@@ -130,6 +159,7 @@ def arrange_labelled(
     record: bool = True,
     shelf_bonus: np.ndarray | None = None,
     tail_scores: np.ndarray | None = None,
+    ordered: Ordered | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """``arrange``'s picks (b, k) and the shelf that filled each slot (b, k): ``MODEL_SHELF`` (the relevance
     block and the slots a reserved block left over), ``TAIL_SHELF``, ``NEW_SHELF``; -1 where nothing is left.
@@ -137,7 +167,8 @@ def arrange_labelled(
     ``shelf_bonus`` (n,), when given, is added to each candidate's score in the reserved blocks only (the
     feedback-driven shelves: a sampled estimate of how users engage with the item when it is shown there).
     ``tail_scores`` (b, c), when given, order the tail shelf in place of the score (as ``new_scores`` the
-    new-item shelf).
+    new-item shelf). ``ordered``: ``order_for_shelves`` of the same scores made already (in place of
+    ``new_scores`` and ``tail_scores``).
 
     The batch is arranged at once (z-scores, the relevance block, the shelves' candidates); only where
     exposure damping reads the picks of earlier rows (``record`` with λ > 0) do the reserved blocks go row
@@ -153,16 +184,14 @@ def arrange_labelled(
         return picks, shelf
     n_tail, n_new = round(shelves.tail_share * k), round(shelves.new_share * k)
     safe = np.maximum(candidates, 0)  # (b, c) catalog indices, 0 for padding
-    finite = np.isfinite(scores)
-    s = np.where(finite & (candidates >= 0), scores, -np.inf)  # (b, c) what may be picked
-    z = zscore(s, axis=1)
-    z_new = z if new_scores is None else zscore(np.where(finite, new_scores, -np.inf), axis=1)
-    top = top_k(s, k - n_tail - n_new)  # (b, n_top) the relevance block
+    if ordered is None:
+        ordered = order_for_shelves(candidates, scores, k, new_scores, tail_scores)
+    s = ordered.s
+    top = ordered.best[:, : k - n_tail - n_new]  # (b, n_top) the relevance block
     open_ = np.isfinite(s)
     _close(open_, top)
-    z_tail = z if tail_scores is None else zscore(np.where(finite, tail_scores, -np.inf), axis=1)
-    tail_z = np.where(open_ & tail[safe], z_tail, -np.inf)  # (b, c) tail shelf candidates
-    new_z = np.where(open_ & new[safe], z_new, -np.inf)
+    tail_z = np.where(open_ & tail[safe], ordered.z_tail, -np.inf)  # (b, c) tail shelf candidates
+    new_z = np.where(open_ & new[safe], ordered.z_new, -np.inf)
     if record and shelves.exposure_penalty > 0:  # row r's damping reads the picks of rows < r
         columns, labels = _in_order(
             candidates, (top, tail_z, new_z), open_, s, k, shelves, exposure, shelf_bonus

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from longtail.data.encoded import Histories
-from longtail.recommend.arrange import Shelves, arrange_labelled
+from longtail.recommend.arrange import Ordered, Shelves, arrange_labelled, order_for_shelves
 from longtail.recommend.pipeline import (
     Batch,
     Knobs,
@@ -157,6 +157,7 @@ def variant_lists(
         adjusted_by: dict[Knobs, tuple[np.ndarray, np.ndarray | None]] = {}  # score knobs → (scores, new)
         tail_by: dict[tuple[Knobs, float], np.ndarray] = {}  # (score knobs, tail_knn) → tail shelf order
         affinity: np.ndarray | None = None  # the batch's item-kNN affinity, made on first need
+        ordered_by: dict[tuple[Knobs, float, bool], Ordered] = {}  # what every shelf setting reads
         for j, variant in enumerate(variants):
             knobs = variant.knobs
             key = dataclasses.replace(knobs, shelves=Shelves())
@@ -173,6 +174,12 @@ def variant_lists(
                     affinity = tail_affinity(base, batch, candidates) if affinity is None else affinity
                     tail_by[key, shelves.tail_knn] = tail_item_scores(variant, candidates, adjusted, affinity)
                 tail_scores = tail_by[key, shelves.tail_knn]
+            ordered = None
+            if shelves.active:
+                by = (key, shelves.tail_knn if tail_scores is not None else 0.0, new_scores is not None)
+                if by not in ordered_by or knobs.exploration:
+                    ordered_by[by] = order_for_shelves(candidates, adjusted, k, new_scores, tail_scores)
+                ordered = ordered_by[by]
             columns, _ = arrange_labelled(
                 candidates,
                 adjusted,
@@ -183,6 +190,7 @@ def variant_lists(
                 exposures[j],
                 new_scores,
                 tail_scores=tail_scores,
+                ordered=ordered,
             )
             items = np.take_along_axis(candidates, np.maximum(columns, 0), 1)
             out[j, rows] = np.where(columns >= 0, items, -1)
