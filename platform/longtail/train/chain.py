@@ -360,7 +360,9 @@ def choose_fit(
 ) -> tuple[TrainConfig, dict[str, dict], list[dict], Pipeline, dict]:
     """One fit per ``select.id_dropout`` value (or the config's one fit when null) for ``rung_epochs``,
     ``choose_popularity_terms`` over them, then the chosen fit continued to ``ranker.epochs`` and its γ and
-    δ chosen again (successive halving: the other values' second halves are never trained). Returns the
+    δ chosen again (successive halving: the other values' second halves are never trained). The rung
+    compares the fits at the config's trend boost alone: the trend term is chosen once, on the kept fit
+    (on amazon2014-toy a third of the rung's variants; ML-100K, toy and food kept the same fit). Returns the
     chosen fit's config, weights, history and pipeline, and the record for the manifest
     (``metrics.selection.fit``; ``rung``: the choice among the shorter fits)."""
     select, epochs = config.select, config.ranker.epochs
@@ -374,14 +376,16 @@ def choose_fit(
         fits.append((candidate, _pipeline_of(candidate, stages, states), history))
         weights.append(states)
         ends.append(end)
-    best, chosen, pipe, record = choose_popularity_terms(fits, stages.data, log, memo)
+    rung_first = rung < epochs
+    best, chosen, pipe, record = choose_popularity_terms(fits, stages.data, log, memo, trend=not rung_first)
     states, history, end = weights[best], fits[best][2], ends[best]
-    if rung < epochs and not (end is not None and end.stopped):  # early stopping ended it: it is done
-        full = with_epochs(fits[best][0], epochs)  # no end kept (a cache from elsewhere): from scratch
-        states, history, _ = fit_stage(full, stages, log, start=end)
-        _, chosen, pipe, final = choose_popularity_terms(
-            [(full, _pipeline_of(full, stages, states), history)], stages.data, log, memo
-        )
+    if rung_first:
+        kept = fits[best]
+        if not (end is not None and end.stopped):  # early stopping ended it: it is done
+            full = with_epochs(kept[0], epochs)  # no end kept (a cache from elsewhere): from scratch
+            states, history, _ = fit_stage(full, stages, log, start=end)
+            kept = (full, _pipeline_of(full, stages, states), history)
+        _, chosen, pipe, final = choose_popularity_terms([kept], stages.data, log, memo)
         record = {**final, "rung": {"epochs": rung, **record}}
     return with_epochs(chosen, epochs), states, history, pipe, record
 
@@ -403,11 +407,13 @@ def choose_popularity_terms(
     data: SplitData,
     log: Log = print,
     memo: RankMemo | None = None,
+    trend: bool = True,
 ) -> tuple[int, TrainConfig, Pipeline, dict]:
     """Each fit's own lists scored on valid (the seeded ``select.users`` sample) at every pair of popularity
-    adjustment γ (``select.popularity_adjustments``) and trend boost δ (``select.trend_boosts``) — one ranking
-    pass per fit; null lists: the config's value — and the rule of ``choose_fit_trend_point`` keeps one (fit,
-    γ, δ) over the joint grid. ``fits``: (config, pipeline, fit history) each. Returns (which fit, its config
+    adjustment γ (``select.popularity_adjustments``) and trend boost δ (``select.trend_boosts``; ``trend``
+    False: the config's δ alone) — one ranking pass per fit; null lists: the config's value — and the rule of
+    ``choose_fit_trend_point`` keeps one (fit, γ, δ) over the joint grid. ``fits``: (config, pipeline, fit
+    history) each. Returns (which fit, its config
     with γ and δ set, its pipeline with them, the record for the manifest). ``longtail train`` and every
     ``longtail tune`` trial run this."""
     started, rows = time.time(), []
@@ -415,7 +421,7 @@ def choose_popularity_terms(
     select = config.select
     users = sample_users(data, "valid", select.users, config.ranker.seed)
     adjustments = list(dict.fromkeys(select.popularity_adjustments or [config.ranker.popularity_adjustment]))
-    boosts = list(dict.fromkeys(select.trend_boosts or [config.ranker.trend_boost]))
+    boosts = list(dict.fromkeys((trend and select.trend_boosts) or [config.ranker.trend_boost]))
     points = [(g, d) for d in boosts for g in adjustments]
     for candidate, pipe, history in fits:
         variants = [
