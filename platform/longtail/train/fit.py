@@ -118,6 +118,9 @@ def fit_loop(config: dict[str, Any]) -> None:
     worker group resumes from holds it finished."""
     job = FitJob.model_validate(config)
     torch.set_num_threads(job.threads)
+    # subnormal floats (attention weights and their gradients near zero, as the attention sharpens) run far
+    # slower on x86; flushed to zero, food's epoch-6 step took 166 ms instead of 456 ms (toy: −4 %)
+    torch.set_flush_denormal(True)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     print(f"[fit] worker {rank}/{world} on node {ray.get_runtime_context().get_node_id()}", flush=True)
