@@ -70,19 +70,18 @@ class TargetAttention(nn.Module):
         if cand.dim() == 2:
             w = self._shared_weights(cand, hist, mask, strength, projected) / self.heads  # (c, b, L)
             return w.permute(1, 0, 2)
-        # every pass over the (b, h, c, L) logits counts (it is the ranker's largest tensor): the 1/√dh
-        # scale goes into the (smaller) keys, recency and padding into one (b, h, 1, L) bias
+        # every pass over the (b, c, L) logits counts (they are the ranker's largest tensors): the 1/√dh
+        # scale goes into the (smaller) keys, recency and padding into a (b, 1, L) bias per head, added by
+        # the product itself; the mean over heads one head at a time (no (b, h, c, L) tensor)
         q, k = (cand, hist) if projected else (self.query(cand), self.key(hist))
         k = k.reshape(b, length, self.heads, self.head_dim) / math.sqrt(self.head_dim)  # (b, L, h, dh)
         k = k.permute(0, 2, 3, 1)  # (b, h, dh, L)
-        if self.heads == 1:
-            logits = torch.matmul(q, k[:, 0])[:, None]  # (b, 1, c, L): no per-head copy of the queries
-        else:
-            q = q.reshape(b, c, self.heads, self.head_dim).transpose(1, 2)  # (b, h, c, dh)
-            logits = torch.matmul(q, k)  # (b, h, c, L)
+        q = q.reshape(b, c, self.heads, self.head_dim)  # (b, c, h, dh)
         bias = self._bias(mask, strength)[:, :, None, :]  # (b, h, 1, L)
-        w = torch.softmax(logits + bias, dim=-1).mean(1)  # (b, c, L)
-        return self._zero_empty(w, mask, 0)
+        w = torch.softmax(torch.baddbmm(bias[:, 0], q[:, :, 0], k[:, 0]), dim=-1)  # (b, c, L)
+        for i in range(1, self.heads):
+            w = w + torch.softmax(torch.baddbmm(bias[:, i], q[:, :, i], k[:, i]), dim=-1)
+        return self._zero_empty(w / self.heads if self.heads > 1 else w, mask, 0)
 
     def _shared_weights(
         self,
