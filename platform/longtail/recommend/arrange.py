@@ -186,6 +186,8 @@ def arrange_labelled(
     safe = np.maximum(candidates, 0)  # (b, c) catalog indices, 0 for padding
     if ordered is None:
         ordered = order_for_shelves(candidates, scores, k, new_scores, tail_scores)
+    elif ordered.best.shape[1] < k - n_tail - n_new:
+        raise ValueError(f"arrange: the shared ordering holds {ordered.best.shape[1]} best columns, k is {k}")
     s = ordered.s
     top = ordered.best[:, : k - n_tail - n_new]  # (b, n_top) the relevance block
     open_ = np.isfinite(s)
