@@ -67,6 +67,21 @@ def test_single_interactions_file_without_items_or_timestamps(tmp_path):
     assert sorted(ds.items.column("item_id").to_pylist()) == ["x", "y"]
 
 
+def test_html_character_references_in_item_text_are_unescaped(tmp_path):
+    (tmp_path / "interactions.csv").write_text("user_id,item_id\na,x\nb,y\n")
+    (tmp_path / "items.csv").write_text(
+        "item_id,title\nx,Wrath of Ashardalon: A D&amp;D Boardgame\n"
+        'y,"Shapes (Set of 30 1-3/4&quot; Pieces) &#39;n&#x27; more"\n'
+    )
+    ds = import_source(tmp_path, "csv", ImportOptions())
+    items = ds.items.to_pydict()
+    texts = dict(zip(items["item_id"], items["text"], strict=True))
+    assert texts == {
+        "x": "Wrath of Ashardalon: A D&D Boardgame",
+        "y": "Shapes (Set of 30 1-3/4\" Pieces) 'n' more",
+    }
+
+
 def test_repeated_pair_keeps_earliest_copy(tmp_path):
     f = tmp_path / "log.csv"
     f.write_text("user_id,item_id,timestamp,event_type\na,x,9,click\na,x,3,buy\na,x,3,view\n")

@@ -1,7 +1,10 @@
-"""Compose an item's text from its fields with a template such as ``"{title} ({year}). {genres}"``."""
+"""Compose an item's text from its fields with a template such as ``"{title} ({year}). {genres}"``; HTML
+character references (``&amp;``, ``&quot;``, ``&#39;``: common in scraped catalogs) become the characters they
+name, so the encoder reads ``D&D`` rather than ``D&amp;D``."""
 
 from __future__ import annotations
 
+import html
 import re
 import string
 
@@ -46,7 +49,8 @@ def default_template(columns: list[str]) -> str:
 
 
 def compose_text(fields: dict[str, list[str]], template: str, file: str = "items") -> pa.Array:
-    """One string per item; empty fields leave no empty brackets or doubled spaces behind."""
+    """One string per item, HTML character references unescaped; empty fields leave no empty brackets or
+    doubled spaces behind."""
     wanted = template_fields(template)
     if not wanted:
         raise DataError(
@@ -67,7 +71,7 @@ def compose_text(fields: dict[str, list[str]], template: str, file: str = "items
     n = len(next(iter(fields.values()))) if fields else 0
     out = []
     for i in range(n):
-        text = template.format_map({name: fields[name][i] for name in wanted})
+        text = html.unescape(template.format_map({name: fields[name][i] for name in wanted}))
         text = _EMPTY_BRACKETS.sub("", text)
         text = _DANGLING.sub(r"\1", _SPACES.sub(" ", text)).strip(" .,;:")
         out.append(text)
