@@ -138,6 +138,13 @@ class RankerConfig(StrictModel):
     batch_size: int = Field(256, ge=2, description="examples per step (split over workers)")
     negatives: int = Field(256, ge=1, description="uniform negatives shared by a batch")
     lr: float = Field(2.5e-3, gt=0.0, description="Adam learning rate")
+    lr_plateau: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="from min_epochs on, an epoch without valid ndcg@10 gain multiplies the learning rate "
+        "by this for the epochs after it; 1 = constant (0.5 helped ML-100K, not food)",
+    )
     weight_decay: float = Field(0.0, ge=0.0, description="Adam weight decay")
     popularity_correction: float = Field(0.07, ge=0.0, description="η of the logit adjustment (0 = none)")
     temperature: float = Field(0.34, gt=0.0, description="τ of the sampled softmax: logits are score / τ")

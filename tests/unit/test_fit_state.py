@@ -11,6 +11,7 @@ from longtail.train.fit_state import (
     early_stop,
     epoch_generator,
     load_optimizer_tensors,
+    lr_scale_after,
     optimizer_tensors,
     read_end,
     write_end,
@@ -93,3 +94,24 @@ def test_early_stopping_waits_out_the_dip_after_a_popularity_like_first_epoch():
     assert _stopped_at(flat, 2, 6) == 6  # a fit that never gains still ends at min_epochs
     rising = [0.10, 0.12, 0.14, 0.15, 0.16, 0.17, 0.18, 0.17, 0.17, 0.18]
     assert _stopped_at(rising, 2, 6) == 9  # after min_epochs patience acts as before
+
+
+def _lr_scales(valid_ndcg: list[float], min_epochs: int, factor: float) -> list[float]:
+    """The learning rate's share of lr each epoch trains at (the fit loop's bookkeeping)."""
+    best, scale, scales = -1.0, 1.0, []
+    for epoch, value in enumerate(valid_ndcg, start=1):
+        scales.append(scale)
+        improved = value > best
+        best = max(best, value)
+        scale = lr_scale_after(scale, improved, epoch, min_epochs, factor)
+    return scales
+
+
+def test_lr_plateau_halves_the_rate_after_each_epoch_without_a_gain_once_min_epochs_are_trained():
+    defaults = RankerConfig()
+    ml100k = [0.103, 0.143, 0.151, 0.166, 0.172, 0.178, 0.1855, 0.1888, 0.1914, 0.1910, 0.1948, 0.1957]
+    assert _lr_scales(ml100k, defaults.min_epochs, 0.5) == [1.0] * 10 + [0.5, 0.5]
+    food = [0.0125, 0.0114, 0.0122, 0.0129, 0.0141, 0.0167, 0.0160, 0.0170, 0.0165, 0.0150]
+    # the first epochs' dip leaves the rate alone; after min_epochs each epoch without a gain halves it
+    assert _lr_scales(food, defaults.min_epochs, 0.5) == [1.0] * 7 + [0.5, 0.5, 0.25]
+    assert _lr_scales(food, defaults.min_epochs, defaults.lr_plateau) == [1.0] * 10  # the default: constant

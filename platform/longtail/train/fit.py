@@ -56,6 +56,7 @@ from longtail.train.fit_state import (
     early_stop,
     epoch_generator,
     load_optimizer_tensors,
+    lr_scale_after,
     optimizer_tensors,
     read_end,
     write_end,
@@ -166,7 +167,7 @@ def _fit_one(
         torch.as_tensor(share),
         torch.as_tensor(popularity_log_prior(counts)),
     )
-    state: dict[str, Any] = {"epoch": 0, "best": -1.0, "bad": 0, "history": []}
+    state: dict[str, Any] = {"epoch": 0, "best": -1.0, "bad": 0, "lr_scale": 1.0, "history": []}
     best, adam = _cpu_state(objective), None
     if start is not None:
         objective.load_state_dict(start.current)
@@ -183,6 +184,7 @@ def _fit_one(
     optimizer = torch.optim.Adam(ddp.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if adam:
         load_optimizer_tensors(optimizer, adam)
+    _set_lr(optimizer, cfg.lr * state.get("lr_scale", 1.0))  # a continued fit keeps its reductions
     per_worker = max(1, spec.examples_per_epoch // world)
     validation = job.retrieval.model_copy(update={"index": "exact"})  # no ANN build per epoch
     users = eval_users(data, "valid", cfg.valid_users, cfg.seed)  # (u,) every epoch's valid users
@@ -203,7 +205,7 @@ def _fit_one(
             weights=_take(weights, pick),
         )
         trained = time.monotonic()
-        stop = torch.zeros(1, device=device)
+        decision = torch.tensor([0.0, state.get("lr_scale", 1.0)], device=device)  # (stop, lr scale)
         metrics = {"epoch": float(epoch + 1), "train_loss": loss}
         pipe = make_pipeline(
             retriever=core.scorers["retriever"],
@@ -218,25 +220,37 @@ def _fit_one(
         if lists is not None:  # rank 0
             result = score_lists("hybrid", lists, data, "valid", users)
             metrics.update({f"valid_{k}": v for k, v in result.metrics.items() if not math.isnan(v)})
-            if result.metrics["ndcg@10"] > state["best"]:
+            improved = result.metrics["ndcg@10"] > state["best"]
+            if improved:
                 state["best"], state["bad"], best = result.metrics["ndcg@10"], 0, _cpu_state(core)
             else:
                 state["bad"] += 1
-            stop[0] = float(early_stop(epoch + 1, state["bad"], cfg.patience, cfg.min_epochs))
+            decision[0] = float(early_stop(epoch + 1, state["bad"], cfg.patience, cfg.min_epochs))
+            decision[1] = lr_scale_after(
+                float(decision[1]), improved, epoch + 1, cfg.min_epochs, cfg.lr_plateau
+            )
             print(
-                f"[fit] id_dropout {cfg.id_dropout:g} epoch {epoch + 1}/{cfg.epochs} loss {loss:.4f} valid "
-                f"ndcg@10 {result.metrics['ndcg@10']:.4f} (best {state['best']:.4f}; "
+                f"[fit] id_dropout {cfg.id_dropout:g} epoch {epoch + 1}/{cfg.epochs} lr "
+                f"{optimizer.param_groups[0]['lr']:.3g} loss {loss:.4f} valid ndcg@10 "
+                f"{result.metrics['ndcg@10']:.4f} (best {state['best']:.4f}; "
                 f"train {trained - started:.0f} s, valid {time.monotonic() - trained:.0f} s)",
                 flush=True,
             )
-        dist.broadcast(stop, src=0)
-        state["epoch"], state["stopped"] = epoch + 1, bool(stop.item())
+        dist.broadcast(decision, src=0)
+        state["epoch"], state["stopped"] = epoch + 1, bool(decision[0].item())
+        state["lr_scale"] = float(decision[1].item())
+        _set_lr(optimizer, cfg.lr * state["lr_scale"])
         state["history"].append(metrics)
         end = FitEnd(_cpu_state(core), best, optimizer_tensors(optimizer), state) if rank == 0 else None
         _report(end, checkpoint_of, metrics)
-        if stop.item():
+        if state["stopped"]:
             break
     return FitEnd(_cpu_state(core), best, optimizer_tensors(optimizer), state)
+
+
+def _set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
 
 
 def valid_lists(

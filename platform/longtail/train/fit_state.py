@@ -48,6 +48,18 @@ def early_stop(epochs_done: int, bad: int, patience: int, min_epochs: int) -> bo
     return bad >= patience and epochs_done >= min_epochs
 
 
+def lr_scale_after(scale: float, improved: bool, epochs_done: int, min_epochs: int, factor: float) -> float:
+    """The learning rate's share of ``lr`` for the next epoch: ``scale`` times ``factor`` when the epoch just
+    done brought no valid ndcg@10 gain and the fit has trained ``min_epochs`` (before that a fit's valid
+    figure dips and recovers on its own: ``early_stop``), else ``scale``.
+
+    Measured (``ranker.lr_plateau`` 0.5 against 1): on ML-100K the constant-rate fit wavered and stopped
+    (valid ndcg@10 0.1914, 0.1910, 0.1912) where the halved rate carried it on to 0.1948 and 0.1957; on
+    amazon2014-toy level; on food the halved rate did not recover the constant rate's gain at epoch 8
+    and the fit kept epoch 6 (its valid ndcg@10 0.0146 → 0.0139). Off by default."""
+    return scale * factor if not improved and epochs_done >= min_epochs else scale
+
+
 def optimizer_tensors(optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
     """An optimizer's per-parameter state as flat ``"{param index}.{name}"`` tensors (safetensors-ready)."""
     return {
