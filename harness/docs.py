@@ -219,8 +219,9 @@ def train_time_section(timing: dict) -> str:
     rows = [
         "| dataset | interactions | items | code | minutes per 100k | wall s | "
         + " | ".join(f"{k} s" for k in stages)
-        + " | epochs | id_dropout | test ndcg@10 | test tail_recall@20 | own tail_recall@20 |",
-        "|---|---:|---:|---|---:|---:|" + "---:|" * len(stages) + "---:|---:|---:|---:|---:|",
+        + " | epochs | id_dropout | valid ndcg@10 | valid tail_recall@20 | test ndcg@10 "
+        "| test tail_recall@20 | own tail_recall@20 |",
+        "|---|---:|---:|---|---:|---:|" + "---:|" * len(stages) + "---:|---:|---:|---:|---:|---:|---:|",
     ]
     for run in timing["runs"]:
         before = run.get("before") or []
@@ -229,6 +230,7 @@ def train_time_section(timing: dict) -> str:
             ("now", run),
         ]:
             chosen, name = got.get("chosen") or {}, run["dataset"].rsplit("/", 1)[-1]
+            valid = got.get("valid") or {}
             dropout = "–" if chosen.get("id_dropout") is None else f"{chosen['id_dropout']:g}"
             rows.append(
                 f"| {name} | {run['interactions']:,} | {run['items']:,} | {label} "
@@ -236,6 +238,7 @@ def train_time_section(timing: dict) -> str:
                 f"{got['wall_s']:,.0f} | "
                 + " | ".join(seconds(got.get("stage_seconds", {}).get(k)) for k in stages)
                 + f" | {got.get('epochs', '–')} | {dropout} | "
+                f"{cell(valid.get('ndcg@10'))} | {cell(valid.get('tail_recall@20'))} | "
                 f"{cell(got['test'].get('ndcg@10'))} | {cell(got['test'].get('tail_recall@20'))} | "
                 f"{cell(got['own_test'].get('tail_recall@20'))} |"
             )
@@ -247,7 +250,8 @@ def train_time_section(timing: dict) -> str:
         "seconds; no stage times). Rows of different commits ran at different hours of a shared machine: "
         "where a commit left a stage's code alone, its seconds show how much the machine's speed moved, so "
         "compare the stages a commit changed. A commit that changes no choice trains the same bundle: the "
-        "figures on the right repeat.\n\n" + "\n".join(rows) + "\n"
+        "figures on the right repeat. Valid (what the choices read): the served lists on the valid part; "
+        "test: served unless named own.\n\n" + "\n".join(rows) + "\n"
     )
 
 
