@@ -246,8 +246,10 @@ def train_time_section(timing: dict) -> str:
         "## Training time (`python -m benchmarks.train_time`)\n\n"
         f"`{timing['command']}` with the built-in defaults on {timing['machine']}, each run from an empty "
         'stage cache (the encoder copied and the catalog embedded included). "before" rows are earlier '
-        "commits on the same prepared data: this benchmark's runs, or the manifests of their bundles (train "
-        "seconds; no stage times). Rows of different commits ran at different hours of a shared machine: "
+        "commits on the same dataset (prepared again where the import changed it: amazon2014-toy's titles "
+        "lose their HTML character references from 772b689 on): this benchmark's runs, or the manifests "
+        "of their bundles (train seconds; no stage times). Rows of different commits ran at different "
+        "hours of a shared machine: "
         "where a commit left a stage's code alone, its seconds show how much the machine's speed moved, so "
         "compare the stages a commit changed. A commit that changes no choice trains the same bundle: the "
         "figures on the right repeat. Valid (what the choices read): the served lists on the valid part; "
