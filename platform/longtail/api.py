@@ -284,13 +284,18 @@ class Recommender:
 
     def add_items(self, items: Mapping[str, str] | Iterable[tuple[str, str]]) -> int:
         """New items (id → text), encoded with the bundle's encoder and recommendable at once; returns how
-        many were new (ids already in the catalog are skipped)."""
+        many were new (ids already in the catalog are skipped). Texts are read as ``longtail data prepare``
+        composes them (HTML character references unescaped)."""
         import numpy as np
 
+        from longtail.config import ConfigError
+        from longtail.data.text import plain_text
         from longtail.store import StoredItem
 
         pairs = list(items.items() if isinstance(items, Mapping) else items)
-        fresh = [(i, t) for i, t in pairs if i not in self.live.index]
+        fresh = [(i, plain_text(t)) for i, t in pairs if i not in self.live.index]
+        if empty := [i for i, t in fresh if not t]:
+            raise ConfigError(f"items {empty[:5]}: text holds only whitespace; the encoder reads nothing")
         if not fresh:
             return 0
         vectors = self._encode([t for _, t in fresh])

@@ -81,3 +81,6 @@ def test_added_items_are_recommendable_at_once(tiny_bundle):
     assert len(similar) == 3 and "new-1" not in {r.item_id for r in similar}
     assert "new-1" in {r.item_id for r in rec.similar("5", k=len(rec.item_ids) - 1)}
     assert rec.recommend(history=["new-1"], k=4)
+    with pytest.raises(ConfigError, match=r"\['blank'\]: text holds only whitespace"):
+        rec.add_items({"blank": " \n "})
+    assert "blank" not in rec.item_ids

@@ -313,6 +313,17 @@ def test_new_item_is_recommendable_at_once(client):
     assert client.get("/items/nope/similar").status_code == 404
 
 
+def test_added_item_text_is_stored_as_import_composes_it(client, served):
+    """HTML character references unescaped and whitespace collapsed, as `longtail data prepare` does; text
+    of whitespace only is a 422 that stores nothing."""
+    sent = {"item_id": "escaped", "text": "A  D&amp;D story of &quot;space&quot;&#39;s end\n"}
+    assert client.post("/items", json=sent, headers=bearer(WRITE)).status_code == 200
+    blank = client.post("/items", json={"item_id": "blank", "text": " \t "}, headers=bearer(WRITE))
+    assert blank.status_code == 422 and "only whitespace" in blank.json()["detail"]
+    stored = dict(served[1].store.items_missing_vectors("another-encoder"))
+    assert stored["escaped"] == 'A D&D story of "space"\'s end' and "blank" not in stored
+
+
 def test_an_item_beyond_the_stores_cap_is_a_507_naming_the_cap(served, tmp_path):
     recommender, _, metrics = served
     full = PooledStore(

@@ -1,6 +1,6 @@
 """Compose an item's text from its fields with a template such as ``"{title} ({year}). {genres}"``; HTML
 character references (``&amp;``, ``&quot;``, ``&#39;``: common in scraped catalogs) become the characters they
-name, so the encoder reads ``D&D`` rather than ``D&amp;D``."""
+name, so the encoder reads ``D&D`` rather than ``D&amp;D`` (``plain_text``: also for items added online)."""
 
 from __future__ import annotations
 
@@ -43,6 +43,11 @@ def template_fields(template: str) -> list[str]:
     return names
 
 
+def plain_text(text: str) -> str:
+    """``text`` with its HTML character references unescaped and runs of whitespace made one space."""
+    return _SPACES.sub(" ", html.unescape(text)).strip()
+
+
 def default_template(columns: list[str]) -> str:
     """All text columns in order, joined by ``". "``."""
     return ". ".join(f"{{{c}}}" for c in columns)
@@ -71,8 +76,8 @@ def compose_text(fields: dict[str, list[str]], template: str, file: str = "items
     n = len(next(iter(fields.values()))) if fields else 0
     out = []
     for i in range(n):
-        text = html.unescape(template.format_map({name: fields[name][i] for name in wanted}))
-        text = _EMPTY_BRACKETS.sub("", text)
+        composed = template.format_map({name: fields[name][i] for name in wanted})
+        text = _EMPTY_BRACKETS.sub("", plain_text(composed))
         text = _DANGLING.sub(r"\1", _SPACES.sub(" ", text)).strip(" .,;:")
         out.append(text)
     return pa.array(out, pa.string())

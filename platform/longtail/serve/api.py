@@ -24,6 +24,7 @@ from typing import Annotated, Protocol
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Query, Request, Security
 from fastapi.responses import JSONResponse, Response
 
+from longtail.data.text import plain_text
 from longtail.serve.auth import Tokens, bearer_scheme, require_personal, require_read, require_write
 from longtail.serve.guard import VERSION_HEADER, GuardMiddleware
 from longtail.serve.impressions import ImpressionLog
@@ -282,10 +283,13 @@ def _writes(recommender: Recommender, store: PooledStore) -> APIRouter:
         """A new item: encoded, stored, and recommendable on every ranker replica at its next request."""
         if recommender.in_bundle([body.item_id]) or await store.known_items([body.item_id]):
             raise HTTPException(409, f"item_id {body.item_id!r} is already in the catalog")
-        embedded = await recommender.embed(body.text)
+        text = plain_text(body.text)  # as `longtail data prepare` composes it: D&amp;D reads D&D
+        if not text:
+            raise HTTPException(422, "text holds only whitespace: the encoder would read nothing")
+        embedded = await recommender.embed(text)
         try:
             added = await store.add_item(
-                body.item_id, body.text, body.fields or {}, embedded["encoder"], embedded["vector"]
+                body.item_id, text, body.fields or {}, embedded["encoder"], embedded["vector"]
             )
         except StoreFull as exc:
             raise HTTPException(507, str(exc)) from None
