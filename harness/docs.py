@@ -136,7 +136,15 @@ def loo_section(loo: dict) -> str:
         f"## Leave-one-out on {loo['dataset']}, next to published tables (`python -m benchmarks.loo`)\n\n"
         f"`{loo['command']}` with the built-in defaults ({loo['train_s']:.0f} s on {loo['machine']}), then "
         f"`longtail eval` on the test item of each of {loo['results'][0]['users']:,} users; hit@10 is HR@10 "
-        "and ndcg@10 N@10. Published rows are copied from their sources (– where not given).\n\n"
+        "and ndcg@10 N@10. Published rows are copied from their sources (– where not given)."
+        + (
+            f" Rows marked tuned come from `{loo['peers']}` on the same prepared data: each peer's small "
+            "grid chosen on the valid item's ndcg@10, refit on train+valid, scored on the test item with "
+            "seen items masked (benchmarks/README.md)."
+            if loo.get("peers")
+            else ""
+        )
+        + "\n\n"
         + "\n".join(lines)
         + f"\n\nWhat matches the published protocol:\n\n{same}\n\nWhat differs:\n\n{different}\n"
     )
