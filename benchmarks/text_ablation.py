@@ -6,7 +6,9 @@ one change at a time to what the model reads of the item text, on each dataset g
   graph's text edges off (``graph.text_k=0``); the knowledge graph, where the dataset has one, stays;
 - ``frozen``: the built-in defaults (the packaged all-MiniLM-L6-v2, not trained);
 - ``finetuned``: the defaults plus ``finetune.enabled=true`` (the contrastive fine-tune of the encoder on
-  the train part's item pairs, Ray Train + DeepSpeed, before the catalog is embedded).
+  the train part's item pairs, Ray Train + DeepSpeed, before the catalog is embedded);
+- ``adapter``: the frozen encoder with a residual MLP on its vectors trained inside the ranker by the
+  recommendation loss (``ranker.text_adapter=256``), the CPU-sized form of training the text tower end to end.
 
 Each run's valid figures (what the platform's own choices read) and test figures, served and own lists, and
 its train seconds (the cost) go to ``docs/results/text-ablation.json``, which ``python -m harness.docs``
@@ -46,7 +48,10 @@ VARIANTS: dict[str, list[str]] = {
     "no_text": ["graph.text_k=0"],
     "frozen": [],
     "finetuned": ["finetune.enabled=true"],
+    "adapter": ["ranker.text_adapter=256"],
 }
+FIELDS = (("ranker", "text_adapter", 0),)  # fields of other sections that must be the variant's too (section,
+# field, its value in bundles made before the field existed)
 
 
 def blank_text_copy(data: Path, out: Path) -> Path:
@@ -85,7 +90,10 @@ def row_of(bundle: Path, data: Path, variant: str, code: str) -> dict:
     if manifest["data"]["fingerprint"] != prepared["fingerprint"]:
         raise ValueError(f"{bundle}: trained on other data than {data}")
     wanted = config_of(variant)
-    if any(manifest["config"][key] != wanted[key] for key in CHECKED):
+    if any(manifest["config"][key] != wanted[key] for key in CHECKED) or any(
+        manifest["config"][section].get(field, before) != wanted[section][field]
+        for section, field, before in FIELDS
+    ):
         raise ValueError(f"{bundle}: its config is not the {variant!r} variant's ({VARIANTS[variant]})")
     metrics = manifest["metrics"]
     own = metrics["own_lists"]

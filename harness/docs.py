@@ -269,6 +269,7 @@ ABLATION_LABELS = {
     "no_text": "no text",
     "frozen": "frozen MiniLM (default)",
     "finetuned": "contrastive fine-tune",
+    "adapter": "frozen + text adapter",
 }
 
 
@@ -313,7 +314,9 @@ def text_ablation_section(ablation: dict) -> str:
         "the item text: **no text** (a copy of the dataset whose item texts are all empty, so every item "
         "has the same text vector, and `graph.text_k=0`; the knowledge graph stays), **frozen** (the "
         "built-in defaults), **contrastive fine-tune** (`finetune.enabled=true`: the encoder trained on the "
-        "train part's item pairs before the catalog is embedded). Train seconds are the whole `longtail "
+        "train part's item pairs before the catalog is embedded), **frozen + text adapter** "
+        "(`ranker.text_adapter=256`: a residual MLP on the frozen vectors, trained inside the ranker by the "
+        "recommendation loss). Train seconds are the whole `longtail "
         "train` (the fine-tune included); rows ran at different hours, some beside other jobs on the same "
         "cores, so compare them with care; * an earlier bundle's (`--bundle`), which may have reused cached "
         "stages (the catalog's vectors). Epochs: those the kept fit trained (early stopping may end it "

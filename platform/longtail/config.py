@@ -131,6 +131,12 @@ class RankerConfig(StrictModel):
         lt=1.0,
         description="chance an item's ID vector is off for a training step (cold-item practice)",
     )
+    text_adapter: int = Field(
+        0,
+        ge=0,
+        description="hidden width of a residual MLP on the frozen text vectors, trained with the ranker "
+        "(0 = the linear projection only)",
+    )
     epochs: int = Field(12, ge=1, description="max epochs; early stopping on valid ndcg@10")
     examples_per_epoch: int | None = Field(
         None, ge=1, description="next-item examples per epoch; null scales"

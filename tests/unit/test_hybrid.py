@@ -12,7 +12,7 @@ from longtail.data.encoded import Histories, Interactions
 from longtail.model import hybrid
 from longtail.model.attention import TargetAttention
 from longtail.model.explain import explain
-from longtail.model.factory import build_graph, build_ranker
+from longtail.model.factory import build_graph, build_ranker, graph_tensor
 from longtail.model.objective import (
     LossSpec,
     NextItemObjective,
@@ -67,11 +67,15 @@ def test_score_equals_the_formula(setup):
         assert torch.isclose(g, w, atol=1e-6) and w != 0
 
 
-def test_scoring_tables_give_the_autograd_path_numbers_and_follow_weight_updates(setup, monkeypatch):
+@pytest.mark.parametrize("adapter", [0, 4])
+def test_scoring_tables_give_the_autograd_path_numbers_and_follow_weight_updates(setup, monkeypatch, adapter):
     data, vectors, graph = setup
     n = data.n_items
     model = build_ranker(
-        RankerConfig(dim=8, heads=2, max_history=4, dropout=0.0), vectors, graph, data.train_counts()
+        RankerConfig(dim=8, heads=2, max_history=4, dropout=0.0, text_adapter=adapter),
+        vectors,
+        graph,
+        data.train_counts(),
     ).eval()
     history = torch.tensor([[0, 1, 2, n], [5, n, n, n], [n, n, n, n]])  # the last user has no history
     candidates = torch.tensor([[3, 4, 7, n], [0, 9, 11, 2], [1, 2, 3, 4]])  # n pads a short row
@@ -91,6 +95,9 @@ def test_scoring_tables_give_the_autograd_path_numbers_and_follow_weight_updates
         assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
         optimizer.step()
     assert not torch.allclose(seen[0], seen[1])  # the step moved the scores, and the tables followed it
+    if adapter:  # the adapter started at zero and the steps trained it: the tables read its weights too
+        x = torch.as_tensor(vectors)
+        assert not torch.allclose(model.project_text(x), model.text_proj(x), atol=1e-4)
     with torch.no_grad():
         tabled = model.eval()(history, candidates)
     monkeypatch.setattr(hybrid, "TABLES_MAX_BYTES", 0)  # a catalog too large for tables: the projecting path
@@ -330,6 +337,33 @@ def test_explanations_sum_to_the_score(setup):
     first = expl[0][0]
     assert sum(first["contributions"].values()) == pytest.approx(out.score[0, 7].item(), abs=1e-5)
     assert 0 < len(first["because"]) <= 3 and all(b["item_id"] in {"0", "1", "2"} for b in first["because"])
+
+
+def test_an_untrained_text_adapter_leaves_the_projection_and_grown_keeps_it(setup):
+    data, vectors, graph = setup
+    config = RankerConfig(dim=8, max_history=4, dropout=0.0)
+    plain = build_ranker(config, vectors, graph, data.train_counts()).eval()
+    adapted = build_ranker(
+        config.model_copy(update={"text_adapter": 16}), vectors, graph, data.train_counts()
+    ).eval()
+    history = torch.tensor([[0, 1, 2, data.n_items]])
+    with torch.no_grad():  # same seed, adapter's output weights zero: the scores of the linear projection
+        assert torch.allclose(plain(history).score, adapted(history).score, atol=1e-6)
+        adapted.text_adapter.up.weight.normal_()
+        moved = adapted(history).score
+    assert not torch.allclose(plain(history).score.detach(), moved, atol=1e-4)
+    assert set(adapted.state_dict()) - set(plain.state_dict()) == {
+        "text_adapter.down.weight",
+        "text_adapter.down.bias",
+        "text_adapter.up.weight",
+    }
+    more = np.concatenate([vectors, vectors[:2]])
+    grown_graph, _ = build_graph(GraphConfig(text_k=3, kg_k=0, cooc_k=3), more, None, data.histories())
+    grown = adapted.grown(torch.as_tensor(more), graph_tensor(grown_graph))
+    with torch.no_grad():
+        assert torch.allclose(
+            grown.project_text(torch.as_tensor(vectors)), adapted.project_text(torch.as_tensor(vectors))
+        )
 
 
 def test_id_dropout_acts_only_while_training(setup):

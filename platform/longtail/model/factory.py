@@ -64,6 +64,7 @@ def ranker_spec(config: RankerConfig) -> RankerSpec:
         attention=config.attention,
         dropout=config.dropout,
         id_dropout=config.id_dropout,
+        text_adapter=config.text_adapter,
     )
 
 

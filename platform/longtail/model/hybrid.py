@@ -49,6 +49,23 @@ class RankerSpec:
     attention: bool = True  # target-aware attention; False: mean pooling
     dropout: float = 0.1  # on history embeddings, while training
     id_dropout: float = 0.0  # chance an item's ID vector is off for a training step
+    text_adapter: int = 0  # hidden width of the residual MLP on the text vectors; 0: the projection only
+
+
+class TextAdapter(nn.Module):
+    """U·GELU(V·x), added to the linear projection W_t·x of an item's frozen text vector x: the text view
+    reshaped non-linearly by the recommendation loss while the encoder stays frozen. U starts at zero, so
+    an untrained adapter leaves the projection as it is."""
+
+    def __init__(self, d_text: int, hidden: int, dim: int) -> None:
+        super().__init__()
+        self.down = nn.Linear(d_text, hidden)
+        self.up = nn.Linear(hidden, dim, bias=False)
+        nn.init.zeros_(self.up.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (…, d_text) → (…, dim)."""
+        return self.up(nn.functional.gelu(self.down(x)))
 
 
 @dataclass
@@ -131,6 +148,9 @@ class HybridRanker(nn.Module):
         self.alpha = PopularityGate(spec.alpha, 0.5, falling=True)
         self.beta = PopularityGate(spec.beta, 0.5, falling=False)
         self.dropout = nn.Dropout(spec.dropout)
+        self.text_adapter = (  # made last: the other weights draw the same numbers with or without it
+            TextAdapter(text_vectors.shape[1], spec.text_adapter, spec.dim) if spec.text_adapter else None
+        )
 
     def grown(self, text_vectors: torch.Tensor, graph: torch.Tensor) -> HybridRanker:
         """This ranker over the catalog plus m new, untouched items, with the same weights and spec.
@@ -159,9 +179,21 @@ class HybridRanker(nn.Module):
         out = (
             rows(self.projected_text(), safe)
             if not torch.is_grad_enabled()
-            else self.text_proj(rows(self.text_vectors, safe))
+            else self.project_text(rows(self.text_vectors, safe))
         )
         return out * (items < self.n_items).unsqueeze(-1)
+
+    def project_text(self, x: torch.Tensor) -> torch.Tensor:
+        """(…, d_t) text vectors → (…, dim): W_t·x, plus the adapter where there is one."""
+        out = self.text_proj(x)
+        return out if self.text_adapter is None else out + self.text_adapter(x)
+
+    def _text_weights(self) -> tuple[tuple[int, int], ...]:
+        """(version, address) of every weight the projected text reads: the caches' key."""
+        weights = list(self.text_proj.parameters())
+        if self.text_adapter is not None:
+            weights += list(self.text_adapter.parameters())
+        return tuple((w._version, w.data_ptr()) for w in weights)
 
     def item_id(self, items: torch.Tensor, known: torch.Tensor | None = None) -> torch.Tensor:
         """ID embeddings (…, dim); zero for padding and for items without a train interaction (or, with
@@ -177,16 +209,12 @@ class HybridRanker(nn.Module):
         return self.known * (torch.rand_like(self.known) >= self.spec.id_dropout)
 
     def projected_text(self) -> torch.Tensor:
-        """text_proj of every item (n, dim), cached while the projection's weights are unchanged (scoring)."""
-        key = (
-            self.text_proj.weight._version,
-            self.text_proj.bias._version,
-            self.text_proj.weight.data_ptr(),
-            self.text_vectors.data_ptr(),
-        )
+        """The projected text of every item (n, dim), cached while the projection's weights are unchanged
+        (scoring)."""
+        key = (self._text_weights(), self.text_vectors.data_ptr())
         if getattr(self, "_text_key", None) != key:
             with torch.no_grad():
-                self._text_cache = self.text_proj(self.text_vectors)
+                self._text_cache = self.project_text(self.text_vectors)
             self._text_key = key
         return self._text_cache
 
@@ -194,8 +222,6 @@ class HybridRanker(nn.Module):
         """(text view, CF view) tables of every item for scoring without autograd, so a request gathers rows
         instead of projecting its candidates and history; cached while the weights they read are unchanged."""
         weights = (
-            self.text_proj.weight,
-            self.text_proj.bias,
             self.item_emb.weight,
             self.text_attn.query.weight,
             self.text_attn.key.weight,
@@ -203,6 +229,7 @@ class HybridRanker(nn.Module):
             self.cf_attn.key.weight,
         )
         key = (
+            self._text_weights(),
             *((w._version, w.data_ptr()) for w in weights),
             self.text_vectors.data_ptr(),
             self.known.data_ptr(),
@@ -210,7 +237,7 @@ class HybridRanker(nn.Module):
         if getattr(self, "_tables_key", None) != key:
             with torch.no_grad():
                 pad = torch.zeros(1, self.text_proj.out_features, device=self.text_vectors.device)
-                text = torch.cat([self.text_proj(self.text_vectors), pad])  # (n + 1, dim)
+                text = torch.cat([self.project_text(self.text_vectors), pad])  # (n + 1, dim)
                 ids = self.item_emb.weight * self.known  # (n + 1, dim): zero for padding and untouched items
                 self._tables = (
                     ItemTable(text, self.text_attn.query(text), self.text_attn.key(text)),
